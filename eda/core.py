@@ -1,0 +1,373 @@
+"""The core API: what every face (scripts, CLI, admin HTTP API, MCP, tasks) calls.
+
+It stores, routes and dispatches events, keeps deliveries and dead letters,
+and replays. It knows nothing of Celery: enqueueing a delivery is the job of
+an :class:`Enqueuer` handed in by the caller (``tasks.connect()`` hands in the
+Celery one). Without an enqueuer, events are stored and stay ``pending``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import redis
+
+from eda.dead_letters import DeadLetter, DeadLetters, letter_id
+from eda.errors import EdaError, InvalidInput, NotFound
+from eda.event import Event
+from eda.redis_server import connect
+from eda.routes import Route, RouteTable, check_pattern, subscription_routes
+from eda.settings import Settings
+from eda.store import EventStore, Published, StoredEvent, now_iso
+
+log = logging.getLogger(__name__)
+
+#: Called with (done, total) as a long operation advances.
+Progress = Callable[[int, int], None]
+
+
+class Enqueuer(Protocol):
+    """Puts one delivery (event x handler) on the broker."""
+
+    def deliver(self, event: Event, handler: str, task_id: str, *, replay: bool = False) -> None:
+        """Enqueue the delivery; raise when the broker did not take it."""
+
+    def queue_lengths(self) -> dict[str, int]:
+        """Messages waiting in each lane."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One delivery that dispatching an event decided on."""
+
+    handler: str
+    skipped_by: str | None = None
+
+
+@dataclass
+class ReplayReport:
+    """What a replay did, or would do in a dry run."""
+
+    dry_run: bool
+    events: int = 0
+    deliveries: int = 0
+    interrupted: bool = False
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "events": self.events,
+            "deliveries": self.deliveries,
+            "interrupted": self.interrupted,
+            "items": self.items,
+        }
+
+
+class Core:
+    """The event store, routing, dead letters and replay, for one deployment."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis | None = None,
+        enqueuer: Enqueuer | None = None,
+        routes: RouteTable | None = None,
+        known_handler: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = client if client is not None else connect(settings)
+        self.store = EventStore(self.redis, settings)
+        self.keys = self.store.keys
+        self.dead_letters = DeadLetters(self.redis, self.keys)
+        self.enqueuer = enqueuer
+        self.routes = routes if routes is not None else RouteTable()
+        self.known_handler = known_handler
+
+    # -- events -----------------------------------------------------------------------------
+
+    def publish(
+        self, event_type: str, payload: Any, source: str = "unknown", **fields: Any
+    ) -> Published:
+        """Validate, store and dispatch an event; see :meth:`publish_event`."""
+        return self.publish_event(
+            Event.create(type=event_type, payload=payload, source=source, **fields)
+        )
+
+    def publish_event(self, event: Event) -> Published:
+        """Store an event durably, then dispatch it.
+
+        The store write is what counts: once it returns, the event is safe. When
+        dispatching fails (the broker is down) the event stays ``pending`` and the
+        sweeper dispatches it later.
+        """
+        published = self.store.publish(event)
+        if not published.duplicate and self.enqueuer is not None:
+            try:
+                self.dispatch(event)
+            except EdaError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "dispatch deferred to the sweeper: %s", exc, extra={"event_id": event.id}
+                )
+                self.store.mark_undispatched(event.id, f"dispatch failed, will be swept: {exc}")
+        return published
+
+    def get_event(self, event_id: str) -> StoredEvent:
+        return self.store.get(event_id)
+
+    def history(
+        self,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[StoredEvent]:
+        if event_type is not None:
+            Event.create(type=event_type, source="history")  # the same rule as on publish
+        return self.store.history(event_type, since, until, limit, newest_first)
+
+    def acknowledge(self, event_id: str, status: str = "processed", reason: str = "") -> str:
+        """Set an event's status by hand; returns the status it had."""
+        return self.store.acknowledge(event_id, status, reason or "acknowledged by an operator")
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def subscribe(self, patterns: list[str], handler: str) -> list[dict[str, Any]]:
+        """Route event types to a handler from now on, without a restart."""
+        if not patterns:
+            raise InvalidInput("event_types", "give at least one event type or pattern")
+        if not handler:
+            raise InvalidInput("handler_id", "must not be empty")
+        if self.known_handler is not None and not self.known_handler(handler):
+            raise InvalidInput(
+                "handler_id",
+                f"{handler!r} is neither a registered handler or agent "
+                "nor an importable 'package.module:function'",
+            )
+        created = []
+        for pattern in patterns:
+            check_pattern(pattern, "event_types")
+            record = {"pattern": pattern, "handler": handler, "created_at": now_iso()}
+            self.redis.hset(self.keys.subscriptions, f"{pattern} {handler}", json.dumps(record))
+            created.append(record)
+        return created
+
+    def unsubscribe(self, pattern: str, handler: str) -> bool:
+        return bool(self.redis.hdel(self.keys.subscriptions, f"{pattern} {handler}"))
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        raw = self.redis.hvals(self.keys.subscriptions)
+        return sorted((json.loads(x) for x in raw), key=lambda s: (s["pattern"], s["handler"]))
+
+    def plan(self, event: Event) -> list[Planned]:
+        """Which handlers receive this event: routes, then subscriptions; each handler once."""
+        routes: list[Route] = [
+            *self.routes.matching(event.type),
+            *(r for r in subscription_routes(self.subscriptions()) if r.matches(event.type)),
+        ]
+        planned: dict[str, Planned] = {}
+        for route in routes:
+            failed = route.failed_condition(event.payload)
+            verdict = Planned(route.handler, f"condition {failed.describe()}" if failed else None)
+            current = planned.get(route.handler)
+            if current is None or (current.skipped_by and not verdict.skipped_by):
+                planned[route.handler] = verdict
+        return list(planned.values())
+
+    def dispatch(self, event: Event) -> list[Planned]:
+        """Record and enqueue one delivery per matching handler, then clear ``pending``."""
+        enqueuer = self._enqueuer()
+        planned = self.plan(event)
+        for item in planned:
+            if item.skipped_by:
+                self.store.transition(event.id, item.handler, "skipped", item.skipped_by)
+                continue
+            task_id = uuid.uuid4().hex
+            _, _, applied = self.store.transition(
+                event.id, item.handler, "queued", "dispatched",
+                fresh_only=True, task_id=task_id, replay=False,
+            )  # fmt: skip
+            if applied:
+                enqueuer.deliver(event, item.handler, task_id)
+        if planned:
+            self.store.mark_dispatched(event.id)
+        else:
+            self.store.mark_dispatched(event.id, "unrouted", "no route or subscription matches")
+        return planned
+
+    def sweep(self) -> int:
+        """Dispatch events left ``pending`` past the grace period; each by one sweeper only."""
+        dispatched = 0
+        for event_id in self.store.pending(self.settings.outbox_grace):
+            if not self.store.claim_pending(event_id, lease=max(60.0, self.settings.outbox_grace)):
+                continue
+            try:
+                stored = self.store.get(event_id)
+            except NotFound:
+                continue
+            self.dispatch(stored.event)
+            dispatched += 1
+        return dispatched
+
+    # -- dead letters and retries -----------------------------------------------------------
+
+    def dead_letter_list(
+        self, limit: int = 50, event_type: str | None = None, handler: str | None = None
+    ) -> list[DeadLetter]:
+        return self.dead_letters.newest(limit, event_type, handler)
+
+    def dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        return self.dead_letters.get(dead_letter_id)
+
+    def retry_dead_letter(self, dead_letter_id: str) -> dict[str, Any]:
+        """Enqueue a fresh delivery with a fresh retry budget, then drop the dead letter."""
+        letter = self.dead_letters.get(dead_letter_id)
+        event = self.store.get(letter.event_id).event
+        task_id = self._redeliver(event, letter.handler, "retried from the dead-letter queue")
+        self.dead_letters.remove(dead_letter_id)
+        return {"dead_letter_id": dead_letter_id, "event_id": event.id,
+                "handler": letter.handler, "task_id": task_id}  # fmt: skip
+
+    def retry_dead_letters(
+        self,
+        event_type: str | None = None,
+        handler: str | None = None,
+        limit: int = 1000,
+        progress: Progress | None = None,
+    ) -> list[dict[str, Any]]:
+        """Retry a filtered batch of dead letters, paced by ``replay_rate``."""
+        letters = self.dead_letters.newest(limit, event_type, handler)
+        return list(self._paced(letters, lambda x: self.retry_dead_letter(x.id), progress))
+
+    def discard_dead_letter(self, dead_letter_id: str, reason: str) -> DeadLetter:
+        """Drop a dead letter for good, recording who said so and why on the delivery."""
+        if not reason.strip():
+            raise InvalidInput("reason", "say why the dead letter is discarded")
+        letter = self.dead_letters.get(dead_letter_id)
+        with contextlib.suppress(NotFound):  # a trimmed event's letter still goes
+            self.store.transition(letter.event_id, letter.handler, "dead", f"discarded: {reason}")
+        self.dead_letters.remove(dead_letter_id)
+        return letter
+
+    def retry_event(self, event_id: str) -> list[dict[str, Any]]:
+        """Retry every dead delivery of one event (from the DLQ where it is there)."""
+        stored = self.store.get(event_id)
+        retried = []
+        for handler, delivery in stored.deliveries.items():
+            if delivery.get("status") != "dead":
+                continue
+            letter = letter_id(event_id, handler)
+            task_id = self._redeliver(stored.event, handler, "retried by an operator")
+            self.dead_letters.remove(letter)
+            retried.append({"event_id": event_id, "handler": handler, "task_id": task_id})
+        if not retried:
+            raise InvalidInput("event_id", f"event {event_id!r} has no failed deliveries to retry")
+        return retried
+
+    # -- replay -----------------------------------------------------------------------------
+
+    def replay(
+        self,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+        handler: str | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> ReplayReport:
+        """Re-dispatch stored events, keeping their ids and lineage, at a bounded rate.
+
+        Replayed deliveries are marked ``replay`` and run even where the delivery
+        already succeeded. A dry run says what would be replayed and enqueues nothing.
+        """
+        if event_type is not None:
+            Event.create(type=event_type, source="replay")
+        if not 1 <= limit <= 100_000:
+            raise InvalidInput("limit", "must be between 1 and 100000")
+        work: list[tuple[Event, str]] = []
+        for stored in self.store.scan_history(event_type, since, until):
+            handlers = [p.handler for p in self.plan(stored.event) if not p.skipped_by]
+            if handler is not None:
+                handlers = [handler]
+            work.extend((stored.event, h) for h in handlers)
+            if len({e.id for e, _ in work}) >= limit:
+                break
+        report = ReplayReport(dry_run=dry_run, events=len({e.id for e, _ in work}))
+        if dry_run:
+            report.items = [{"event_id": e.id, "type": e.type, "handler": h} for e, h in work]
+            report.deliveries = len(work)
+            return report
+        try:
+            for item in self._paced(work, lambda w: self._replay_one(*w), progress):
+                report.items.append(item)
+                report.deliveries += 1
+        except KeyboardInterrupt:
+            report.interrupted = True
+        return report
+
+    def _replay_one(self, event: Event, handler: str) -> dict[str, Any]:
+        task_id = self._redeliver(event, handler, "replayed", replay=True)
+        return {"event_id": event.id, "type": event.type, "handler": handler, "task_id": task_id}
+
+    # -- stats ------------------------------------------------------------------------------
+
+    def stats(self, sample: int = 1000) -> dict[str, Any]:
+        """Events per type and status (over the newest ``sample``), lanes and DLQ size."""
+        by_type: dict[str, dict[str, int]] = {}
+        for stored in self.store.history(limit=sample):
+            counts = by_type.setdefault(stored.event.type, {})
+            counts[stored.status] = counts.get(stored.status, 0) + 1
+        return {
+            "events": by_type,
+            "stored": int(self.redis.xlen(self.keys.stream)),
+            "pending": int(self.redis.zcard(self.keys.pending)),
+            "dead_letters": self.dead_letters.count(),
+            "lanes": self.enqueuer.queue_lengths() if self.enqueuer else {},
+        }
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _enqueuer(self) -> Enqueuer:
+        if self.enqueuer is None:
+            raise EdaError("no broker is configured for dispatching (use tasks.connect())")
+        return self.enqueuer
+
+    def _redeliver(self, event: Event, handler: str, reason: str, *, replay: bool = False) -> str:
+        """Record a delivery as queued and enqueue it with a fresh retry budget."""
+        enqueuer = self._enqueuer()
+        task_id = uuid.uuid4().hex
+        self.store.transition(
+            event.id, handler, "queued", reason,
+            task_id=task_id, replay=replay, attempts=0, error=None,
+        )  # fmt: skip
+        try:
+            enqueuer.deliver(event, handler, task_id, replay=replay)
+        except Exception as exc:
+            self.store.transition(event.id, handler, "dead", f"could not enqueue: {exc}")
+            raise
+        return task_id
+
+    def _paced(
+        self, items: list[Any], action: Callable[[Any], Any], progress: Progress | None
+    ) -> Iterator[Any]:
+        interval = 1.0 / self.settings.replay_rate
+        started = time.monotonic()
+        for done, item in enumerate(items, start=1):
+            yield action(item)
+            if progress:
+                progress(done, len(items))
+            delay = started + done * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)

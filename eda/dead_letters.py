@@ -1,0 +1,123 @@
+"""The dead-letter queue: deliveries that failed for good, kept in Redis until handled.
+
+A dead letter's id is ``<event id>:<handler>``: one per delivery, so dying twice
+replaces the entry rather than piling up copies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from eda.errors import InvalidInput, NotFound, StoreUnavailable
+from eda.keys import Keys
+
+#: Longest traceback kept on a dead letter, in characters (the end is kept).
+MAX_TRACEBACK = 4000
+#: Longest error message kept.
+MAX_MESSAGE = 2000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A delivery that will not be tried again unless an operator says so."""
+
+    event_id: str
+    event_type: str
+    handler: str
+    error_class: str
+    error: str
+    traceback: str
+    attempts: int
+    first_failure_at: str
+    last_failure_at: str
+    task_id: str
+
+    @property
+    def id(self) -> str:
+        return letter_id(self.event_id, self.handler)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, **asdict(self)}
+
+
+def letter_id(event_id: str, handler: str) -> str:
+    return f"{event_id}:{handler}"
+
+
+class DeadLetters:
+    """List, read, add and remove dead letters under one key prefix."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+
+    def add(self, letter: DeadLetter) -> None:
+        trimmed = DeadLetter(
+            **{
+                **asdict(letter),
+                "error": letter.error[:MAX_MESSAGE],
+                "traceback": letter.traceback[-MAX_TRACEBACK:],
+            }
+        )
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.keys.dead_letter(letter.id), json.dumps(asdict(trimmed)))
+        pipe.zadd(self.keys.dlq, {letter.id: time.time()})
+        self._run(pipe)
+
+    def get(self, dead_letter_id: str) -> DeadLetter:
+        raw = self._guard(lambda: self.redis.get(self.keys.dead_letter(dead_letter_id)))
+        if raw is None:
+            raise NotFound("dead_letter_id", f"no dead letter {dead_letter_id!r}")
+        return DeadLetter(**json.loads(raw))
+
+    def newest(
+        self, limit: int = 50, event_type: str | None = None, handler: str | None = None
+    ) -> list[DeadLetter]:
+        """Newest first, filtered by event type and handler."""
+        if not 1 <= limit <= 10_000:
+            raise InvalidInput("limit", "must be between 1 and 10000")
+        found: list[DeadLetter] = []
+        offset, batch = 0, max(limit, 200)
+        while len(found) < limit:
+            ids = self._guard(
+                lambda o=offset: self.redis.zrevrange(self.keys.dlq, o, o + batch - 1)
+            )
+            if not ids:
+                break
+            raws = self._guard(lambda i=ids: self.redis.mget([self.keys.dead_letter(x) for x in i]))
+            for raw in raws:
+                if raw is None:
+                    continue
+                letter = DeadLetter(**json.loads(raw))
+                if event_type and letter.event_type != event_type:
+                    continue
+                if handler and letter.handler != handler:
+                    continue
+                found.append(letter)
+            offset += batch
+        return found[:limit]
+
+    def count(self) -> int:
+        return int(self._guard(lambda: self.redis.zcard(self.keys.dlq)))
+
+    def remove(self, dead_letter_id: str) -> bool:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.dead_letter(dead_letter_id))
+        pipe.zrem(self.keys.dlq, dead_letter_id)
+        deleted, _ = self._run(pipe)
+        return bool(deleted)
+
+    def _run(self, pipe: Any) -> list[Any]:
+        return list(self._guard(pipe.execute))
+
+    @staticmethod
+    def _guard(call: Any) -> Any:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"the event store's Redis is unreachable: {exc}") from exc

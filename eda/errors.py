@@ -1,0 +1,60 @@
+"""What can go wrong, arranged by what the caller should do about it.
+
+::
+
+    EdaError
+     ├── InvalidInput        the caller's input is wrong: say which field and why
+     │    └── NotFound        an id that names nothing
+     ├── StoreUnavailable    Redis cannot be reached: try again later (HTTP 503)
+     └── DeliveryError       raised by handlers
+          ├── TransientError  retry with backoff (timeouts, 429, 5xx, a flaky peer)
+          └── PermanentError  dead-letter at once, retrying cannot help
+
+A retry that a handler asks for with a delay is not an error: it is
+:class:`TransientError` with ``retry_after`` set, and is logged as a retry.
+"""
+
+from __future__ import annotations
+
+
+class EdaError(Exception):
+    """Base of every error the project raises on purpose."""
+
+
+class InvalidInput(EdaError, ValueError):
+    """Input that cannot be accepted; ``field`` says where, ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def as_dict(self) -> dict[str, str]:
+        return {"error": "invalid_input", "field": self.field, "message": self.reason}
+
+
+class NotFound(InvalidInput, LookupError):
+    """An event id, dead letter or handler that does not exist."""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"error": "not_found", "field": self.field, "message": self.reason}
+
+
+class StoreUnavailable(EdaError):
+    """The event store's Redis did not answer; nothing was written."""
+
+
+class DeliveryError(EdaError):
+    """Raised by a handler to say how its delivery failed."""
+
+
+class TransientError(DeliveryError):
+    """Worth another try later; ``retry_after`` (seconds) asks for a minimum wait."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(DeliveryError):
+    """Retrying cannot help: the delivery goes to the dead-letter queue at once."""

@@ -1,0 +1,187 @@
+"""The event: one envelope everywhere, convertible to and from CloudEvents 1.0."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from eda.errors import InvalidInput
+
+#: Event types are dotted lower-case words; they become routing keys and key parts.
+TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+#: Longest accepted event type.
+MAX_TYPE_LENGTH = 128
+#: Longest accepted source, subject, correlation or dedupe key.
+MAX_FIELD_LENGTH = 256
+#: CloudEvents extension attributes (lower-case alphanumerics) for our optional fields.
+EXTENSIONS = {
+    "correlation_id": "correlationid",
+    "causation_id": "causationid",
+    "dedupe_key": "dedupekey",
+}
+#: Deepest nesting accepted in a payload (pydantic's JSON serializer gives up past 255).
+MAX_PAYLOAD_DEPTH = 128
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """True when lists/objects nest more than ``limit`` levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def _bounded_text(field: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if len(value) > MAX_FIELD_LENGTH:
+        raise ValueError(f"is {len(value)} characters, at most {MAX_FIELD_LENGTH} allowed")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+class Event(BaseModel):
+    """A thing that happened, as stored, routed and handed to handlers.
+
+    ``payload`` is any JSON value (an object in practice). ``dedupe_key`` is the
+    sender's own delivery id, kept apart from ``id`` which is ours.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=64)
+    type: str
+    source: str
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    payload: Any = None
+    subject: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    dedupe_key: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _check_type(cls, value: str) -> str:
+        if len(value) > MAX_TYPE_LENGTH:
+            raise ValueError(f"is {len(value)} characters, at most {MAX_TYPE_LENGTH} allowed")
+        if not TYPE_PATTERN.fullmatch(value):
+            raise ValueError(f"{value!r} is not dotted lower-case words such as 'alert.triggered'")
+        return value
+
+    @field_validator("id", "source", "subject", "correlation_id", "causation_id", "dedupe_key")
+    @classmethod
+    def _check_text(cls, value: str | None, info: Any) -> str | None:
+        return _bounded_text(info.field_name, value)
+
+    @field_validator("time")
+    @classmethod
+    def _check_time(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must carry a time zone (RFC 3339)")
+        return value.astimezone(UTC)
+
+    @field_validator("payload")
+    @classmethod
+    def _check_payload(cls, value: Any) -> Any:
+        if _nested_deeper_than(value, MAX_PAYLOAD_DEPTH):
+            raise ValueError(f"is nested more than {MAX_PAYLOAD_DEPTH} levels deep")
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"is not a JSON value ({exc})") from None
+        return value
+
+    @classmethod
+    def create(cls, **fields: Any) -> Event:
+        """Build an event, turning a validation failure into InvalidInput(field, reason)."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        """Parse the stored JSON form (our own field names)."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+    @property
+    def timestamp(self) -> str:
+        """The time as RFC 3339 in UTC, with a ``Z``."""
+        return self.time.isoformat().replace("+00:00", "Z")
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        """This event as a CloudEvents 1.0 structured-mode JSON object."""
+        cloudevent: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "time": self.timestamp,
+            "datacontenttype": "application/json",
+            "data": self.payload,
+        }
+        if self.subject is not None:
+            cloudevent["subject"] = self.subject
+        for field, attribute in EXTENSIONS.items():
+            value = getattr(self, field)
+            if value is not None:
+                cloudevent[attribute] = value
+        return cloudevent
+
+    @classmethod
+    def from_cloudevent(cls, cloudevent: dict[str, Any], *, keep_id: bool = True) -> Event:
+        """Read a CloudEvents 1.0 structured-mode object; InvalidInput says what is wrong."""
+        if not isinstance(cloudevent, dict):
+            raise InvalidInput("cloudevent", "must be a JSON object")
+        if cloudevent.get("specversion") != "1.0":
+            raise InvalidInput("specversion", "must be '1.0'")
+        for required in ("id", "source", "type"):
+            if not isinstance(cloudevent.get(required), str):
+                raise InvalidInput(required, "is required by CloudEvents and must be a string")
+        if "data_base64" in cloudevent:  # dropping it would lose the payload silently
+            raise InvalidInput("data_base64", "binary data is not accepted: send JSON in 'data'")
+        fields: dict[str, Any] = {
+            "type": cloudevent["type"],
+            "source": cloudevent["source"],
+            "payload": cloudevent.get("data"),
+            "subject": cloudevent.get("subject"),
+        }
+        if keep_id:
+            fields["id"] = cloudevent["id"]
+        else:
+            fields["dedupe_key"] = cloudevent["id"]
+        if "time" in cloudevent:
+            fields["time"] = cloudevent["time"]
+        for field, attribute in EXTENSIONS.items():
+            if attribute in cloudevent and not (field == "dedupe_key" and not keep_id):
+                fields[field] = cloudevent[attribute]
+        return cls.create(**{k: v for k, v in fields.items() if v is not None or k == "payload"})
+
+
+def _invalid(exc: ValidationError) -> InvalidInput:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"]) or "event"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return InvalidInput(field, message)

@@ -1,0 +1,69 @@
+-- Publish one event atomically.
+--
+-- Every check comes before the first write: a refused publish writes nothing,
+-- and once writing has started Redis runs the script to its end.
+--
+-- KEYS: 1 dedupe key, 2 global stream, 3 type stream, 4 event record, 5 pending set
+-- ARGV: 1 event id, 2 event JSON, 3 event type, 4 dedupe TTL (s), 5 stream maxlen,
+--       6 now (ms), 7 "1" when a dedupe key is given, 8 event record key prefix,
+--       9 deliveries key prefix, 10 outcomes key prefix
+-- Returns {event id, stream id, duplicate (0|1)}.
+
+local function type_of(key)
+  return redis.call('TYPE', key)['ok']
+end
+
+local expected = {[1] = 'string', [2] = 'stream', [3] = 'stream', [5] = 'zset'}
+for index, kind in pairs(expected) do
+  local found = type_of(KEYS[index])
+  if found ~= 'none' and found ~= kind then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[index] .. ' holds a ' .. found .. ', not a ' .. kind)
+  end
+end
+
+if ARGV[7] == '1' then
+  local original = redis.call('GET', KEYS[1])
+  if original then
+    return {original, '', 1}
+  end
+end
+
+if type_of(KEYS[4]) ~= 'none' then
+  return redis.error_reply('EXISTS event ' .. ARGV[1] .. ' is already stored')
+end
+
+-- Writes from here on.
+if ARGV[7] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
+end
+local sid = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1], 'type', ARGV[3])
+redis.call('XADD', KEYS[3], sid, 'id', ARGV[1])
+redis.call('HSET', KEYS[4], 'data', ARGV[2], 'status', 'pending', 'sid', sid, 'at', ARGV[6])
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])
+
+-- Retention: drop the oldest events past maxlen, records and all, a bounded batch a call.
+local maxlen = tonumber(ARGV[5])
+local excess = redis.call('XLEN', KEYS[2]) - maxlen
+if excess > 0 then
+  excess = math.min(excess, 1000)
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', excess + 1)
+  local trimmed_types = {}
+  for i = 1, excess do
+    local fields = oldest[i][2]
+    local id = fields[2]
+    trimmed_types[fields[4]] = true
+    redis.call('DEL', ARGV[8] .. id, ARGV[9] .. id, ARGV[10] .. id)
+    redis.call('ZREM', KEYS[5], id)
+  end
+  local first = oldest[excess + 1][1]
+  redis.call('XTRIM', KEYS[2], 'MINID', first)
+  redis.call('XTRIM', KEYS[3], 'MINID', first)
+  -- Every type stream that held a dropped event is trimmed too: a stale entry left
+  -- there would point at a deleted record and crowd live ones out of its history.
+  -- (A type stream's key is the global stream's plus ':<type>', as keys.py builds it.)
+  for event_type in pairs(trimmed_types) do
+    redis.call('XTRIM', KEYS[2] .. ':' .. event_type, 'MINID', first)
+  end
+end
+
+return {ARGV[1], sid, 0}

@@ -1,0 +1,18 @@
+-- Set fields of an event record that exists, and take the event out of pending or not.
+-- A record deleted by retention is not recreated half-empty.
+--
+-- KEYS: 1 event record, 2 pending set
+-- ARGV: 1 event id, 2 "1" to remove the event from pending, then field/value pairs
+-- Returns the status the event had, or false when the record does not exist.
+
+local previous = redis.call('HGET', KEYS[1], 'status')
+if not previous then
+  return false
+end
+if #ARGV > 2 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+end
+if ARGV[2] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return previous

@@ -1,0 +1,61 @@
+-- Move one delivery (event x handler) to a new status and re-derive the event's status.
+--
+-- KEYS: 1 deliveries hash of the event, 2 event record
+-- ARGV: 1 handler, 2 new status, 3 now (RFC 3339), 4 reason,
+--       5 JSON object of fields to set on the delivery,
+--       6 guard: "" (always) or "fresh" (refuse when the delivery already succeeded)
+-- Returns {previous status or "", event status, "ok" | "refused"}.
+
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return redis.error_reply('NOTFOUND event record ' .. KEYS[2] .. ' does not exist')
+end
+
+local handler, status, now, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local raw = redis.call('HGET', KEYS[1], handler)
+local delivery
+if raw then
+  delivery = cjson.decode(raw)
+else
+  delivery = {handler = handler, attempts = 0, history = {}, created_at = now}
+end
+local previous = delivery.status or ''
+
+if ARGV[6] == 'fresh' and (previous == 'succeeded' or previous == 'skipped') then
+  return {previous, redis.call('HGET', KEYS[2], 'status'), 'refused'}
+end
+
+for field, value in pairs(cjson.decode(ARGV[5])) do
+  delivery[field] = value
+end
+delivery.status = status
+delivery.updated_at = now
+local history = delivery.history
+table.insert(history, {status = status, at = now, reason = reason})
+while #history > 50 do
+  table.remove(history, 1)
+end
+redis.call('HSET', KEYS[1], handler, cjson.encode(delivery))
+
+-- The event's status follows from all of its deliveries, unless an operator set it by hand.
+local counts = {}
+for _, value in ipairs(redis.call('HVALS', KEYS[1])) do
+  local s = cjson.decode(value).status
+  counts[s] = (counts[s] or 0) + 1
+end
+local derived
+if (counts.running or 0) + (counts.retrying or 0) > 0 then
+  derived = 'processing'
+elseif (counts.queued or 0) > 0 then
+  derived = 'queued'
+elseif (counts.dead or 0) > 0 then
+  derived = 'failed'
+elseif (counts.succeeded or 0) > 0 then
+  derived = 'succeeded'
+else
+  derived = 'skipped'
+end
+redis.call('HSET', KEYS[2], 'derived', derived)
+if redis.call('HEXISTS', KEYS[2], 'ack') == 0 then
+  redis.call('HSET', KEYS[2], 'status', derived)
+end
+return {previous, redis.call('HGET', KEYS[2], 'status'), 'ok'}

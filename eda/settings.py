@@ -1,0 +1,147 @@
+"""The one typed settings object, built from the environment.
+
+Nothing else in the project reads ``os.environ``: every face (webhooks, tasks,
+agents, scripts) asks for :func:`load` and passes the object on. Every variable
+is listed in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from eda.errors import InvalidInput
+
+#: The repository root: defaults (data folder, routes, agents, gantz.yaml) live under it.
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Environment variable -> settings field, for the scalar settings.
+ENVIRONMENT: dict[str, str] = {
+    "REDIS_URL": "redis_url",
+    "EDA_DATA_DIR": "data_dir",
+    "EDA_PREFIX": "prefix",
+    "EDA_MAX_PAYLOAD_BYTES": "max_payload_bytes",
+    "EDA_STREAM_MAXLEN": "stream_maxlen",
+    "EDA_DEDUPE_TTL": "dedupe_ttl",
+    "CELERY_BROKER_URL": "broker_url",
+    "EDA_ROUTES": "routes_path",
+    "EDA_AGENTS": "agents_path",
+    "EDA_GANTZ_YAML": "gantz_path",
+    "EDA_RETRY_BACKOFF": "retry_backoff",
+    "EDA_RETRY_BACKOFF_MAX": "retry_backoff_max",
+    "EDA_MAX_RETRIES": "max_retries",
+    "EDA_TASK_SOFT_TIME_LIMIT": "task_soft_time_limit",
+    "EDA_TASK_TIME_LIMIT": "task_time_limit",
+    "EDA_VISIBILITY_TIMEOUT": "visibility_timeout",
+    "EDA_OUTBOX_GRACE": "outbox_grace",
+    "EDA_SWEEP_INTERVAL": "sweep_interval",
+    "EDA_REPLAY_RATE": "replay_rate",
+    "EDA_TOOL_TIMEOUT": "tool_timeout",
+    "EDA_MCP_HOST": "mcp_host",
+    "EDA_MCP_PORT": "mcp_port",
+    "EDA_WEBHOOK_MAX_BODY_BYTES": "webhook_max_body_bytes",
+    "EDA_ALLOW_UNSIGNED": "allow_unsigned",
+    "EDA_WEBHOOK_TYPES": "webhook_types_path",
+    "EDA_SIGNATURE_TOLERANCE": "signature_tolerance",
+    "EDA_HANDLER_MODULES": "handler_modules",
+    "EDA_AGENT_MODEL": "agent_model",
+}
+
+
+class Settings(BaseModel):
+    """Everything an operator can set, with defaults that work on a laptop."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Redis holding the event store; unset means "start the embedded one".
+    redis_url: str | None = None
+    #: Where the embedded Redis keeps its append-only file (ignored by git).
+    data_dir: Path = ROOT / ".data"
+    #: Every Redis key starts with this, so deployments can share a server.
+    prefix: str = Field(default="eda", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    #: Largest accepted event payload, in bytes of JSON.
+    max_payload_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: Approximate length the event streams are trimmed to (retention).
+    stream_maxlen: int = Field(default=100_000, gt=0)
+    #: How long a dedupe key (a sender's delivery id) is remembered, in seconds.
+    dedupe_ttl: int = Field(default=7 * 24 * 3600, gt=0)
+    #: Celery broker; unset means the event store's Redis.
+    broker_url: str | None = None
+    routes_path: Path = ROOT / "tasks" / "routes.yaml"
+    agents_path: Path = ROOT / "agents" / "agents.yaml"
+    gantz_path: Path = ROOT / "gantz.yaml"
+    #: Retry policy of handler deliveries: exponential backoff with full jitter.
+    retry_backoff: float = Field(default=2.0, gt=0)
+    retry_backoff_max: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    task_soft_time_limit: float = Field(default=240.0, gt=0)
+    task_time_limit: float = Field(default=300.0, gt=0)
+    #: Seconds an unacknowledged broker message waits before it is delivered again.
+    visibility_timeout: float = Field(default=3600.0, gt=0)
+    #: A stored event still pending after this many seconds is dispatched by the sweeper.
+    outbox_grace: float = Field(default=30.0, ge=0)
+    sweep_interval: float = Field(default=15.0, gt=0)
+    #: Replay and retry-all enqueue at most this many deliveries a second.
+    replay_rate: float = Field(default=200.0, gt=0)
+    #: Default time limit of a gantz.yaml tool's script, in seconds.
+    tool_timeout: float = Field(default=30.0, gt=0)
+    #: Where the built-in MCP server listens with ``--transport http`` (loopback by default).
+    mcp_host: str = Field(default="127.0.0.1", min_length=1)
+    mcp_port: int = Field(default=8765, ge=1, le=65535)
+    #: Largest request body the HTTP app reads, in bytes (larger ones get 413).
+    webhook_max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    #: Development only: accept webhooks from sources that have no secret configured.
+    allow_unsigned: bool = False
+    #: A YAML file whose webhook type mappings override the built-in ones.
+    webhook_types_path: Path | None = None
+    #: How far a signed webhook's timestamp may be from now, in seconds.
+    signature_tolerance: float = Field(default=300.0, gt=0)
+    #: Modules imported by every process to register handlers (comma-separated).
+    handler_modules: tuple[str, ...] = ("agents",)
+    #: The model an agent uses when agents.yaml names none for it.
+    agent_model: str = Field(default="claude-sonnet-5-5", min_length=1)
+
+    @field_validator("handler_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("redis_url", "broker_url", "webhook_types_path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+def load(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build the settings from the environment (``os.environ`` by default).
+
+    Raises InvalidInput naming the variable when a value does not parse.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {
+        field: env[name] for name, field in ENVIRONMENT.items() if name in env
+    }
+    values.update(overrides)
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        names = [name for name, f in ENVIRONMENT.items() if f == field]
+        where = names[0] if names else field
+        raise InvalidInput(where, error["msg"]) from None
+
+
+def environ(name: str, default: str | None = None) -> str | None:
+    """Read one variable that belongs to a face (secrets, tokens): the only other door."""
+    return os.environ.get(name, default)
+
+
+def child_environment() -> dict[str, str]:
+    """A copy of this process's environment, for a child process (a tool's script) to inherit."""
+    return dict(os.environ)

@@ -1,0 +1,356 @@
+"""The event store: events, their history and their deliveries, in Redis.
+
+Publishing is one Lua script (``lua/publish.lua``); a delivery's status change
+is another (``lua/transition.lua``), which also re-derives the event's status.
+Reads go through pipelines, one round trip each.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from eda.errors import InvalidInput, NotFound, StoreUnavailable
+from eda.event import Event
+from eda.keys import Keys
+from eda.settings import Settings
+
+#: Statuses a delivery (event x handler) moves through.
+DELIVERY_STATUSES = ("queued", "running", "retrying", "succeeded", "skipped", "dead")
+#: Statuses an operator may set on an event by hand with acknowledge.
+ACK_STATUSES = ("processed", "ignored", "failed", "succeeded")
+#: Longest reason kept with a status change.
+MAX_REASON = 500
+
+
+def now_iso() -> str:
+    """The current time as RFC 3339 UTC with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Published:
+    """What publishing returned: the event id, its stream id, and whether it was a duplicate."""
+
+    event_id: str
+    stream_id: str
+    duplicate: bool
+
+
+@dataclass
+class StoredEvent:
+    """An event with what the store knows about it."""
+
+    event: Event
+    status: str
+    stream_id: str
+    deliveries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    acknowledged: dict[str, Any] | None = None
+
+    def as_dict(self, *, with_deliveries: bool = True) -> dict[str, Any]:
+        data = json.loads(self.event.to_json())
+        data["status"] = self.status
+        data["stream_id"] = self.stream_id
+        if self.acknowledged:
+            data["acknowledged"] = self.acknowledged
+        if with_deliveries:
+            data["deliveries"] = list(self.deliveries.values())
+        return data
+
+
+class Scripts:
+    """The Lua scripts beside this module, registered once per client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        folder = Path(__file__).parent / "lua"
+        self.publish = client.register_script((folder / "publish.lua").read_text())
+        self.transition = client.register_script((folder / "transition.lua").read_text())
+        self.claim = client.register_script((folder / "claim.lua").read_text())
+        self.set_status = client.register_script((folder / "set_status.lua").read_text())
+
+
+def stream_bound(value: datetime | str | None, *, upper: bool) -> str:
+    """A history bound as a stream id: a datetime becomes its millisecond, '-'/'+' when open."""
+    if value is None:
+        return "+" if upper else "-"
+    if isinstance(value, str):
+        return value
+    millis = int(value.timestamp() * 1000)
+    return f"{millis}-{'18446744073709551615' if upper else '0'}"
+
+
+class EventStore:
+    """Events, history and delivery records for one key prefix."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.scripts = Scripts(client)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(self, event: Event) -> Published:
+        """Store an event atomically with status ``pending``.
+
+        A dedupe key already seen returns the original event's id and writes nothing.
+        Raises InvalidInput for a payload over the size limit, StoreUnavailable when
+        Redis cannot be reached.
+        """
+        document = event.to_json()
+        size = len(json.dumps(event.payload, separators=(",", ":")).encode())
+        if size > self.settings.max_payload_bytes:
+            raise InvalidInput(
+                "payload", f"is {size} bytes, at most {self.settings.max_payload_bytes} allowed"
+            )
+        keys = self.keys
+        try:
+            reply = self._call(
+                self.scripts.publish,
+                keys=[
+                    keys.dedupe(event.dedupe_key or ""),
+                    keys.stream,
+                    keys.type_stream(event.type),
+                    keys.event(event.id),
+                    keys.pending,
+                ],
+                args=[
+                    event.id,
+                    document,
+                    event.type,
+                    self.settings.dedupe_ttl,
+                    self.settings.stream_maxlen,
+                    int(time.time() * 1000),
+                    "1" if event.dedupe_key else "0",
+                    keys.event_prefix,
+                    keys.deliveries_prefix,
+                    keys.outcomes_prefix,
+                ],
+            )
+        except redis.ResponseError as exc:
+            if str(exc).startswith("EXISTS"):  # an ingested event that kept its own id
+                raise InvalidInput("id", f"an event {event.id!r} is already stored") from None
+            raise
+        event_id, stream_id, duplicate = reply
+        return Published(str(event_id), str(stream_id), bool(int(duplicate)))
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, event_id: str) -> StoredEvent:
+        """One event with its deliveries; NotFound when no such event is stored."""
+        found = self.get_many([event_id])
+        if not found:
+            raise NotFound("event_id", f"no event {event_id!r} is stored")
+        return found[0]
+
+    def get_many(self, event_ids: Iterable[str]) -> list[StoredEvent]:
+        """The stored events among these ids, in order, in one round trip."""
+        ids = list(event_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id in ids:
+            pipe.hgetall(self.keys.event(event_id))
+            pipe.hgetall(self.keys.deliveries(event_id))
+            pipe.hgetall(self.keys.outcomes(event_id))
+        replies = self._execute(pipe)
+        found = []
+        for index in range(len(ids)):
+            record, deliveries, outcomes = replies[3 * index : 3 * index + 3]
+            if record:
+                found.append(_stored(record, deliveries, outcomes))
+        return found
+
+    def history(
+        self,
+        event_type: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[StoredEvent]:
+        """Stored events by type and time window (stream ids are the time bounds)."""
+        if not 1 <= limit <= 10_000:
+            raise InvalidInput("limit", "must be between 1 and 10000")
+        stream = self.keys.type_stream(event_type) if event_type else self.keys.stream
+        low, high = stream_bound(since, upper=False), stream_bound(until, upper=True)
+        entries: list[Any]
+        try:
+            with reaching_redis():
+                if newest_first:
+                    entries = self.redis.xrevrange(stream, high, low, count=limit)  # type: ignore[assignment]
+                else:
+                    entries = self.redis.xrange(stream, low, high, count=limit)  # type: ignore[assignment]
+        except redis.ResponseError as exc:
+            raise InvalidInput("since/until", str(exc)) from None
+        return self.get_many(fields["id"] for _, fields in entries)
+
+    def scan_history(
+        self,
+        event_type: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        batch: int = 500,
+    ) -> Iterator[StoredEvent]:
+        """Every stored event in the window, oldest first, read in batches."""
+        low = stream_bound(since, upper=False)
+        high = stream_bound(until, upper=True)
+        stream = self.keys.type_stream(event_type) if event_type else self.keys.stream
+        while True:
+            with reaching_redis():
+                entries: list[Any] = self.redis.xrange(stream, low, high, count=batch)  # type: ignore[assignment]
+            yield from self.get_many(fields["id"] for _, fields in entries)
+            if len(entries) < batch:
+                return
+            low = "(" + entries[-1][0]
+
+    def record_outcome(self, event_id: str, handler: str, outcome: dict[str, Any] | None) -> None:
+        """Keep what a handler reported (an agent's text, tool calls, tokens) on its delivery."""
+        if outcome is None:
+            return
+        try:
+            document = json.dumps(outcome, default=str)
+        except (TypeError, ValueError) as exc:
+            document = json.dumps({"unrecordable": str(exc)})
+        with reaching_redis():
+            self.redis.hset(self.keys.outcomes(event_id), handler, document)
+
+    def delivery(self, event_id: str, handler: str) -> dict[str, Any] | None:
+        with reaching_redis():
+            raw: Any = self.redis.hget(self.keys.deliveries(event_id), handler)
+        return _delivery(raw) if raw else None
+
+    # -- status -----------------------------------------------------------------------------
+
+    def transition(
+        self,
+        event_id: str,
+        handler: str,
+        status: str,
+        reason: str = "",
+        *,
+        fresh_only: bool = False,
+        **fields: Any,
+    ) -> tuple[str, str, bool]:
+        """Move a delivery to ``status``, recording when and why.
+
+        Returns (previous delivery status, event status, applied). With ``fresh_only``
+        the change is refused (applied False) when the delivery already succeeded.
+        """
+        if status not in DELIVERY_STATUSES:
+            raise InvalidInput("status", f"{status!r} is not one of {', '.join(DELIVERY_STATUSES)}")
+        try:
+            previous, event_status, outcome = self._call(
+                self.scripts.transition,
+                keys=[self.keys.deliveries(event_id), self.keys.event(event_id)],
+                args=[
+                    handler,
+                    status,
+                    now_iso(),
+                    reason[:MAX_REASON],
+                    json.dumps(fields),
+                    "fresh" if fresh_only else "",
+                ],
+            )
+        except redis.ResponseError as exc:
+            if str(exc).startswith("NOTFOUND"):
+                raise NotFound("event_id", f"no event {event_id!r} is stored") from None
+            raise
+        return str(previous), str(event_status), outcome == "ok"
+
+    def mark_dispatched(self, event_id: str, status: str | None = None, reason: str = "") -> None:
+        """Clear an event from ``pending``; set its own status when no delivery derives one."""
+        fields = {"status": status, "reason": reason} if status is not None else {}
+        self._set_status(event_id, fields, clear_pending=True)
+
+    def mark_undispatched(self, event_id: str, reason: str) -> None:
+        """Say that an event is still waiting for dispatch (it stays in ``pending``)."""
+        self._set_status(event_id, {"status": "pending", "reason": reason[:MAX_REASON]})
+
+    def acknowledge(self, event_id: str, status: str = "processed", reason: str = "") -> str:
+        """Set an event's status by hand; it then stays until acknowledged again."""
+        if status not in ACK_STATUSES:
+            raise InvalidInput("status", f"{status!r} is not one of {', '.join(ACK_STATUSES)}")
+        ack = json.dumps({"status": status, "reason": reason[:MAX_REASON], "at": now_iso()})
+        return self._set_status(event_id, {"status": status, "ack": ack}, clear_pending=True)
+
+    def _set_status(
+        self, event_id: str, fields: dict[str, str], *, clear_pending: bool = False
+    ) -> str:
+        """Set fields of an existing event record; NotFound when retention took it."""
+        pairs = [part for item in fields.items() for part in item]
+        previous = self._call(
+            self.scripts.set_status,
+            keys=[self.keys.event(event_id), self.keys.pending],
+            args=[event_id, "1" if clear_pending else "0", *pairs],
+        )
+        if previous is None:
+            raise NotFound("event_id", f"no event {event_id!r} is stored")
+        return str(previous)
+
+    def pending(self, older_than: float, limit: int = 500) -> list[str]:
+        """Ids of events stored but not dispatched for at least ``older_than`` seconds."""
+        cutoff = int((time.time() - older_than) * 1000)
+        with reaching_redis():
+            ids = self.redis.zrangebyscore(self.keys.pending, "-inf", cutoff, start=0, num=limit)
+        return [str(i) for i in ids]
+
+    def claim_pending(self, event_id: str, lease: float) -> bool:
+        """Take a pending event for dispatch: True for exactly one of several sweepers."""
+        now = time.time()
+        claimed = self._call(
+            self.scripts.claim,
+            keys=[self.keys.pending],
+            args=[event_id, int(now * 1000), int((now + lease) * 1000)],
+        )
+        return bool(claimed)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        with reaching_redis():
+            return script(keys=keys, args=args)
+
+    def _execute(self, pipe: Any) -> list[Any]:
+        with reaching_redis():
+            return list(pipe.execute())
+
+
+@contextmanager
+def reaching_redis() -> Iterator[None]:
+    """Turn a Redis that cannot be reached into StoreUnavailable."""
+    try:
+        yield
+    except redis.ConnectionError as exc:
+        raise StoreUnavailable(f"the event store's Redis is unreachable: {exc}") from exc
+    except redis.TimeoutError as exc:
+        raise StoreUnavailable(f"the event store's Redis timed out: {exc}") from exc
+
+
+def _delivery(raw: str) -> dict[str, Any]:
+    delivery: dict[str, Any] = json.loads(raw)
+    if not delivery.get("history"):
+        delivery["history"] = []  # Lua's cjson writes an empty table as {}
+    return delivery
+
+
+def _stored(
+    record: dict[str, str], deliveries: dict[str, str], outcomes: dict[str, str]
+) -> StoredEvent:
+    by_handler = {handler: _delivery(raw) for handler, raw in sorted(deliveries.items())}
+    for handler, raw in outcomes.items():
+        if handler in by_handler:
+            by_handler[handler]["outcome"] = json.loads(raw)
+    return StoredEvent(
+        event=Event.from_json(record["data"]),
+        status=record.get("status", "pending"),
+        stream_id=record.get("sid", ""),
+        deliveries=by_handler,
+        acknowledged=json.loads(record["ack"]) if "ack" in record else None,
+    )

@@ -1,0 +1,188 @@
+"""Fixtures: a private Redis server for the session, and a fresh key prefix per test.
+
+The suite never touches a Redis server it did not start, unless TEST_REDIS_URL
+names one. Celery workers (see ``tests/workers.py``) are started once per
+session and share the session's prefix; tests that use them pick event types
+of their own so that they never see each other's deliveries.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from eda.core import Core
+from eda.redis_server import free_port, start_server, wait_until_ready
+from eda.settings import Settings, load
+
+
+class RedisServer:
+    """A redis-server process of the test suite's own, with its data in a temporary folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = start_server(self.folder, self.port)
+        wait_until_ready(self.url)
+
+    def stop(self) -> None:
+        """Stop the server the way an operator would (it rewrites nothing on the way out)."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+_server: RedisServer | None = None
+_folder: tempfile.TemporaryDirectory[str] | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the session's Redis before anything is imported that reads the environment.
+
+    The Celery app reads its broker from the environment when first configured, so
+    REDIS_URL and CELERY_BROKER_URL are pointed at this server (the broker on db 1,
+    apart from the event store's keys) for the whole run.
+    """
+    global _server, _folder
+    _folder = tempfile.TemporaryDirectory(prefix="eda-redis-")
+    _server = RedisServer(Path(_folder.name))
+    if os.environ.get("TEST_REDIS_URL"):
+        _server.url = os.environ["TEST_REDIS_URL"]
+    else:
+        _server.start()
+    os.environ["REDIS_URL"] = _server.url
+    os.environ["CELERY_BROKER_URL"] = _server.url.rsplit("/", 1)[0] + "/1"
+    os.environ.setdefault("EDA_PREFIX", f"session-{uuid.uuid4().hex[:8]}")
+    os.environ["EDA_DATA_DIR"] = str(Path(_folder.name) / "data")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _server is not None:
+        _server.stop()
+    if _folder is not None:
+        _folder.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> RedisServer:
+    assert _server is not None
+    return _server
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test's own."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_settings(redis_server: RedisServer, prefix: str) -> Callable[..., Settings]:
+    """Settings for this test's prefix on the session's Redis, with overrides."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"redis_url": redis_server.url, "prefix": prefix}
+        values.update(overrides)
+        return load({}, **values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def core(settings: Settings, client: redis.Redis) -> Core:
+    """The core API on this test's prefix, with no broker: events stay pending."""
+    return Core(settings, client)
+
+
+@pytest.fixture(scope="session")
+def live_settings(redis_server: RedisServer) -> Settings:
+    """Settings of the session's workers: the session prefix and fast retries."""
+    from tests.workers import FAST
+
+    return load({**os.environ, **FAST})
+
+
+@pytest.fixture(scope="session")
+def worker(live_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Celery worker on every lane, shared by the session (tests use types of their own)."""
+    from tests.workers import Worker
+
+    started = Worker(tmp_path_factory.mktemp("worker") / "worker.log")
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def live(worker: Any, live_settings: Settings) -> Core:
+    """The dispatching core (tasks.connect) on the session workers' prefix."""
+    import tasks
+
+    return tasks.connect(live_settings)
+
+
+@pytest.fixture
+def unique_type() -> Callable[[str], str]:
+    """Event types of this test's own, so shared workers never mix tests up."""
+    tag = f"t{uuid.uuid4().hex[:10]}"
+
+    def make(name: str = "event", lane: str = "") -> str:
+        return f"{lane}.{tag}_{name}" if lane else f"{tag}.{name}"
+
+    return make
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02) -> Any:
+    """Poll until ``predicate()`` is truthy and return it; fail with a clear message."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def private_broker(
+    redis_server: RedisServer, live: Core, live_settings: Settings, client: redis.Redis
+) -> Callable[[int], tuple[str, Core]]:
+    """A broker of a test's own (a database of the session's Redis) and a core sending to it."""
+    from tasks import app
+    from tasks.enqueue import CeleryEnqueuer
+
+    def make(database: int) -> tuple[str, Core]:
+        broker = redis_server.url.rsplit("/", 1)[0] + f"/{database}"
+        return broker, Core(live_settings, client, CeleryEnqueuer(app, broker), live.routes)
+
+    return make

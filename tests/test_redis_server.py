@@ -1,0 +1,171 @@
+"""eda.redis_server: the embedded Redis that runs when REDIS_URL is not set."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from eda.errors import StoreUnavailable
+from eda.redis_server import connect, embedded_url, free_port, redis_url
+from eda.settings import Settings, load
+
+
+def gone(pid: int) -> bool:
+    """True once the process has exited (a zombie waiting for init to reap it counts)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
+def pid_in(folder: Path) -> int:
+    return int((folder / "redis.pid").read_text())
+
+
+def stop_server(pid: int) -> None:
+    """Stop a server the way an operator would, and wait until it has exited."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while not gone(pid):
+        assert time.monotonic() < deadline, f"redis-server {pid} did not stop"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data folder whose embedded servers are all stopped at the end, by their pid file."""
+    folder = tmp_path / "data"
+    yield folder
+    with contextlib.suppress(ValueError, OSError):
+        pid = pid_in(folder / "redis")
+        if b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            stop_server(pid)
+
+
+@pytest.fixture
+def embedded(data_dir: Path) -> Callable[[], Settings]:
+    """Settings with no REDIS_URL and this test's data folder."""
+    return lambda: load({}, data_dir=str(data_dir))
+
+
+def test_the_first_call_starts_a_server_and_writes_its_url(
+    embedded: Callable[[], Settings], data_dir: Path
+) -> None:
+    url = embedded_url(embedded())
+    folder = data_dir / "redis"
+    assert (folder / "redis.url").read_text().strip() == url
+    assert url.startswith("redis://127.0.0.1:")
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        assert client.ping() is True
+        assert Path(client.config_get("dir")["dir"]).resolve() == folder.resolve()
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+        assert int(client.info("server")["process_id"]) == pid_in(folder)
+    finally:
+        client.close()
+
+
+def test_a_second_call_reuses_the_running_server(
+    embedded: Callable[[], Settings], data_dir: Path
+) -> None:
+    first = embedded_url(embedded())
+    pid = pid_in(data_dir / "redis")
+    assert embedded_url(embedded()) == first
+    assert pid_in(data_dir / "redis") == pid
+    assert not gone(pid)
+
+
+def test_processes_starting_at_once_share_one_server(
+    embedded: Callable[[], Settings], data_dir: Path
+) -> None:
+    urls: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        barrier.wait()
+        urls.append(embedded_url(embedded()))
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(urls) == 4
+    assert len(set(urls)) == 1
+    log = (data_dir / "redis" / "redis.log").read_text()
+    assert log.count("Ready to accept connections") == 1
+
+
+def test_data_survives_a_stop_and_start_and_the_folder_is_kept(
+    embedded: Callable[[], Settings], data_dir: Path
+) -> None:
+    folder = data_dir / "redis"
+    client = connect(embedded())
+    client.set("kept", "yes")
+    client.close()
+    (folder / "operator-notes.txt").write_text("mine")
+    stop_server(pid_in(folder))
+    assert (folder / "appendonly.aof").stat().st_size > 0
+
+    url = embedded_url(embedded())  # the URL file is stale now: a new server starts
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        assert client.get("kept") == "yes"
+    finally:
+        client.close()
+    assert (folder / "operator-notes.txt").read_text() == "mine"
+    assert (folder / "appendonly.aof").exists()
+    assert (folder / "redis.url").read_text().strip() == url
+
+
+def test_a_live_process_that_holds_the_folder_but_does_not_answer_is_store_unavailable(
+    embedded: Callable[[], Settings], data_dir: Path
+) -> None:
+    folder = data_dir / "redis"
+    folder.mkdir(parents=True)
+    squatter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (folder / "redis.pid").write_text(f"{squatter.pid}\n")
+        (folder / "redis.url").write_text(f"redis://127.0.0.1:{free_port()}/0\n")
+        with pytest.raises(StoreUnavailable) as caught:
+            embedded_url(embedded())
+        message = str(caught.value)
+        assert f"pid {squatter.pid}" in message
+        assert str(folder) in message
+        assert "does not answer" in message
+        assert "REDIS_URL" in message
+        assert (folder / "redis.pid").read_text().strip() == str(squatter.pid)
+        assert not (folder / "appendonly.aof").exists()  # no second server was started
+    finally:
+        squatter.kill()
+        squatter.wait()
+
+
+def test_redis_url_prefers_the_configured_url_and_starts_nothing(data_dir: Path) -> None:
+    settings = load({"REDIS_URL": "redis://127.0.0.1:1/0"}, data_dir=str(data_dir))
+    assert redis_url(settings) == "redis://127.0.0.1:1/0"
+    assert not data_dir.exists()
+
+
+def test_without_redis_url_the_embedded_server_is_used(
+    embedded: Callable[[], Settings], data_dir: Path
+) -> None:
+    settings = embedded()
+    assert redis_url(settings) == (data_dir / "redis" / "redis.url").read_text().strip()
+    client = connect(settings)
+    try:
+        assert client.ping() is True
+    finally:
+        client.close()

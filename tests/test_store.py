@@ -1,0 +1,674 @@
+"""eda.store: publishing, history, retention, delivery statuses and acknowledgements in Redis."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from eda.errors import InvalidInput, NotFound, StoreUnavailable
+from eda.event import Event
+from eda.keys import Keys
+from eda.redis_server import free_port
+from eda.settings import Settings
+from eda.store import ACK_STATUSES, DELIVERY_STATUSES, EventStore
+from tests.conftest import RedisServer
+
+LUA = Path(__file__).resolve().parent.parent / "eda" / "lua"
+
+
+@pytest.fixture
+def store(settings: Settings, client: redis.Redis) -> EventStore:
+    return EventStore(client, settings)
+
+
+@pytest.fixture
+def make_store(
+    make_settings: Callable[..., Settings], client: redis.Redis
+) -> Callable[..., EventStore]:
+    """A store on this test's prefix with settings overridden."""
+    return lambda **overrides: EventStore(client, make_settings(**overrides))
+
+
+@pytest.fixture
+def private_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test's own, for what must not disturb the session's."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def event(event_type: str = "alert.triggered", **fields: Any) -> Event:
+    return Event.create(
+        type=event_type, source="tests", payload=fields.pop("payload", {}), **fields
+    )
+
+
+def published(store: EventStore, event_type: str = "alert.triggered", **fields: Any) -> Event:
+    """An event, published."""
+    sent = event(event_type, **fields)
+    store.publish(sent)
+    return sent
+
+
+def footprint(client: redis.Redis, prefix: str) -> dict[str, Any]:
+    """Every key under the prefix with its type and size: what a write would change."""
+    found: dict[str, Any] = {}
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        kind = client.type(key)
+        size = {
+            "stream": client.xlen,
+            "zset": client.zcard,
+            "hash": client.hlen,
+            "string": client.strlen,
+        }[kind](key)
+        found[key] = (kind, size)
+    return found
+
+
+def pause() -> None:
+    """Let the clock move past the current millisecond, the resolution of stream ids."""
+    time.sleep(0.003)
+
+
+# -- publish and get ---------------------------------------------------------------------------
+
+
+def test_a_published_event_is_stored_pending_with_every_field(
+    store: EventStore, client: redis.Redis, prefix: str
+) -> None:
+    sent = event(payload={"severity": "high"}, subject="svc", correlation_id="c1")
+    published = store.publish(sent)
+    assert (published.event_id, published.duplicate) == (sent.id, False)
+    assert re.fullmatch(r"\d+-\d+", published.stream_id)
+
+    stored = store.get(sent.id)
+    assert stored.event == sent
+    assert (stored.status, stored.stream_id, stored.deliveries) == (
+        "pending",
+        published.stream_id,
+        {},
+    )
+    keys = Keys(prefix)
+    assert client.xrange(keys.stream) == [
+        (published.stream_id, {"id": sent.id, "type": "alert.triggered"})
+    ]
+    assert client.xrange(keys.type_stream("alert.triggered")) == [
+        (published.stream_id, {"id": sent.id})
+    ]
+    assert client.zscore(keys.pending, sent.id) is not None
+
+
+def test_the_stored_form_is_plain_json(store: EventStore) -> None:
+    sent = event(payload={"n": 1})
+    store.publish(sent)
+    data = store.get(sent.id).as_dict()
+    assert data["id"] == sent.id
+    assert data["payload"] == {"n": 1}
+    assert data["time"].endswith("Z")
+    assert (data["status"], data["deliveries"]) == ("pending", [])
+    assert "deliveries" not in store.get(sent.id).as_dict(with_deliveries=False)
+
+
+def test_getting_an_unknown_id_is_not_found(store: EventStore) -> None:
+    with pytest.raises(NotFound) as caught:
+        store.get("no-such-event")
+    assert caught.value.field == "event_id"
+    assert "no-such-event" in caught.value.reason
+
+
+def test_get_many_returns_the_stored_events_in_order_and_skips_unknown_ids(
+    store: EventStore,
+) -> None:
+    first, second = event(), event()
+    store.publish(first)
+    store.publish(second)
+    found = store.get_many([second.id, "missing", first.id])
+    assert [s.event.id for s in found] == [second.id, first.id]
+
+
+def test_publishing_an_id_that_is_already_stored_is_invalid_input(
+    store: EventStore, client: redis.Redis, prefix: str
+) -> None:
+    sent = published(store)
+    before = footprint(client, prefix)
+    with pytest.raises(InvalidInput) as caught:
+        store.publish(event(id=sent.id))
+    assert caught.value.field == "id"
+    assert footprint(client, prefix) == before
+
+
+def test_prefixes_keep_deployments_apart(
+    make_store: Callable[..., EventStore], store: EventStore
+) -> None:
+    other = make_store(prefix=f"{store.settings.prefix}-other")
+    sent = published(store)
+    assert other.history() == []
+    with pytest.raises(NotFound):
+        other.get(sent.id)
+
+
+# -- dedupe ------------------------------------------------------------------------------------
+
+
+def test_a_dedupe_key_seen_before_returns_the_original_and_writes_nothing(
+    store: EventStore, client: redis.Redis, prefix: str
+) -> None:
+    original = event(dedupe_key="delivery-1", payload={"n": 1})
+    first = store.publish(original)
+    before = footprint(client, prefix)
+
+    again = store.publish(event(dedupe_key="delivery-1", payload={"n": 2}))
+    assert (again.event_id, again.duplicate) == (original.id, True)
+    assert first.duplicate is False
+    assert footprint(client, prefix) == before
+    assert store.get(original.id).event.payload == {"n": 1}
+
+
+def test_the_dedupe_key_expires_after_its_ttl(
+    make_store: Callable[..., EventStore], client: redis.Redis, prefix: str
+) -> None:
+    store = make_store(dedupe_ttl=60)
+    store.publish(event(dedupe_key="delivery-ttl"))
+    assert 0 < client.ttl(Keys(prefix).dedupe("delivery-ttl")) <= 60
+
+
+def test_events_without_a_dedupe_key_are_never_duplicates(store: EventStore) -> None:
+    results = [store.publish(event(payload={"same": True})) for _ in range(3)]
+    assert len({r.event_id for r in results}) == 3
+    assert not any(r.duplicate for r in results)
+
+
+# -- size limit and atomicity ------------------------------------------------------------------
+
+
+def test_a_payload_over_the_limit_is_refused_and_nothing_is_written(
+    make_store: Callable[..., EventStore], client: redis.Redis, prefix: str
+) -> None:
+    store = make_store(max_payload_bytes=100)
+    store.publish(event(payload="x" * 98))  # 100 bytes of JSON with its quotes: accepted
+    before = footprint(client, prefix)
+    with pytest.raises(InvalidInput) as caught:
+        store.publish(event(payload="x" * 99, dedupe_key="big"))
+    assert (caught.value.field, caught.value.reason) == (
+        "payload",
+        "is 101 bytes, at most 100 allowed",
+    )
+    assert footprint(client, prefix) == before
+
+
+def test_a_publish_that_fails_midway_leaves_nothing_behind(
+    store: EventStore, client: redis.Redis, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    client.set(keys.type_stream("alert.triggered"), "not a stream")
+    sent = event(dedupe_key="atomic-1")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        store.publish(sent)
+    assert client.exists(keys.event(sent.id)) == 0
+    assert client.exists(keys.dedupe("atomic-1")) == 0
+    assert client.exists(keys.stream) == 0
+    assert client.exists(keys.pending) == 0
+    assert footprint(client, prefix) == {keys.type_stream("alert.triggered"): ("string", 12)}
+
+
+@pytest.mark.parametrize("wrong_key", ["stream", "pending", "dedupe"])
+def test_any_key_of_the_wrong_type_refuses_the_whole_publish(
+    store: EventStore, client: redis.Redis, prefix: str, wrong_key: str
+) -> None:
+    keys = Keys(prefix)
+    store.publish(event("other.type"))
+    target = {"stream": keys.stream, "pending": keys.pending, "dedupe": keys.dedupe("d")}[wrong_key]
+    client.delete(target)
+    client.hset(target, "wrong", "type")
+    before = footprint(client, prefix)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        store.publish(event(dedupe_key="d"))
+    assert footprint(client, prefix) == before
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+def publish_series(store: EventStore, types: list[str]) -> list[tuple[Event, datetime]]:
+    """Publish one event per type, each in its own millisecond; with the time just after it."""
+    series = []
+    for event_type in types:
+        sent = event(event_type)
+        store.publish(sent)
+        pause()
+        series.append((sent, datetime.now(UTC)))
+        pause()
+    return series
+
+
+def ids(stored: list[Any]) -> list[str]:
+    return [s.event.id for s in stored]
+
+
+def test_history_is_newest_first_by_default_and_oldest_first_on_request(
+    store: EventStore,
+) -> None:
+    series = publish_series(store, ["a.one", "b.two", "a.one"])
+    sent = [e.id for e, _ in series]
+    assert ids(store.history()) == sent[::-1]
+    assert ids(store.history(newest_first=False)) == sent
+
+
+def test_history_filters_by_type(store: EventStore) -> None:
+    series = publish_series(store, ["a.one", "b.two", "a.one", "b.two"])
+    assert ids(store.history("a.one")) == [series[2][0].id, series[0][0].id]
+    assert ids(store.history("b.two", newest_first=False)) == [series[1][0].id, series[3][0].id]
+    assert store.history("c.none") == []
+
+
+def test_history_limit_keeps_the_newest_or_the_oldest(store: EventStore) -> None:
+    sent = [e.id for e, _ in publish_series(store, ["a.one"] * 5)]
+    assert ids(store.history(limit=2)) == [sent[4], sent[3]]
+    assert ids(store.history(limit=2, newest_first=False)) == [sent[0], sent[1]]
+
+
+@pytest.mark.parametrize("limit", [0, -1, 10_001])
+def test_history_refuses_a_limit_out_of_range(store: EventStore, limit: int) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        store.history(limit=limit)
+    assert caught.value.field == "limit"
+
+
+def test_history_since_and_until_bound_the_window(store: EventStore) -> None:
+    series = publish_series(store, ["a.one", "a.one", "a.one", "a.one"])
+    sent = [e.id for e, _ in series]
+    after_first, after_second, after_third = (t for _, t in series[:3])
+
+    assert ids(store.history(since=after_first, newest_first=False)) == sent[1:]
+    assert ids(store.history(until=after_second, newest_first=False)) == sent[:2]
+    assert ids(store.history(since=after_first, until=after_third)) == [sent[2], sent[1]]
+    assert ids(store.history("a.one", since=after_second, newest_first=False)) == sent[2:]
+    assert store.history(since=datetime.now(UTC)) == []
+
+
+def test_history_bounds_are_inclusive_to_the_millisecond_of_the_event(store: EventStore) -> None:
+    sent = published(store)
+    millis = int(store.get(sent.id).stream_id.split("-")[0])
+    exact = datetime.fromtimestamp(millis // 1000, UTC).replace(microsecond=millis % 1000 * 1000)
+    assert ids(store.history(since=exact, until=exact)) == [sent.id]
+
+
+def test_history_refuses_a_malformed_stream_id_bound(store: EventStore) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        store.history(since="not-an-id")
+    assert caught.value.field == "since/until"
+
+
+def test_scan_history_reads_every_event_oldest_first_in_batches(store: EventStore) -> None:
+    sent = [store.publish(event()).event_id for _ in range(7)]
+    assert ids(list(store.scan_history(batch=3))) == sent
+    assert ids(list(store.scan_history("alert.triggered", batch=2))) == sent
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+
+def test_retention_keeps_the_newest_events_and_deletes_older_records(
+    make_store: Callable[..., EventStore], client: redis.Redis, prefix: str
+) -> None:
+    store = make_store(stream_maxlen=5)
+    sent = [store.publish(event()).event_id for _ in range(8)]
+    keys = Keys(prefix)
+
+    assert ids(store.history()) == sent[:2:-1]
+    assert ids(store.history("alert.triggered", newest_first=False)) == sent[3:]
+    assert client.xlen(keys.stream) == 5
+    assert client.xlen(keys.type_stream("alert.triggered")) == 5
+    for dropped in sent[:3]:
+        assert client.exists(keys.event(dropped), keys.deliveries(dropped)) == 0
+        assert client.zscore(keys.pending, dropped) is None
+    assert client.zcard(keys.pending) == 5
+    assert store.get_many(sent[:3]) == []
+
+
+def test_retention_trims_the_type_streams_of_every_dropped_event(
+    make_store: Callable[..., EventStore], client: redis.Redis, prefix: str
+) -> None:
+    store = make_store(stream_maxlen=3)
+    rare = [store.publish(event("rare.kind")).event_id for _ in range(2)]
+    store.publish(event("busy.kind"))
+    store.publish(event("busy.kind"))  # drops the first rare event
+    keys = Keys(prefix)
+
+    assert client.xlen(keys.type_stream("rare.kind")) == 1
+    assert ids(store.history("rare.kind", limit=1, newest_first=False)) == [rare[1]]
+    assert ids(store.history("rare.kind")) == [rare[1]]
+
+
+def test_retention_drops_delivery_records_with_the_event(
+    make_store: Callable[..., EventStore], client: redis.Redis, prefix: str
+) -> None:
+    store = make_store(stream_maxlen=1)
+    first = store.publish(event()).event_id
+    store.transition(first, "worker", "queued", "dispatched")
+    store.publish(event())
+    assert client.exists(Keys(prefix).deliveries(first)) == 0
+
+
+# -- deliveries and the event's status ---------------------------------------------------------
+
+
+def test_a_transition_records_status_time_and_reason(store: EventStore) -> None:
+    sent = published(store)
+    previous, event_status, applied = store.transition(
+        sent.id, "responder", "queued", "dispatched", task_id="t-1"
+    )
+    assert (previous, event_status, applied) == ("", "queued", True)
+    store.transition(sent.id, "responder", "running", "started", attempts=1)
+    previous, event_status, applied = store.transition(sent.id, "responder", "succeeded", "done")
+    assert (previous, event_status, applied) == ("running", "succeeded", True)
+
+    delivery = store.get(sent.id).deliveries["responder"]
+    assert (delivery["status"], delivery["task_id"], delivery["attempts"]) == (
+        "succeeded",
+        "t-1",
+        1,
+    )
+    assert [(h["status"], h["reason"]) for h in delivery["history"]] == [
+        ("queued", "dispatched"),
+        ("running", "started"),
+        ("succeeded", "done"),
+    ]
+    for change in delivery["history"]:
+        assert datetime.fromisoformat(change["at"]).tzinfo is not None
+    assert store.delivery(sent.id, "responder") == delivery
+    assert store.delivery(sent.id, "nobody") is None
+
+
+def test_a_delivery_history_is_empty_list_not_object(store: EventStore) -> None:
+    sent = published(store)
+    store.transition(sent.id, "h", "queued")
+    assert isinstance(store.get(sent.id).deliveries["h"]["history"], list)
+
+
+def test_the_event_status_is_derived_from_all_of_its_deliveries(store: EventStore) -> None:
+    sent = published(store)
+
+    def status_after(handler: str, status: str) -> str:
+        _, returned, _ = store.transition(sent.id, handler, status, "test")
+        assert store.get(sent.id).status == returned
+        return returned
+
+    assert status_after("a", "queued") == "queued"
+    assert status_after("b", "queued") == "queued"
+    assert status_after("a", "running") == "processing"
+    assert status_after("a", "retrying") == "processing"
+    assert status_after("a", "succeeded") == "queued"
+    assert status_after("b", "running") == "processing"
+    assert status_after("b", "succeeded") == "succeeded"
+    assert status_after("b", "dead") == "failed"
+    assert status_after("b", "queued") == "queued"
+    assert status_after("b", "skipped") == "succeeded"
+
+
+def test_an_event_whose_every_delivery_was_skipped_is_skipped(store: EventStore) -> None:
+    sent = published(store)
+    store.transition(sent.id, "a", "skipped", "condition severity in [high]")
+    assert store.get(sent.id).status == "skipped"
+
+
+def test_fresh_only_refuses_to_touch_a_delivery_that_already_succeeded(
+    store: EventStore,
+) -> None:
+    sent = published(store)
+    store.transition(sent.id, "h", "queued", fresh_only=True)
+    store.transition(sent.id, "h", "succeeded", "done")
+    previous, event_status, applied = store.transition(
+        sent.id, "h", "queued", "redelivered", fresh_only=True
+    )
+    assert (previous, event_status, applied) == ("succeeded", "succeeded", False)
+    delivery = store.get(sent.id).deliveries["h"]
+    assert delivery["status"] == "succeeded"
+    assert [h["status"] for h in delivery["history"]] == ["queued", "succeeded"]
+
+
+def test_a_transition_to_an_unknown_status_or_event_is_refused(store: EventStore) -> None:
+    sent = published(store)
+    with pytest.raises(InvalidInput) as caught:
+        store.transition(sent.id, "h", "finished")
+    assert caught.value.field == "status"
+    assert all(status in caught.value.reason for status in DELIVERY_STATUSES)
+    with pytest.raises(NotFound):
+        store.transition("no-such-event", "h", "queued")
+
+
+def test_a_long_reason_is_cut_and_history_is_bounded(store: EventStore) -> None:
+    sent = published(store)
+    for _ in range(60):
+        store.transition(sent.id, "h", "retrying", "r" * 2000)
+    history = store.get(sent.id).deliveries["h"]["history"]
+    assert len(history) == 50
+    assert len(history[-1]["reason"]) == 500
+
+
+def test_mark_dispatched_clears_pending_and_may_set_a_status(
+    store: EventStore, client: redis.Redis, prefix: str
+) -> None:
+    sent = published(store)
+    store.mark_dispatched(sent.id, "unrouted", "no route matches")
+    assert client.zscore(Keys(prefix).pending, sent.id) is None
+    assert store.get(sent.id).status == "unrouted"
+
+
+# -- acknowledge -------------------------------------------------------------------------------
+
+
+def test_acknowledge_sets_the_status_by_hand_and_returns_the_previous_one(
+    store: EventStore, client: redis.Redis, prefix: str
+) -> None:
+    sent = published(store)
+    assert store.acknowledge(sent.id, "ignored", "noise") == "pending"
+    stored = store.get(sent.id)
+    assert stored.status == "ignored"
+    assert stored.acknowledged is not None
+    assert (stored.acknowledged["status"], stored.acknowledged["reason"]) == ("ignored", "noise")
+    assert stored.as_dict()["acknowledged"]["at"].endswith("Z")
+    assert client.zscore(Keys(prefix).pending, sent.id) is None
+    assert store.acknowledge(sent.id) == "ignored"
+    assert store.get(sent.id).status == "processed"
+
+
+def test_an_acknowledged_status_stays_when_a_delivery_changes_afterwards(
+    store: EventStore,
+) -> None:
+    sent = published(store)
+    store.transition(sent.id, "h", "queued")
+    store.acknowledge(sent.id, "processed")
+    _, event_status, applied = store.transition(sent.id, "h", "dead", "gave up")
+    assert (event_status, applied) == ("processed", True)
+    stored = store.get(sent.id)
+    assert stored.status == "processed"
+    assert stored.deliveries["h"]["status"] == "dead"
+
+
+@pytest.mark.parametrize("status", ACK_STATUSES)
+def test_every_acknowledge_status_is_accepted(store: EventStore, status: str) -> None:
+    sent = published(store)
+    store.acknowledge(sent.id, status)
+    assert store.get(sent.id).status == status
+
+
+def test_acknowledging_an_unknown_event_is_not_found_and_creates_nothing(
+    store: EventStore, client: redis.Redis, prefix: str
+) -> None:
+    with pytest.raises(NotFound) as caught:
+        store.acknowledge("no-such-event")
+    assert caught.value.field == "event_id"
+    assert footprint(client, prefix) == {}
+
+
+def test_acknowledging_with_an_unknown_status_is_invalid_input(store: EventStore) -> None:
+    sent = published(store)
+    with pytest.raises(InvalidInput) as caught:
+        store.acknowledge(sent.id, "done")
+    assert caught.value.field == "status"
+    assert not isinstance(caught.value, NotFound)
+    assert "processed" in caught.value.reason
+    assert store.get(sent.id).status == "pending"
+
+
+# -- the outbox: pending events and claims -----------------------------------------------------
+
+
+def test_pending_lists_events_older_than_the_grace_period(store: EventStore) -> None:
+    sent = published(store)
+    assert store.pending(older_than=3600) == []
+    assert store.pending(older_than=0) == [sent.id]
+
+
+def test_of_two_claims_on_a_pending_event_only_one_wins(
+    make_store: Callable[..., EventStore], store: EventStore
+) -> None:
+    sent = published(store)
+    other_sweeper = make_store()
+    assert [store.claim_pending(sent.id, lease=60), other_sweeper.claim_pending(sent.id, 60)] == [
+        True,
+        False,
+    ]
+    assert store.pending(older_than=0) == []  # leased into the future
+
+
+def test_racing_claims_from_threads_have_exactly_one_winner(
+    store: EventStore, make_store: Callable[..., EventStore]
+) -> None:
+    sent = published(store)
+    sweepers = [make_store() for _ in range(8)]
+    results: list[bool] = []
+    barrier = threading.Barrier(len(sweepers))
+
+    def claim(sweeper: EventStore) -> None:
+        barrier.wait()
+        results.append(sweeper.claim_pending(sent.id, lease=60))
+
+    threads = [threading.Thread(target=claim, args=(s,)) for s in sweepers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]
+
+
+def test_a_claim_on_an_event_not_pending_fails(store: EventStore) -> None:
+    sent = published(store)
+    store.mark_dispatched(sent.id)
+    assert store.claim_pending(sent.id, lease=60) is False
+    assert store.claim_pending("no-such-event", lease=60) is False
+
+
+# -- durability and availability ---------------------------------------------------------------
+
+
+def test_events_survive_a_restart_of_the_redis_server(
+    private_server: RedisServer, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(redis_url=private_server.url)
+    client = redis.Redis.from_url(private_server.url, decode_responses=True)
+    try:
+        store = EventStore(client, settings)
+        sent = event(payload={"kept": True}, dedupe_key="restart-1")
+        store.publish(sent)
+        store.transition(sent.id, "h", "queued", "dispatched")
+        store.acknowledge(sent.id, "processed")
+
+        private_server.restart()
+
+        stored = store.get(sent.id)
+        assert stored.event == sent
+        assert stored.status == "processed"
+        assert stored.deliveries["h"]["status"] == "queued"
+        assert ids(store.history()) == [sent.id]
+        assert store.publish(event(dedupe_key="restart-1")).duplicate is True
+        assert (private_server.folder / "appendonly.aof").stat().st_size > 0
+    finally:
+        client.close()
+
+
+def test_an_unreachable_redis_is_store_unavailable(make_settings: Callable[..., Settings]) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1)
+    store = EventStore(client, make_settings(redis_url=url))
+    sent = event()
+    calls: list[Callable[[], Any]] = [
+        lambda: store.publish(sent),
+        lambda: store.get(sent.id),
+        lambda: store.history(),
+        lambda: list(store.scan_history()),
+        lambda: store.delivery(sent.id, "h"),
+        lambda: store.transition(sent.id, "h", "queued"),
+        lambda: store.acknowledge(sent.id),
+        lambda: store.mark_dispatched(sent.id),
+        lambda: store.pending(older_than=0),
+        lambda: store.claim_pending(sent.id, lease=1),
+    ]
+    for call in calls:
+        with pytest.raises(StoreUnavailable, match="unreachable"):
+            call()
+
+
+# -- throughput --------------------------------------------------------------------------------
+
+
+class CountingConnection(redis.Connection):
+    """A redis-py connection that counts what it sends: one count a round trip."""
+
+    sent = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        super().send_packed_command(command, check_health)
+
+
+def commands_called_by(script: Path) -> set[str]:
+    return {name.lower() for name in re.findall(r"redis\.call\('(\w+)'", script.read_text())}
+
+
+def test_publishing_takes_one_round_trip_per_event(
+    private_server: RedisServer, make_settings: Callable[..., Settings]
+) -> None:
+    count = 10_000
+    client = redis.Redis.from_url(
+        private_server.url, decode_responses=True, connection_class=CountingConnection
+    )
+    try:
+        store = EventStore(client, make_settings(redis_url=private_server.url))
+        store.publish(event())  # loads the script, so every later call is one EVALSHA
+        events = [event(payload={"n": n}) for n in range(count)]
+        before = client.info("commandstats")
+
+        sent_before = CountingConnection.sent
+        started = time.perf_counter()
+        for sent in events:
+            store.publish(sent)
+        elapsed = time.perf_counter() - started
+        round_trips = CountingConnection.sent - sent_before
+
+        after = client.info("commandstats")
+        grown = {
+            name.removeprefix("cmdstat_"): after[name]["calls"]
+            - before.get(name, {"calls": 0})["calls"]
+            for name in after
+        }
+        grown = {name: calls for name, calls in grown.items() if calls}
+        assert round_trips == count
+        assert grown.pop("evalsha") == count
+        assert grown.pop("info") == 1
+        # What else ran, ran inside the script: the client sent nothing but EVALSHA.
+        assert set(grown) <= commands_called_by(LUA / "publish.lua")
+        assert client.xlen(Keys(store.settings.prefix).stream) == count + 1
+    finally:
+        client.close()
+    print(f"\npublished {count} events in {elapsed:.2f} s: {count / elapsed:,.0f} events/s")
