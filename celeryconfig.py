@@ -1,0 +1,94 @@
+"""Celery configuration, from the project's settings (the environment).
+
+Plain lowercase Celery settings, as ``celery -A tasks worker`` expects, plus the
+lane table: which queue each event type travels in.
+"""
+
+from __future__ import annotations
+
+from kombu import Exchange, Queue, binding
+
+from eda.errors import InvalidInput
+from eda.lanes import LaneTable
+from eda.redis_server import redis_url
+from eda.settings import load
+
+_settings = load()
+
+#: Lanes: queue -> event-type patterns (``alert.*`` covers every ``alert.`` type).
+#: Every event type lands in exactly one lane; what no pattern matches goes to
+#: ``eda_default_lane``. An overlap between two lanes is an error at start-up.
+eda_lanes: dict[str, list[str]] = {
+    "alerts": ["alert.*"],
+    "code": ["code.*"],
+    "customers": ["customer.*"],
+    "payments": ["payment.*"],
+}
+eda_default_lane = "default"
+lane_table = LaneTable(eda_lanes, eda_default_lane)
+
+#: The one topic exchange; the routing key of every delivery is the event type.
+events_exchange = Exchange("events", type="topic", durable=True)
+
+broker_url = _settings.broker_url or redis_url(_settings)
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout,
+    # How often a worker looks for messages whose worker died (Redis broker): often
+    # enough that they come back soon after the visibility timeout has passed.
+    "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout / 4))),
+    "unacked_restore_throttle": 1 if _settings.visibility_timeout < 600 else 10,
+}
+
+task_queues = [
+    Queue(
+        lane.name,
+        exchange=events_exchange,
+        bindings=[binding(events_exchange, routing_key=key) for key in lane.bindings()],
+    )
+    for lane in lane_table.lanes
+] + [Queue(eda_default_lane, exchange=events_exchange, bindings=[])]
+task_default_queue = eda_default_lane
+task_default_exchange = "events"
+task_default_exchange_type = "topic"
+task_create_missing_queues = False
+
+# Only JSON crosses a process boundary.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+event_serializer = "json"
+
+# Outcomes live in the event store, not in a result backend.
+task_ignore_result = True
+result_backend = None
+
+# A delivery is acknowledged after it ran; a worker that dies gives it back.
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_soft_time_limit = _settings.task_soft_time_limit
+task_time_limit = _settings.task_time_limit
+worker_prefetch_multiplier = 1
+
+# Flower sees everything.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+beat_schedule = {
+    "sweep-outbox": {"task": "eda.sweep", "schedule": _settings.sweep_interval},
+}
+
+worker_hijack_root_logger = False
+timezone = "UTC"
+enable_utc = True
+
+# A message not acknowledged within the visibility timeout is delivered again: the
+# longest task plus the longest backoff must fit inside it, or work would run twice.
+_longest = _settings.task_time_limit + _settings.retry_backoff_max
+if _settings.visibility_timeout <= _longest:
+    raise InvalidInput(
+        "EDA_VISIBILITY_TIMEOUT",
+        f"is {_settings.visibility_timeout:g} s but must exceed the task time limit plus the "
+        f"longest backoff ({_settings.task_time_limit:g} + {_settings.retry_backoff_max:g} s)",
+    )

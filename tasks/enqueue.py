@@ -1,0 +1,73 @@
+"""Putting deliveries on the broker: the lane resolved in our code, the type as routing key."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from eda.event import Event
+from eda.lanes import LaneTable
+
+#: How hard a publish tries before the event is left to the outbox sweeper.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
+
+
+class CeleryEnqueuer:
+    """Sends ``eda.deliver`` messages to the lane of each event type."""
+
+    def __init__(self, app: Celery, broker_url: str | None = None) -> None:
+        self.app = app
+        self.broker_url = broker_url
+        self.lanes: LaneTable = app.conf.lane_table
+        self.queues: dict[str, Queue] = {q.name: q for q in app.conf.task_queues}
+        self.exchange: Exchange = app.conf.events_exchange
+        self._bound: set[str] = set()
+        self._lock = threading.Lock()
+
+    def deliver(self, event: Event, handler: str, task_id: str, *, replay: bool = False) -> None:
+        """Enqueue one delivery; raises when the broker did not take it."""
+        from tasks.delivery import deliver
+
+        lane = self.lanes.resolve(event.type)
+        options: dict[str, Any] = {
+            "queue": self.queues[lane],
+            "exchange": self.exchange,
+            "routing_key": event.type,
+            "task_id": task_id,
+            "retry_policy": PUBLISH_RETRY_POLICY,
+        }
+        kwargs = {"replay": True} if replay else {}
+        with self.app.connection_for_write(self.broker_url) as connection:
+            if lane == self.lanes.default.name and event.type not in self._bound:
+                self._bind(connection, lane, event.type)
+            deliver.apply_async((event.id, handler), kwargs, connection=connection, **options)
+
+    def _bind(self, connection: Any, lane: str, event_type: str) -> None:
+        """Bind a default-lane type to the default queue, once per process.
+
+        A topic exchange drops a message that matches no binding, and the default
+        lane has no pattern of its own: each of its types is bound as it appears.
+        """
+        channel = connection.default_channel
+        self.exchange.bind(channel).declare()
+        queue = self.queues[lane].bind(channel)
+        queue.declare()
+        queue.bind_to(exchange=self.exchange, routing_key=event_type)
+        with self._lock:
+            self._bound.add(event_type)
+
+    def queue_lengths(self) -> dict[str, int]:
+        """Messages waiting in each lane (not counting those a worker has reserved)."""
+        lengths = {}
+        with self.app.connection_for_read(self.broker_url) as connection:
+            channel = connection.default_channel
+            for name, queue in self.queues.items():
+                try:
+                    declared = queue.bind(channel).queue_declare(passive=True)
+                    lengths[name] = int(declared.message_count)
+                except Exception:  # a lane nobody declared yet holds nothing
+                    lengths[name] = 0
+        return lengths

@@ -1,0 +1,68 @@
+"""Handlers the delivery tests route to, steered by the event's payload.
+
+Each counts its attempts and notes their times in Redis under the event's id, so
+a test can see what the worker did: ``attempts(redis, event_id, handler)``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from eda.errors import PermanentError, TransientError
+from eda.event import Event
+from tasks.delivery import worker_core
+
+
+def _attempt(event: Event, name: str) -> int:
+    client = worker_core().redis
+    key = f"test-attempts:{event.id}:{name}"
+    client.rpush(key, repr(time.time()))
+    return int(client.llen(key))
+
+
+def attempts(client: Any, event_id: str, name: str) -> list[float]:
+    """The start times of every attempt a test handler made for this event."""
+    return [float(x) for x in client.lrange(f"test-attempts:{event_id}:{name}", 0, -1)]
+
+
+def flaky(event: Event) -> dict[str, Any]:
+    """Fail ``fail_times`` times (transient unless ``mode`` is permanent), then succeed."""
+    attempt = _attempt(event, "flaky")
+    if attempt <= int(event.payload.get("fail_times", 0)):
+        mode = event.payload.get("mode", "transient")
+        if mode == "permanent":
+            raise PermanentError(f"permanent failure on attempt {attempt}")
+        if mode == "plain":
+            raise RuntimeError(f"unclassified failure on attempt {attempt}")
+        raise TransientError(f"transient failure on attempt {attempt}")
+    return {"attempt": attempt}
+
+
+def fixable(event: Event) -> dict[str, Any]:
+    """Fail while the Redis key ``test-broken:<event id>`` exists."""
+    attempt = _attempt(event, "fixable")
+    if worker_core().redis.exists(f"test-broken:{event.id}"):
+        raise TransientError("still broken")
+    return {"attempt": attempt}
+
+
+def succeed(event: Event) -> dict[str, Any]:
+    return {"attempt": _attempt(event, "succeed")}
+
+
+def fail(event: Event) -> None:
+    _attempt(event, "fail")
+    raise PermanentError("this handler always fails")
+
+
+def slow(event: Event) -> dict[str, Any]:
+    """Sleep ``seconds`` (the crash test kills the worker meanwhile)."""
+    attempt = _attempt(event, "slow")
+    time.sleep(float(event.payload.get("seconds", 1)))
+    return {"attempt": attempt}
+
+
+def reject_key_error(event: Event) -> None:
+    _attempt(event, "reject_key_error")
+    raise KeyError("missing")

@@ -1,0 +1,211 @@
+"""Deliveries through real Celery workers: retries, dead letters, isolation, replay."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from eda.core import Core
+from eda.settings import Settings
+from tasks.delivery import backoff
+from tests.conftest import wait_for
+from tests.handlers import attempts
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def delivery(core: Core, event_id: str, handler: str) -> dict[str, Any]:
+    return core.get_event(event_id).deliveries.get(handler, {})
+
+
+def settled(core: Core, event_id: str, handler: str, status: str) -> dict[str, Any]:
+    """Wait until the delivery reaches ``status`` and return it."""
+    return wait_for(lambda: (d := delivery(core, event_id, handler)).get("status") == status and d)
+
+
+def statuses(record: dict[str, Any]) -> list[str]:
+    return [change["status"] for change in record["history"]]
+
+
+def test_backoff_grows_exponentially_under_full_jitter_and_a_cap(settings: Settings) -> None:
+    policy = settings.model_copy(update={"retry_backoff": 0.1, "retry_backoff_max": 0.5})
+    for retries, ceiling in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.5), (9, 0.5)]:
+        delays = [backoff(policy, retries) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling / 2  # full jitter spreads over the whole range
+
+
+def test_backoff_honours_a_longer_retry_after_but_never_past_the_cap(settings: Settings) -> None:
+    policy = settings.model_copy(update={"retry_backoff": 0.01, "retry_backoff_max": 5})
+    assert backoff(policy, 0, retry_after=2.0) >= 2.0
+    assert backoff(policy, 0, retry_after=60.0) == 5
+
+
+def test_transient_failures_are_retried_with_backoff_until_success(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:flaky")
+    event_id = live.publish(event_type, {"fail_times": 2}, "test").event_id
+
+    record = settled(live, event_id, "tests.handlers:flaky", "succeeded")
+
+    assert statuses(record) == [
+        "queued", "running", "retrying", "running", "retrying", "running", "succeeded",
+    ]  # fmt: skip
+    assert record["attempts"] == 3
+    assert record["outcome"] == {"attempt": 3}
+    started = attempts(client, event_id, "flaky")
+    gaps = [b - a for a, b in itertools.pairwise(started)]
+    # base 0.05 s: the first wait is at most 0.05 s, the second at most 0.1 s (plus overhead)
+    assert len(gaps) == 2
+    assert gaps[0] <= 0.05 + 0.5 and gaps[1] <= 0.1 + 0.5
+    assert live.get_event(event_id).status == "succeeded"
+
+
+def test_an_unclassified_exception_counts_as_transient(live: Core, unique_type: Any) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:flaky")
+    event_id = live.publish(event_type, {"fail_times": 1, "mode": "plain"}, "test").event_id
+    record = settled(live, event_id, "tests.handlers:flaky", "succeeded")
+    assert record["attempts"] == 2
+
+
+def test_a_permanent_error_goes_to_the_dead_letter_queue_after_one_attempt(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:flaky")
+    event_id = live.publish(event_type, {"fail_times": 5, "mode": "permanent"}, "test").event_id
+
+    record = settled(live, event_id, "tests.handlers:flaky", "dead")
+
+    assert statuses(record) == ["queued", "running", "dead"]
+    assert len(attempts(client, event_id, "flaky")) == 1
+    letter = live.dead_letter(f"{event_id}:tests.handlers:flaky")
+    assert letter.error_class == "eda.errors.PermanentError"
+    assert letter.error == "permanent failure on attempt 1"
+    assert "Traceback" in letter.traceback and "PermanentError" in letter.traceback
+    assert letter.attempts == 1 and letter.event_type == event_type
+    assert letter.first_failure_at <= letter.last_failure_at
+    assert live.get_event(event_id).status == "failed"
+
+
+def test_exhausted_retries_dead_letter_and_a_retry_after_the_fix_succeeds(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:fixable")
+    event_id = uuid.uuid4().hex
+    client.set(f"test-broken:{event_id}", "1")
+    published = live.publish(event_type, {}, "test", id=event_id)
+
+    record = settled(live, published.event_id, "tests.handlers:fixable", "dead")
+
+    made = attempts(client, published.event_id, "fixable")
+    assert record["attempts"] == live.settings.max_retries + 1 == len(made)
+    letter_id = f"{published.event_id}:tests.handlers:fixable"
+    assert live.dead_letter(letter_id).attempts == live.settings.max_retries + 1
+
+    client.delete(f"test-broken:{published.event_id}")
+    live.retry_dead_letter(letter_id)
+
+    record = settled(live, published.event_id, "tests.handlers:fixable", "succeeded")
+    assert record["replay"] is False
+    assert live.dead_letter_list(handler="tests.handlers:fixable", event_type=event_type) == []
+    assert "retried from the dead-letter queue" in [c["reason"] for c in record["history"]]
+
+
+def test_one_failing_handler_never_reruns_another(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:succeed")
+    live.subscribe([event_type], "tests.handlers:fail")
+    event_id = live.publish(event_type, {}, "test").event_id
+
+    settled(live, event_id, "tests.handlers:fail", "dead")
+    settled(live, event_id, "tests.handlers:succeed", "succeeded")
+    live.retry_event(event_id)
+    settled(live, event_id, "tests.handlers:fail", "dead")
+    time.sleep(0.3)
+
+    assert len(attempts(client, event_id, "succeed")) == 1
+    assert len(attempts(client, event_id, "fail")) == 2
+    deliveries = live.get_event(event_id).deliveries
+    assert (
+        deliveries["tests.handlers:succeed"]["task_id"]
+        != deliveries["tests.handlers:fail"]["task_id"]
+    )
+
+
+def test_an_event_no_handler_matches_is_recorded_unrouted(live: Core, unique_type: Any) -> None:
+    event_id = live.publish(unique_type(), {}, "test").event_id
+    stored = live.get_event(event_id)
+    assert stored.status == "unrouted" and stored.deliveries == {}
+    assert event_id not in live.store.pending(older_than=0)
+
+
+def test_route_conditions_skip_visibly_and_declared_exceptions_are_permanent(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    event_type = f"testroute.{unique_type().replace('.', '_')}"
+    event_id = live.publish(event_type, {"severity": "low"}, "test").event_id
+
+    skipped = settled(live, event_id, "tests.handlers:succeed", "skipped")
+    dead = settled(live, event_id, "tests.handlers:reject_key_error", "dead")
+
+    assert "severity in ['critical', 'high']" in skipped["history"][-1]["reason"]
+    assert attempts(client, event_id, "succeed") == []
+    assert len(attempts(client, event_id, "reject_key_error")) == 1
+    assert dead["history"][-1]["reason"].startswith("permanent error: KeyError")
+
+
+def test_a_redelivered_task_whose_delivery_succeeded_does_nothing(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:succeed")
+    published = live.publish(event_type, {}, "test")
+    settled(live, published.event_id, "tests.handlers:succeed", "succeeded")
+    event = live.get_event(published.event_id).event
+    assert live.enqueuer is not None
+
+    live.enqueuer.deliver(event, "tests.handlers:succeed", "a-redelivered-task")
+    time.sleep(0.5)
+
+    assert len(attempts(client, published.event_id, "succeed")) == 1
+    record = delivery(live, published.event_id, "tests.handlers:succeed")
+    assert statuses(record) == ["queued", "running", "succeeded"]
+
+
+def test_replay_redispatches_a_window_of_events_and_dry_run_enqueues_nothing(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:succeed")
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    ids = [live.publish(event_type, {"n": n}, "test").event_id for n in range(5)]
+    for event_id in ids:
+        settled(live, event_id, "tests.handlers:succeed", "succeeded")
+    after = datetime.now(UTC) + timedelta(seconds=1)
+
+    dry = live.replay(event_type, since=before, until=after, dry_run=True)
+    assert dry.events == 5 and dry.deliveries == 5
+    time.sleep(0.3)
+    assert all(len(attempts(client, i, "succeed")) == 1 for i in ids)
+
+    report = live.replay(event_type, since=before, until=after)
+
+    assert report.events == 5 and report.deliveries == 5 and not report.dry_run
+    wait_for(lambda: all(len(attempts(client, i, "succeed")) == 2 for i in ids))
+    for event_id in ids:
+        record = settled(live, event_id, "tests.handlers:succeed", "succeeded")
+        assert record["replay"] is True
+    assert live.replay(event_type, until=before).events == 0

@@ -1,0 +1,88 @@
+"""Lanes: every event type travels in exactly one queue, and a worker sees only its lanes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import celeryconfig
+from eda.errors import InvalidInput
+from eda.lanes import LaneTable
+from tasks import app
+from tests.conftest import wait_for
+from tests.handlers import attempts
+from tests.workers import Worker
+
+
+def test_every_type_lands_in_exactly_one_lane() -> None:
+    table = celeryconfig.lane_table
+    assert table.resolve("alert.triggered") == "alerts"
+    assert table.resolve("alert.cpu.high") == "alerts"
+    assert table.resolve("code.pr_opened") == "code"
+    assert table.resolve("customer.signup") == "customers"
+    assert table.resolve("payment.failed") == "payments"
+    assert table.resolve("alerts.triggered") == "default"
+    assert table.resolve("stripe.charge_refunded") == "default"
+    for event_type in ["alert.x", "code.y", "customer.z", "payment.w", "slack.message"]:
+        assert sum(lane.matches(event_type) for lane in table.lanes) <= 1
+
+
+@pytest.mark.parametrize(
+    ("lanes", "message"),
+    [
+        ({"a": ["alert.*"], "b": ["alert.cpu.*"]}, "'alert.cpu.*' overlaps 'alert.*' of lane 'a'"),
+        ({"a": ["alert.x"], "b": ["alert.*"]}, "'alert.*' overlaps 'alert.x' of lane 'a'"),
+        ({"a": ["alert"]}, "'alert' is neither an event type nor a prefix"),
+        ({"a": ["al*rt.x"]}, "neither an event type nor a prefix"),
+    ],
+)
+def test_an_overlapping_or_malformed_lane_table_is_refused(
+    lanes: dict[str, list[str]], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message.replace("*", r"\*")):
+        LaneTable(lanes, "default")
+
+
+def test_lane_patterns_become_amqp_bindings() -> None:
+    table = LaneTable({"alerts": ["alert.*", "pager.page"]}, "default")
+    assert table.lanes[0].bindings() == ["alert.#", "pager.page"]
+
+
+def test_the_celery_queues_are_the_lanes_bound_to_the_events_topic_exchange() -> None:
+    queues = {q.name: q for q in app.conf.task_queues}
+    assert set(queues) == set(celeryconfig.lane_table.names)
+    alerts = next(iter(queues["alerts"].bindings))
+    assert (alerts.exchange.name, alerts.exchange.type) == ("events", "topic")
+    assert alerts.routing_key == "alert.#"
+
+
+def test_a_worker_on_one_lane_never_runs_another_lanes_delivery(
+    private_broker: Any, client: Any, unique_type: Any, tmp_path: Path
+) -> None:
+    broker, core = private_broker(3)
+    lane_worker = Worker(tmp_path / "alerts.log", {"CELERY_BROKER_URL": broker}, queues="alerts")
+    try:
+        alert, code = unique_type("ev", lane="alert"), unique_type("ev", lane="code")
+        core.subscribe([alert, code], "tests.handlers:succeed")
+        alert_id = core.publish(alert, {}, "test").event_id
+        code_id = core.publish(code, {}, "test").event_id
+
+        wait_for(lambda: core.get_event(alert_id).status == "succeeded")
+        time.sleep(0.5)
+
+        assert core.get_event(code_id).status == "queued"
+        assert attempts(client, code_id, "succeed") == []
+        waiting = redis.Redis.from_url(broker).lrange("code", 0, -1)
+        assert len(waiting) == 1
+        message = json.loads(waiting[0])
+        assert message["properties"]["delivery_info"] == {"exchange": "events", "routing_key": code}
+        assert message["headers"]["task"] == "eda.deliver"
+        assert message["headers"]["argsrepr"] == repr((code_id, "tests.handlers:succeed"))
+        assert redis.Redis.from_url(broker).llen("alerts") == 0
+    finally:
+        lane_worker.stop()

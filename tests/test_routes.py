@@ -1,0 +1,143 @@
+"""Routes: the routes file, payload conditions, code registration and planning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eda.core import Core
+from eda.errors import InvalidInput
+from eda.event import Event
+from eda.routes import Route, RouteTable, load_routes, parse_conditions
+from eda.settings import Settings
+from tasks import connect, registry
+
+
+def known(name: str) -> bool:
+    return name in {"Known", "Other"}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "routes.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_routes_file_loads_patterns_handlers_conditions_and_permanent_errors(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        "routes:\n"
+        "  - events: [alert.triggered, 'code.*']\n"
+        "    handler: Known\n"
+        "    when:\n"
+        "      severity: {in: [critical, high]}\n"
+        "      env: production\n"
+        "    permanent: [KeyError]\n",
+    )
+    (route,) = load_routes(path, known)
+    assert route.patterns == ("alert.triggered", "code.*")
+    assert route.permanent == ("KeyError",)
+    assert [c.describe() for c in route.conditions] == [
+        "severity in ['critical', 'high']",
+        "env equals 'production'",
+    ]
+    assert route.origin == f"{path}:2"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ("routes:\n  - events: a.b\n    handler: Nobody\n", 2, "unknown handler 'Nobody'"),
+        ("routes:\n  - events: a.b\n    handler: Known\n  - events: 'A.B'\n    handler: Known\n",
+         4, "'A.B' is not an event-type pattern"),
+        ("routes:\n  - events: a.b\n    handler: Known\n    when: {x: {near: 1}}\n",
+         2, "unknown condition 'near'"),
+        ("routes:\n  - events: a.b\n    handler: Known\n    when: {x: {gt: high}}\n",
+         2, "expects a number"),
+        ("routes:\n  - events: a.b\n    handler: Known\n    colour: red\n",
+         2, "unknown route keys: colour"),
+    ],
+)  # fmt: skip
+def test_a_bad_routes_file_names_the_file_the_line_and_the_reason(
+    tmp_path: Path, text: str, line: int, reason: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(InvalidInput) as error:
+        load_routes(path, known)
+    assert error.value.field.startswith(f"{path}:{line}")
+    assert reason in error.value.reason
+
+
+def test_a_routes_file_that_is_not_yaml_or_missing_says_so(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="is not valid YAML"):
+        load_routes(write(tmp_path, "routes: [\n"), known)
+    with pytest.raises(InvalidInput, match="cannot read the routes file"):
+        load_routes(tmp_path / "absent.yaml", known)
+
+
+@pytest.mark.parametrize(
+    ("spec", "payload", "holds"),
+    [
+        ({"severity": {"in": ["critical", "high"]}}, {"severity": "high"}, True),
+        ({"severity": {"in": ["critical", "high"]}}, {"severity": "low"}, False),
+        ({"user.id": {"exists": True}}, {"user": {"id": 7}}, True),
+        ({"user.id": {"exists": True}}, {"user": {}}, False),
+        ({"user.id": {"exists": False}}, {}, True),
+        ({"count": {"gt": 3}}, {"count": 4}, True),
+        ({"count": {"lte": 3}}, {"count": 4}, False),
+        ({"count": {"gt": 3}}, {"count": "many"}, False),
+        ({"env": "prod"}, {"env": "prod"}, True),
+        ({"env": {"not_equals": "prod"}}, {"env": "dev"}, True),
+        ({"env": "prod"}, "not an object", False),
+    ],
+)
+def test_conditions_test_payload_fields(spec: Any, payload: Any, holds: bool) -> None:
+    (condition,) = parse_conditions(spec, "when")
+    assert condition.holds(payload) is holds
+
+
+def test_plan_gives_each_handler_once_and_records_why_a_condition_skipped_it(
+    core: Core,
+) -> None:
+    core.routes = RouteTable(
+        [
+            Route(("alert.*",), "Pager", parse_conditions({"severity": "critical"}, "w")),
+            Route(("*",), "Auditor"),
+            Route(("alert.triggered",), "Auditor"),
+        ]
+    )
+    event = Event.create(type="alert.triggered", source="t", payload={"severity": "low"})
+    plan = {p.handler: p.skipped_by for p in core.plan(event)}
+    assert plan == {"Pager": "condition severity equals 'critical'", "Auditor": None}
+
+
+def test_subscriptions_add_to_the_routes_and_name_known_handlers_only(
+    settings: Settings,
+) -> None:
+    dispatching = connect(settings)
+    dispatching.subscribe(["billing.*"], "tests.handlers:succeed")
+    event = Event.create(type="billing.refunded", source="t")
+    assert [p.handler for p in dispatching.plan(event)] == ["tests.handlers:succeed"]
+    with pytest.raises(InvalidInput, match="neither a registered handler"):
+        dispatching.subscribe(["billing.*"], "tests.handlers:nothing_here")
+    with pytest.raises(InvalidInput, match="not an event-type pattern"):
+        dispatching.subscribe(["Billing"], "tests.handlers:succeed")
+    assert dispatching.unsubscribe("billing.*", "tests.handlers:succeed")
+    assert dispatching.plan(event) == []
+
+
+def test_handlers_registered_in_code_are_routed_by_their_pattern(settings: Settings) -> None:
+    def audit(event: Event) -> None:
+        return None
+
+    registry.register_handler("ledger.*", audit, name="test-ledger-auditor")
+    dispatching = connect(settings)
+    event = Event.create(type="ledger.closed", source="t")
+    assert "test-ledger-auditor" in [p.handler for p in dispatching.plan(event)]
+    assert registry.resolve("test-ledger-auditor") is audit
+    with pytest.raises(InvalidInput, match="already registered"):
+        registry.register("test-ledger-auditor", lambda event: None)

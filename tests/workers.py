@@ -1,0 +1,80 @@
+"""Real Celery workers for the tests, as subprocesses of ``celery -A tasks worker``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Settings that make retries take milliseconds instead of minutes.
+FAST = {
+    "EDA_RETRY_BACKOFF": "0.05",
+    "EDA_RETRY_BACKOFF_MAX": "0.4",
+    "EDA_MAX_RETRIES": "3",
+    "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml"),
+    "EDA_OUTBOX_GRACE": "0.5",
+}
+#: Every lane of celeryconfig.py.
+ALL_LANES = "alerts,code,customers,payments,default"
+
+
+class Worker:
+    """One worker process; ``stop()`` ends it gracefully, ``kill()`` with SIGKILL."""
+
+    def __init__(
+        self,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        queues: str = ALL_LANES,
+        concurrency: int = 4,
+        name: str = "test",
+    ) -> None:
+        self.log_path = log_path
+        environment = {**os.environ, **FAST, **(env or {}), "PYTHONPATH": str(ROOT)}
+        command = [
+            sys.executable, "-m", "celery", "-A", "tasks", "worker",
+            "-Q", queues, "-P", "threads", "-c", str(concurrency),
+            "-n", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
+            "--without-mingle", "--without-gossip", "-l", "INFO",
+        ]  # fmt: skip
+        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b" ready." in self.log_path.read_bytes():
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"worker did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
