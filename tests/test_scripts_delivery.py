@@ -96,8 +96,7 @@ def test_replay_events_dry_run_then_replay(
     event_type = unique_type()
     live.subscribe([event_type], "tests.handlers:succeed")
     ids = [live.publish(event_type, {"n": n}, "test").event_id for n in range(3)]
-    for event_id in ids:
-        wait_for(lambda e=event_id: live.get_event(e).status == "succeeded")
+    wait_for(lambda: all(live.get_event(e).status == "succeeded" for e in ids))
 
     dry = script("replay_events.py", event_type, "1h", "{{until}}", "", "true").answer
     assert dry["dry_run"] is True and dry["events"] == 3

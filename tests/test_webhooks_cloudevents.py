@@ -1,0 +1,181 @@
+"""POST /events: CloudEvents 1.0 built by the cloudevents SDK: binary, structured, batch."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from cloudevents.core.bindings.http import HTTPMessage, to_binary, to_structured
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from flask.testing import FlaskClient
+
+from eda.core import Core
+from tests.http_support import (
+    STANDARD_SECRET,
+    app_client,
+    one_byte_altered,
+    standard_headers,
+    stored,
+)
+
+BATCH = "application/cloudevents-batch+json"
+
+
+@pytest.fixture
+def events_app(core: Core, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
+    return app_client(core, monkeypatch, EDA_WEBHOOK_SECRET_EVENTS=STANDARD_SECRET)
+
+
+def cloudevent(
+    event_id: str = "ce-1", event_type: str = "alert.triggered", **extra: Any
+) -> CloudEvent:
+    attributes = {
+        "id": event_id,
+        "type": event_type,
+        "source": "/monitoring/prod",
+        "subject": "db-1",
+        "time": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "datacontenttype": "application/json",
+        "correlationid": "corr-7",
+        **extra,
+    }
+    return CloudEvent(attributes=attributes, data={"severity": "high", "count": 3})
+
+
+def send(client: FlaskClient, message: HTTPMessage, *, message_id: str = "msg-1") -> Any:
+    signing = standard_headers(message.body, message_id=message_id)
+    del signing["Content-Type"]
+    return client.post("/events", data=message.body, headers={**message.headers, **signing})
+
+
+def test_a_binary_mode_event_is_stored_with_its_attributes(
+    events_app: FlaskClient, core: Core
+) -> None:
+    response = send(events_app, to_binary(cloudevent(), JSONFormat()))
+    assert response.status_code == 202
+    event = core.get_event(response.json["event_id"]).event
+    assert event.id != "ce-1"  # our own id; the sender's is the dedupe key
+    assert (event.type, event.source, event.subject) == (
+        "alert.triggered",
+        "/monitoring/prod",
+        "db-1",
+    )
+    assert event.payload == {"severity": "high", "count": 3}
+    assert event.time == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert event.correlation_id == "corr-7"
+    assert event.dedupe_key == "/monitoring/prod:ce-1"
+
+
+def test_a_structured_mode_event_is_stored(events_app: FlaskClient, core: Core) -> None:
+    message = to_structured(cloudevent("ce-2"), JSONFormat())
+    assert message.headers["content-type"] == "application/cloudevents+json"
+    response = send(events_app, message)
+    assert response.status_code == 202
+    event = core.get_event(response.json["event_id"]).event
+    assert (event.type, event.payload["severity"]) == ("alert.triggered", "high")
+
+
+def test_binary_mode_text_data_is_kept_as_a_string(events_app: FlaskClient, core: Core) -> None:
+    event = CloudEvent(
+        attributes={
+            "id": "t-1",
+            "type": "log.line",
+            "source": "app",
+            "datacontenttype": "text/plain",
+        },
+        data="disk almost full",
+    )
+    response = send(events_app, to_binary(event, JSONFormat()))
+    assert response.status_code == 202
+    assert core.get_event(response.json["event_id"]).event.payload == "disk almost full"
+
+
+def test_the_same_cloudevent_twice_is_one_event(events_app: FlaskClient, core: Core) -> None:
+    first = send(events_app, to_binary(cloudevent("same"), JSONFormat()), message_id="m1")
+    again = send(events_app, to_structured(cloudevent("same"), JSONFormat()), message_id="m2")
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json == {"event_id": first.json["event_id"], "duplicate": True}
+    assert len(stored(core)) == 1
+
+
+def test_a_batch_stores_every_event_and_answers_each_id(
+    events_app: FlaskClient, core: Core
+) -> None:
+    items = [json.loads(to_structured(cloudevent(f"b-{n}"), JSONFormat()).body) for n in range(3)]
+    message = HTTPMessage({"content-type": BATCH}, json.dumps(items).encode())
+    response = send(events_app, message)
+    assert response.status_code == 202
+    ids = [item["event_id"] for item in response.json["events"]]
+    assert [e.event.id for e in stored(core)] == ids
+    again = send(events_app, message, message_id="msg-2")
+    assert again.status_code == 200
+    assert [item["duplicate"] for item in again.json["events"]] == [True, True, True]
+
+
+def test_a_batch_with_one_bad_event_stores_nothing(events_app: FlaskClient, core: Core) -> None:
+    good = json.loads(to_structured(cloudevent("g-1"), JSONFormat()).body)
+    bad = {**good, "id": "g-2", "specversion": "0.3"}
+    message = HTTPMessage({"content-type": BATCH}, json.dumps([good, bad]).encode())
+    response = send(events_app, message)
+    assert response.status_code == 400
+    assert response.json["field"] == "[1].specversion"
+    assert stored(core) == []
+
+
+def test_a_type_outside_our_convention_is_normalised(events_app: FlaskClient, core: Core) -> None:
+    message = to_binary(cloudevent("n-1", "com.Example.Object-Deleted.v2"), JSONFormat())
+    response = send(events_app, message)
+    assert response.status_code == 202
+    assert core.get_event(response.json["event_id"]).event.type == "com.example.object_deleted.v2"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"content-type": "application/octet-stream", "ce-specversion": "1.0"}, 415),
+        ({"content-type": "application/json"}, 415),
+        ({"content-type": "application/json", "ce-specversion": "1.0", "ce-id": "x"}, 400),
+    ],
+)
+def test_what_is_not_a_cloudevent_is_refused(
+    events_app: FlaskClient, core: Core, headers: dict[str, str], status: int
+) -> None:
+    response = send(events_app, HTTPMessage(headers, b'{"a": 1}'))
+    assert response.status_code == status
+    assert "error" in response.json
+    assert stored(core) == []
+
+
+def test_binary_data_is_refused_with_a_reason(events_app: FlaskClient) -> None:
+    event = CloudEvent(
+        attributes={"id": "bin", "type": "file.uploaded", "source": "s"}, data=b"\x00\x01"
+    )
+    response = send(events_app, to_structured(event, JSONFormat()))
+    assert response.status_code == 400
+    assert response.json["field"] == "data_base64"
+
+
+@pytest.mark.parametrize("tamper", ["wrong-secret", "unsigned", "altered", "stale"])
+def test_an_unverified_cloudevent_is_refused(
+    events_app: FlaskClient, core: Core, tamper: str
+) -> None:
+    message = to_structured(cloudevent("u-1"), JSONFormat())
+    body = message.body
+    wrong = "whsec_" + "b3RoZXIga2V5IG9mIHRoaXJ0eS10d28gYnl0ZXMhISE="
+    when = datetime.now(UTC)
+    if tamper == "stale":
+        when = datetime.fromtimestamp(when.timestamp() - 301, UTC)
+    signing = standard_headers(
+        body, secret=wrong if tamper == "wrong-secret" else STANDARD_SECRET, when=when
+    )
+    if tamper == "unsigned":
+        signing = {}
+    if tamper == "altered":
+        body = one_byte_altered(body)
+    signing.pop("Content-Type", None)
+    response = events_app.post("/events", data=body, headers={**message.headers, **signing})
+    assert response.status_code == 401
+    assert stored(core) == []

@@ -1,0 +1,168 @@
+"""POST /webhooks/<source>: Standard Webhooks signatures made by the reference library."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from eda.core import Core
+from eda.settings import Settings
+from tests.http_support import (
+    STANDARD_SECRET,
+    app_client,
+    one_byte_altered,
+    standard_headers,
+    stored,
+)
+from webhooks import create_app
+
+
+@pytest.fixture
+def pagerduty(core: Core, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
+    return app_client(core, monkeypatch, EDA_WEBHOOK_SECRET_PAGERDUTY=STANDARD_SECRET)
+
+
+def post(client: FlaskClient, body: bytes, headers: dict[str, str]) -> Any:
+    return client.post("/webhooks/pagerduty", data=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("payload", "extra", "expected"),
+    [
+        ({"type": "incident.triggered", "data": {"id": "P1"}}, {}, "pagerduty.incident.triggered"),
+        (
+            {"data": {"id": "P1"}},
+            {"X-Event-Type": "incident.resolved"},
+            "pagerduty.incident.resolved",
+        ),
+        ({"data": {"id": "P1"}}, {}, "pagerduty.event"),
+        ({"type": "Incident Acknowledged"}, {}, "pagerduty.incident_acknowledged"),
+    ],
+)
+def test_a_signed_delivery_is_stored_with_the_type_it_names(
+    pagerduty: FlaskClient, core: Core, payload: Any, extra: dict[str, str], expected: str
+) -> None:
+    body = json.dumps(payload).encode()
+    response = post(pagerduty, body, {**standard_headers(body, message_id="msg_map"), **extra})
+    assert response.status_code == 202
+    event = core.get_event(response.json["event_id"]).event
+    assert (event.type, event.source, event.payload) == (expected, "pagerduty", payload)
+    assert event.dedupe_key == "pagerduty:msg_map"
+
+
+def test_the_same_webhook_id_twice_is_one_event(pagerduty: FlaskClient, core: Core) -> None:
+    body = b'{"type": "incident.triggered"}'
+    first = post(pagerduty, body, standard_headers(body, message_id="msg_dup"))
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    again = post(pagerduty, body, standard_headers(body, message_id="msg_dup", when=later))
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json["event_id"] == first.json["event_id"]
+    assert len(stored(core)) == 1
+
+
+def without(headers: dict[str, str], name: str) -> dict[str, str]:
+    return {key: value for key, value in headers.items() if key != name}
+
+
+WRONG_SECRET = "whsec_" + "d3JvbmcgIGtleSBvZiB0aGlydHktdHdvIGJ5dGVzISE="
+
+
+@pytest.mark.parametrize(
+    "make_headers",
+    [
+        pytest.param(lambda b: standard_headers(b, secret=WRONG_SECRET), id="wrong-secret"),
+        pytest.param(
+            lambda b: without(standard_headers(b), "webhook-signature"), id="no-signature"
+        ),
+        pytest.param(lambda b: without(standard_headers(b), "webhook-id"), id="no-id"),
+        pytest.param(
+            lambda b: without(standard_headers(b), "webhook-timestamp"), id="no-timestamp"
+        ),
+        pytest.param(
+            lambda b: standard_headers(b, when=datetime.now(UTC) - timedelta(seconds=301)),
+            id="stale-timestamp",
+        ),
+        pytest.param(
+            lambda b: {**standard_headers(b), "webhook-id": "msg_other"}, id="id-not-the-signed-one"
+        ),
+    ],
+)
+def test_a_delivery_not_signed_with_the_secret_in_time_is_refused(
+    pagerduty: FlaskClient, core: Core, make_headers: Any
+) -> None:
+    body = b'{"type": "incident.triggered"}'
+    response = post(pagerduty, body, make_headers(body))
+    assert response.status_code == 401
+    assert stored(core) == []
+
+
+def test_a_body_altered_by_one_byte_is_refused(pagerduty: FlaskClient, core: Core) -> None:
+    body = b'{"type": "incident.triggered", "data": "abc"}'
+    response = post(pagerduty, one_byte_altered(body), standard_headers(body))
+    assert response.status_code == 401
+    assert stored(core) == []
+
+
+def test_a_source_without_a_secret_is_refused_naming_its_variable(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EDA_WEBHOOK_SECRET_OPSGENIE", raising=False)
+    body = b'{"type": "alert.created"}'
+    response = (
+        create_app(core)
+        .test_client()
+        .post("/webhooks/opsgenie", data=body, headers=standard_headers(body))
+    )
+    assert response.status_code == 401
+    assert "EDA_WEBHOOK_SECRET_OPSGENIE" in response.json["message"]
+
+
+def test_a_source_name_that_cannot_start_an_event_type_is_refused(pagerduty: FlaskClient) -> None:
+    response = pagerduty.post(
+        "/webhooks/Not-A-Name", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json["field"] == "source"
+
+
+def test_a_secret_that_is_not_base64_is_a_server_error_that_reveals_nothing(
+    core: Core, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("EDA_WEBHOOK_SECRET_BROKEN", "whsec_not*base64!")
+    body = b'{"type": "x.y"}'
+    with caplog.at_level(logging.INFO):
+        response = (
+            create_app(core)
+            .test_client()
+            .post("/webhooks/broken", data=body, headers=standard_headers(body))
+        )
+    assert response.status_code == 500
+    assert response.json["error"] == "misconfigured"
+    assert "not*base64" not in response.get_data(as_text=True) + caplog.text
+
+
+def test_the_type_mapping_can_be_overridden_from_a_file(
+    make_settings: Any, client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    override = tmp_path / "types.yaml"
+    override.write_text(
+        "pagerduty:\n  types:\n    incident.triggered: alert.triggered\n"
+        "github:\n  types:\n    push: code.pushed_somewhere\n"
+    )
+    settings: Settings = make_settings(webhook_types_path=override)
+    core = Core(settings, client)
+    monkeypatch.setenv("EDA_WEBHOOK_SECRET_PAGERDUTY", STANDARD_SECRET)
+    app = create_app(core).test_client()
+    triggered = b'{"type": "incident.triggered"}'
+    resolved = b'{"type": "incident.resolved"}'
+    first = post(app, triggered, standard_headers(triggered, message_id="m1"))
+    second = post(app, resolved, standard_headers(resolved, message_id="m2"))
+    types = [core.get_event(r.json["event_id"]).event.type for r in (first, second)]
+    assert types == ["alert.triggered", "pagerduty.incident.resolved"]

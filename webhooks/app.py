@@ -1,0 +1,61 @@
+"""The app factory: the webhook endpoints, CloudEvents, the admin API and health checks.
+
+``create_app()`` with no arguments is what gunicorn serves (``webhooks.wsgi:app``):
+it builds the dispatching core with ``tasks.connect()``. Tests pass a core of
+their own. Nothing here imports Celery at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from eda.core import Core
+from eda.settings import Settings, environ
+from webhooks import admin, answers, cloudevents, health, ingest
+from webhooks.extension import Services, install
+from webhooks.mapping import load_type_map
+from webhooks.sources import PROVIDERS
+
+log = logging.getLogger(__name__)
+
+
+def create_app(core: Core | None = None, settings: Settings | None = None) -> Flask:
+    """Build the HTTP app around ``core`` (default: ``tasks.connect(settings)``)."""
+    if core is None:
+        import tasks  # only the production path needs the Celery side
+
+        core = tasks.connect(settings)
+    settings = settings if settings is not None else core.settings
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    install(app, Services(core, settings, load_type_map(settings.webhook_types_path)))
+    answers.register(app)
+    for blueprint in (ingest.blueprint, cloudevents.blueprint, admin.blueprint, health.blueprint):
+        app.register_blueprint(blueprint)
+    log_signing(settings)
+    return app
+
+
+def log_signing(settings: Settings) -> None:
+    """Say at start which sources are verified and which accept unsigned requests."""
+    named = {**{name: s.secret_variable for name, s in PROVIDERS.items()},
+             "events": cloudevents.EVENTS.secret_variable}  # fmt: skip
+    unsigned = sorted(name for name, variable in named.items() if not environ(variable))
+    signed = sorted(set(named) - set(unsigned))
+    log.info("webhook sources with a secret: %s", ", ".join(signed) or "none")
+    if settings.allow_unsigned:
+        log.warning(
+            "EDA_ALLOW_UNSIGNED is set (development only): unsigned requests are accepted "
+            "from %s and from any other source without EDA_WEBHOOK_SECRET_<SOURCE>",
+            ", ".join(unsigned) or "no named source",
+        )
+    elif unsigned:
+        log.warning(
+            "no secret is set for %s: their requests are refused (401) until one is",
+            ", ".join(unsigned),
+        )
+    if not environ(admin.TOKEN_VARIABLE):
+        log.info("the admin API is off: %s is not set", admin.TOKEN_VARIABLE)

@@ -1,0 +1,116 @@
+"""``POST /events``: CloudEvents 1.0 over HTTP, in binary, structured and batched mode.
+
+- binary: attributes in ``ce-*`` headers (percent-encoded), the data as the body
+  with its own ``Content-Type`` (JSON, or text kept as a string);
+- structured: ``application/cloudevents+json``, one event as a JSON object;
+- batched: ``application/cloudevents-batch+json``, a JSON array of such objects.
+
+Requests are signed like any other source (Standard Webhooks, secret in
+``EDA_WEBHOOK_SECRET_EVENTS``). The sender's ``id`` is unique per ``source``, so
+the pair is the dedupe key; our own id is new. Types go through the type map's
+``cloudevents`` section. A batch is checked whole before anything is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import UnsupportedMediaType
+
+from eda.errors import InvalidInput
+from eda.event import Event
+from webhooks import verify
+from webhooks.answers import publish, published
+from webhooks.extension import services
+from webhooks.ingest import authenticate, lower_headers, parse_json, raw_body
+from webhooks.sources import Source, read_standard, secret_variable
+
+#: The section of the type map, and the name of the source in messages.
+SECTION = "cloudevents"
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+#: Most events one batch may carry.
+MAX_BATCH = 1000
+#: The signing scheme and secret of ``POST /events``.
+EVENTS = Source("events", secret_variable("events"), verify.standard, read_standard)
+
+blueprint = Blueprint("cloudevents", __name__)
+
+
+def to_event(cloudevent: Any) -> Event:
+    """Our event for one CloudEvent object; InvalidInput says what is wrong."""
+    if not isinstance(cloudevent, dict):
+        raise InvalidInput("cloudevent", "must be a JSON object")
+    if "data_base64" in cloudevent:
+        raise InvalidInput("data_base64", "binary data is not accepted; send JSON or text data")
+    for required in ("id", "source", "type"):
+        if not isinstance(cloudevent.get(required), str):
+            raise InvalidInput(required, "is required by CloudEvents and must be a string")
+    mapped = services().types.resolve(SECTION, [cloudevent["type"]], {"type": cloudevent["type"]})
+    # The sender's id is unique only within its source: the pair is what dedupes.
+    keyed = {**cloudevent, "type": mapped, "id": f"{cloudevent['source']}:{cloudevent['id']}"}
+    return Event.from_cloudevent(keyed, keep_id=False)
+
+
+def binary_attributes(headers: dict[str, str]) -> dict[str, Any]:
+    """The CloudEvent carried by ``ce-*`` headers, with the body as its data."""
+    if "ce-specversion" not in headers:
+        raise UnsupportedMediaType(
+            f"send {STRUCTURED}, {BATCH}, or binary mode with ce-* headers and JSON or text data"
+        )
+    attributes: dict[str, Any] = {
+        name[3:]: unquote(value) for name, value in headers.items() if name.startswith("ce-")
+    }
+    body = raw_body()
+    mimetype = request.mimetype
+    if not body:
+        attributes["data"] = None
+    elif mimetype == "application/json" or mimetype.endswith("+json"):
+        attributes["data"] = parse_json(body)
+    elif mimetype.startswith("text/"):
+        try:
+            attributes["data"] = body.decode(request.mimetype_params.get("charset", "utf-8"))
+        except (LookupError, UnicodeDecodeError):
+            raise InvalidInput("body", "is not text in its declared charset") from None
+    else:
+        raise UnsupportedMediaType("binary-mode data must be JSON or text")
+    return attributes
+
+
+def read_events() -> list[Event]:
+    """Every event the request carries, each checked; nothing is stored yet."""
+    mimetype = request.mimetype
+    if mimetype == STRUCTURED:
+        return [to_event(parse_json(raw_body()))]
+    if mimetype == BATCH:
+        batch = parse_json(raw_body())
+        if not isinstance(batch, list):
+            raise InvalidInput("body", "a batch is a JSON array of CloudEvents")
+        if len(batch) > MAX_BATCH:
+            raise InvalidInput("body", f"a batch holds at most {MAX_BATCH} events")
+        events = []
+        for index, item in enumerate(batch):
+            try:
+                events.append(to_event(item))
+            except InvalidInput as exc:
+                raise InvalidInput(f"[{index}].{exc.field}", exc.reason) from None
+        return events
+    return [to_event(binary_attributes(lower_headers()))]
+
+
+@blueprint.post("/events")
+def receive() -> Response:
+    """Accept CloudEvents: 202 with the id (or ids) stored, 200 when all were duplicates."""
+    authenticate(EVENTS, raw_body(), lower_headers())
+    batched = request.mimetype == BATCH
+    events = read_events()
+    results = [publish(event) for event in events]
+    if not batched:
+        return published(results[0])
+    response = jsonify(
+        {"events": [{"event_id": r.event_id, "duplicate": r.duplicate} for r in results]}
+    )
+    response.status_code = 202 if any(not r.duplicate for r in results) else 200
+    return response

@@ -1,0 +1,103 @@
+"""``POST /webhooks/<source>``: verify, parse, map, store, answer.
+
+The order matters: the body is read raw and bounded (413), its content type
+checked (415), its signature verified over those raw bytes (401), and only
+then parsed (400), mapped to an event type (400) and stored (503 or 202/200).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import UnsupportedMediaType
+
+from eda.errors import InvalidInput
+from eda.event import Event
+from eda.settings import environ
+from webhooks.answers import publish, published
+from webhooks.extension import services
+from webhooks.sources import Reply, Source, source_for
+from webhooks.verify import SignatureRejected
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("webhooks", __name__)
+
+
+def raw_body() -> bytes:
+    """The request body as sent, bounded by ``webhook_max_body_bytes`` (413 past it)."""
+    return request.get_data(cache=True)
+
+
+def lower_headers() -> dict[str, str]:
+    return {name.lower(): value for name, value in request.headers.items()}
+
+
+def media_type(accepted: tuple[str, ...]) -> str:
+    """The request's media type when ``accepted`` (or any ``+json`` for JSON); else 415."""
+    mimetype = request.mimetype
+    if mimetype in accepted or ("application/json" in accepted and mimetype.endswith("+json")):
+        return mimetype
+    raise UnsupportedMediaType(f"send {' or '.join(accepted)}, not {mimetype or 'no content type'}")
+
+
+def authenticate(source: Source, body: bytes, headers: dict[str, str]) -> None:
+    """Verify the signature with the source's secret; refuse unsigned unless allowed."""
+    secret = environ(source.secret_variable)
+    if secret:
+        source.verify(body, headers, secret, services().settings.signature_tolerance)
+        return
+    if not services().settings.allow_unsigned:
+        raise SignatureRejected(
+            f"no secret is configured for {source.name} ({source.secret_variable}); "
+            "unsigned requests are refused"
+        )
+
+
+def parse_json(body: bytes, mimetype: str = "application/json") -> Any:
+    """The body as JSON (a form's ``payload`` field for form posts); InvalidInput when not."""
+    try:
+        if mimetype == "application/x-www-form-urlencoded":
+            fields = parse_qs(body.decode(), strict_parsing=True)
+            body = fields["payload"][0].encode()
+        return json.loads(body)
+    except (KeyError, IndexError):
+        raise InvalidInput("body", "a form post carries the JSON in its 'payload' field") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("body", f"is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput("body", "is nested too deeply") from None
+
+
+@blueprint.post("/webhooks/<name>")
+def receive(name: str) -> Response | tuple[dict[str, Any], int]:
+    """Accept one delivery from a sender."""
+    source = source_for(name)
+    body = raw_body()
+    mimetype = media_type(source.media_types)
+    headers = lower_headers()
+    authenticate(source, body, headers)
+    document = parse_json(body, mimetype)
+    meaning = source.read(document, headers, services().types, source.name)
+    if isinstance(meaning, Reply):
+        return meaning.body, meaning.status
+    event = Event.create(
+        type=meaning.event_type,
+        source=source.name,
+        payload=meaning.payload,
+        dedupe_key=meaning.dedupe_key,
+        subject=meaning.subject,
+    )
+    result = publish(event)
+    log.info(
+        "webhook %s stored as %s %s%s",
+        source.name,
+        event.type,
+        result.event_id,
+        " (duplicate)" if result.duplicate else "",
+    )
+    return published(result)

@@ -1,0 +1,133 @@
+"""Signature schemes, each exactly as its sender specifies it.
+
+Every verifier takes the raw body, the request headers (lower-case names), the
+secret as configured and the allowed clock skew, and returns nothing or raises
+:class:`SignatureRejected`. Signatures are compared with
+:func:`hmac.compare_digest`; neither secrets nor signatures ever appear in a
+rejection's reason, which is sent back to the caller and logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Mapping
+
+#: A verifier: (body, headers, secret, tolerance in seconds) -> None, or SignatureRejected.
+Verifier = Callable[[bytes, Mapping[str, str], str, float], None]
+#: The prefix of Stripe's and Standard Webhooks' secrets.
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+#: Longest signature header worth reading; anything longer is not a signature.
+MAX_HEADER_LENGTH = 4096
+
+
+class SignatureRejected(Exception):
+    """The request is not signed by the holder of the secret (HTTP 401)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SecretMisconfigured(Exception):
+    """The configured secret cannot be used by its scheme (an operator's mistake)."""
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name, "").strip()
+    if not value:
+        raise SignatureRejected(f"the {name} header is missing")
+    if len(value) > MAX_HEADER_LENGTH:
+        raise SignatureRejected(f"the {name} header is too long")
+    return value
+
+
+def _timestamp(text: str, tolerance: float, name: str) -> int:
+    """A Unix timestamp within ``tolerance`` seconds of now, either way."""
+    if not text.isdigit() or len(text) > 12:
+        raise SignatureRejected(f"the {name} is not a Unix timestamp")
+    stamp = int(text)
+    if abs(time.time() - stamp) > tolerance:
+        raise SignatureRejected(f"the {name} is outside the {tolerance:g} s window")
+    return stamp
+
+
+def _hex_hmac(key: bytes, message: bytes) -> str:
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _any_matches(expected: bytes, offered: list[bytes]) -> bool:
+    # Check every candidate so that the time taken does not say which one matched.
+    found = False
+    for candidate in offered:
+        found |= hmac.compare_digest(expected, candidate)
+    return found
+
+
+def github(body: bytes, headers: Mapping[str, str], secret: str, tolerance: float) -> None:
+    """``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``; GitHub sends no timestamp."""
+    signature = _header(headers, "x-hub-signature-256")
+    scheme, _, digest = signature.partition("=")
+    if scheme != "sha256" or not digest:
+        raise SignatureRejected("the x-hub-signature-256 header is not 'sha256=<hex>'")
+    expected = _hex_hmac(secret.encode(), body)
+    if not hmac.compare_digest(expected.encode(), digest.lower().encode()):
+        raise SignatureRejected("the signature does not match the body")
+
+
+def stripe(body: bytes, headers: Mapping[str, str], secret: str, tolerance: float) -> None:
+    """``Stripe-Signature: t=<unix>,v1=<hex>[,v1=…]`` over ``"{t}.{body}"``, the secret as bytes."""
+    pairs = [item.partition("=") for item in _header(headers, "stripe-signature").split(",")]
+    stamps = [value for key, _, value in pairs if key.strip() == "t"]
+    offered = [value.strip().lower().encode() for key, _, value in pairs if key.strip() == "v1"]
+    if len(stamps) != 1 or not offered:
+        raise SignatureRejected("the stripe-signature header lacks t= or v1=")
+    stamp = _timestamp(stamps[0].strip(), tolerance, "stripe-signature timestamp")
+    expected = _hex_hmac(secret.encode(), f"{stamp}.".encode() + body)
+    if not _any_matches(expected.encode(), offered):
+        raise SignatureRejected("no v1 signature matches the body")
+
+
+def slack(body: bytes, headers: Mapping[str, str], secret: str, tolerance: float) -> None:
+    """``X-Slack-Signature: v0=<hex>`` over ``"v0:{X-Slack-Request-Timestamp}:{body}"``."""
+    signature = _header(headers, "x-slack-signature")
+    stamp = _timestamp(
+        _header(headers, "x-slack-request-timestamp"), tolerance, "x-slack-request-timestamp"
+    )
+    expected = "v0=" + _hex_hmac(secret.encode(), f"v0:{stamp}:".encode() + body)
+    if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
+        raise SignatureRejected("the signature does not match the body")
+
+
+def standard_secret(secret: str) -> bytes:
+    """The key of a Standard Webhooks secret: base64 after an optional ``whsec_``."""
+    text = secret.strip().removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise SecretMisconfigured("the secret is not base64 (whsec_<base64>)") from None
+    if not key:
+        raise SecretMisconfigured("the secret is empty")
+    return key
+
+
+def standard(body: bytes, headers: Mapping[str, str], secret: str, tolerance: float) -> None:
+    """Standard Webhooks: ``webhook-signature: v1,<base64> …`` over ``"{id}.{stamp}.{body}"``."""
+    message_id = _header(headers, "webhook-id")
+    stamp = _timestamp(_header(headers, "webhook-timestamp"), tolerance, "webhook-timestamp")
+    offered: list[bytes] = []
+    for item in _header(headers, "webhook-signature").split():
+        version, _, encoded = item.partition(",")
+        if version != "v1":
+            continue
+        try:
+            offered.append(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            continue
+    key = standard_secret(secret)
+    expected = hmac.new(key, f"{message_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    if not _any_matches(expected, offered):
+        raise SignatureRejected("no v1 signature matches the body")
