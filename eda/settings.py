@@ -47,6 +47,8 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_WEBHOOK_TYPES": "webhook_types_path",
     "EDA_SIGNATURE_TOLERANCE": "signature_tolerance",
     "EDA_HANDLER_MODULES": "handler_modules",
+    "EDA_LOG_LEVEL": "log_level",
+    "EDA_LOG_FORMAT": "log_format",
     "EDA_AGENT_MODEL": "agent_model",
 }
 
@@ -99,6 +101,9 @@ class Settings(BaseModel):
     webhook_types_path: Path | None = None
     #: How far a signed webhook's timestamp may be from now, in seconds.
     signature_tolerance: float = Field(default=300.0, gt=0)
+    log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error)$")
+    #: ``json`` (one object a line), ``text`` (key=value), or ``auto`` (text on a terminal).
+    log_format: str = Field(default="auto", pattern=r"^(json|text|auto)$")
     #: Modules imported by every process to register handlers (comma-separated).
     handler_modules: tuple[str, ...] = ("agents",)
     #: The model an agent uses when agents.yaml names none for it.

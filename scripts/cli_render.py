@@ -1,0 +1,253 @@
+"""How the ``eda`` command line shows things to a person: Rich tables and panels.
+
+Every function takes what the core returned and prints it; nothing here reads
+the store. ``--json`` output does not come through here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from eda.core import ReplayReport
+from eda.dead_letters import DeadLetter
+from eda.store import StoredEvent
+
+#: Longest text shown in a table cell before it is cut (the JSON output keeps it all).
+CELL = 80
+#: Statuses and the colour they are shown in.
+COLOURS = {
+    "succeeded": "green",
+    "processed": "green",
+    "skipped": "dim",
+    "ignored": "dim",
+    "queued": "cyan",
+    "pending": "cyan",
+    "running": "yellow",
+    "processing": "yellow",
+    "retrying": "yellow",
+    "dead": "red",
+    "failed": "red",
+    "unrouted": "magenta",
+}
+
+
+def status(text: str) -> Text:
+    return Text(text, style=COLOURS.get(text, ""))
+
+
+def short(value: Any, limit: int = CELL) -> str:
+    """One line of at most ``limit`` characters (JSON for anything but text)."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def events_table(console: Console, events: Iterable[StoredEvent]) -> None:
+    table = Table(title="Events", title_justify="left")
+    for column in ("time", "id", "type", "source", "status", "deliveries"):
+        table.add_column(column, no_wrap=column in ("id", "time"))
+    count = 0
+    for stored in events:
+        count += 1
+        deliveries = ", ".join(
+            f"{handler}={delivery.get('status', '?')}"
+            for handler, delivery in stored.deliveries.items()
+        )
+        table.add_row(
+            stored.event.timestamp,
+            stored.event.id,
+            stored.event.type,
+            stored.event.source,
+            status(stored.status),
+            deliveries or "-",
+        )
+    console.print(table if count else "no events match")
+
+
+def event_detail(console: Console, stored: StoredEvent) -> None:
+    """The envelope, the payload, then each delivery with what its handler did."""
+    event = stored.event
+    envelope = Table.grid(padding=(0, 2))
+    envelope.add_column(style="bold")
+    envelope.add_column()
+    fields: list[tuple[str, Any]] = [
+        ("id", event.id),
+        ("type", event.type),
+        ("source", event.source),
+        ("time", event.timestamp),
+        ("status", status(stored.status)),
+        ("stream id", stored.stream_id),
+        ("subject", event.subject),
+        ("correlation id", event.correlation_id),
+        ("causation id", event.causation_id),
+        ("dedupe key", event.dedupe_key),
+    ]
+    for name, value in fields:
+        if value is not None:
+            envelope.add_row(name, value)
+    if stored.acknowledged:
+        ack = stored.acknowledged
+        envelope.add_row(
+            "acknowledged", f"{ack.get('status')} at {ack.get('at')}: {ack.get('reason')}"
+        )
+    payload = json.dumps(event.payload, indent=2, ensure_ascii=False)
+    console.print(
+        Panel(Group(envelope, Text("payload", style="bold"), Text(payload)), title="Event")
+    )
+    if not stored.deliveries:
+        console.print("no deliveries yet")
+    for handler, delivery in stored.deliveries.items():
+        delivery_panel(console, handler, delivery)
+
+
+def delivery_panel(console: Console, handler: str, delivery: Mapping[str, Any]) -> None:
+    parts: list[Any] = []
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    facts.add_row("status", status(str(delivery.get("status", "?"))))
+    for key in ("attempts", "task_id", "replay", "error", "created_at", "updated_at"):
+        if delivery.get(key) not in (None, ""):
+            facts.add_row(key.replace("_", " "), str(delivery[key]))
+    parts.append(facts)
+    history = Table("at", "status", "reason", title="history", title_justify="left")
+    for change in delivery.get("history") or []:
+        history.add_row(
+            change.get("at", ""), status(change.get("status", "")), change.get("reason", "")
+        )
+    parts.append(history)
+    outcome = delivery.get("outcome")
+    if isinstance(outcome, Mapping):
+        parts.extend(outcome_parts(outcome))
+    console.print(Panel(Group(*parts), title=f"Delivery to {handler}"))
+
+
+def outcome_parts(outcome: Mapping[str, Any]) -> list[Any]:
+    """What a handler reported: an agent's run (model, tokens, tool calls, text), or its JSON."""
+    if "agent" not in outcome:
+        return [Text("outcome", style="bold"), Text(json.dumps(outcome, indent=2, default=str))]
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    for key in ("agent", "model", "backend", "outcome", "stop_reason", "turns"):
+        if outcome.get(key) is not None:
+            summary.add_row(key.replace("_", " "), str(outcome[key]))
+    usage = outcome.get("usage") or {}
+    if usage:
+        summary.add_row("tokens", tokens(usage))
+    parts: list[Any] = [Text("agent", style="bold"), summary]
+    calls = outcome.get("tool_calls") or []
+    if calls:
+        parts.append(tool_calls_table(calls))
+    if outcome.get("text"):
+        parts.extend([Text("text", style="bold"), Text(str(outcome["text"]))])
+    return parts
+
+
+def tokens(usage: Mapping[str, Any]) -> str:
+    names = {
+        "input_tokens": "in",
+        "output_tokens": "out",
+        "cache_creation_input_tokens": "cache write",
+        "cache_read_input_tokens": "cache read",
+    }
+    return ", ".join(f"{label} {usage[key]}" for key, label in names.items() if usage.get(key))
+
+
+def tool_calls_table(calls: Iterable[Mapping[str, Any]]) -> Table:
+    table = Table(title="tool calls", title_justify="left")
+    for column in ("tool", "input", "result", "ms"):
+        table.add_column(column)
+    for call in calls:
+        flag = " (refused)" if call.get("refused") else " (error)" if call.get("is_error") else ""
+        table.add_row(
+            Text(f"{call.get('name', '?')}{flag}", style="red" if flag else ""),
+            short(call.get("input", {}), 60),
+            short(call.get("result", ""), 60),
+            str(call.get("duration_ms", "")),
+        )
+    return table
+
+
+def dead_letters_table(console: Console, letters: Iterable[DeadLetter]) -> None:
+    table = Table(title="Dead letters", title_justify="left")
+    for column in ("id", "event type", "handler", "error", "attempts", "last failure"):
+        table.add_column(column, overflow="fold")
+    count = 0
+    for letter in letters:
+        count += 1
+        table.add_row(
+            letter.id,
+            letter.event_type,
+            letter.handler,
+            short(f"{letter.error_class.rsplit('.', 1)[-1]}: {letter.error}", 60),
+            str(letter.attempts),
+            letter.last_failure_at,
+        )
+    console.print(table if count else "the dead-letter queue is empty")
+
+
+def dead_letter_detail(console: Console, letter: DeadLetter) -> None:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    for key, value in letter.as_dict().items():
+        if key != "traceback":
+            facts.add_row(key.replace("_", " "), str(value))
+    console.print(Panel(Group(facts, Text("traceback", style="bold"), Text(letter.traceback)),
+                        title="Dead letter"))  # fmt: skip
+
+
+def subscriptions_table(console: Console, subscriptions: list[dict[str, Any]]) -> None:
+    if not subscriptions:
+        console.print("no subscriptions")
+        return
+    table = Table("pattern", "handler", "since", title="Subscriptions", title_justify="left")
+    for item in subscriptions:
+        table.add_row(item["pattern"], item["handler"], item.get("created_at", ""))
+    console.print(table)
+
+
+def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
+    by_type: Mapping[str, Mapping[str, int]] = stats.get("events", {})
+    statuses = sorted({name for counts in by_type.values() for name in counts})
+    table = Table(
+        "type", *statuses, title="Events by type and status (newest)", title_justify="left"
+    )
+    for event_type, counts in sorted(by_type.items()):
+        table.add_row(event_type, *(str(counts.get(name, 0)) for name in statuses))
+    console.print(table if by_type else "no events stored")
+    totals = Table.grid(padding=(0, 2))
+    totals.add_column(style="bold")
+    totals.add_column(justify="right")
+    for key in ("stored", "pending", "dead_letters"):
+        totals.add_row(key.replace("_", " "), str(stats.get(key, 0)))
+    console.print(totals)
+    lanes = stats.get("lanes") or {}
+    if lanes:
+        lane_table = Table("lane", "waiting", title="Lanes", title_justify="left")
+        for lane, waiting in sorted(lanes.items()):
+            lane_table.add_row(lane, str(waiting))
+        console.print(lane_table)
+
+
+def replay_report(console: Console, report: ReplayReport) -> None:
+    if report.dry_run:
+        table = Table("event", "type", "handler", title="Would replay", title_justify="left")
+        for item in report.items:
+            table.add_row(item["event_id"], item["type"], item["handler"])
+        if report.items:
+            console.print(table)
+        console.print(
+            f"dry run: would replay {report.deliveries} deliveries of {report.events} events"
+        )
+        return
+    verb = "interrupted after replaying" if report.interrupted else "replayed"
+    console.print(f"{verb} {report.deliveries} deliveries of {report.events} events")

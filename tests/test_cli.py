@@ -1,0 +1,421 @@
+"""The ``eda`` command line, run through Click's runner against a real store (and a worker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from eda.core import Core
+from eda.dead_letters import DeadLetter
+from eda.settings import Settings
+from scripts.cli import main
+from scripts.cli_progress import Interrupts
+from tests.conftest import wait_for
+
+#: A wide terminal, so that ids are never folded in tables.
+WIDE = {"COLUMNS": "250"}
+#: Every interface: where serving without a token must be refused.
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
+
+AGENT_OUTCOME = {
+    "agent": "AlertResponder",
+    "model": "claude-sonnet-5-5",
+    "backend": "anthropic",
+    "outcome": "completed",
+    "text": "Paged the on-call engineer.",
+    "tool_calls": [
+        {"name": "publish_event", "input": {"event_type": "alert.paged"}, "result": "{}",
+         "is_error": False, "duration_ms": 42, "refused": False},
+        {"name": "delete_everything", "input": {}, "result": "not allowed",
+         "is_error": True, "duration_ms": 0, "refused": True},
+    ],
+    "stop_reason": "end_turn",
+    "turns": 2,
+    "usage": {"input_tokens": 1234, "output_tokens": 56, "cache_creation_input_tokens": 0,
+              "cache_read_input_tokens": 789},
+}  # fmt: skip
+
+
+def run(core: Core, *args: str, input: str | None = None, **env: str) -> Result:
+    return CliRunner().invoke(main, list(args), obj=core, input=input, env={**WIDE, **env})
+
+
+def run_json(core: Core, *args: str, input: str | None = None) -> Any:
+    result = run(core, *args, "--json", input=input)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def assert_one_line_error(result: Result, code: int, *fragments: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def letter(event_id: str, event_type: str, handler: str = "tests.handlers:fail") -> DeadLetter:
+    return DeadLetter(
+        event_id=event_id, event_type=event_type, handler=handler,
+        error_class="eda.errors.PermanentError", error="this handler always fails",
+        traceback="Traceback (most recent call last):\n  ...\nPermanentError: boom",
+        attempts=1, first_failure_at="2026-01-01T00:00:00Z",
+        last_failure_at="2026-01-01T00:00:01Z", task_id="t-1",
+    )  # fmt: skip
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def test_events_lists_newest_first_as_json(core: Core) -> None:
+    ids = [core.publish("order.created", {"n": n}, "shop").event_id for n in range(3)]
+    listed = run_json(core, "events")
+    assert [item["id"] for item in listed] == ids[::-1]
+    assert listed[0]["status"] == "pending"
+    assert listed[0]["payload"] == {"n": 2}
+
+
+def test_events_filters_by_type_limit_order_and_time(core: Core) -> None:
+    first = core.publish("order.created", {}, "shop").event_id
+    core.publish("order.paid", {}, "shop")
+    last = core.publish("order.created", {}, "shop").event_id
+    assert [e["id"] for e in run_json(core, "events", "--type", "order.created")] == [last, first]
+    assert [e["id"] for e in run_json(core, "events", "--oldest", "--limit", "1")] == [first]
+    assert len(run_json(core, "events", "--since", "1h")) == 3
+    assert run_json(core, "events", "--until", "1h") == []
+    assert run_json(core, "events", "--since", "2999-01-01T00:00:00Z") == []
+
+
+def test_events_table_shows_each_event(core: Core) -> None:
+    event_id = core.publish("order.created", {}, "shop").event_id
+    result = run(core, "events")
+    assert result.exit_code == 0
+    assert event_id in result.stdout
+    assert "order.created" in result.stdout
+    assert "pending" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["events", "--since", "yesterday"], ["--since", "is not a time"]),
+        (["events", "--limit", "0"], ["--limit"]),
+        (["events", "--bogus"], ["--bogus"]),
+        (["events", "--type", "NotAType"], ["type"]),
+        (["event"], ["EVENT_ID"]),
+        (["nonsense"], ["nonsense"]),
+        (["replay", "--until", "soon"], ["--until"]),
+        (["dlq", "discard", "x"], ["--reason"]),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(
+    core: Core, args: list[str], fragments: list[str]
+) -> None:
+    assert_one_line_error(run(core, *args), 2, *fragments)
+
+
+def test_an_unknown_event_id_is_one_line_and_exit_3(core: Core) -> None:
+    assert_one_line_error(run(core, "event", "nope"), 3, "nope")
+
+
+# -- one event --------------------------------------------------------------------------------
+
+
+def agent_event(core: Core) -> str:
+    event_id = core.publish("alert.triggered", {"severity": "high"}, "monitoring").event_id
+    core.store.transition(event_id, "AlertResponder", "running", "attempt 1", attempts=1)
+    core.store.record_outcome(event_id, "AlertResponder", AGENT_OUTCOME)
+    core.store.transition(event_id, "AlertResponder", "succeeded", "attempt 1 succeeded")
+    return event_id
+
+
+def test_event_json_carries_deliveries_and_the_agents_outcome(core: Core) -> None:
+    event_id = agent_event(core)
+    shown = run_json(core, "event", event_id)
+    assert shown["id"] == event_id
+    assert shown["status"] == "succeeded"
+    (delivery,) = shown["deliveries"]
+    assert delivery["handler"] == "AlertResponder"
+    assert [change["status"] for change in delivery["history"]] == ["running", "succeeded"]
+    assert delivery["outcome"] == AGENT_OUTCOME
+
+
+def test_event_shows_tool_calls_and_token_usage(core: Core) -> None:
+    result = run(core, "event", agent_event(core))
+    assert result.exit_code == 0, result.output
+    for text in (
+        "AlertResponder", "claude-sonnet-5-5", "end_turn", "publish_event",
+        "delete_everything (refused)", "in 1234", "out 56", "cache read 789",
+        "Paged the on-call engineer.", '"severity": "high"', "attempt 1 succeeded",
+    ):  # fmt: skip
+        assert text in result.stdout
+
+
+# -- publish ----------------------------------------------------------------------------------
+
+
+def test_publish_reads_the_payload_from_stdin(core: Core) -> None:
+    published = run_json(core, "publish", "order.created", input='{"total": 12}')
+    stored = core.get_event(published["event_id"])
+    assert (stored.event.payload, stored.event.source) == ({"total": 12}, "cli")
+    assert published["duplicate"] is False
+
+
+def test_publish_takes_source_and_subject(core: Core) -> None:
+    result = run(core, "publish", "order.created", "--source", "shop", "--subject", "o-1",
+                 input="[1, 2]")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    event_id = result.stdout.split()[-1]
+    stored = core.get_event(event_id).event
+    assert (stored.source, stored.subject, stored.payload) == ("shop", "o-1", [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("args", "payload", "fragment"),
+    [
+        (["publish", "order.created"], "{not json", "payload: is not JSON"),
+        (["publish", "order.created"], "  ", "payload: is empty"),
+        (["publish", "Order"], "{}", "type"),
+        (["publish", "order.created", "--source", ""], "{}", "source"),
+    ],
+)
+def test_publish_refuses_bad_input_in_one_line(
+    core: Core, args: list[str], payload: str, fragment: str
+) -> None:
+    assert_one_line_error(run(core, *args, input=payload), 2, fragment)
+    assert core.history() == []
+
+
+# -- dead letters -----------------------------------------------------------------------------
+
+
+def test_dlq_list_show_and_discard(core: Core) -> None:
+    event_id = core.publish("order.created", {}, "shop").event_id
+    core.dead_letters.add(letter(event_id, "order.created"))
+    core.dead_letters.add(letter("other", "order.paid", "tests.handlers:flaky"))
+    listed = run_json(core, "dlq", "list")
+    assert {item["event_id"] for item in listed} == {event_id, "other"}
+    only = run_json(core, "dlq", "list", "--type", "order.paid")
+    assert [item["handler"] for item in only] == ["tests.handlers:flaky"]
+    letter_id = f"{event_id}:tests.handlers:fail"
+    assert run_json(core, "dlq", "show", letter_id)["error"] == "this handler always fails"
+    shown = run(core, "dlq", "show", letter_id)
+    assert "PermanentError: boom" in shown.stdout
+    table = run(core, "dlq", "list")
+    assert letter_id in table.stdout
+    assert run_json(core, "dlq", "discard", letter_id, "--reason", "fixed by hand") == {
+        "discarded": letter_id,
+        "reason": "fixed by hand",
+    }
+    assert [item["event_id"] for item in run_json(core, "dlq", "list")] == ["other"]
+    history = core.get_event(event_id).deliveries["tests.handlers:fail"]["history"]
+    assert history[-1]["reason"] == "discarded: fixed by hand"
+
+
+def test_dlq_show_of_an_unknown_id_exits_3(core: Core) -> None:
+    assert_one_line_error(run(core, "dlq", "show", "nope:x"), 3, "nope:x")
+
+
+def test_commands_that_need_a_broker_say_so_in_one_line(core: Core) -> None:
+    event_id = core.publish("order.created", {}, "shop").event_id
+    core.dead_letters.add(letter(event_id, "order.created"))
+    result = run(core, "dlq", "retry", f"{event_id}:tests.handlers:fail")
+    assert_one_line_error(result, 1, "no broker")
+    replay = run(core, "replay", "--handler", "tests.handlers:succeed")
+    assert_one_line_error(replay, 1, "no broker")
+
+
+# -- replay and subscriptions -----------------------------------------------------------------
+
+
+def test_replay_dry_run_lists_what_would_be_delivered(core: Core) -> None:
+    ids = [core.publish("order.created", {}, "shop").event_id for _ in range(2)]
+    core.publish("order.paid", {}, "shop")
+    core.subscribe(["order.created"], "tests.handlers:succeed")
+    report = run_json(core, "replay", "--dry-run")
+    assert report["dry_run"] is True
+    assert [(i["event_id"], i["handler"]) for i in report["items"]] == [
+        (event_id, "tests.handlers:succeed") for event_id in ids
+    ]
+    forced = run_json(core, "replay", "--dry-run", "--handler", "tests.handlers:flaky")
+    assert (forced["events"], forced["deliveries"]) == (3, 3)
+    limited = run(core, "replay", "--dry-run", "--type", "order.created", "--limit", "1")
+    assert "would replay 1 deliveries of 1 events" in limited.stdout
+    assert ids[0] in limited.stdout
+
+
+def test_replay_refuses_an_unknown_handler(core: Core) -> None:
+    result = run(core, "replay", "--dry-run", "--handler", "nobody:here")
+    assert_one_line_error(result, 2, "nobody:here")
+
+
+def test_subscriptions_subscribe_list_and_unsubscribe(core: Core) -> None:
+    assert run_json(core, "subscriptions") == []
+    created = run_json(core, "subscriptions", "subscribe", "order.*", "refund.*",
+                       "--handler", "tests.handlers:succeed")  # fmt: skip
+    assert [item["pattern"] for item in created] == ["order.*", "refund.*"]
+    listed = run_json(core, "subscriptions")
+    assert {(s["pattern"], s["handler"]) for s in listed} == {
+        ("order.*", "tests.handlers:succeed"),
+        ("refund.*", "tests.handlers:succeed"),
+    }
+    assert "refund.*" in run(core, "subscriptions").stdout
+    run_json(core, "subscriptions", "unsubscribe", "order.*", "--handler", "tests.handlers:succeed")
+    assert [s["pattern"] for s in core.subscriptions()] == ["refund.*"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["subscribe", "order.*", "--handler", "no.such:thing"], 2, "no.such:thing"),
+        (["subscribe", "Bad Pattern", "--handler", "tests.handlers:succeed"], 2, "event_types"),
+        (["subscribe", "--handler", "tests.handlers:succeed"], 2, "PATTERNS"),
+        (["unsubscribe", "order.*", "--handler", "tests.handlers:succeed"], 3, "not subscribed"),
+    ],
+)
+def test_subscription_mistakes_are_one_line(
+    core: Core, args: list[str], code: int, fragment: str
+) -> None:
+    assert_one_line_error(run(core, "subscriptions", *args), code, fragment)
+
+
+# -- stats, mcp, help -------------------------------------------------------------------------
+
+
+def test_stats_counts_events_by_type_and_status_and_dead_letters(core: Core) -> None:
+    core.publish("order.created", {}, "shop")
+    paid = core.publish("order.paid", {}, "shop").event_id
+    core.acknowledge(paid, "ignored")
+    core.dead_letters.add(letter(paid, "order.paid"))
+    stats = run_json(core, "stats")
+    assert stats["events"] == {"order.created": {"pending": 1}, "order.paid": {"ignored": 1}}
+    assert (stats["stored"], stats["dead_letters"]) == (2, 1)
+    table = run(core, "stats").stdout
+    assert "order.paid" in table
+    assert "dead letters" in table
+
+
+def test_mcp_refuses_a_public_address_without_a_token(core: Core) -> None:
+    result = run(core, "mcp", "--transport", "http", "--host", ALL_INTERFACES, EDA_MCP_TOKEN="")
+    assert_one_line_error(result, 2, "without a token", "EDA_MCP_TOKEN")
+
+
+def test_mcp_refuses_a_short_token(core: Core) -> None:
+    result = run(core, "mcp", "--transport", "http", EDA_MCP_TOKEN="short")
+    assert_one_line_error(result, 2, "EDA_MCP_TOKEN", "at least 16")
+    assert "short" not in result.stderr.replace("EDA_MCP_TOKEN", "")
+
+
+def test_mcp_refuses_a_malformed_gantz_yaml_naming_tool_and_field(
+    core: Core, tmp_path: Path
+) -> None:
+    path = tmp_path / "gantz.yaml"
+    path.write_text("tools: [{name: t, description: d, script: {command: x, timeot: 1}}]")
+    result = run(core, "mcp", "--gantz", str(path))
+    assert_one_line_error(result, 2, f"{path}: tools[0] (t).script.timeot", "not a known key")
+
+
+def test_help_lists_every_command(core: Core) -> None:
+    result = run(core, "--help")
+    assert result.exit_code == 0
+    for command in ("events", "event", "publish", "dlq", "replay", "subscriptions", "stats", "mcp"):
+        assert f"  {command} " in result.stdout
+
+
+def test_the_console_script_runs_against_the_configured_store(core: Core) -> None:
+    settings = core.settings
+    env = {**os.environ, "REDIS_URL": str(settings.redis_url), "EDA_PREFIX": settings.prefix}
+    eda = Path(sys.executable).parent / "eda"
+    published = subprocess.run(
+        [str(eda), "publish", "order.created", "--json"], input='{"a": 1}',
+        env=env, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    event_id = json.loads(published.stdout)["event_id"]
+    assert core.get_event(event_id).event.payload == {"a": 1}
+    bad = subprocess.run(
+        [str(eda), "events", "--since", "never"], env=env, capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert (bad.returncode, len(bad.stderr.splitlines())) == (2, 1)
+
+
+# -- interruption -----------------------------------------------------------------------------
+
+
+def test_ctrl_c_is_deferred_to_the_next_checkpoint() -> None:
+    previous = signal.getsignal(signal.SIGINT)
+    with Interrupts() as interrupts:
+        os.kill(os.getpid(), signal.SIGINT)
+        wait_for(lambda: interrupts.requested, timeout=2)
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.checkpoint()
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
+# -- with a worker ----------------------------------------------------------------------------
+
+
+def succeeded(core: Core, event_id: str) -> bool:
+    return core.get_event(event_id).status == "succeeded"
+
+
+def test_dlq_retry_and_retry_all_deliver_again(
+    live: Core, unique_type: Callable[[str], str]
+) -> None:
+    event_type = unique_type("dlq")
+    live.subscribe([event_type], "tests.handlers:flaky")
+    ids = [live.publish(event_type, {"fail_times": 1, "mode": "permanent"}, "t").event_id
+           for _ in range(3)]  # fmt: skip
+
+    def dead() -> list[DeadLetter]:
+        return live.dead_letter_list(10, event_type)
+
+    wait_for(lambda: len(dead()) == 3)
+    retried = run_json(live, "dlq", "retry", f"{ids[0]}:tests.handlers:flaky")
+    assert retried["event_id"] == ids[0]
+    result = run_json(live, "dlq", "retry-all", "--type", event_type)
+    assert (result["retried"], result["interrupted"]) == (2, False)
+    for event_id in ids:
+        wait_for(partial(succeeded, live, event_id))
+    assert dead() == []
+
+
+def test_replay_redelivers_and_ctrl_c_stops_between_deliveries(
+    live: Core, live_settings: Settings, unique_type: Callable[[str], str]
+) -> None:
+    import tasks
+
+    slow = tasks.connect(live_settings.model_copy(update={"replay_rate": 10.0}))
+    event_type = unique_type("replay")
+    ids = [slow.publish(event_type, {"n": n}, "t").event_id for n in range(20)]
+    wait_for(lambda: all(slow.get_event(e).status == "unrouted" for e in ids))
+    timer = threading.Timer(0.35, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    result = run(slow, "replay", "--type", event_type, "--handler", "tests.handlers:succeed",
+                 "--json")  # fmt: skip
+    timer.join()
+    assert result.exit_code == 130, result.output
+    report = json.loads(result.stdout)
+    assert report["interrupted"] is True
+    assert 1 <= report["deliveries"] < 20
+    replayed = [item["event_id"] for item in report["items"]]
+    assert replayed == ids[: len(replayed)]
+    for event_id in ids:  # every replayed delivery ran; none was left queued
+        stored = slow.get_event(event_id)
+        if event_id in replayed:
+            wait_for(partial(succeeded, slow, event_id))
+        else:
+            assert stored.deliveries == {}
