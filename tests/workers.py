@@ -35,7 +35,9 @@ class Worker:
         name: str = "test",
     ) -> None:
         self.log_path = log_path
-        environment = {**os.environ, **FAST, **(env or {}), "PYTHONPATH": str(ROOT)}
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+        # Never the real model API: a test that wants one points the worker at its own server.
+        environment = {**inherited, **FAST, **(env or {}), "PYTHONPATH": str(ROOT)}
         command = [
             sys.executable, "-m", "celery", "-A", "tasks", "worker",
             "-Q", queues, "-P", "threads", "-c", str(concurrency),

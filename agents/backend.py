@@ -1,0 +1,136 @@
+"""Where an agent's requests go: the Messages API through the official SDK, or a dry run.
+
+With credentials (``ANTHROPIC_API_KEY``, or ``ANTHROPIC_AUTH_TOKEN``) the
+``anthropic`` client is built as any would be, so ``ANTHROPIC_BASE_URL`` and the
+SDK's other variables apply; its own retries are off (``max_retries=0``) so that
+the delivery's backoff is the one retry policy. The SDK's errors become delivery
+errors: rate limits, overload, 5xx, timeouts and connection errors are
+:class:`~eda.errors.TransientError` (honouring ``retry-after``); a request the API
+refuses (400, 401, 403, 404, ...) is :class:`~eda.errors.PermanentError` with the
+API's message.
+
+Without credentials the backend is the dry run: nothing is sent and nothing
+imitates a model; the loop records the request it would have sent.
+
+The SDK is imported only when a request is to be sent: every process that
+registers the agents (web, scripts) would otherwise pay for importing it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from eda.errors import DeliveryError, PermanentError, TransientError
+from eda.settings import environ
+
+if TYPE_CHECKING:
+    import anthropic
+    from anthropic.types import Message
+
+log = logging.getLogger(__name__)
+
+#: Seconds one Messages API request may take (the SDK's own default is 10 minutes).
+REQUEST_TIMEOUT = 120.0
+#: The longest wait a ``retry-after`` header can ask of a delivery, in seconds.
+MAX_RETRY_AFTER = 600.0
+#: Statuses worth another try: request timeout, conflict, rate limit (5xx are added below).
+TRANSIENT_STATUSES = frozenset({408, 409, 429})
+
+
+class Backend(Protocol):
+    """Sends one Messages API request; ``name`` is recorded on the delivery."""
+
+    name: str
+
+    def create(self, request: dict[str, Any]) -> Message:
+        """The model's reply; raises TransientError or PermanentError."""
+
+
+class AnthropicBackend:
+    """The Messages API, through an ``anthropic.Anthropic`` client."""
+
+    name = "anthropic"
+
+    def __init__(self, client: anthropic.Anthropic) -> None:
+        self.client = client
+
+    def create(self, request: dict[str, Any]) -> Message:
+        import anthropic
+
+        try:
+            return self.client.messages.create(**request)
+        except anthropic.AnthropicError as exc:
+            raise delivery_error(exc) from exc
+
+
+class DryRunBackend:
+    """No model: the loop records the request it would have sent and stops."""
+
+    name = "dry_run"
+
+    def create(self, request: dict[str, Any]) -> Message:
+        raise PermanentError("the dry-run backend sends nothing")  # the loop never asks it
+
+
+def has_credentials() -> bool:
+    """True when the SDK has a key or token to send (otherwise agents run dry)."""
+    return bool(environ("ANTHROPIC_API_KEY") or environ("ANTHROPIC_AUTH_TOKEN"))
+
+
+@contextmanager
+def open_backend() -> Iterator[Backend]:
+    """The backend for one delivery: the API when credentials are set, else the dry run."""
+    if not has_credentials():
+        yield DryRunBackend()
+        return
+    import anthropic
+
+    with anthropic.Anthropic(max_retries=0, timeout=REQUEST_TIMEOUT) as client:
+        yield AnthropicBackend(client)
+
+
+def delivery_error(exc: anthropic.AnthropicError) -> DeliveryError:
+    """The delivery error an SDK error stands for."""
+    import anthropic
+
+    if isinstance(exc, anthropic.APIConnectionError):  # timeouts included
+        return TransientError(f"Messages API unreachable: {exc.message}")
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        message = f"Messages API {status} {exc.type or 'error'}: {exc.api_message or exc.message}"
+        if status in TRANSIENT_STATUSES or status >= 500:
+            return TransientError(message, retry_after=retry_after(exc.response.headers))
+        return PermanentError(message)
+    return PermanentError(f"Messages API client: {type(exc).__name__}: {exc}")
+
+
+def retry_after(headers: Any, now: float | None = None) -> float | None:
+    """The wait a response asks for (``retry-after-ms``, then ``retry-after`` in seconds
+    or as an HTTP date), bounded to :data:`MAX_RETRY_AFTER`; None when it asks none."""
+    seconds: float | None = None
+    milliseconds = headers.get("retry-after-ms")
+    value = headers.get("retry-after")
+    if milliseconds is not None:
+        seconds = _number(milliseconds, 1000)
+    if seconds is None and value is not None:
+        seconds = _number(value, 1)
+        if seconds is None:
+            parsed = email.utils.parsedate_tz(value)
+            if parsed is not None:
+                seconds = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
+    if seconds is None:
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _number(text: str, per_second: float) -> float | None:
+    try:
+        value = float(text) / per_second
+    except ValueError:
+        return None
+    return value if value == value else None  # NaN asks for nothing

@@ -1,0 +1,36 @@
+"""An agent as a handler: ``handler(event) -> outcome``, what routes and the registry name.
+
+One delivery: the pipeline's stages (which may skip it), then the agent loop on
+the backend the environment gives (the Messages API, or the dry run).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.backend import open_backend
+from agents.context import DeliveryContext
+from agents.definitions import AgentSpec
+from agents.loop import run_agent
+from agents.pipeline import run_pipeline
+from eda.event import Event
+from eda.handlers import Handler
+from eda.settings import Settings, load
+
+
+def agent_handler(spec: AgentSpec, settings: Settings | None = None) -> Handler:
+    """The handler that runs ``spec`` on each event.
+
+    ``settings`` default to the environment's, read at each delivery.
+    """
+
+    def handle(event: Event) -> dict[str, Any]:
+        current = settings or load()
+        context = DeliveryContext(event, current)
+        run_pipeline(spec.stages, context)
+        with open_backend() as backend:
+            return run_agent(spec, spec.model or current.agent_model, context, backend)
+
+    handle.__name__ = handle.__qualname__ = spec.name
+    handle.__doc__ = f"The agent {spec.name} of agents.yaml."
+    return handle

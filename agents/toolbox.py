@@ -1,0 +1,159 @@
+"""The tools one agent may call: their definitions for the model, and the guarded runner.
+
+Two kinds of tool: those of gantz.yaml (a script, run as Gantz runs it, through
+:func:`eda.tools.run_tool`) and Python tools (:class:`PythonTool`, a function with
+a JSON schema). Every call the model asks for goes through :meth:`Toolbox.call`:
+
+1. a name outside the agent's allow-list is refused (nothing runs);
+2. the input is validated against the tool's JSON schema (and, for a gantz.yaml
+   tool, against its parameters): invalid input never reaches a script;
+3. the tool runs; a failure of any kind becomes an ``is_error`` result for the
+   model, never a crash of the delivery.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from agents.context import DeliveryContext
+from eda.errors import InvalidInput
+from eda.tools import Tool, run_tool, validate_arguments
+
+#: Characters of a tool's result sent back to the model.
+MAX_RESULT_CHARS = 20_000
+#: Characters of a tool's result kept on the delivery record.
+MAX_RECORDED_CHARS = 2_000
+
+#: A Python tool's function: the validated arguments and the delivery, to a JSON value or text.
+ToolFunction = Callable[[dict[str, Any], DeliveryContext], Any]
+
+
+@dataclass(frozen=True)
+class PythonTool:
+    """A tool implemented in Python; ``input_schema`` is a JSON Schema object."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    function: ToolFunction
+
+
+def python_tool(
+    name: str, description: str, input_schema: dict[str, Any]
+) -> Callable[[ToolFunction], PythonTool]:
+    """Declare a Python tool; agents.yaml names it by import path (``package.module:attribute``)."""
+
+    def declare(function: ToolFunction) -> PythonTool:
+        return PythonTool(name, description, input_schema, function)
+
+    return declare
+
+
+AgentTool = Tool | PythonTool
+
+
+def trim(text: str, limit: int) -> str:
+    """At most ``limit`` characters, saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[... {len(text) - limit} more characters trimmed]"
+
+
+@dataclass
+class ToolCall:
+    """One call the model asked for, and what became of it."""
+
+    name: str
+    input: Any
+    result: str
+    is_error: bool
+    duration_ms: float = 0.0
+    refused: bool = False
+
+    def as_record(self) -> dict[str, Any]:
+        """The call as the delivery keeps it (the result trimmed)."""
+        return {
+            "name": self.name,
+            "input": self.input,
+            "result": trim(self.result, MAX_RECORDED_CHARS),
+            "is_error": self.is_error,
+            "duration_ms": round(self.duration_ms, 1),
+            "refused": self.refused,
+        }
+
+
+@dataclass
+class Toolbox:
+    """An agent's allowed tools by name."""
+
+    tools: Mapping[str, AgentTool]
+    _validators: dict[str, Draft202012Validator] = field(default_factory=dict)
+
+    def definitions(self) -> list[dict[str, Any]]:
+        """The tool definitions of the Messages API, in allow-list order."""
+        return [
+            {"name": name, "description": tool.description, "input_schema": schema(tool)}
+            for name, tool in self.tools.items()
+        ]
+
+    def call(self, name: str, arguments: Any, context: DeliveryContext) -> ToolCall:
+        """Run one call the model asked for; every failure becomes an error result."""
+        started = time.monotonic()
+        tool = self.tools.get(name)
+        if tool is None:
+            allowed = ", ".join(self.tools) or "none"
+            reason = f"refused: {name!r} is not a tool this agent may use (allowed: {allowed})"
+            return ToolCall(name, arguments, reason, is_error=True, refused=True)
+        problem = self.invalid_input(name, tool, arguments)
+        if problem is not None:
+            return ToolCall(name, arguments, f"invalid input: {problem}", is_error=True)
+        try:
+            result, ok = _run(tool, arguments, context)
+        except Exception as exc:  # a tool's failure is the model's to handle, not a crash
+            result, ok = f"{type(exc).__name__}: {exc}", False
+        elapsed = (time.monotonic() - started) * 1000
+        return ToolCall(name, arguments, result, is_error=not ok, duration_ms=elapsed)
+
+    def invalid_input(self, name: str, tool: AgentTool, arguments: Any) -> str | None:
+        """Why the arguments do not fit the tool, or None when they do."""
+        if not isinstance(arguments, dict):
+            return "the input must be a JSON object"
+        validator = self._validators.get(name)
+        if validator is None:
+            validator = self._validators[name] = Draft202012Validator(schema(tool))
+        error = best_match(validator.iter_errors(arguments))
+        if error is not None:
+            where = error.json_path.removeprefix("$.").removeprefix("$") or "input"
+            return f"{where}: {error.message}"
+        if isinstance(tool, Tool):
+            try:
+                validate_arguments(tool, arguments)
+            except InvalidInput as exc:
+                return str(exc)
+        return None
+
+
+def schema(tool: AgentTool) -> dict[str, Any]:
+    """A tool's JSON schema, whichever its kind."""
+    return tool.input_schema() if isinstance(tool, Tool) else tool.input_schema
+
+
+def _run(tool: AgentTool, arguments: dict[str, Any], context: DeliveryContext) -> tuple[str, bool]:
+    """The tool's result text and whether it succeeded."""
+    if isinstance(tool, PythonTool):
+        value = tool.function(dict(arguments), context)
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        return trim(text, MAX_RESULT_CHARS), True
+    outcome = run_tool(tool, arguments, env=context.tool_environment())
+    text = outcome.stdout
+    if not outcome.ok:
+        status = "timed out" if outcome.timed_out else f"exit code {outcome.exit_code}"
+        text = f"{text}\n{outcome.stderr}\n({status})".strip()
+    return trim(text, MAX_RESULT_CHARS), outcome.ok

@@ -1,0 +1,166 @@
+"""agents.yaml: the shipped agents, registration, and errors naming file, agent and field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import agents
+from agents import default_routes, load_definitions, register_agents
+from eda.core import Core
+from eda.errors import InvalidInput
+from eda.handlers import Handler, Skip
+from eda.settings import Settings
+from tasks import registry
+from tests.agent_fixtures import dry_run, stored_event
+
+__all__ = ["dry_run"]  # a fixture used by the tests below
+
+
+def test_the_shipped_agents_load_with_their_events_tools_and_pipeline(settings: Settings) -> None:
+    specs = load_definitions(settings)
+
+    assert list(specs) == ["AlertResponder", "CodeReviewer", "CustomerAgent"]
+    assert specs["AlertResponder"].events == ("alert.triggered",)
+    assert specs["CodeReviewer"].events == ("code.pushed", "code.pr_opened")
+    assert specs["CustomerAgent"].events == ("customer.signup", "customer.churn_risk")
+    alert = specs["AlertResponder"]
+    assert [(s.name, s.kind) for s in alert.stages] == [
+        ("high_severity", "filter"),
+        ("recent_alerts", "enrich"),
+    ]
+    assert list(alert.tools) == ["get_event_history", "publish_event", "acknowledge_event"]
+    assert all(spec.model is None for spec in specs.values())  # the project-wide default
+    assert (alert.max_turns, alert.max_tokens, alert.token_budget) == (8, 2048, 200_000)
+
+
+def test_importing_the_package_registers_every_agent_under_its_name() -> None:
+    assert {"AlertResponder", "CodeReviewer", "CustomerAgent"} <= set(registry.names())
+    assert registry.resolve("AlertResponder").__name__ == "AlertResponder"
+    assert agents.__name__ == "agents"
+
+
+def test_registering_the_agents_does_not_import_the_sdk() -> None:
+    probe = "import sys, agents; print('anthropic' in sys.modules)"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "False"  # web and script processes load the agents too
+
+
+def test_register_agents_hands_each_agent_to_the_register_callable(settings: Settings) -> None:
+    registered: dict[str, Handler] = {}
+
+    names = register_agents(registered.__setitem__, settings)
+
+    assert names == ["AlertResponder", "CodeReviewer", "CustomerAgent"] == list(registered)
+    assert all(callable(handler) for handler in registered.values())
+
+
+def test_default_routes_are_each_agents_events(settings: Settings) -> None:
+    assert default_routes(settings) == [
+        {"events": ["alert.triggered"], "handler": "AlertResponder"},
+        {"events": ["code.pushed", "code.pr_opened"], "handler": "CodeReviewer"},
+        {"events": ["customer.signup", "customer.churn_risk"], "handler": "CustomerAgent"},
+    ]
+
+
+def test_the_shipped_alert_responder_skips_low_severity_and_runs_dry_on_high(
+    settings: Settings, core: Core, dry_run: None
+) -> None:
+    registered: dict[str, Handler] = {}
+    register_agents(registered.__setitem__, settings)
+    responder = registered["AlertResponder"]
+
+    with pytest.raises(Skip) as skipped:
+        responder(stored_event(core, "alert.triggered", {"severity": "low"}))
+    outcome: Any = responder(stored_event(core, "alert.triggered", {"severity": "critical"}))
+
+    assert skipped.value.stage == "high_severity"
+    assert outcome["outcome"] == "dry_run" and outcome["model"] == "claude-sonnet-5-5"
+    assert "<enriched>" in outcome["request"]["messages"][0]["content"][0]["text"]
+
+
+def test_the_default_model_is_one_setting(
+    make_settings: Callable[..., Settings], core: Core, dry_run: None
+) -> None:
+    registered: dict[str, Handler] = {}
+    register_agents(registered.__setitem__, make_settings(agent_model="claude-haiku-5-5"))
+
+    outcome: Any = registered["CodeReviewer"](stored_event(core, "code.pushed", {"ref": "main"}))
+
+    assert outcome["model"] == "claude-haiku-5-5"
+
+
+def agent(**fields: Any) -> dict[str, Any]:
+    return {"name": "Broken", **fields}
+
+
+@pytest.mark.parametrize(
+    ("document", "field", "reason"),
+    [
+        ({"agents": [agent(instructions="")]}, "agents[0] (Broken).instructions", "is required"),
+        ({"agents": [agent(tools=["nope"])]}, "agents[0] (Broken).tools[0]",
+         "no tool 'nope' in gantz.yaml"),
+        ({"agents": [agent(tools=["tests.agent_tools:not_a_tool"])]},
+         "agents[0] (Broken).tools[0]", "is not a PythonTool"),
+        ({"agents": [agent(tools=["tests.agent_tools:missing"])]},
+         "agents[0] (Broken).tools[0]", "cannot be imported"),
+        ({"agents": [agent(tools=["tests.agent_tools:bad_schema_tool"])]},
+         "agents[0] (Broken).tools[0]", "invalid input schema"),
+        ({"agents": [agent(tools=["get_event_history", "get_event_history"])]},
+         "agents[0] (Broken).tools[1]", "listed twice"),
+        ({"agents": [agent(max_turns=0)]}, "agents[0] (Broken).max_turns", "from 1 to 50"),
+        ({"agents": [agent(max_tokens="lots")]}, "agents[0] (Broken).max_tokens", "whole number"),
+        ({"agents": [agent(events=["Alert Triggered"])]}, "agents[0] (Broken).events[0]",
+         "not an event-type pattern"),
+        ({"agents": [agent(modle="x")]}, "agents[0] (Broken)", "unknown keys modle"),
+        ({"agents": [agent(name="bad name")]}, "agents[0].name", "must be a letter"),
+        ({"agents": [agent(), agent()]}, "agents[1] (Broken).name", "is used twice"),
+        ({"agents": [agent(pipeline=[{"name": "s", "filter": {}, "enrich": "a.b:c"}])]},
+         "agents[0] (Broken).pipeline[0] (s)", "exactly one of"),
+        ({"agents": [agent(pipeline=[{"name": "s", "filter": {"severity": {"like": "x"}}}])]},
+         "agents[0] (Broken).pipeline[0] (s).filter.severity", "unknown condition 'like'"),
+        ({"agents": [agent(pipeline=[{"name": "s", "enrich": "nowhere.at_all:fn"}])]},
+         "agents[0] (Broken).pipeline[0] (s).enrich", "cannot be imported"),
+        ({"agents": [agent(pipeline=[{"filter": {}}])]},
+         "agents[0] (Broken).pipeline[0].name", "is required"),
+        ({"defaults": {"max_turns": 100}, "agents": [agent()]}, "defaults.max_turns",
+         "from 1 to 50"),
+        ({"agents": []}, "agents", "is required"),
+    ],
+)  # fmt: skip
+def test_mistakes_in_the_agents_file_name_the_file_agent_and_field(
+    document: dict[str, Any],
+    field: str,
+    reason: str,
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+) -> None:
+    entries = [{"instructions": "x", **entry} for entry in document["agents"]]
+    path = tmp_path / "agents.yaml"
+    path.write_text(yaml.safe_dump({**document, "agents": entries}, sort_keys=False))
+
+    with pytest.raises(InvalidInput) as raised:
+        load_definitions(make_settings(agents_path=path))
+
+    assert raised.value.field == f"{path}: {field}"
+    assert reason in raised.value.reason
+
+
+def test_an_agents_file_that_is_not_yaml_is_refused_with_its_path(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    path = tmp_path / "agents.yaml"
+    path.write_text("agents: [unclosed\n")
+
+    with pytest.raises(InvalidInput, match="is not valid YAML") as raised:
+        load_definitions(make_settings(agents_path=path))
+
+    assert raised.value.field == str(path)
