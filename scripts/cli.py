@@ -446,5 +446,14 @@ def mcp(
     mcp_server.serve_http(server, host, port, token)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def up(arguments: tuple[str, ...]) -> None:
+    """Run the whole system (web, worker, beat, Flower) and the demo: see `eda up --help`."""
+    from scripts import up as run_system
+
+    sys.exit(run_system.main(list(arguments)))
+
+
 if __name__ == "__main__":
     main()

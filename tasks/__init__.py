@@ -7,8 +7,9 @@ dispatches (web, scripts, CLI, MCP) gets its core from :func:`connect`.
 
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, signals
 
+from eda import logs
 from eda.core import Core
 from eda.routes import RouteTable, load_routes
 from eda.settings import Settings, load
@@ -17,6 +18,13 @@ from tasks.registry import register, register_handler
 
 app = Celery("eda")
 app.config_from_object("celeryconfig")
+
+
+@signals.setup_logging.connect
+def _configure_logging(**_: object) -> None:
+    """Workers and beat log in the project's structured format, not Celery's own."""
+    settings = load()
+    logs.configure(settings.log_level, settings.log_format)
 
 
 def connect(settings: Settings | None = None) -> Core:

@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Task
 
+from eda import logs
 from eda.core import Core
 from eda.dead_letters import DeadLetter
 from eda.errors import NotFound, PermanentError, TransientError
@@ -74,6 +75,13 @@ def first_failure(delivery: dict[str, Any] | None) -> str:
           max_retries=None, ignore_result=True)  # fmt: skip
 def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> str:
     """Run one handler on one event, recording every step on the delivery."""
+    delivery = f"{event_id}:{handler}"
+    with logs.context(event_id=event_id, handler=handler, delivery=delivery,
+                      task_id=str(self.request.id)):  # fmt: skip
+        return _deliver(self, event_id, handler, replay)
+
+
+def _deliver(self: Task, event_id: str, handler: str, replay: bool) -> str:
     core = worker_core()
     attempt = self.request.retries + 1
     try:
@@ -83,10 +91,10 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
         )  # fmt: skip
         event = core.store.get(event_id).event
     except NotFound:
-        log.warning("delivery of an event no longer stored: %s -> %s", event_id, handler)
+        log.warning("the event is no longer stored; nothing to deliver")
         return "gone"
     if not applied:
-        log.info("delivery already succeeded, not run again: %s -> %s", event_id, handler)
+        log.info("the delivery already succeeded; not run again")
         return "already succeeded"
     try:
         outcome = registry.resolve(handler)(event)
@@ -94,6 +102,7 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
         core.store.record_outcome(event_id, handler, skip.outcome)
         reason = f"{skip.stage}: {skip.reason}" if skip.stage else skip.reason
         core.store.transition(event_id, handler, "skipped", reason)
+        log.info("skipped: %s", reason)
         return "skipped"
     except Exception as exc:
         return _failed(self, core, event_id, event.type, handler, exc)
@@ -101,6 +110,7 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
     core.store.transition(
         event_id, handler, "succeeded", f"attempt {attempt} succeeded", error=None
     )
+    log.info("succeeded on attempt %d", attempt)
     return "succeeded"
 
 
@@ -119,6 +129,7 @@ def _failed(
             event_id, handler, "retrying", f"{message} (next try in {countdown:.3f} s)",
             error=message[:500],
         )  # fmt: skip
+        log.info("retrying in %.3f s: %s", countdown, message)
         raise task.retry(countdown=countdown, exc=exc, max_retries=settings.max_retries)
     delivery = core.store.delivery(event_id, handler)
     core.dead_letters.add(
@@ -137,7 +148,7 @@ def _failed(
     )
     why = "permanent error" if is_permanent(core, handler, exc) else "retries exhausted"
     core.store.transition(event_id, handler, "dead", f"{why}: {message}", error=message[:500])
-    log.warning("dead-lettered %s -> %s: %s", event_id, handler, message)
+    log.warning("dead-lettered after %d attempts: %s", retries + 1, message)
     return "dead"
 
 

@@ -1,14 +1,9 @@
 """What gunicorn serves: ``gunicorn webhooks.wsgi:app``."""
 
-import logging
-
+from eda import logs
+from eda.settings import load
 from webhooks.app import create_app
 
-# Under gunicorn, the app's records go where gunicorn's own go, at its --log-level,
-# so that the start-up lines (which sources are signed) are seen.
-_gunicorn = logging.getLogger("gunicorn.error")
-if _gunicorn.handlers:
-    logging.getLogger().handlers = list(_gunicorn.handlers)
-    logging.getLogger().setLevel(_gunicorn.level)
-
-app = create_app()
+_settings = load()
+logs.configure(_settings.log_level, _settings.log_format)
+app = create_app(settings=_settings)

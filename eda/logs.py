@@ -1,0 +1,85 @@
+"""Structured logs: one JSON object a line, or readable key=value on a terminal.
+
+Every line about a delivery carries its ``event_id``, ``handler``, ``delivery``
+and ``task_id``: :func:`context` sets them for a block of code (a task), and
+``extra={...}`` on a single call adds them to one line. Payloads and secrets
+are never logged: only these named fields and the message are written.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+#: The fields a log line may carry besides its message.
+FIELDS = ("event_id", "handler", "delivery", "task_id", "lane", "source", "type")
+
+_context: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "eda_log", default=()
+)
+
+
+@contextmanager
+def context(**fields: str) -> Iterator[None]:
+    """Add these fields to every log line written inside the block (thread- and task-local)."""
+    merged = {**dict(_context.get()), **{k: v for k, v in fields.items() if v}}
+    token = _context.set(tuple(merged.items()))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    found: dict[str, Any] = dict(_context.get())
+    for name in FIELDS:
+        value = getattr(record, name, None)
+        if value:
+            found[name] = value
+    return found
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, the delivery fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **fields_of(record),
+        }
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger message key=value ...`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
+        extra = " ".join(f"{k}={v}" for k, v in fields_of(record).items())
+        text = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        text = f"{text} {extra}" if extra else text
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure(level: str = "INFO", style: str = "auto") -> None:
+    """Send every log line to stderr in the chosen style (``json``, ``text``, ``auto``)."""
+    if style == "auto":
+        style = "text" if sys.stderr.isatty() else "json"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if style == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
