@@ -1,0 +1,34 @@
+"""The README tells the truth about configuration and the two commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from eda.settings import ENVIRONMENT
+from webhooks.sources import PROVIDERS
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+TABLE = README[README.index("## Configuration") : README.index("## Development")]
+
+
+def test_every_setting_variable_is_in_the_configuration_table() -> None:
+    missing = [name for name in ENVIRONMENT if f"`{name}`" not in TABLE]
+    assert missing == []
+
+
+def test_every_provider_secret_is_in_the_configuration_table() -> None:
+    variables = {p.secret_variable for p in PROVIDERS.values()}
+    assert variables and all(name in TABLE for name in variables)
+
+
+def test_the_ci_script_runs_the_readmes_test_command() -> None:
+    command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert command == "python3 scripts/dev.py test"
+    assert f"\n{command}\n" in README
+
+
+def test_the_procfile_variables_are_documented() -> None:
+    used = set(re.findall(r"\$\{(\w+)", (ROOT / "Procfile").read_text()))
+    assert used and all(f"`{name}`" in TABLE for name in used)
