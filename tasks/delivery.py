@@ -13,12 +13,12 @@ import threading
 import traceback
 from typing import Any
 
-from celery import Task
+from celery import Task, signals
 
 from eda import logs
 from eda.core import Core
 from eda.dead_letters import DeadLetter
-from eda.errors import NotFound, PermanentError, TransientError
+from eda.errors import EdaError, NotFound, PermanentError, TransientError
 from eda.handlers import Skip
 from eda.settings import Settings
 from eda.store import now_iso
@@ -39,6 +39,20 @@ def worker_core() -> Core:
 
             _core = connect()
         return _core
+
+
+@signals.worker_init.connect
+def _check_configuration(**_: object) -> None:
+    """Load routes, agents and handlers as the worker starts: a mistake stops it, clearly.
+
+    Celery logs and swallows an Exception raised by a signal handler, so a bad
+    routes file ends the worker with SystemExit and a one-line reason instead.
+    """
+    try:
+        worker_core()
+    except EdaError as exc:
+        log.critical("configuration error: %s", exc)
+        raise SystemExit(f"eda: configuration error: {exc}") from None
 
 
 def backoff(settings: Settings, retries: int, retry_after: float | None = None) -> float:

@@ -86,3 +86,34 @@ def test_a_worker_on_one_lane_never_runs_another_lanes_delivery(
         assert redis.Redis.from_url(broker).llen("alerts") == 0
     finally:
         lane_worker.stop()
+
+
+def test_a_worker_with_a_bad_routes_file_refuses_to_start_and_says_where(
+    tmp_path: Path,
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - events: alert.triggered\n    handler: NoSuchAgent\n")
+    with pytest.raises(RuntimeError) as failure:
+        Worker(tmp_path / "bad.log", {"EDA_ROUTES": str(routes)})
+    assert f"{routes}:2: unknown handler 'NoSuchAgent'" in str(failure.value)
+
+
+def test_a_visibility_timeout_shorter_than_a_task_and_its_backoff_stops_start_up() -> None:
+    import subprocess
+    import sys
+
+    from tests.workers import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import celeryconfig"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:1/0",
+             "EDA_VISIBILITY_TIMEOUT": "100", "EDA_TASK_TIME_LIMIT": "90",
+             "EDA_RETRY_BACKOFF_MAX": "60"},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert (
+        "EDA_VISIBILITY_TIMEOUT: is 100 s but must exceed the task time limit plus the "
+        "longest backoff (90 + 60 s)"
+    ) in result.stderr
