@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
+from pathlib import Path
 
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
@@ -155,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eda up: {exc}", file=sys.stderr)
         return 1
     values = generated_secrets(settings)
+    # The Procfile's commands (gunicorn, celery) live beside this interpreter, in .venv/bin.
+    path = os.pathsep.join([str(Path(sys.executable).parent), environ("PATH") or ""])
     env = {
         **os.environ,
+        "PATH": path,
         **values,
         "REDIS_URL": url,
         "EDA_WEB_PORT": str(args.web_port),

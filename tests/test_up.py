@@ -69,7 +69,8 @@ def test_up_runs_every_process_sends_the_demo_and_stops_cleanly_on_ctrl_c(
         "FLOWER_BASIC_AUTH": flower_login,
         "EDA_LOG_FORMAT": "json",
         "EDA_WORKER_CONCURRENCY": "8",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        # PATH as a fresh shell has it: the Procfile's commands must be found in .venv/bin anyway
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "scripts.up", "--web-port", str(web_port),
