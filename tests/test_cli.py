@@ -419,3 +419,24 @@ def test_replay_redelivers_and_ctrl_c_stops_between_deliveries(
             wait_for(partial(succeeded, slow, event_id))
         else:
             assert stored.deliveries == {}
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(core: Core) -> None:
+    import os
+    import subprocess
+    import sys
+
+    for n in range(400):
+        core.publish("pipe.checked", {"n": n, "padding": "x" * 200}, "test")
+    environment = {**os.environ, "REDIS_URL": str(core.settings.redis_url),
+                   "EDA_PREFIX": core.settings.prefix}  # fmt: skip
+    command = [sys.executable, "-m", "scripts.cli", "events", "--json", "--limit", "400"]
+    with subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.readline()
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        process.wait(timeout=30)
+    assert stderr == ""  # no traceback, no BrokenPipeError: the command just stops
