@@ -32,13 +32,16 @@ events_exchange = Exchange("events", type="topic", durable=True)
 
 broker_url = _settings.broker_url or redis_url(_settings)
 broker_connection_retry_on_startup = True
-broker_transport_options = {
+broker_transport_options: dict[str, float | int | str] = {
     "visibility_timeout": _settings.visibility_timeout,
     # How often a worker looks for messages whose worker died (Redis broker): often
     # enough that they come back soon after the visibility timeout has passed.
     "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout / 4))),
     "unacked_restore_throttle": 1 if _settings.visibility_timeout < 600 else 10,
 }
+# kombu's global_keyprefix would keep deployments that share a Redis apart, but with
+# it task-sent events never reach Flower: such deployments set their own broker
+# database instead (CELERY_BROKER_URL=redis://host:6379/N), as the README says.
 
 task_queues = [
     Queue(

@@ -26,7 +26,7 @@ from eda.event import Event
 from eda.redis_server import connect
 from eda.routes import Route, RouteTable, check_pattern, subscription_routes
 from eda.settings import Settings
-from eda.store import EventStore, Published, StoredEvent, now_iso
+from eda.store import EventStore, Published, StoredEvent, now_iso, reaching_redis
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,13 @@ class Core:
         enqueuer: Enqueuer | None = None,
         routes: RouteTable | None = None,
         known_handler: Callable[[str], bool] | None = None,
+        *,
+        defer_dispatch: bool = False,
     ) -> None:
         self.settings = settings
+        #: Hand stored events to the workers' dispatchers instead of dispatching them here
+        #: (what the web does: the request then costs one Redis write).
+        self.defer_dispatch = defer_dispatch
         self.redis = client if client is not None else connect(settings)
         self.store = EventStore(self.redis, settings)
         self.keys = self.store.keys
@@ -103,23 +108,22 @@ class Core:
         )
 
     def publish_event(self, event: Event) -> Published:
-        """Store an event durably, then dispatch it.
+        """Store an event durably, then dispatch it (or, deferring, hand it to a dispatcher).
 
-        The store write is what counts: once it returns, the event is safe. When
-        dispatching fails (the broker is down) the event stays ``pending`` and the
-        sweeper dispatches it later.
+        The store write is what counts: once it returns, the event is safe and the
+        caller is told so. When dispatching fails (the broker or Redis is down) the
+        event stays ``pending`` and the sweeper dispatches it later.
         """
-        published = self.store.publish(event)
-        if not published.duplicate and self.enqueuer is not None:
+        published = self.store.publish(event, notify=self.defer_dispatch)
+        if not published.duplicate and self.enqueuer is not None and not self.defer_dispatch:
             try:
                 self.dispatch(event)
-            except EdaError:
-                raise
             except Exception as exc:
                 log.warning(
                     "dispatch deferred to the sweeper: %s", exc, extra={"event_id": event.id}
                 )
-                self.store.mark_undispatched(event.id, f"dispatch failed, will be swept: {exc}")
+                with contextlib.suppress(EdaError):
+                    self.store.mark_undispatched(event.id, f"dispatch failed, will be swept: {exc}")
         return published
 
     def get_event(self, event_id: str) -> StoredEvent:
@@ -155,26 +159,38 @@ class Core:
                 f"{handler!r} is neither a registered handler or agent "
                 "nor an importable 'package.module:function'",
             )
-        created = []
         for pattern in patterns:
             check_pattern(pattern, "event_types")
-            record = {"pattern": pattern, "handler": handler, "created_at": now_iso()}
-            self.redis.hset(self.keys.subscriptions, f"{pattern} {handler}", json.dumps(record))
-            created.append(record)
+        at = now_iso()
+        created = [{"pattern": p, "handler": handler, "created_at": at} for p in patterns]
+        with reaching_redis():
+            self.redis.hset(
+                self.keys.subscriptions,
+                mapping={f"{s['pattern']} {handler}": json.dumps(s) for s in created},
+            )
         return created
 
     def unsubscribe(self, pattern: str, handler: str) -> bool:
-        return bool(self.redis.hdel(self.keys.subscriptions, f"{pattern} {handler}"))
+        with reaching_redis():
+            return bool(self.redis.hdel(self.keys.subscriptions, f"{pattern} {handler}"))
 
     def subscriptions(self) -> list[dict[str, Any]]:
-        raw = self.redis.hvals(self.keys.subscriptions)
+        with reaching_redis():
+            raw = self.redis.hvals(self.keys.subscriptions)
         return sorted((json.loads(x) for x in raw), key=lambda s: (s["pattern"], s["handler"]))
 
-    def plan(self, event: Event) -> list[Planned]:
-        """Which handlers receive this event: routes, then subscriptions; each handler once."""
+    def plan(
+        self, event: Event, subscriptions: list[dict[str, Any]] | None = None
+    ) -> list[Planned]:
+        """Which handlers receive this event: routes, then subscriptions; each handler once.
+
+        ``subscriptions`` as :meth:`subscriptions` returned them, when the caller read
+        them once for a batch of events.
+        """
+        known = self.subscriptions() if subscriptions is None else subscriptions
         routes: list[Route] = [
             *self.routes.matching(event.type),
-            *(r for r in subscription_routes(self.subscriptions()) if r.matches(event.type)),
+            *(r for r in subscription_routes(known) if r.matches(event.type)),
         ]
         planned: dict[str, Planned] = {}
         for route in routes:
@@ -185,38 +201,70 @@ class Core:
                 planned[route.handler] = verdict
         return list(planned.values())
 
-    def dispatch(self, event: Event) -> list[Planned]:
-        """Record and enqueue one delivery per matching handler, then clear ``pending``."""
+    def dispatch(
+        self, event: Event, subscriptions: list[dict[str, Any]] | None = None
+    ) -> list[Planned]:
+        """Record and enqueue one delivery per matching handler, then clear ``pending``.
+
+        Dispatching twice (the publisher and a sweeper, or a sweeper after a partial
+        dispatch) enqueues each delivery once: only a delivery no dispatch recorded yet,
+        or one whose enqueue failed, is enqueued.
+        """
         enqueuer = self._enqueuer()
-        planned = self.plan(event)
+        planned = self.plan(event, subscriptions)
+        refused: Exception | None = None
         for item in planned:
             if item.skipped_by:
-                self.store.transition(event.id, item.handler, "skipped", item.skipped_by)
+                self.store.transition(
+                    event.id, item.handler, "skipped", item.skipped_by, guard="undispatched"
+                )
                 continue
             task_id = uuid.uuid4().hex
             _, _, applied = self.store.transition(
-                event.id, item.handler, "queued", "dispatched",
-                fresh_only=True, task_id=task_id, replay=False,
+                event.id, item.handler, "queued", "dispatched", guard="undispatched",
+                task_id=task_id, replay=False, enqueue_failed=False,
             )  # fmt: skip
             if applied:
-                enqueuer.deliver(event, item.handler, task_id)
+                try:
+                    self._enqueue(enqueuer, event, item.handler, task_id)
+                except Exception as exc:  # the others still go; the sweeper retries this one
+                    refused = refused or exc
+        if refused is not None:
+            raise refused
         if planned:
             self.store.mark_dispatched(event.id)
         else:
             self.store.mark_dispatched(event.id, "unrouted", "no route or subscription matches")
         return planned
 
+    def _enqueue(self, enqueuer: Enqueuer, event: Event, handler: str, task_id: str) -> None:
+        """Enqueue a recorded delivery; when the broker refuses, say so on the delivery."""
+        try:
+            enqueuer.deliver(event, handler, task_id)
+        except Exception as exc:
+            self.store.transition(
+                event.id, handler, "queued", f"enqueue failed, will be swept: {exc}",
+                enqueue_failed=True,
+            )  # fmt: skip
+            raise
+
     def sweep(self) -> int:
-        """Dispatch events left ``pending`` past the grace period; each by one sweeper only."""
+        """Dispatch events left ``pending`` past the grace period; each by one sweeper only.
+
+        One event that cannot be dispatched does not hold up the others: its lease runs
+        out and a later sweep tries it again.
+        """
         dispatched = 0
         for event_id in self.store.pending(self.settings.outbox_grace):
             if not self.store.claim_pending(event_id, lease=max(60.0, self.settings.outbox_grace)):
                 continue
             try:
-                stored = self.store.get(event_id)
+                self.dispatch(self.store.get(event_id).event)
             except NotFound:
                 continue
-            self.dispatch(stored.event)
+            except Exception as exc:
+                log.warning("sweep could not dispatch: %s", exc, extra={"event_id": event_id})
+                continue
             dispatched += 1
         return dispatched
 
@@ -235,7 +283,7 @@ class Core:
         letter = self.dead_letters.get(dead_letter_id)
         event = self.store.get(letter.event_id).event
         task_id = self._redeliver(event, letter.handler, "retried from the dead-letter queue")
-        self.dead_letters.remove(dead_letter_id)
+        self.dead_letters.remove(dead_letter_id, task_id=letter.task_id)
         return {"dead_letter_id": dead_letter_id, "event_id": event.id,
                 "handler": letter.handler, "task_id": task_id}  # fmt: skip
 
@@ -267,9 +315,9 @@ class Core:
         for handler, delivery in stored.deliveries.items():
             if delivery.get("status") != "dead":
                 continue
-            letter = letter_id(event_id, handler)
+            dead_task = str(delivery.get("task_id", ""))
             task_id = self._redeliver(stored.event, handler, "retried by an operator")
-            self.dead_letters.remove(letter)
+            self.dead_letters.remove(letter_id(event_id, handler), task_id=dead_task)
             retried.append({"event_id": event_id, "handler": handler, "task_id": task_id})
         if not retried:
             raise InvalidInput("event_id", f"event {event_id!r} has no failed deliveries to retry")
@@ -297,14 +345,17 @@ class Core:
         if not 1 <= limit <= 100_000:
             raise InvalidInput("limit", "must be between 1 and 100000")
         work: list[tuple[Event, str]] = []
+        events = 0
         for stored in self.store.scan_history(event_type, since, until):
             handlers = [p.handler for p in self.plan(stored.event) if not p.skipped_by]
             if handler is not None:
                 handlers = [handler]
-            work.extend((stored.event, h) for h in handlers)
-            if len({e.id for e, _ in work}) >= limit:
+            if handlers:
+                events += 1
+                work.extend((stored.event, h) for h in handlers)
+            if events >= limit:
                 break
-        report = ReplayReport(dry_run=dry_run, events=len({e.id for e, _ in work}))
+        report = ReplayReport(dry_run=dry_run, events=events)
         if dry_run:
             report.items = [{"event_id": e.id, "type": e.type, "handler": h} for e, h in work]
             report.deliveries = len(work)
@@ -329,10 +380,13 @@ class Core:
         for stored in self.store.history(limit=sample):
             counts = by_type.setdefault(stored.event.type, {})
             counts[stored.status] = counts.get(stored.status, 0) + 1
+        with reaching_redis():
+            length = int(self.redis.xlen(self.keys.stream))
+            pending = int(self.redis.zcard(self.keys.pending))
         return {
             "events": by_type,
-            "stored": int(self.redis.xlen(self.keys.stream)),
-            "pending": int(self.redis.zcard(self.keys.pending)),
+            "stored": length,
+            "pending": pending,
             "dead_letters": self.dead_letters.count(),
             "lanes": self.enqueuer.queue_lengths() if self.enqueuer else {},
         }
@@ -348,14 +402,17 @@ class Core:
         """Record a delivery as queued and enqueue it with a fresh retry budget."""
         enqueuer = self._enqueuer()
         task_id = uuid.uuid4().hex
-        self.store.transition(
+        previous, _, _ = self.store.transition(
             event.id, handler, "queued", reason,
-            task_id=task_id, replay=replay, attempts=0, error=None,
+            task_id=task_id, replay=replay, attempts=0, error=None, enqueue_failed=False,
         )  # fmt: skip
         try:
             enqueuer.deliver(event, handler, task_id, replay=replay)
         except Exception as exc:
-            self.store.transition(event.id, handler, "dead", f"could not enqueue: {exc}")
+            # The delivery goes back to what it was: nothing new will run.
+            self.store.transition(
+                event.id, handler, previous or "dead", f"could not enqueue: {exc}"
+            )
             raise
         return task_id
 

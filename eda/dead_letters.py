@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -55,6 +56,8 @@ class DeadLetters:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
         self.keys = keys
+        script = (Path(__file__).parent / "lua" / "remove_dead_letter.lua").read_text()
+        self.remove_script = client.register_script(script)
 
     def add(self, letter: DeadLetter) -> None:
         trimmed = DeadLetter(
@@ -105,12 +108,19 @@ class DeadLetters:
     def count(self) -> int:
         return int(self._guard(lambda: self.redis.zcard(self.keys.dlq)))
 
-    def remove(self, dead_letter_id: str) -> bool:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self.keys.dead_letter(dead_letter_id))
-        pipe.zrem(self.keys.dlq, dead_letter_id)
-        deleted, _ = self._run(pipe)
-        return bool(deleted)
+    def remove(self, dead_letter_id: str, *, task_id: str = "") -> bool:
+        """Remove a dead letter; with ``task_id``, only the one that task left behind.
+
+        Retrying a letter enqueues a new task first: should that task die before the
+        old letter is removed, its own new letter must stay.
+        """
+        removed = self._guard(
+            lambda: self.remove_script(
+                keys=[self.keys.dead_letter(dead_letter_id), self.keys.dlq],
+                args=[dead_letter_id, task_id],
+            )
+        )
+        return bool(removed)
 
     def _run(self, pipe: Any) -> list[Any]:
         return list(self._guard(pipe.execute))

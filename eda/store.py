@@ -83,7 +83,7 @@ def stream_bound(value: datetime | str | None, *, upper: bool) -> str:
         return "+" if upper else "-"
     if isinstance(value, str):
         return value
-    millis = int(value.timestamp() * 1000)
+    millis = max(0, int(value.timestamp() * 1000))  # stream ids start at the epoch
     return f"{millis}-{'18446744073709551615' if upper else '0'}"
 
 
@@ -98,9 +98,11 @@ class EventStore:
 
     # -- publishing -------------------------------------------------------------------------
 
-    def publish(self, event: Event) -> Published:
+    def publish(self, event: Event, *, notify: bool = False) -> Published:
         """Store an event atomically with status ``pending``.
 
+        With ``notify`` the same write hands the event to the workers' dispatchers
+        (:meth:`take_dispatch`), so the caller need not dispatch it itself.
         A dedupe key already seen returns the original event's id and writes nothing.
         Raises InvalidInput for a payload over the size limit, StoreUnavailable when
         Redis cannot be reached.
@@ -121,6 +123,7 @@ class EventStore:
                     keys.type_stream(event.type),
                     keys.event(event.id),
                     keys.pending,
+                    keys.dispatch,
                 ],
                 args=[
                     event.id,
@@ -133,6 +136,7 @@ class EventStore:
                     keys.event_prefix,
                     keys.deliveries_prefix,
                     keys.outcomes_prefix,
+                    "1" if notify else "0",
                 ],
             )
         except redis.ResponseError as exc:
@@ -236,12 +240,17 @@ class EventStore:
         reason: str = "",
         *,
         fresh_only: bool = False,
+        guard: str = "",
+        task_id_expected: str = "",
         **fields: Any,
     ) -> tuple[str, str, bool]:
         """Move a delivery to ``status``, recording when and why.
 
-        Returns (previous delivery status, event status, applied). With ``fresh_only``
-        the change is refused (applied False) when the delivery already succeeded.
+        Returns (previous delivery status, event status, applied). The change is
+        refused (applied False) with ``fresh_only`` (or ``guard="fresh"``) when the
+        delivery already succeeded or was skipped; with ``guard="undispatched"`` when a
+        dispatch already recorded it (unless its enqueue failed); and with
+        ``task_id_expected`` when the delivery now belongs to another task.
         """
         if status not in DELIVERY_STATUSES:
             raise InvalidInput("status", f"{status!r} is not one of {', '.join(DELIVERY_STATUSES)}")
@@ -255,7 +264,8 @@ class EventStore:
                     now_iso(),
                     reason[:MAX_REASON],
                     json.dumps(fields),
-                    "fresh" if fresh_only else "",
+                    "fresh" if fresh_only else guard,
+                    task_id_expected,
                 ],
             )
         except redis.ResponseError as exc:
@@ -300,6 +310,20 @@ class EventStore:
         with reaching_redis():
             ids = self.redis.zrangebyscore(self.keys.pending, "-inf", cutoff, start=0, num=limit)
         return [str(i) for i in ids]
+
+    def take_dispatch(self, limit: int, wait: float) -> list[str]:
+        """Up to ``limit`` ids of events handed to the dispatchers, oldest first.
+
+        Blocks up to ``wait`` seconds for the first; each id goes to one caller only.
+        An id taken by a process that dies before dispatching stays ``pending``, for
+        the sweeper.
+        """
+        with reaching_redis():
+            first: Any = self.redis.blpop([self.keys.dispatch], timeout=wait)
+            if not first:
+                return []
+            more: Any = self.redis.lpop(self.keys.dispatch, limit - 1) if limit > 1 else None
+        return [str(first[1]), *(str(x) for x in more or ())]
 
     def claim_pending(self, event_id: str, lease: float) -> bool:
         """Take a pending event for dispatch: True for exactly one of several sweepers."""

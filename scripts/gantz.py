@@ -30,6 +30,8 @@ PAYLOAD_VARIABLE = "GANTZ_ARG_PAYLOAD"
 LINEAGE_VARIABLES = {"causation_id": "EDA_CAUSATION_ID", "correlation_id": "EDA_CORRELATION_ID"}
 #: Exit codes: the input was wrong, an id names nothing, the store is unreachable.
 EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 2, 3, 4
+#: Exit code of a failure that is not the caller's doing (no broker, a bug).
+EXIT_INTERNAL = 1
 
 
 def given(value: str | None) -> str | None:
@@ -121,6 +123,9 @@ def run(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> 
     except StoreUnavailable as exc:
         error = {"error": "store_unavailable", "field": None, "message": str(exc)}
         _fail(error, EXIT_UNAVAILABLE)
+    except Exception as exc:  # a caller (a model, often) gets one JSON line, not a traceback
+        error = {"error": "internal", "field": None, "message": f"{type(exc).__name__}: {exc}"}
+        _fail(error, EXIT_INTERNAL)
     print(json.dumps(result, indent=2))
     sys.exit(0)
 

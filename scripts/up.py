@@ -25,6 +25,7 @@ from pathlib import Path
 
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
+from kombu.utils.url import maybe_sanitize_url
 
 from eda.errors import EdaError
 from eda.redis_server import redis_url
@@ -55,7 +56,9 @@ def generated_secrets(settings: Settings) -> dict[str, str]:
         values[name] = environ(name) or kept.get(name) or make()
     generated = {k: v for k, v in values.items() if not environ(k)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{k}={v}\n" for k, v in generated.items()))
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as secrets_file:  # created private, never world-readable
+        secrets_file.write("".join(f"{k}={v}\n" for k, v in generated.items()))
     path.chmod(0o600)
     return values
 
@@ -115,7 +118,7 @@ def announce(web: str, flower: str, settings: Settings, dry_run: bool) -> None:
         f"Flower:     {flower} (login: FLOWER_BASIC_AUTH in {settings.data_dir}/up.env)\n"
         f"CLI:        .venv/bin/eda events | eda dlq list | eda stats\n"
         + (
-            "Agents:     DRY RUN: ANTHROPIC_API_KEY is not set, so agents record the request "
+            "Agents:     DRY RUN: no ANTHROPIC_API_KEY, so agents record the request "
             "they would send instead of calling the model.\n"
             if dry_run
             else ""
@@ -133,7 +136,9 @@ def after_start(
         wait_ready(web, flower, values["FLOWER_BASIC_AUTH"])
         if demo:
             run_demo(web, values)
-        announce(web, flower, settings, dry_run=not environ("ANTHROPIC_API_KEY"))
+        from agents.backend import has_credentials  # the agents' own test, one place
+
+        announce(web, flower, settings, dry_run=not has_credentials())
     except Exception as exc:
         print(f"up: {exc}; stopping", file=sys.stderr, flush=True)
         manager.returncode = 1
@@ -168,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         "EDA_DATA_DIR": str(settings.data_dir),
     }
     os.environ.update({"REDIS_URL": url})  # the readiness check's Celery client
-    print(f"up: event store at {url} (data in {settings.data_dir}/redis)", flush=True)
+    shown = maybe_sanitize_url(url)  # a password in REDIS_URL is never printed
+    print(f"up: event store at {shown} (data in {settings.data_dir}/redis)", flush=True)
     manager = Manager()
     procfile = parse_procfile((ROOT / "Procfile").read_text())
     for name, process in procfile.processes.items():

@@ -13,12 +13,13 @@ import threading
 import traceback
 from typing import Any
 
+import redis
 from celery import Task, signals
 
 from eda import logs
 from eda.core import Core
 from eda.dead_letters import DeadLetter
-from eda.errors import EdaError, NotFound, PermanentError, TransientError
+from eda.errors import EdaError, NotFound, PermanentError, StoreUnavailable, TransientError
 from eda.handlers import Skip
 from eda.settings import Settings
 from eda.store import now_iso
@@ -92,26 +93,41 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
     delivery = f"{event_id}:{handler}"
     with logs.context(event_id=event_id, handler=handler, delivery=delivery,
                       task_id=str(self.request.id)):  # fmt: skip
-        return _deliver(self, event_id, handler, replay)
+        try:
+            return _deliver(self, event_id, handler, replay)
+        except (StoreUnavailable, redis.RedisError) as exc:
+            # Nothing could be recorded, so nothing is acknowledged: the whole delivery
+            # is tried again once the store answers (a failed task would be acked and lost).
+            countdown = backoff(worker_core().settings, min(self.request.retries, 8))
+            log.warning("event store unreachable, again in %.3f s: %s", countdown, exc)
+            raise self.retry(countdown=countdown, exc=exc, max_retries=None) from None
 
 
 def _deliver(self: Task, event_id: str, handler: str, replay: bool) -> str:
     core = worker_core()
     attempt = self.request.retries + 1
+    task_id = str(self.request.id)
     try:
         _, _, applied = core.store.transition(
             event_id, handler, "running", f"attempt {attempt}",
-            fresh_only=not replay, attempts=attempt, task_id=self.request.id,
+            fresh_only=not replay, task_id_expected=task_id, attempts=attempt,
         )  # fmt: skip
-        event = core.store.get(event_id).event
+        stored = core.store.get(event_id)
     except NotFound:
         log.warning("the event is no longer stored; nothing to deliver")
         return "gone"
     if not applied:
-        log.info("the delivery already succeeded; not run again")
-        return "already succeeded"
+        log.info("not run: the delivery already succeeded, or a newer task now holds it")
+        return "not run"
+    event, runs = stored.event, int(stored.deliveries[handler].get("runs", 1))
+    if runs > attempt and runs > core.settings.max_retries + 1:
+        # The same message keeps coming back because its worker dies (OOM, a crash).
+        lost = PermanentError(f"the worker died {runs - attempt} times running this delivery")
+        return _failed(self, core, event_id, event.type, handler, lost)
     try:
         outcome = registry.resolve(handler)(event)
+    except SystemExit as exc:  # a handler must not end the worker
+        return _failed(self, core, event_id, event.type, handler, PermanentError(f"exit({exc})"))
     except Skip as skip:
         core.store.record_outcome(event_id, handler, skip.outcome)
         reason = f"{skip.stage}: {skip.reason}" if skip.stage else skip.reason

@@ -12,6 +12,8 @@ are seen everywhere.
 from __future__ import annotations
 
 import importlib
+import inspect
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -80,12 +82,16 @@ def resolve(name: str) -> Handler:
         return handler
     if not IMPORT_PATH.match(name):
         raise PermanentError(f"no handler is registered as {name!r}")
+    if name.split(".", 1)[0].split(":", 1)[0] in sys.stdlib_module_names:
+        # Routes and subscriptions (which tools and agents can make) must not name
+        # sys:exit or os:system: a handler is a function of the deployment's own code.
+        raise PermanentError(f"handler {name!r} is in the standard library, not a handler")
     try:
         target: Any = import_path(name)
     except (ImportError, AttributeError) as exc:
         raise PermanentError(f"handler {name!r} cannot be imported: {exc}") from None
-    if not callable(target):
-        raise PermanentError(f"handler {name!r} is not callable")
+    if not inspect.isfunction(target):
+        raise PermanentError(f"handler {name!r} is not a Python function")
     return target
 
 

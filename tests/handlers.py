@@ -66,3 +66,9 @@ def slow(event: Event) -> dict[str, Any]:
 def reject_key_error(event: Event) -> None:
     _attempt(event, "reject_key_error")
     raise KeyError("missing")
+
+
+def exits(event: Event) -> None:
+    """Call exit, as a careless handler might: the worker must survive it."""
+    _attempt(event, "exits")
+    raise SystemExit(3)

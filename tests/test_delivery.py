@@ -5,15 +5,22 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from eda.core import Core
+from eda.event import Event
 from eda.settings import Settings
+from tasks import app
 from tasks.delivery import backoff
-from tests.conftest import wait_for
+from tasks.enqueue import CeleryEnqueuer
+from tests.conftest import RedisServer, wait_for
 from tests.handlers import attempts
+from tests.workers import ROOT, Worker
+
+ROUTES = ROOT / "tests" / "routes.yaml"
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -209,3 +216,123 @@ def test_replay_redispatches_a_window_of_events_and_dry_run_enqueues_nothing(
         record = settled(live, event_id, "tests.handlers:succeed", "succeeded")
         assert record["replay"] is True
     assert live.replay(event_type, until=before).events == 0
+
+
+def test_dispatching_an_event_twice_enqueues_each_delivery_once(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:succeed")
+    published = live.publish(event_type, {}, "test")
+    event = live.get_event(published.event_id).event
+
+    live.dispatch(event)  # a sweeper racing the publisher, say
+    settled(live, published.event_id, "tests.handlers:succeed", "succeeded")
+    time.sleep(0.3)
+
+    assert len(attempts(client, published.event_id, "succeed")) == 1
+
+
+class BrokerRefusingOnce(CeleryEnqueuer):
+    """The real enqueuer, with the broker refusing the first publish for one handler."""
+
+    def __init__(self, refuse: str) -> None:
+        super().__init__(app)
+        self.refuse = refuse
+
+    def deliver(self, event: Event, handler: str, task_id: str, *, replay: bool = False) -> None:
+        if handler == self.refuse:
+            self.refuse = ""
+            raise ConnectionError("the broker went away")
+        super().deliver(event, handler, task_id, replay=replay)
+
+
+def test_a_partial_dispatch_is_finished_by_the_sweeper_without_running_anything_twice(
+    live: Core, live_settings: Settings, client: Any, unique_type: Any
+) -> None:
+    flaky = Core(live_settings, client, BrokerRefusingOnce("tests.handlers:flaky"), live.routes)
+    event_type = unique_type()
+    flaky.subscribe([event_type], "tests.handlers:succeed")
+    flaky.subscribe([event_type], "tests.handlers:flaky")
+
+    event_id = flaky.publish(event_type, {}, "test").event_id
+
+    assert flaky.get_event(event_id).status == "pending"
+    refused = delivery(flaky, event_id, "tests.handlers:flaky")
+    assert refused["enqueue_failed"] is True
+    settled(live, event_id, "tests.handlers:succeed", "succeeded")
+    time.sleep(live_settings.outbox_grace)
+    assert flaky.sweep() == 1
+    settled(live, event_id, "tests.handlers:flaky", "succeeded")
+    time.sleep(0.3)
+    assert len(attempts(client, event_id, "succeed")) == 1
+    assert len(attempts(client, event_id, "flaky")) == 1
+
+
+def test_a_delivery_whose_worker_keeps_dying_is_dead_lettered(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:succeed")
+    event = Event.create(type=event_type, source="test")
+    live.store.publish(event)
+    live.store.transition(event.id, "tests.handlers:succeed", "queued", "", task_id="doomed")
+    for _ in range(live.settings.max_retries + 1):  # each run's worker died mid-way
+        live.store.transition(event.id, "tests.handlers:succeed", "running", "attempt 1")
+    assert live.enqueuer is not None
+
+    live.enqueuer.deliver(event, "tests.handlers:succeed", "doomed")
+
+    record = settled(live, event.id, "tests.handlers:succeed", "dead")
+    assert "worker died" in record["history"][-1]["reason"]
+    assert attempts(client, event.id, "succeed") == []
+    assert live.dead_letter(f"{event.id}:tests.handlers:succeed").attempts == 1
+
+
+def test_a_handler_calling_exit_is_dead_lettered_and_the_worker_lives_on(
+    live: Core, unique_type: Any
+) -> None:
+    first, second = unique_type("first"), unique_type("second")
+    live.subscribe([first], "tests.handlers:exits")
+    live.subscribe([second], "tests.handlers:succeed")
+    exited = live.publish(first, {}, "test").event_id
+
+    record = settled(live, exited, "tests.handlers:exits", "dead")
+    assert "exit(3)" in record["history"][-1]["reason"]
+    after = live.publish(second, {}, "test").event_id
+    settled(live, after, "tests.handlers:succeed", "succeeded")
+
+
+def test_a_delivery_survives_the_event_store_going_away_mid_run(
+    tmp_path: Path, redis_server: RedisServer, live_settings: Settings, unique_type: Any
+) -> None:
+    store = RedisServer(tmp_path / "store")
+    store.start()
+    broker = redis_server.url.rsplit("/", 1)[0] + "/6"
+    env = {"REDIS_URL": store.url, "CELERY_BROKER_URL": broker}
+    worker = Worker(tmp_path / "worker.log", env, name="outage")
+    try:
+        # The session's prefix: the broker's keys carry it too, and the worker must agree.
+        settings = live_settings.model_copy(update={"redis_url": store.url})
+        core = Core(settings, None, CeleryEnqueuer(app, broker))
+        event_type = unique_type()
+        core.subscribe([event_type], "tests.handlers:slow")
+        event_id = core.publish(event_type, {"seconds": 1.0}, "test").event_id
+        wait_for(lambda: delivery(core, event_id, "tests.handlers:slow").get("status") == "running")
+
+        store.stop()  # the handler finishes while the store is down
+        time.sleep(1.5)
+        store.start()
+
+        record = wait_for(
+            lambda: (
+                (d := delivery(core, event_id, "tests.handlers:slow"))["status"] == "succeeded"
+                and d
+            ),
+            timeout=30,
+        )
+        assert record["status"] == "succeeded"
+        assert "event store unreachable" in worker.log()
+    finally:
+        worker.stop()
+        store.stop()

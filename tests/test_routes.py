@@ -141,3 +141,17 @@ def test_handlers_registered_in_code_are_routed_by_their_pattern(settings: Setti
     assert registry.resolve("test-ledger-auditor") is audit
     with pytest.raises(InvalidInput, match="already registered"):
         registry.register("test-ledger-auditor", lambda event: None)
+
+
+@pytest.mark.parametrize("name", ["sys:exit", "os:system", "this:s", "tests.handlers:Event"])
+def test_standard_library_and_non_functions_are_not_handlers(name: str) -> None:
+    assert registry.known(name) is False
+
+
+def test_a_subscription_with_one_bad_pattern_subscribes_nothing(settings: Settings) -> None:
+    dispatching = connect(settings)
+    with pytest.raises(InvalidInput, match="not an event-type pattern"):
+        dispatching.subscribe(["billing.paid", "Billing"], "tests.handlers:succeed")
+    assert dispatching.subscriptions() == []
+    with pytest.raises(InvalidInput, match="neither a registered handler"):
+        dispatching.subscribe(["billing.paid"], "sys:exit")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from eda.core import Core
+from eda.redis_server import free_port
 from eda.settings import Settings
 from tests.conftest import wait_for
 from tests.handlers import attempts
@@ -30,10 +31,13 @@ def script(live_settings: Settings, worker: Any) -> Any:
         **FAST,
     }
 
-    def run(name: str, *args: str, stdin: str | None = None) -> Outcome:
+    def run(
+        name: str, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> Outcome:
         result = subprocess.run(
             [sys.executable, f"scripts/{name}", *args],
-            cwd=ROOT, env=environment, input=stdin, capture_output=True, text=True, timeout=30,
+            cwd=ROOT, env={**environment, **(env or {})}, input=stdin, capture_output=True,
+            text=True, timeout=30,
             stdin=subprocess.DEVNULL if stdin is None else None,
         )  # fmt: skip
         return Outcome(result.returncode, result.stdout, result.stderr)
@@ -108,3 +112,19 @@ def test_replay_events_dry_run_then_replay(
     assert script("replay_events.py", event_type, "", "", "", "maybe").error(2)["field"] == (
         "dry_run"
     )
+
+
+def test_a_broker_that_refuses_gives_one_json_error_line_not_a_traceback(
+    script: Any, live: Core, unique_type: Any
+) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:fail")
+    event_id = live.publish(event_type, {}, "test").event_id
+    wait_for(lambda: live.get_event(event_id).status == "failed")
+
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    outcome = script("retry_event.py", event_id, env={"CELERY_BROKER_URL": down})
+
+    error = outcome.error(1)
+    assert error["error"] == "internal" and "Traceback" not in outcome.stderr
+    assert live.get_event(event_id).deliveries["tests.handlers:fail"]["status"] == "dead"

@@ -112,7 +112,9 @@ def test_up_runs_every_process_sends_the_demo_and_stops_cleanly_on_ctrl_c(
         tasks = fetch(f"http://127.0.0.1:{flower_port}/api/tasks", login)
         delivered = [t for t in tasks.values() if t["name"] == "eda.deliver"]
         failure_id = by_type["demo.failure"][0]["id"]
-        assert any(failure_id in t["args"] for t in delivered), delivered
+        (failure,) = [t for t in delivered if failure_id in t["args"]]
+        assert failure["args"] == repr((failure_id, "tasks.builtin:fail_permanently"))
+        assert failure["state"] == "SUCCESS" and failure["result"] == "'dead'"
         assert len(delivered) >= 5
     finally:
         family = descendants(process.pid)

@@ -3,8 +3,13 @@
 -- KEYS: 1 deliveries hash of the event, 2 event record
 -- ARGV: 1 handler, 2 new status, 3 now (RFC 3339), 4 reason,
 --       5 JSON object of fields to set on the delivery,
---       6 guard: "" (always) or "fresh" (refuse when the delivery already succeeded)
--- Returns {previous status or "", event status, "ok" | "refused"}.
+--       6 guard: "" (always), "fresh" (refuse when the delivery already succeeded or was
+--         skipped), "undispatched" (refuse when a dispatch already recorded this delivery,
+--         unless its enqueue failed),
+--       7 task id: when given, refuse ("superseded") a delivery recorded for another task
+-- Returns {previous status or "", event status, "ok" | "refused" | "superseded"}.
+-- A move to running counts the run ("runs"), a move to queued starts the count afresh,
+-- so a message whose worker keeps dying can be told from a new one.
 
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return redis.error_reply('NOTFOUND event record ' .. KEYS[2] .. ' does not exist')
@@ -20,8 +25,22 @@ else
 end
 local previous = delivery.status or ''
 
+local function refuse(why)
+  return {previous, redis.call('HGET', KEYS[2], 'status'), why}
+end
 if ARGV[6] == 'fresh' and (previous == 'succeeded' or previous == 'skipped') then
-  return {previous, redis.call('HGET', KEYS[2], 'status'), 'refused'}
+  return refuse('refused')
+end
+if ARGV[6] == 'undispatched' and raw and not delivery.enqueue_failed then
+  return refuse('refused')
+end
+if ARGV[7] ~= '' and delivery.task_id and delivery.task_id ~= ARGV[7] then
+  return refuse('superseded')
+end
+if status == 'running' then
+  delivery.runs = (tonumber(delivery.runs) or 0) + 1
+elseif status == 'queued' then
+  delivery.runs = 0
 end
 
 for field, value in pairs(cjson.decode(ARGV[5])) do
