@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,10 +90,29 @@ def open_backend() -> Iterator[Backend]:
     if not has_credentials():
         yield DryRunBackend()
         return
+    yield AnthropicBackend(shared_client())
+
+
+_clients: dict[tuple[object, ...], anthropic.Anthropic] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client() -> anthropic.Anthropic:
+    """This process's client for the credentials and endpoint the environment names.
+
+    Shared by every delivery (the client is thread-safe): a client per delivery
+    would build a TLS context and open a connection each time, which costs more
+    CPU than the rest of the delivery and kept a worker far below its concurrency.
+    """
     import anthropic
 
-    with anthropic.Anthropic(max_retries=0, timeout=REQUEST_TIMEOUT) as client:
-        yield AnthropicBackend(client)
+    key = (os.getpid(), environ("ANTHROPIC_BASE_URL"), environ("ANTHROPIC_API_KEY"),
+           environ("ANTHROPIC_AUTH_TOKEN"))  # fmt: skip
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = anthropic.Anthropic(max_retries=0, timeout=REQUEST_TIMEOUT)
+        return client
 
 
 def delivery_error(exc: anthropic.AnthropicError) -> DeliveryError:

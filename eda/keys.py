@@ -9,6 +9,7 @@ Layout (``P`` is the configured prefix)::
     P:outcomes:<id>             hash: handler -> what the handler reported (JSON)
     P:dedupe:<key>              string: the event id a dedupe key was first seen with (TTL)
     P:pending                   sorted set: event ids stored but not yet dispatched, by time
+    P:dispatch                  list: ids of stored events for the workers' dispatchers
     P:dlq                       sorted set: dead-letter ids by time of death
     P:dlq:<event id>:<handler>  hash-free string: the dead letter's JSON
     P:subscriptions             hash: "<pattern> <handler>" -> subscription JSON
@@ -47,6 +48,10 @@ class Keys:
     @property
     def pending(self) -> str:
         return f"{self.prefix}:pending"
+
+    @property
+    def dispatch(self) -> str:
+        return f"{self.prefix}:dispatch"
 
     @property
     def dlq(self) -> str:

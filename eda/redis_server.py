@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for a freshly started server to answer PING.
 START_TIMEOUT = 10.0
+#: Largest hash value (bytes) Redis keeps in its compact encoding.
+COMPACT_HASH_VALUE = 4096
 
 
 def redis_binary() -> str:
@@ -67,6 +69,10 @@ def start_server(folder: Path, port: int, *, daemonize: bool = False) -> subproc
         "--appendonly", "yes",
         "--appendfsync", "everysec",
         "--save", "",
+        # An event record (its JSON beside a few short fields) and a delivery record stay in
+        # Redis's compact hash encoding up to this size; past 64 bytes (the default) each
+        # becomes a hash table, about 700 bytes more per event.
+        "--hash-max-ziplist-value", str(COMPACT_HASH_VALUE),
         "--pidfile", str(folder / "redis.pid"),
         "--logfile", str(folder / "redis.log"),
         "--daemonize", "yes" if daemonize else "no",

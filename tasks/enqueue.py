@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue, pools
 
 from eda.event import Event
 from eda.lanes import LaneTable
@@ -26,6 +26,18 @@ class CeleryEnqueuer:
         self.exchange: Exchange = app.conf.events_exchange
         self._bound: set[str] = set()
         self._lock = threading.Lock()
+        # Only a key for kombu's pools: it never connects itself.
+        self._connection = app.connection_for_write(broker_url) if broker_url else None
+
+    def producers(self) -> Any:
+        """Producers on long-lived broker connections, shared by this process's threads.
+
+        A connection per publish costs a new Redis client, a queue declaration and
+        (redis-py 8) a read of the package's metadata: ten times the publish itself.
+        """
+        if self._connection is None:
+            return self.app.producer_pool
+        return pools.producers[self._connection]
 
     def deliver(self, event: Event, handler: str, task_id: str, *, replay: bool = False) -> None:
         """Enqueue one delivery; raises when the broker did not take it."""
@@ -40,18 +52,17 @@ class CeleryEnqueuer:
             "retry_policy": PUBLISH_RETRY_POLICY,
         }
         kwargs = {"replay": True} if replay else {}
-        with self.app.connection_for_write(self.broker_url) as connection:
+        with self.producers().acquire(block=True) as producer:
             if lane == self.lanes.default.name and event.type not in self._bound:
-                self._bind(connection, lane, event.type)
-            deliver.apply_async((event.id, handler), kwargs, connection=connection, **options)
+                self._bind(producer.channel, lane, event.type)
+            deliver.apply_async((event.id, handler), kwargs, producer=producer, **options)
 
-    def _bind(self, connection: Any, lane: str, event_type: str) -> None:
+    def _bind(self, channel: Any, lane: str, event_type: str) -> None:
         """Bind a default-lane type to the default queue, once per process.
 
         A topic exchange drops a message that matches no binding, and the default
         lane has no pattern of its own: each of its types is bound as it appears.
         """
-        channel = connection.default_channel
         self.exchange.bind(channel).declare()
         queue = self.queues[lane].bind(channel)
         queue.declare()

@@ -186,3 +186,13 @@ def private_broker(
         return broker, Core(live_settings, client, CeleryEnqueuer(app, broker), live.routes)
 
     return make
+
+
+@pytest.fixture
+def idle_broker(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis]]:
+    """(URL, client) of a broker database no worker consumes from, emptied afterwards."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    connection = redis.Redis.from_url(url)
+    yield url, connection
+    connection.flushdb()
+    connection.close()

@@ -26,7 +26,8 @@ def create_app(core: Core | None = None, settings: Settings | None = None) -> Fl
     if core is None:
         import tasks  # only the production path needs the Celery side
 
-        core = tasks.connect(settings)
+        # The request stores the event; the workers' dispatchers dispatch it.
+        core = tasks.connect(settings, defer_dispatch=True)
     settings = settings if settings is not None else core.settings
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_body_bytes

@@ -3,17 +3,19 @@
 -- Every check comes before the first write: a refused publish writes nothing,
 -- and once writing has started Redis runs the script to its end.
 --
--- KEYS: 1 dedupe key, 2 global stream, 3 type stream, 4 event record, 5 pending set
+-- KEYS: 1 dedupe key, 2 global stream, 3 type stream, 4 event record, 5 pending set,
+--       6 dispatch queue (a list the workers' dispatchers pop)
 -- ARGV: 1 event id, 2 event JSON, 3 event type, 4 dedupe TTL (s), 5 stream maxlen,
 --       6 now (ms), 7 "1" when a dedupe key is given, 8 event record key prefix,
---       9 deliveries key prefix, 10 outcomes key prefix
+--       9 deliveries key prefix, 10 outcomes key prefix,
+--       11 "1" to hand the event to the dispatchers (its id is pushed on the queue)
 -- Returns {event id, stream id, duplicate (0|1)}.
 
 local function type_of(key)
   return redis.call('TYPE', key)['ok']
 end
 
-local expected = {[1] = 'string', [2] = 'stream', [3] = 'stream', [5] = 'zset'}
+local expected = {[1] = 'string', [2] = 'stream', [3] = 'stream', [5] = 'zset', [6] = 'list'}
 for index, kind in pairs(expected) do
   local found = type_of(KEYS[index])
   if found ~= 'none' and found ~= kind then
@@ -40,6 +42,9 @@ local sid = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1], 'type', ARGV[3])
 redis.call('XADD', KEYS[3], sid, 'id', ARGV[1])
 redis.call('HSET', KEYS[4], 'data', ARGV[2], 'status', 'pending', 'sid', sid, 'at', ARGV[6])
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])
+if ARGV[11] == '1' then
+  redis.call('RPUSH', KEYS[6], ARGV[1])
+end
 
 -- Retention: drop the oldest events past maxlen, records and all, a bounded batch a call.
 local maxlen = tonumber(ARGV[5])

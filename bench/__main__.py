@@ -1,0 +1,92 @@
+"""``python -m bench [--quick | --smoke] [--json PATH]``: run the suite, print the table.
+
+Order matters only for what runs at the same time: ingest with no worker, the
+raw baselines with no project worker, replay with no worker, then the
+Procfile's worker for dispatch, agents and end-to-end latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.figures import Figure
+from bench.messages_api import MessagesAPI
+from bench.procfile import read_procfile
+from bench.report import table, write_json
+from bench.services import Stack
+from bench.sizes import MODES
+
+
+def arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", const="quick", dest="mode",
+                      help="smaller counts, one repetition (under two minutes)")  # fmt: skip
+    mode.add_argument("--smoke", action="store_const", const="smoke", dest="mode",
+                      help="the smallest run that still yields every figure (CI)")  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.set_defaults(mode="full")
+    return parser.parse_args(argv)
+
+
+def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str, Any]]:
+    """Start everything, measure every figure, stop everything."""
+    sizes = MODES[mode]
+    procfile = read_procfile()
+    with MessagesAPI(sizes.model_delay) as api, Stack(folder, procfile, api.url) as stack:
+        # The Celery app of this process reads its broker from the environment on import:
+        # this process runs in the environment it gives its children, and no other.
+        os.environ.clear()
+        os.environ.update(stack.env)
+        from bench.context import Bench
+        from bench.scenarios import agents, dispatch, ingest, latency, raw, replay
+
+        bench = Bench(stack, sizes)
+        figures: list[Figure] = []
+        progress("ingest")
+        figures += ingest.measure(bench)
+        progress("raw Celery baselines")
+        baseline = raw.measure(bench)
+        progress("replay and dead-letter retry")
+        figures += replay.measure(bench, baseline)
+        worker = stack.worker("worker")
+        stack.dispatcher("dispatcher")
+        progress("dispatch")
+        figures += dispatch.measure(bench, baseline)
+        progress("agents")
+        figures += agents.measure(bench, api)
+        progress("end-to-end latency")
+        figures += latency.measure(bench, baseline, worker)
+        worker.stop()
+    context = {"mode": mode, "sizes": sizes.__dict__, "cpus": os.cpu_count(),
+               "python": platform.python_version(),
+               "procfile": {"web": procfile.web, "worker": procfile.worker}}  # fmt: skip
+    return figures, context
+
+
+def main(argv: list[str]) -> int:
+    options = arguments(argv)
+    began = time.monotonic()
+
+    def progress(step: str) -> None:
+        print(f"[{time.monotonic() - began:6.1f} s] {step}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="eda-bench-") as folder:
+        figures, context = run(options.mode, Path(folder), progress)
+    context["seconds"] = round(time.monotonic() - began, 1)
+    print(table(figures))
+    print(f"\n{options.mode} run, {context['seconds']} s", flush=True)
+    if options.json:
+        write_json(options.json, figures, context)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

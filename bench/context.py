@@ -1,0 +1,133 @@
+"""What every scenario of a run shares: the processes, the settings, the Redis clients."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import redis
+
+from bench.services import Stack
+from bench.sizes import Sizes
+from eda.core import Core
+from eda.settings import Settings, load
+
+#: Seconds to wait for queued work to finish before a run is declared stuck.
+DRAIN_TIMEOUT = 180.0
+#: Most events one look at their statuses reads, and seconds between looks.
+LOOK = 50
+LOOK_EVERY = 0.02
+
+
+@dataclass
+class Bench:
+    """One run: its stack, sizes and settings, and a note of what it did."""
+
+    stack: Stack
+    sizes: Sizes
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load(self.stack.env)
+
+    @cached_property
+    def store(self) -> redis.Redis:
+        """The event store's database (strings decoded)."""
+        return redis.Redis.from_url(self.stack.redis_url, decode_responses=True)
+
+    @cached_property
+    def broker(self) -> redis.Redis:
+        return redis.Redis.from_url(self.stack.broker_url, decode_responses=True)
+
+    @cached_property
+    def core(self) -> Core:
+        """The dispatching core, as every face of the project gets it."""
+        import tasks
+
+        return tasks.connect(self.settings)
+
+    @cached_property
+    def plain_core(self) -> Core:
+        """A core without a broker: what it publishes stays pending."""
+        return Core(self.settings, self.store)
+
+    def lanes(self) -> tuple[list[str], str]:
+        """The broker keys of the project's queues (every lane) and of its reserved messages."""
+        import tasks
+
+        prefix = str(tasks.app.conf.broker_transport_options.get("global_keyprefix", ""))
+        names: list[str] = tasks.app.conf.lane_table.names
+        return [prefix + name for name in names], prefix + "unacked"
+
+    def reset(self) -> None:
+        """Forget every event and every queued message: the next scenario starts from nothing.
+
+        The brokers' exchange bindings stay: publishers remember that they declared
+        them, and a message published to a binding that is gone is dropped.
+        """
+        self.store.flushdb()
+        doomed = [k for k in self.broker.scan_iter(count=1000) if "_kombu." not in k]
+        for start in range(0, len(doomed), 1000):
+            self.broker.delete(*doomed[start : start + 1000])
+
+
+def wait_drained(
+    client: redis.Redis, queues: list[str], unacked: str = "unacked", timeout: float = DRAIN_TIMEOUT
+) -> float:
+    """Wait until the queues and the reserved (unacknowledged) messages are empty.
+
+    Returns the ``perf_counter`` time it first saw them empty. Two looks in a row
+    must agree: between a worker's pop and its reservation a message is in neither.
+    """
+    deadline = time.perf_counter() + timeout
+    empty_since: float | None = None
+    while time.perf_counter() < deadline:
+        pipe = client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.llen(queue)
+        pipe.hlen(unacked)
+        if sum(pipe.execute()) == 0:
+            if empty_since is not None:
+                return empty_since
+            empty_since = time.perf_counter()
+            time.sleep(0.01)
+        else:
+            empty_since = None
+            time.sleep(0.002)
+    raise RuntimeError(f"queued work did not finish within {timeout:g} s")
+
+
+def wait_settled(
+    bench: Bench, event_ids: list[str], status: str = "succeeded", timeout: float = DRAIN_TIMEOUT
+) -> float:
+    """Wait until every one of these events has ``status``; the ``perf_counter`` time it did.
+
+    Each look reads at most :data:`LOOK` of the events not yet seen there, so that
+    watching costs Redis little next to the work watched.
+    """
+    keys = bench.plain_core.keys
+    waiting = list(event_ids)
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        pipe = bench.store.pipeline(transaction=False)
+        for event_id in waiting[:LOOK]:
+            pipe.hget(keys.event(event_id), "status")
+        found = pipe.execute()
+        waiting = [e for e, s in zip(waiting, found, strict=False) if s != status] + waiting[LOOK:]
+        if not waiting:
+            return time.perf_counter()
+        time.sleep(LOOK_EVERY)
+    raise RuntimeError(f"the events did not all become {status} within {timeout:g} s")
+
+
+def memory_in_use(client: redis.Redis) -> int:
+    """Bytes Redis holds for data: ``used_memory`` less client buffers and the AOF buffer."""
+    info: dict[str, Any] = client.info("memory")
+    return (
+        int(info["used_memory"])
+        - int(info.get("mem_clients_normal", 0))
+        - int(info.get("mem_aof_buffer", 0))
+    )

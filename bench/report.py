@@ -1,0 +1,46 @@
+"""The table printed at the end of a run, and the same figures as JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.figures import Figure
+
+
+def _number(value: float, unit: str) -> str:
+    if math.isnan(value):
+        return "-"
+    if unit == "MiB":
+        return f"{value / 2**20:,.1f} MiB"
+    if unit == "ms":
+        return f"{value * 1000:,.1f} ms"
+    if unit == "B":
+        return f"{value:,.0f} B"
+    return f"{value:,.0f} {unit}"
+
+
+def _met(figure: Figure) -> str:
+    return {True: "yes", False: "NO", None: ""}[figure.met]
+
+
+def table(figures: list[Figure]) -> str:
+    """A Markdown table: figure, ours, baseline, ratio, target, met."""
+    rows = [["figure", "ours", "baseline", "ratio", "target", "met"]]
+    for f in figures:
+        rows.append([f.title, _number(f.ours, f.unit),
+                     f"{_number(f.baseline, f.unit)} ({f.baseline_name})",
+                     f"{f.ratio:.2f}x", f.target, _met(f)])  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+             for row in rows]  # fmt: skip
+    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, figures: list[Figure], context: dict[str, Any]) -> None:
+    """Every figure by key, with the run's context (mode, machine, configuration)."""
+    document = {**context, "figures": {f.key: f.as_dict() for f in figures}}
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")

@@ -1,0 +1,1 @@
+"""One module per figure of the suite; each takes the run (:class:`bench.context.Bench`)."""

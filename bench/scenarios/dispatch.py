@@ -1,0 +1,57 @@
+"""Dispatch: events/s from stored to a no-op delivery recorded ``succeeded``, against raw Celery.
+
+The events are stored first; the clock runs from handing them all to the
+workers' dispatchers (as the web's store write does) to the moment the last one
+is ``succeeded``. The worker (the Procfile's) runs throughout, as the raw
+baseline's did. Redis memory per event is read around the first repetition:
+once the events are stored, and once they are delivered.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.context import Bench, memory_in_use, wait_settled
+from bench.figures import Figure, median_run
+from bench.scenarios.common import NOOP, require, statuses, store_events
+from bench.scenarios.raw import RawCelery
+
+#: The issue's targets: 0.6x raw Celery; at most 1.5 KB per event beyond its payload.
+TARGET = 0.6
+OVERHEAD_TARGET = 1536
+
+
+def _run(bench: Bench, count: int) -> tuple[float, dict[str, float]]:
+    before = memory_in_use(bench.store)
+    events = store_events(bench, count)
+    stored = memory_in_use(bench.store)
+    ids = [event.id for event in events]
+    started = time.perf_counter()
+    bench.store.rpush(bench.plain_core.keys.dispatch, *ids)
+    finished = wait_settled(bench, ids)
+    counts = statuses(bench, ids, NOOP)
+    require(counts == {"succeeded": count}, f"dispatched deliveries ended as {counts}")
+    delivered = memory_in_use(bench.store)
+    memory = {"stored": (stored - before) / count, "delivered": (delivered - before) / count}
+    return count / (finished - started), memory
+
+
+def measure(bench: Bench, raw: RawCelery) -> list[Figure]:
+    runs: list[tuple[float, float]] = []
+    memory: dict[str, float] = {}
+    for index in range(bench.sizes.repeats):
+        rate, used = _run(bench, bench.sizes.dispatch_events)
+        memory = memory or used
+        runs.append((rate, raw.task_rates[index]))
+        bench.reset()
+    size = bench.sizes.payload_bytes
+    worst = max(memory.values())
+    return [
+        Figure("dispatch", "dispatch: events stored→succeeded/s", "/s", *median_run(runs),
+               "raw Celery no-op", target=f"≥ {TARGET}x",
+               met=median_run(runs)[0] >= TARGET * median_run(runs)[1], runs=runs),
+        Figure("redis_bytes_per_event", "Redis bytes per event (1 KB payload)", "B", worst,
+               size, "payload", higher_is_better=False,
+               target=f"≤ payload + {OVERHEAD_TARGET} B", met=worst - size <= OVERHEAD_TARGET,
+               details={f"{k}_bytes": round(v) for k, v in memory.items()}),
+    ]  # fmt: skip

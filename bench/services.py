@@ -1,0 +1,202 @@
+"""The processes of one benchmark run: Redis, Celery workers and gunicorn, all on loopback.
+
+Everything is started in a temporary folder with an environment of its own
+(``REDIS_URL``, ``CELERY_BROKER_URL``, ``EDA_PREFIX``, ``EDA_ROUTES``, ...), so a run
+never touches the operator's Redis or data, and everything is stopped at the end,
+whatever happened.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench.procfile import ROOT, Procfile, without
+from eda.redis_server import free_port, start_server, wait_until_ready
+
+#: The webhook source the suite posts to (``POST /webhooks/bench``).
+SOURCE = "bench"
+#: Seconds a process may take to say it is ready.
+START_TIMEOUT = 60.0
+#: Variables of the operator's environment that a run never inherits.
+FOREIGN = ("EDA_", "ANTHROPIC_", "REDIS_URL", "CELERY_", "TEST_REDIS_URL")
+
+
+class Process:
+    """One child process with its log; ``stop()`` ends its whole process group."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
+        self.popen = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float = START_TIMEOUT) -> None:
+        """Poll ``ready`` until it holds; RuntimeError with the log's end when it never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                break
+            with contextlib.suppress(OSError):
+                if ready():
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start:\n{self.log()[-3000:]}")
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process and its children (a prefork pool's processes)."""
+        return sum(_rss(pid) for pid in [self.popen.pid, *_children(self.popen.pid)])
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+        self._log.close()
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(x) for x in (task / "children").read_text().split()]
+    return found
+
+
+class Stack:
+    """The run's folder, Redis server, environment and child processes."""
+
+    def __init__(self, folder: Path, procfile: Procfile, messages_url: str) -> None:
+        self.folder = folder
+        self.procfile = procfile
+        self._exit = ExitStack()
+        self.port = free_port()
+        self.redis_url = f"redis://127.0.0.1:{self.port}/0"
+        self.broker_url = f"redis://127.0.0.1:{self.port}/1"
+        self.secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        self.env = self._environment(messages_url)
+
+    def _environment(self, messages_url: str) -> dict[str, str]:
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
+        here = ROOT / "bench"
+        return {
+            **inherited,
+            "PYTHONPATH": str(ROOT),
+            "REDIS_URL": self.redis_url,
+            "CELERY_BROKER_URL": self.broker_url,
+            "EDA_PREFIX": self.prefix,
+            "EDA_DATA_DIR": str(self.folder / "data"),
+            "EDA_ROUTES": str(here / "routes.yaml"),
+            "EDA_AGENTS": str(here / "agents.yaml"),
+            "EDA_HANDLER_MODULES": "agents",
+            "EDA_REPLAY_RATE": "1000000",
+            f"EDA_WEBHOOK_SECRET_{SOURCE.upper()}": self.secret,
+            "ANTHROPIC_BASE_URL": messages_url,
+            "ANTHROPIC_API_KEY": "bench-key-not-a-secret",
+        }
+
+    def __enter__(self) -> Stack:
+        process = start_server(self.folder / "redis", self.port)
+        self._exit.callback(_terminate, process)
+        wait_until_ready(self.redis_url)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._exit.close()
+
+    def _start(self, name: str, command: list[str]) -> Process:
+        process = Process(name, command, self.env, self.folder / f"{name}.log")
+        self._exit.callback(process.stop)
+        return process
+
+    def worker(self, name: str) -> Process:
+        """A worker of the project, started as the Procfile starts it."""
+        arguments = self.procfile.celery_worker()
+        return self._celery(name, arguments)
+
+    def raw_worker(self, name: str) -> Process:
+        """A raw Celery worker (``bench.raw_celery``) with the Procfile's pool and concurrency."""
+        arguments = without(self.procfile.celery_worker(), "-E", "--events",
+                            "--without-dispatcher", valued=("-A", "-Q"))  # fmt: skip
+        return self._celery(name, ["-A", "bench.raw_celery", *arguments, "-Q", "bench_raw"])
+
+    def _celery(self, name: str, arguments: list[str]) -> Process:
+        # Mingle and gossip only cost start-up time: a run's workers need no peers.
+        node = f"{name}-{self.prefix}@{socket.gethostname()}"
+        command = [sys.executable, "-m", "celery", *arguments, "-n", node,
+                   "--without-mingle", "--without-gossip"]  # fmt: skip
+        process = self._start(name, command)
+        process.wait_until(lambda: b" ready." in process.log_path.read_bytes() or _pong(node))
+        return process
+
+    def dispatcher(self, name: str) -> Process | None:
+        """The Procfile's dispatcher process, when it has one (else the workers dispatch)."""
+        command = self.procfile.dispatcher_command()
+        if command is None:
+            return None
+        process = self._start(name, command)
+        process.wait_until(lambda: b"dispatcher started" in process.log_path.read_bytes())
+        return process
+
+    def web(self, name: str, app: str) -> tuple[Process, int]:
+        """gunicorn serving ``app`` as the Procfile serves the webhooks; and its port."""
+        port = free_port()
+        command = [sys.executable, "-m", "gunicorn", *self.procfile.gunicorn(app, port)]
+        process = self._start(name, command)
+        process.wait_until(lambda: _answers(port))
+        return process, port
+
+
+def _pong(node: str) -> bool:
+    """True when the worker ``node`` answers a ping (its "ready" line may not be logged)."""
+    import tasks
+
+    return bool(tasks.app.control.ping(destination=[node], timeout=0.2))
+
+
+def _answers(port: int) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status == 200
+    finally:
+        connection.close()
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=10)

@@ -1,0 +1,153 @@
+"""eda.dispatcher and the hand-over: the web stores, the workers' dispatchers dispatch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from eda.core import Core
+from eda.dispatcher import Dispatcher
+from eda.event import Event
+from eda.settings import Settings
+from eda.store import EventStore
+from tasks import app
+from tasks.enqueue import CeleryEnqueuer
+from tests.conftest import wait_for
+from tests.workers import ROOT
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def store(settings: Settings, client: redis.Redis) -> EventStore:
+    return EventStore(client, settings)
+
+
+@pytest.fixture
+def broker(idle_broker: tuple[str, redis.Redis]) -> redis.Redis:
+    return idle_broker[1]
+
+
+@pytest.fixture
+def cores(
+    settings: Settings, client: redis.Redis, idle_broker: tuple[str, redis.Redis], live: Core
+) -> tuple[Core, Core]:
+    """(a core that dispatches itself, one that hands over) on this test's prefix and broker."""
+    enqueuer = CeleryEnqueuer(app, idle_broker[0])
+    inline = Core(settings, client, enqueuer, live.routes)
+    deferring = Core(settings, client, enqueuer, live.routes, defer_dispatch=True)
+    return inline, deferring
+
+
+def waiting(broker: redis.Redis, lane: str = "default") -> int:
+    """Messages waiting in a lane of the broker."""
+    prefix = app.conf.broker_transport_options.get("global_keyprefix", "")
+    return int(broker.llen(f"{prefix}{lane}"))
+
+
+def event(kind: str = "thing.happened", **fields: Any) -> Event:
+    return Event.create(type=kind, source="test", payload={}, **fields)
+
+
+def test_publishing_with_notify_hands_the_event_over_once(store: EventStore) -> None:
+    handed = event(dedupe_key="sender:1")
+    kept = event()
+
+    store.publish(handed, notify=True)
+    store.publish(kept)
+    duplicate = store.publish(event(dedupe_key="sender:1"), notify=True)
+
+    assert duplicate.duplicate
+    assert store.redis.lrange(store.keys.dispatch, 0, -1) == [handed.id]
+    assert store.get(handed.id).status == "pending"  # swept should no dispatcher take it
+
+
+def test_taking_hands_over_up_to_the_limit_oldest_first(store: EventStore) -> None:
+    ids = [store.publish(event(), notify=True).event_id for _ in range(5)]
+
+    assert store.take_dispatch(3, wait=0.1) == ids[:3]
+    assert store.take_dispatch(3, wait=0.1) == ids[3:]
+    started = time.monotonic()
+    assert store.take_dispatch(3, wait=0.2) == []
+    assert 0.1 < time.monotonic() - started < 2
+
+
+def test_a_dispatcher_dispatches_each_handed_over_event_once(
+    cores: tuple[Core, Core], broker: redis.Redis, unique_type: Any
+) -> None:
+    inline, deferring = cores
+    kind = unique_type()
+    inline.subscribe([kind], "tests.handlers:succeed")
+    ids = [deferring.publish(kind, {"n": n}, "test").event_id for n in range(3)]
+    assert {inline.get_event(i).status for i in ids} == {"pending"}
+    assert waiting(broker) == 0
+    inline.dispatch(inline.get_event(ids[0]).event)  # another face got to this one first
+
+    taken = Dispatcher(inline, wait=0.1).dispatch_batch()
+
+    assert taken == 3
+    assert {inline.get_event(i).status for i in ids} == {"queued"}
+    assert waiting(broker) == 3
+    assert inline.store.pending(older_than=0) == []
+
+
+def test_the_web_hands_events_over_and_a_worker_dispatches_them(
+    live: Core, live_settings: Settings, client: redis.Redis, unique_type: Any
+) -> None:
+    from webhooks.app import create_app
+    from webhooks.extension import services
+
+    with create_app(settings=live_settings).app_context():
+        assert services().core.defer_dispatch
+    web = Core(live_settings, client, live.enqueuer, live.routes, defer_dispatch=True)
+    kind = unique_type()
+    live.subscribe([kind], "tests.handlers:succeed")
+
+    event_id = web.publish(kind, {}, "test").event_id
+
+    wait_for(lambda: live.get_event(event_id).status == "succeeded")
+    history = live.get_event(event_id).deliveries["tests.handlers:succeed"]["history"]
+    assert [h["status"] for h in history] == ["queued", "running", "succeeded"]
+
+
+def test_the_dispatcher_process_dispatches_until_it_is_told_to_stop(
+    settings: Settings,
+    idle_broker: tuple[str, redis.Redis],
+    broker: redis.Redis,
+    cores: tuple[Core, Core],
+    unique_type: Any,
+    tmp_path: Path,
+) -> None:
+    inline, deferring = cores
+    kind = unique_type()
+    inline.subscribe([kind], "tests.handlers:succeed")
+    env = {**os.environ, "EDA_PREFIX": settings.prefix, "CELERY_BROKER_URL": idle_broker[0],
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    log = tmp_path / "dispatcher.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "tasks.dispatcher"], cwd=ROOT,
+                                   env=env, stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        event_id = deferring.publish(kind, {}, "test").event_id
+        wait_for(lambda: waiting(broker) == 1)  # recorded queued, then published
+        assert inline.get_event(event_id).status == "queued"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, log.read_text()[-2000:]
+    assert "dispatcher stopped" in log.read_text()
+
+
+def test_workers_dispatch_unless_started_without_the_dispatcher() -> None:
+    from tasks.dispatcher import DispatcherStep
+
+    assert any("--without-dispatcher" in option.opts for option in app.user_options["worker"])
+    assert DispatcherStep(object()).include_if(object())
+    assert not DispatcherStep(object(), without_dispatcher=True).include_if(object())
