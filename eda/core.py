@@ -151,14 +151,7 @@ class Core:
         """Route event types to a handler from now on, without a restart."""
         if not patterns:
             raise InvalidInput("event_types", "give at least one event type or pattern")
-        if not handler:
-            raise InvalidInput("handler_id", "must not be empty")
-        if self.known_handler is not None and not self.known_handler(handler):
-            raise InvalidInput(
-                "handler_id",
-                f"{handler!r} is neither a registered handler or agent "
-                "nor an importable 'package.module:function'",
-            )
+        self.check_handler(handler, "handler_id")
         for pattern in patterns:
             check_pattern(pattern, "event_types")
         at = now_iso()
@@ -169,6 +162,17 @@ class Core:
                 mapping={f"{s['pattern']} {handler}": json.dumps(s) for s in created},
             )
         return created
+
+    def check_handler(self, handler: str, field: str) -> None:
+        """InvalidInput unless ``handler`` names a handler this deployment can run."""
+        if not handler:
+            raise InvalidInput(field, "must not be empty")
+        if self.known_handler is not None and not self.known_handler(handler):
+            raise InvalidInput(
+                field,
+                f"{handler!r} is neither a registered handler or agent "
+                "nor an importable 'package.module:function'",
+            )
 
     def unsubscribe(self, pattern: str, handler: str) -> bool:
         with reaching_redis():
@@ -344,6 +348,8 @@ class Core:
             Event.create(type=event_type, source="replay")
         if not 1 <= limit <= 100_000:
             raise InvalidInput("limit", "must be between 1 and 100000")
+        if handler is not None:
+            self.check_handler(handler, "handler")
         work: list[tuple[Event, str]] = []
         events = 0
         for stored in self.store.scan_history(event_type, since, until):

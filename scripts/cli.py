@@ -129,17 +129,6 @@ def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(command)
 
 
-def check_handler(core: Core, name: str) -> None:
-    """InvalidInput unless ``name`` is a registered handler or an importable function."""
-    from tasks import registry
-
-    registry.load_modules(core.settings.handler_modules)
-    if not registry.known(name):
-        raise InvalidInput(
-            "handler", f"{name!r} is not a registered handler or an importable module:function"
-        )
-
-
 @click.group(cls=EdaGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Operate the event store: events, dead letters, replay, subscriptions, MCP."""
@@ -346,8 +335,6 @@ def replay(
 ) -> None:
     """Deliver stored events again, oldest first (Ctrl-C stops between two deliveries)."""
     core = core_of(ctx)
-    if handler is not None:
-        check_handler(core, handler)
     if dry_run:
         report = core.replay(event_type, since, until, limit, handler, dry_run=True)
     else:
@@ -380,7 +367,6 @@ def subscriptions(ctx: click.Context, as_json: bool) -> None:
 def subscribe(ctx: click.Context, patterns: tuple[str, ...], handler: str, as_json: bool) -> None:
     """Route event types (alert.triggered, alert.*, *) to a handler from now on."""
     core = core_of(ctx)
-    check_handler(core, handler)
     created = core.subscribe(list(patterns), handler)
     answer(
         as_json, created, lambda out: out.print(f"subscribed {handler} to {', '.join(patterns)}")

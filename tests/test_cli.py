@@ -47,6 +47,15 @@ AGENT_OUTCOME = {
 }  # fmt: skip
 
 
+@pytest.fixture
+def core(settings: Settings, client: Any) -> Core:
+    """The core the CLI gets from tasks.connect(), on this test's prefix, without a broker."""
+    from tasks import registry
+
+    registry.load_modules(settings.handler_modules)
+    return Core(settings, client, known_handler=registry.known)
+
+
 def run(core: Core, *args: str, input: str | None = None, **env: str) -> Result:
     return CliRunner().invoke(main, list(args), obj=core, input=input, env={**WIDE, **env})
 
