@@ -77,6 +77,10 @@ def serve(port: int, delay: float, calls: Any) -> None:
 def _handler_for(delay: float, calls: Any) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body leave in one segment, at once: written separately, Nagle's
+        # algorithm would hold the body until the client's delayed ACK (40 ms here).
+        disable_nagle_algorithm = True
+        wbufsize = -1
 
         def do_POST(self) -> None:
             # As little work as a server can do: 64 requests arrive at once, and the time
