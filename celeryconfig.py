@@ -32,6 +32,9 @@ events_exchange = Exchange("events", type="topic", durable=True)
 
 broker_url = _settings.broker_url or redis_url(_settings)
 broker_connection_retry_on_startup = True
+# kombu's Redis transport, minus the Redis client it builds per command (tasks/broker.py).
+if broker_url.startswith("redis://"):
+    broker_transport = "tasks.broker:Transport"
 broker_transport_options: dict[str, float | int | str] = {
     "visibility_timeout": _settings.visibility_timeout,
     # How often a worker looks for messages whose worker died (Redis broker): often
