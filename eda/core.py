@@ -26,7 +26,7 @@ from eda.event import Event
 from eda.redis_server import connect
 from eda.routes import Route, RouteTable, check_pattern, subscription_routes
 from eda.settings import Settings
-from eda.store import EventStore, Published, StoredEvent, now_iso, reaching_redis
+from eda.store import Change, EventStore, Published, StoredEvent, now_iso, reaching_redis
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ class Enqueuer(Protocol):
 
     def deliver(self, event: Event, handler: str, task_id: str, *, replay: bool = False) -> None:
         """Enqueue the delivery; raise when the broker did not take it."""
+
+    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+        """Enqueue (event, handler, task id) deliveries together; raise unless all were taken."""
 
     def queue_lengths(self) -> dict[str, int]:
         """Messages waiting in each lane."""
@@ -214,43 +217,63 @@ class Core:
         dispatch) enqueues each delivery once: only a delivery no dispatch recorded yet,
         or one whose enqueue failed, is enqueued.
         """
-        enqueuer = self._enqueuer()
-        planned = self.plan(event, subscriptions)
-        refused: Exception | None = None
-        for item in planned:
-            if item.skipped_by:
-                self.store.transition(
-                    event.id, item.handler, "skipped", item.skipped_by, guard="undispatched"
-                )
-                continue
-            task_id = uuid.uuid4().hex
-            _, _, applied = self.store.transition(
-                event.id, item.handler, "queued", "dispatched", guard="undispatched",
-                task_id=task_id, replay=False, enqueue_failed=False,
-            )  # fmt: skip
-            if applied:
-                try:
-                    self._enqueue(enqueuer, event, item.handler, task_id)
-                except Exception as exc:  # the others still go; the sweeper retries this one
-                    refused = refused or exc
-        if refused is not None:
-            raise refused
-        if planned:
-            self.store.mark_dispatched(event.id)
-        else:
-            self.store.mark_dispatched(event.id, "unrouted", "no route or subscription matches")
-        return planned
+        outcome = self.dispatch_many([event], subscriptions)[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-    def _enqueue(self, enqueuer: Enqueuer, event: Event, handler: str, task_id: str) -> None:
-        """Enqueue a recorded delivery; when the broker refuses, say so on the delivery."""
+    def dispatch_many(
+        self, events: list[Event], subscriptions: list[dict[str, Any]] | None = None
+    ) -> list[list[Planned] | Exception]:
+        """Dispatch several events as :meth:`dispatch` does each, in a few round trips.
+
+        The deliveries of all the events are recorded in one round trip, enqueued in one
+        broker batch, and the events cleared from ``pending`` in one more. An event that
+        could not be dispatched gets its exception in its place, and stays ``pending``.
+        """
+        enqueuer = self._enqueuer()
+        known = self.subscriptions() if subscriptions is None else subscriptions
+        plans = [self.plan(event, known) for event in events]
+        changes: list[tuple[int, Change]] = []
+        for index, (event, planned) in enumerate(zip(events, plans, strict=True)):
+            for item in planned:
+                if item.skipped_by:
+                    change = Change(event.id, item.handler, "skipped", item.skipped_by,
+                                    guard="undispatched")  # fmt: skip
+                else:
+                    change = Change(event.id, item.handler, "queued", "dispatched",
+                                    guard="undispatched", fields={"task_id": uuid.uuid4().hex,
+                                    "replay": False, "enqueue_failed": False})  # fmt: skip
+                changes.append((index, change))
+        outcomes: list[list[Planned] | Exception] = list(plans)
+        recorded = self.store.transitions([change for _, change in changes])
+        to_enqueue: list[tuple[int, Change]] = []
+        for (index, change), result in zip(changes, recorded, strict=True):
+            if isinstance(result, Exception):
+                outcomes[index] = result
+            elif change.status == "queued" and result[2]:
+                to_enqueue.append((index, change))
         try:
-            enqueuer.deliver(event, handler, task_id)
+            enqueuer.deliver_many(
+                [(events[i], c.handler, c.fields["task_id"]) for i, c in to_enqueue]
+            )
         except Exception as exc:
-            self.store.transition(
-                event.id, handler, "queued", f"enqueue failed, will be swept: {exc}",
-                enqueue_failed=True,
-            )  # fmt: skip
-            raise
+            # Some may have reached the broker: what no worker started yet, the sweeper
+            # enqueues again under a new task id (the old message, if any, is then refused).
+            self.store.transitions([
+                Change(c.event_id, c.handler, "queued", f"enqueue failed, will be swept: {exc}",
+                       guard="unstarted", task_id_expected=c.fields["task_id"],
+                       fields={"enqueue_failed": True})
+                for _, c in to_enqueue
+            ])  # fmt: skip
+            for index, _ in to_enqueue:
+                outcomes[index] = exc
+        done = [(events[i], o) for i, o in enumerate(outcomes) if not isinstance(o, Exception)]
+        self.store.mark_dispatched_many(
+            [(event.id, None if planned else "unrouted") for event, planned in done],
+            "no route or subscription matches",
+        )
+        return outcomes
 
     def sweep(self) -> int:
         """Dispatch events left ``pending`` past the grace period; each by one sweeper only.

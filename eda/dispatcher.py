@@ -39,19 +39,16 @@ class Dispatcher:
         ids = self.core.store.take_dispatch(self.batch, self.wait)
         if not ids:
             return 0
-        subscriptions = self.core.subscriptions()
-        for stored in self.core.store.get_many(ids):
-            if stored.status != "pending":  # the sweeper, or another face, was first
-                continue
-            event = stored.event
-            try:
-                self.core.dispatch(event, subscriptions)
-            except Exception as exc:
+        # What is no longer pending was dispatched by the sweeper, or another face, first.
+        pending = self.core.store.still_pending(ids)
+        outcomes = self.core.dispatch_many(pending)
+        for event, outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, Exception):
                 log.warning(
-                    "dispatch deferred to the sweeper: %s", exc, extra={"event_id": event.id}
+                    "dispatch deferred to the sweeper: %s", outcome, extra={"event_id": event.id}
                 )
                 with contextlib.suppress(EdaError):
-                    self.core.store.mark_undispatched(event.id, f"dispatch failed: {exc}")
+                    self.core.store.mark_undispatched(event.id, f"dispatch failed: {outcome}")
         return len(ids)
 
     def run(self, stop: threading.Event) -> None:

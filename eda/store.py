@@ -45,6 +45,23 @@ class Published:
     duplicate: bool
 
 
+@dataclass(frozen=True)
+class Change:
+    """One status change of a delivery (event x handler); see :meth:`EventStore.transition`."""
+
+    event_id: str
+    handler: str
+    status: str
+    reason: str = ""
+    #: "" (always), "fresh", "undispatched" or "unstarted" (see transition.lua)
+    guard: str = ""
+    task_id_expected: str = ""
+    #: Fields set on the delivery record.
+    fields: dict[str, Any] = field(default_factory=dict)
+    #: Also return the event's data and the delivery's run count.
+    read: bool = False
+
+
 @dataclass
 class StoredEvent:
     """An event with what the store knows about it."""
@@ -171,6 +188,14 @@ class EventStore:
                 found.append(_stored(record, deliveries, outcomes))
         return found
 
+    def still_pending(self, event_ids: list[str]) -> list[Event]:
+        """The events among these ids still waiting for dispatch, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.hmget(self.keys.event(event_id), "status", "data")
+        return [Event.from_json(data) for status, data in self._execute(pipe)
+                if status == "pending" and data]  # fmt: skip
+
     def history(
         self,
         event_type: str | None = None,
@@ -252,32 +277,87 @@ class EventStore:
         dispatch already recorded it (unless its enqueue failed); and with
         ``task_id_expected`` when the delivery now belongs to another task.
         """
-        if status not in DELIVERY_STATUSES:
-            raise InvalidInput("status", f"{status!r} is not one of {', '.join(DELIVERY_STATUSES)}")
-        try:
-            previous, event_status, outcome = self._call(
-                self.scripts.transition,
-                keys=[self.keys.deliveries(event_id), self.keys.event(event_id)],
-                args=[
-                    handler,
-                    status,
-                    now_iso(),
-                    reason[:MAX_REASON],
-                    json.dumps(fields),
-                    "fresh" if fresh_only else guard,
-                    task_id_expected,
-                ],
+        change = Change(event_id, handler, status, reason, guard="fresh" if fresh_only else guard,
+                        task_id_expected=task_id_expected, fields=fields)  # fmt: skip
+        reply = self._transition(change)
+        return str(reply[0]), str(reply[1]), reply[2] == "ok"
+
+    def transitions(self, changes: list[Change]) -> list[tuple[str, str, bool] | NotFound]:
+        """Apply many changes in one pipeline; each as :meth:`transition` would.
+
+        An event that is no longer stored gives NotFound in its place: the others
+        are applied all the same.
+        """
+        if not changes:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for change in changes:
+            self._transition(change, pipe)
+        with reaching_redis():
+            replies = pipe.execute(raise_on_error=False)
+        results: list[tuple[str, str, bool] | NotFound] = []
+        for change, reply in zip(changes, replies, strict=True):
+            if isinstance(reply, Exception):
+                results.append(_not_found(change.event_id, reply))
+            else:
+                results.append((str(reply[0]), str(reply[1]), reply[2] == "ok"))
+        return results
+
+    def begin(
+        self, event_id: str, handler: str, attempt: int, task_id: str, *, replay: bool = False
+    ) -> tuple[Event, int] | None:
+        """Mark a delivery running for this task and read its event, in one round trip.
+
+        Returns the event and how many times the delivery has been started since it
+        was queued, or None when the run is refused: the delivery already succeeded
+        (unless this is a replay) or now belongs to another task. A started delivery's
+        message evidently reached the broker: a dispatch that could not tell whether it
+        did (``enqueue_failed``) will not enqueue it again.
+        """
+        change = Change(event_id, handler, "running", f"attempt {attempt}",
+                        guard="" if replay else "fresh", task_id_expected=task_id,
+                        fields={"attempts": attempt, "enqueue_failed": False},
+                        read=True)  # fmt: skip
+        reply = self._transition(change)
+        if reply[2] != "ok":
+            return None
+        return Event.from_json(reply[3]), int(reply[4])
+
+    def _transition(self, change: Change, pipe: redis.client.Pipeline | None = None) -> Any:
+        """Run the transition script for one change, or queue it on ``pipe``."""
+        if change.status not in DELIVERY_STATUSES:
+            raise InvalidInput(
+                "status", f"{change.status!r} is not one of {', '.join(DELIVERY_STATUSES)}"
             )
+        keys = [self.keys.deliveries(change.event_id), self.keys.event(change.event_id)]
+        args = [change.handler, change.status, now_iso(), change.reason[:MAX_REASON],
+                json.dumps(change.fields), change.guard, change.task_id_expected,
+                "1" if change.read else ""]  # fmt: skip
+        if pipe is not None:
+            return self.scripts.transition(keys=keys, args=args, client=pipe)
+        try:
+            return self._call(self.scripts.transition, keys=keys, args=args)
         except redis.ResponseError as exc:
-            if str(exc).startswith("NOTFOUND"):
-                raise NotFound("event_id", f"no event {event_id!r} is stored") from None
-            raise
-        return str(previous), str(event_status), outcome == "ok"
+            raise _not_found(change.event_id, exc) from None
 
     def mark_dispatched(self, event_id: str, status: str | None = None, reason: str = "") -> None:
         """Clear an event from ``pending``; set its own status when no delivery derives one."""
         fields = {"status": status, "reason": reason} if status is not None else {}
         self._set_status(event_id, fields, clear_pending=True)
+
+    def mark_dispatched_many(self, events: list[tuple[str, str | None]], reason: str = "") -> None:
+        """:meth:`mark_dispatched` for many (event id, own status or None), in one pipeline.
+
+        An event no longer stored (retention took it) is passed over.
+        """
+        if not events:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id, status in events:
+            pairs = ["status", status, "reason", reason] if status is not None else []
+            self.scripts.set_status(keys=[self.keys.event(event_id), self.keys.pending],
+                                    args=[event_id, "1", *pairs], client=pipe)  # fmt: skip
+        self._execute(pipe)
 
     def mark_undispatched(self, event_id: str, reason: str) -> None:
         """Say that an event is still waiting for dispatch (it stays in ``pending``)."""
@@ -355,6 +435,13 @@ def reaching_redis() -> Iterator[None]:
         raise StoreUnavailable(f"the event store's Redis is unreachable: {exc}") from exc
     except redis.TimeoutError as exc:
         raise StoreUnavailable(f"the event store's Redis timed out: {exc}") from exc
+
+
+def _not_found(event_id: str, error: Exception) -> NotFound:
+    """NotFound for a script that found no event record; any other error is raised."""
+    if str(error).startswith("NOTFOUND"):
+        return NotFound("event_id", f"no event {event_id!r} is stored")
+    raise error
 
 
 def _delivery(raw: str) -> dict[str, Any]:

@@ -106,20 +106,15 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
 def _deliver(self: Task, event_id: str, handler: str, replay: bool) -> str:
     core = worker_core()
     attempt = self.request.retries + 1
-    task_id = str(self.request.id)
     try:
-        _, _, applied = core.store.transition(
-            event_id, handler, "running", f"attempt {attempt}",
-            fresh_only=not replay, task_id_expected=task_id, attempts=attempt,
-        )  # fmt: skip
-        stored = core.store.get(event_id)
+        started = core.store.begin(event_id, handler, attempt, str(self.request.id), replay=replay)
     except NotFound:
         log.warning("the event is no longer stored; nothing to deliver")
         return "gone"
-    if not applied:
+    if started is None:
         log.info("not run: the delivery already succeeded, or a newer task now holds it")
         return "not run"
-    event, runs = stored.event, int(stored.deliveries[handler].get("runs", 1))
+    event, runs = started
     if runs > attempt and runs > core.settings.max_retries + 1:
         # The same message keeps coming back because its worker dies (OOM, a crash).
         lost = PermanentError(f"the worker died {runs - attempt} times running this delivery")

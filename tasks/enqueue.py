@@ -13,6 +13,8 @@ from eda.lanes import LaneTable
 
 #: How hard a publish tries before the event is left to the outbox sweeper.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
+#: Most broker commands one batch holds before it is sent (two per delivery on Redis).
+BATCH_COMMANDS = 1000
 
 
 class CeleryEnqueuer:
@@ -41,21 +43,32 @@ class CeleryEnqueuer:
 
     def deliver(self, event: Event, handler: str, task_id: str, *, replay: bool = False) -> None:
         """Enqueue one delivery; raises when the broker did not take it."""
+        with self.producers().acquire(block=True) as producer:
+            self._send(producer, event, handler, task_id, replay)
+
+    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+        """Enqueue (event, handler, task id) deliveries in one broker batch.
+
+        On Redis the messages (and their task-sent events) go out in one pipeline;
+        raises unless the broker took them all, and then some may have been taken.
+        """
+        if not deliveries:
+            return
+        with self.producers().acquire(block=True) as producer, producer.batch(BATCH_COMMANDS):
+            for event, handler, task_id in deliveries:
+                self._send(producer, event, handler, task_id, False)
+
+    def _send(self, producer: Any, event: Event, handler: str, task_id: str, replay: bool) -> None:
         from tasks.delivery import deliver
 
         lane = self.lanes.resolve(event.type)
-        options: dict[str, Any] = {
-            "queue": self.queues[lane],
-            "exchange": self.exchange,
-            "routing_key": event.type,
-            "task_id": task_id,
-            "retry_policy": PUBLISH_RETRY_POLICY,
-        }
-        kwargs = {"replay": True} if replay else {}
-        with self.producers().acquire(block=True) as producer:
-            if lane == self.lanes.default.name and event.type not in self._bound:
-                self._bind(producer.channel, lane, event.type)
-            deliver.apply_async((event.id, handler), kwargs, producer=producer, **options)
+        if lane == self.lanes.default.name and event.type not in self._bound:
+            self._bind(producer.channel, lane, event.type)
+        deliver.apply_async(
+            (event.id, handler), {"replay": True} if replay else {}, producer=producer,
+            queue=self.queues[lane], exchange=self.exchange, routing_key=event.type,
+            task_id=task_id, retry_policy=PUBLISH_RETRY_POLICY,
+        )  # fmt: skip
 
     def _bind(self, channel: Any, lane: str, event_type: str) -> None:
         """Bind a default-lane type to the default queue, once per process.

@@ -234,17 +234,18 @@ def test_dispatching_an_event_twice_enqueues_each_delivery_once(
 
 
 class BrokerRefusingOnce(CeleryEnqueuer):
-    """The real enqueuer, with the broker refusing the first publish for one handler."""
+    """The real enqueuer, with the broker going away once, mid-batch, before one handler's."""
 
     def __init__(self, refuse: str) -> None:
         super().__init__(app)
         self.refuse = refuse
 
-    def deliver(self, event: Event, handler: str, task_id: str, *, replay: bool = False) -> None:
-        if handler == self.refuse:
-            self.refuse = ""
+    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+        if self.refuse in (handler for _, handler, _ in deliveries):
+            refused, self.refuse = self.refuse, ""
+            super().deliver_many([d for d in deliveries if d[1] != refused])
             raise ConnectionError("the broker went away")
-        super().deliver(event, handler, task_id, replay=replay)
+        super().deliver_many(deliveries)
 
 
 def test_a_partial_dispatch_is_finished_by_the_sweeper_without_running_anything_twice(

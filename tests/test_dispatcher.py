@@ -99,6 +99,71 @@ def test_a_dispatcher_dispatches_each_handed_over_event_once(
     assert inline.store.pending(older_than=0) == []
 
 
+class CountingConnection(redis.Connection):
+    """A redis-py connection that counts what it sends: one count a round trip."""
+
+    sent = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        super().send_packed_command(command, check_health)
+
+
+def test_a_batch_costs_the_store_the_same_few_round_trips_whatever_its_size(
+    cores: tuple[Core, Core], broker: redis.Redis, settings: Settings, unique_type: Any
+) -> None:
+    inline, deferring = cores
+    kind = unique_type()
+    inline.subscribe([kind], "tests.handlers:succeed")
+    inline.subscribe([kind], "tests.handlers:flaky")
+    counting = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, connection_class=CountingConnection
+    )
+    dispatcher = Dispatcher(Core(settings, counting, inline.enqueuer, inline.routes), wait=0.1)
+    trips = []
+    for size in (1, 1, 60):  # (the first batch also loads the store's scripts)
+        ids = [deferring.publish(kind, {"n": n}, "test").event_id for n in range(size)]
+        sent = CountingConnection.sent
+        assert dispatcher.dispatch_batch() == size
+        trips.append(CountingConnection.sent - sent)
+        assert {inline.get_event(i).status for i in ids} == {"queued"}
+    assert trips[1] == trips[2] <= 8
+    assert waiting(broker) == 2 * 62
+
+
+class RefusingBroker(CeleryEnqueuer):
+    """The real enqueuer, with a broker that refuses every batch."""
+
+    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+        if deliveries:
+            raise ConnectionError("the broker went away")
+
+
+def test_a_refused_batch_leaves_its_events_pending_for_the_sweeper(
+    cores: tuple[Core, Core],
+    settings: Settings,
+    make_settings: Any,
+    client: redis.Redis,
+    unique_type: Any,
+) -> None:
+    inline, deferring = cores
+    kind = unique_type()
+    inline.subscribe([kind], "tests.handlers:succeed")
+    refusing = Core(settings, client, RefusingBroker(app), inline.routes)
+    ids = [deferring.publish(kind, {"n": n}, "test").event_id for n in range(3)]
+
+    assert Dispatcher(refusing, wait=0.1).dispatch_batch() == 3
+
+    for event_id in ids:
+        stored = inline.get_event(event_id)
+        assert stored.status == "pending"
+        assert stored.deliveries["tests.handlers:succeed"]["enqueue_failed"] is True
+    assert sorted(inline.store.pending(older_than=0)) == sorted(ids)
+    sweeper = Core(make_settings(outbox_grace=0), client, inline.enqueuer, inline.routes)
+    assert sweeper.sweep() == 3
+    assert {inline.get_event(i).status for i in ids} == {"queued"}
+
+
 def test_the_web_hands_events_over_and_a_worker_dispatches_them(
     live: Core, live_settings: Settings, client: redis.Redis, unique_type: Any
 ) -> None:

@@ -18,7 +18,7 @@ from eda.event import Event
 from eda.keys import Keys
 from eda.redis_server import free_port
 from eda.settings import Settings
-from eda.store import ACK_STATUSES, DELIVERY_STATUSES, EventStore
+from eda.store import ACK_STATUSES, DELIVERY_STATUSES, Change, EventStore
 from tests.conftest import RedisServer
 
 LUA = Path(__file__).resolve().parent.parent / "eda" / "lua"
@@ -462,6 +462,80 @@ def test_mark_dispatched_clears_pending_and_may_set_a_status(
     store.mark_dispatched(sent.id, "unrouted", "no route matches")
     assert client.zscore(Keys(prefix).pending, sent.id) is None
     assert store.get(sent.id).status == "unrouted"
+
+
+def test_many_transitions_go_in_one_pipeline_and_a_missing_event_only_fails_its_own(
+    redis_server: RedisServer, settings: Settings
+) -> None:
+    client = redis.Redis.from_url(
+        redis_server.url, decode_responses=True, connection_class=CountingConnection
+    )
+    store = EventStore(client, settings)
+    first, second = published(store), published(store)
+    sent = CountingConnection.sent
+    results = store.transitions([
+        Change(first.id, "h", "queued", "sent", guard="undispatched", fields={"task_id": "a"}),
+        Change("no-such-event", "h", "queued"),
+        Change(second.id, "h", "skipped", "condition false", guard="undispatched"),
+        Change(first.id, "h", "queued", "again", guard="undispatched"),
+    ])  # fmt: skip
+    # The pipeline, after redis-py's check that the script is loaded.
+    assert CountingConnection.sent - sent == 2
+    assert results[0] == ("", "queued", True)
+    assert isinstance(results[1], NotFound)
+    assert results[2] == ("", "skipped", True)
+    assert results[3] == ("queued", "queued", False)  # undispatched: already recorded
+    assert store.get(first.id).deliveries["h"]["task_id"] == "a"
+
+
+def test_begin_marks_the_delivery_running_and_returns_the_event_and_its_run_count(
+    store: EventStore,
+) -> None:
+    sent = published(store, payload={"host": "db-1"})
+    store.transition(sent.id, "h", "queued", task_id="t1", enqueue_failed=True)
+    assert store.begin(sent.id, "h", 1, "t1") == (sent, 1)
+    assert store.begin(sent.id, "h", 1, "t1") == (sent, 2)  # the same message, again
+    delivery = store.get(sent.id).deliveries["h"]
+    assert (delivery["status"], delivery["attempts"]) == ("running", 1)
+    assert delivery["enqueue_failed"] is False  # it evidently reached the broker
+    assert store.begin(sent.id, "h", 1, "another task") is None
+    store.transition(sent.id, "h", "succeeded")
+    assert store.begin(sent.id, "h", 2, "t1") is None
+    assert store.begin(sent.id, "h", 2, "t1", replay=True) == (sent, 3)
+    with pytest.raises(NotFound):
+        store.begin("no-such-event", "h", 1, "t1")
+
+
+def test_the_unstarted_guard_leaves_a_delivery_a_worker_started_alone(store: EventStore) -> None:
+    sent = published(store)
+    store.transition(sent.id, "h", "queued", task_id="t1")
+    store.begin(sent.id, "h", 1, "t1")
+    late = Change(sent.id, "h", "queued", "enqueue failed", guard="unstarted",
+                  task_id_expected="t1", fields={"enqueue_failed": True})  # fmt: skip
+    assert store.transitions([late]) == [("running", "processing", False)]
+    assert store.get(sent.id).deliveries["h"]["enqueue_failed"] is False
+
+
+def test_still_pending_reads_only_the_events_waiting_for_dispatch(store: EventStore) -> None:
+    waiting, dispatched = published(store), published(store)
+    store.transition(dispatched.id, "h", "queued", "dispatched")
+    store.mark_dispatched(dispatched.id)
+    assert store.still_pending([dispatched.id, "no-such-event", waiting.id]) == [waiting]
+
+
+def test_many_events_are_marked_dispatched_together(
+    store: EventStore, client: redis.Redis, prefix: str
+) -> None:
+    routed, unrouted = published(store), published(store)
+    store.mark_dispatched_many([(routed.id, None), (unrouted.id, "unrouted"),
+                                ("no-such-event", None)], "no route matches")  # fmt: skip
+    assert client.zcard(Keys(prefix).pending) == 0
+    assert store.get(routed.id).status == "pending"  # its deliveries will say
+    assert (store.get(unrouted.id).status, store.get(unrouted.id).event.id) == (
+        "unrouted",
+        unrouted.id,
+    )
+    assert not client.exists(Keys(prefix).event("no-such-event"))
 
 
 # -- acknowledge -------------------------------------------------------------------------------

@@ -5,9 +5,12 @@
 --       5 JSON object of fields to set on the delivery,
 --       6 guard: "" (always), "fresh" (refuse when the delivery already succeeded or was
 --         skipped), "undispatched" (refuse when a dispatch already recorded this delivery,
---         unless its enqueue failed),
---       7 task id: when given, refuse ("superseded") a delivery recorded for another task
--- Returns {previous status or "", event status, "ok" | "refused" | "superseded"}.
+--         unless its enqueue failed), "unstarted" (refuse unless the delivery is queued:
+--         a worker may already have started it),
+--       7 task id: when given, refuse ("superseded") a delivery recorded for another task,
+--       8 "1" to also return the event's data and the delivery's run count (when applied)
+-- Returns {previous status or "", event status, "ok" | "refused" | "superseded"}, and with
+-- ARGV 8 once applied {..., event data, runs}: a worker starts a delivery in one call.
 -- A move to running counts the run ("runs"), a move to queued starts the count afresh,
 -- so a message whose worker keeps dying can be told from a new one.
 
@@ -32,6 +35,9 @@ if ARGV[6] == 'fresh' and (previous == 'succeeded' or previous == 'skipped') the
   return refuse('refused')
 end
 if ARGV[6] == 'undispatched' and raw and not delivery.enqueue_failed then
+  return refuse('refused')
+end
+if ARGV[6] == 'unstarted' and previous ~= 'queued' then
   return refuse('refused')
 end
 if ARGV[7] ~= '' and delivery.task_id and delivery.task_id ~= ARGV[7] then
@@ -77,4 +83,8 @@ redis.call('HSET', KEYS[2], 'derived', derived)
 if redis.call('HEXISTS', KEYS[2], 'ack') == 0 then
   redis.call('HSET', KEYS[2], 'status', derived)
 end
-return {previous, redis.call('HGET', KEYS[2], 'status'), 'ok'}
+local current = redis.call('HGET', KEYS[2], 'status')
+if ARGV[8] == '1' then
+  return {previous, current, 'ok', redis.call('HGET', KEYS[2], 'data'), delivery.runs or 0}
+end
+return {previous, current, 'ok'}
