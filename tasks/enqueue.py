@@ -13,8 +13,10 @@ from eda.lanes import LaneTable
 
 #: How hard a publish tries before the event is left to the outbox sweeper.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
-#: Most broker commands one batch holds before it is sent (two per delivery on Redis).
-BATCH_COMMANDS = 1000
+#: Most broker commands a batch holds before sending them (two per delivery on Redis):
+#: small enough that the first deliveries of a burst reach the workers within
+#: milliseconds, not after the dispatcher's whole batch.
+BATCH_COMMANDS = 100
 
 
 class CeleryEnqueuer:
