@@ -148,11 +148,16 @@ class Stack:
         arguments = self.procfile.celery_worker()
         return self._celery(name, arguments)
 
-    def raw_worker(self, name: str) -> Process:
-        """A raw Celery worker (``bench.raw_celery``) with the Procfile's pool and concurrency."""
+    def raw_worker(self, name: str, *, events: bool = False) -> Process:
+        """A raw Celery worker (``bench.raw_celery``) with the Procfile's pool and concurrency.
+
+        With ``events`` it also sends task events (``-E``), as the Procfile's worker does
+        for Flower; kombu's own Redis transport, as raw Celery ships.
+        """
         arguments = without(self.procfile.celery_worker(), "-E", "--events",
                             "--without-dispatcher", valued=("-A", "-Q"))  # fmt: skip
-        return self._celery(name, ["-A", "bench.raw_celery", *arguments, "-Q", "bench_raw"])
+        flags = ["-E"] if events else []
+        return self._celery(name, ["-A", "bench.raw_celery", *arguments, *flags, "-Q", "bench_raw"])
 
     def _celery(self, name: str, arguments: list[str]) -> Process:
         # Mingle and gossip only cost start-up time: a run's workers need no peers.

@@ -3,7 +3,8 @@
 - enqueue: ``apply_async`` of a no-op task per second from one process, no worker
   running (what replay and retries are compared with);
 - tasks: no-op tasks per second from the first send to the last task done, the
-  worker running (what dispatch is compared with);
+  worker running (what dispatch is compared with); and the same with the worker
+  sending task events (``-E``) as the Procfile's does, for Flower;
 - latency: from ``apply_async`` returning to the task starting, at the latency rate;
 - the worker's resident memory after that.
 """
@@ -25,6 +26,7 @@ class RawCelery:
 
     enqueue_rates: list[float] = field(default_factory=list)
     task_rates: list[float] = field(default_factory=list)
+    task_rates_with_events: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     rss: int = 0
 
@@ -72,6 +74,10 @@ def measure(bench: Bench) -> RawCelery:
         raw.task_rates.append(_tasks(bench, bench.sizes.dispatch_events))
     raw.latencies = _latencies(bench)
     raw.rss = worker.rss_bytes()
+    worker.stop()
+    worker = bench.stack.raw_worker("raw-worker-events", events=True)
+    for _ in range(bench.sizes.repeats):
+        raw.task_rates_with_events.append(_tasks(bench, bench.sizes.dispatch_events))
     worker.stop()
     bench.reset()
     return raw
