@@ -60,6 +60,8 @@ class Change:
     fields: dict[str, Any] = field(default_factory=dict)
     #: Also return the event's data and the delivery's run count.
     read: bool = False
+    #: What the handler reported (kept beside the delivery, see :meth:`EventStore.outcome`).
+    outcome: dict[str, Any] | None = None
 
 
 @dataclass
@@ -239,17 +241,6 @@ class EventStore:
                 return
             low = "(" + entries[-1][0]
 
-    def record_outcome(self, event_id: str, handler: str, outcome: dict[str, Any] | None) -> None:
-        """Keep what a handler reported (an agent's text, tool calls, tokens) on its delivery."""
-        if outcome is None:
-            return
-        try:
-            document = json.dumps(outcome, default=str)
-        except (TypeError, ValueError) as exc:
-            document = json.dumps({"unrecordable": str(exc)})
-        with reaching_redis():
-            self.redis.hset(self.keys.outcomes(event_id), handler, document)
-
     def delivery(self, event_id: str, handler: str) -> dict[str, Any] | None:
         with reaching_redis():
             raw: Any = self.redis.hget(self.keys.deliveries(event_id), handler)
@@ -267,6 +258,7 @@ class EventStore:
         fresh_only: bool = False,
         guard: str = "",
         task_id_expected: str = "",
+        outcome: dict[str, Any] | None = None,
         **fields: Any,
     ) -> tuple[str, str, bool]:
         """Move a delivery to ``status``, recording when and why.
@@ -275,10 +267,13 @@ class EventStore:
         refused (applied False) with ``fresh_only`` (or ``guard="fresh"``) when the
         delivery already succeeded or was skipped; with ``guard="undispatched"`` when a
         dispatch already recorded it (unless its enqueue failed); and with
-        ``task_id_expected`` when the delivery now belongs to another task.
+        ``task_id_expected`` when the delivery now belongs to another task. ``outcome``,
+        what the handler reported (an agent's text, tool calls, tokens), is kept with
+        the change, in the same call.
         """
         change = Change(event_id, handler, status, reason, guard="fresh" if fresh_only else guard,
-                        task_id_expected=task_id_expected, fields=fields)  # fmt: skip
+                        task_id_expected=task_id_expected, fields=fields,
+                        outcome=outcome)  # fmt: skip
         reply = self._transition(change)
         return str(reply[0]), str(reply[1]), reply[2] == "ok"
 
@@ -329,10 +324,11 @@ class EventStore:
             raise InvalidInput(
                 "status", f"{change.status!r} is not one of {', '.join(DELIVERY_STATUSES)}"
             )
-        keys = [self.keys.deliveries(change.event_id), self.keys.event(change.event_id)]
+        keys = [self.keys.deliveries(change.event_id), self.keys.event(change.event_id),
+                self.keys.outcomes(change.event_id)]  # fmt: skip
         args = [change.handler, change.status, now_iso(), change.reason[:MAX_REASON],
                 json.dumps(change.fields), change.guard, change.task_id_expected,
-                "1" if change.read else ""]  # fmt: skip
+                "1" if change.read else "", _outcome_json(change.outcome)]  # fmt: skip
         if pipe is not None:
             return self.scripts.transition(keys=keys, args=args, client=pipe)
         try:
@@ -435,6 +431,16 @@ def reaching_redis() -> Iterator[None]:
         raise StoreUnavailable(f"the event store's Redis is unreachable: {exc}") from exc
     except redis.TimeoutError as exc:
         raise StoreUnavailable(f"the event store's Redis timed out: {exc}") from exc
+
+
+def _outcome_json(outcome: dict[str, Any] | None) -> str:
+    """An outcome as JSON for the store ("" for none); one that is not JSON says why."""
+    if outcome is None:
+        return ""
+    try:
+        return json.dumps(outcome, default=str)
+    except (TypeError, ValueError) as exc:
+        return json.dumps({"unrecordable": str(exc)})
 
 
 def _not_found(event_id: str, error: Exception) -> NotFound:

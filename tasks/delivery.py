@@ -124,17 +124,16 @@ def _deliver(self: Task, event_id: str, handler: str, replay: bool) -> str:
     except SystemExit as exc:  # a handler must not end the worker
         return _failed(self, core, event_id, event.type, handler, PermanentError(f"exit({exc})"))
     except Skip as skip:
-        core.store.record_outcome(event_id, handler, skip.outcome)
         reason = f"{skip.stage}: {skip.reason}" if skip.stage else skip.reason
-        core.store.transition(event_id, handler, "skipped", reason)
+        core.store.transition(event_id, handler, "skipped", reason, outcome=skip.outcome)
         log.info("skipped: %s", reason)
         return "skipped"
     except Exception as exc:
         return _failed(self, core, event_id, event.type, handler, exc)
-    core.store.record_outcome(event_id, handler, outcome if isinstance(outcome, dict) else None)
     core.store.transition(
-        event_id, handler, "succeeded", f"attempt {attempt} succeeded", error=None
-    )
+        event_id, handler, "succeeded", f"attempt {attempt} succeeded", error=None,
+        outcome=outcome if isinstance(outcome, dict) else None,
+    )  # fmt: skip
     log.info("succeeded on attempt %d", attempt)
     return "succeeded"
 
@@ -143,7 +142,8 @@ def _failed(
     task: Task, core: Core, event_id: str, event_type: str, handler: str, exc: Exception
 ) -> str:
     """Retry a transient failure with backoff; dead-letter a permanent or exhausted one."""
-    core.store.record_outcome(event_id, handler, getattr(exc, "outcome", None))
+    outcome = getattr(exc, "outcome", None)
+    outcome = outcome if isinstance(outcome, dict) else None
     message = f"{type(exc).__name__}: {exc}"
     retries = task.request.retries
     settings = core.settings
@@ -152,7 +152,7 @@ def _failed(
         countdown = backoff(settings, retries, retry_after)
         core.store.transition(
             event_id, handler, "retrying", f"{message} (next try in {countdown:.3f} s)",
-            error=message[:500],
+            error=message[:500], outcome=outcome,
         )  # fmt: skip
         log.info("retrying in %.3f s: %s", countdown, message)
         raise task.retry(countdown=countdown, exc=exc, max_retries=settings.max_retries)
@@ -172,7 +172,9 @@ def _failed(
         )
     )
     why = "permanent error" if is_permanent(core, handler, exc) else "retries exhausted"
-    core.store.transition(event_id, handler, "dead", f"{why}: {message}", error=message[:500])
+    core.store.transition(
+        event_id, handler, "dead", f"{why}: {message}", error=message[:500], outcome=outcome
+    )
     log.warning("dead-lettered after %d attempts: %s", retries + 1, message)
     return "dead"
 

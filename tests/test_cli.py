@@ -146,8 +146,9 @@ def test_an_unknown_event_id_is_one_line_and_exit_3(core: Core) -> None:
 def agent_event(core: Core) -> str:
     event_id = core.publish("alert.triggered", {"severity": "high"}, "monitoring").event_id
     core.store.transition(event_id, "AlertResponder", "running", "attempt 1", attempts=1)
-    core.store.record_outcome(event_id, "AlertResponder", AGENT_OUTCOME)
-    core.store.transition(event_id, "AlertResponder", "succeeded", "attempt 1 succeeded")
+    core.store.transition(
+        event_id, "AlertResponder", "succeeded", "attempt 1 succeeded", outcome=AGENT_OUTCOME
+    )
     return event_id
 
 

@@ -506,6 +506,19 @@ def test_begin_marks_the_delivery_running_and_returns_the_event_and_its_run_coun
         store.begin("no-such-event", "h", 1, "t1")
 
 
+def test_an_outcome_is_kept_with_its_transition_and_never_outlives_its_event(
+    store: EventStore, client: redis.Redis, prefix: str
+) -> None:
+    sent = published(store)
+    store.transition(sent.id, "h", "succeeded", "done", outcome={"text": "ok", "tokens": 3})
+    assert store.get(sent.id).deliveries["h"]["outcome"] == {"text": "ok", "tokens": 3}
+    store.transition(sent.id, "h", "dead", "bad", outcome={"when": datetime(2026, 1, 1)})
+    assert store.get(sent.id).deliveries["h"]["outcome"] == {"when": "2026-01-01 00:00:00"}
+    with pytest.raises(NotFound):
+        store.transition("no-such-event", "h", "succeeded", outcome={"text": "lost"})
+    assert not client.exists(Keys(prefix).outcomes("no-such-event"))
+
+
 def test_the_unstarted_guard_leaves_a_delivery_a_worker_started_alone(store: EventStore) -> None:
     sent = published(store)
     store.transition(sent.id, "h", "queued", task_id="t1")

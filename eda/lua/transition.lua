@@ -1,6 +1,6 @@
 -- Move one delivery (event x handler) to a new status and re-derive the event's status.
 --
--- KEYS: 1 deliveries hash of the event, 2 event record
+-- KEYS: 1 deliveries hash of the event, 2 event record, 3 outcomes hash of the event
 -- ARGV: 1 handler, 2 new status, 3 now (RFC 3339), 4 reason,
 --       5 JSON object of fields to set on the delivery,
 --       6 guard: "" (always), "fresh" (refuse when the delivery already succeeded or was
@@ -8,7 +8,8 @@
 --         unless its enqueue failed), "unstarted" (refuse unless the delivery is queued:
 --         a worker may already have started it),
 --       7 task id: when given, refuse ("superseded") a delivery recorded for another task,
---       8 "1" to also return the event's data and the delivery's run count (when applied)
+--       8 "1" to also return the event's data and the delivery's run count (when applied),
+--       9 the handler's outcome as JSON, kept under the handler in KEYS 3 ("" for none)
 -- Returns {previous status or "", event status, "ok" | "refused" | "superseded"}, and with
 -- ARGV 8 once applied {..., event data, runs}: a worker starts a delivery in one call.
 -- A move to running counts the run ("runs"), a move to queued starts the count afresh,
@@ -49,6 +50,9 @@ elseif status == 'queued' then
   delivery.runs = 0
 end
 
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[3], handler, ARGV[9])
+end
 for field, value in pairs(cjson.decode(ARGV[5])) do
   delivery[field] = value
 end
