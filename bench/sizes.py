@@ -18,7 +18,9 @@ class Sizes:
     #: Events per dispatch repetition (no-op handler), and per replay/retry repetition.
     dispatch_events: int
     replay_events: int
-    #: Agent deliveries per repetition, in multiples of the worker's concurrency.
+    #: Agent deliveries per repetition, in multiples of the worker's concurrency. A burst's
+    #: first rounds start together and contend for the GIL; later ones spread out, so a
+    #: longer burst measures the throughput a busy worker keeps up.
     agent_rounds: int
     #: End-to-end latency: events per second and seconds at that rate.
     latency_rate: float
@@ -31,7 +33,7 @@ class Sizes:
 MODES: dict[str, Sizes] = {
     "full": Sizes(repeats=3, ingest_warmup=1.0, ingest_seconds=8.0, load_processes=2,
                   load_connections=8, dispatch_events=4000, replay_events=3000,
-                  agent_rounds=8, latency_rate=200, latency_seconds=15),
+                  agent_rounds=16, latency_rate=200, latency_seconds=15),
     "quick": Sizes(repeats=1, ingest_warmup=1.0, ingest_seconds=4.0, load_processes=2,
                    load_connections=8, dispatch_events=2000, replay_events=1000,
                    agent_rounds=4, latency_rate=200, latency_seconds=4),
