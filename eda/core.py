@@ -230,6 +230,11 @@ class Core:
         The deliveries of all the events are recorded in one round trip, enqueued in one
         broker batch, and the events cleared from ``pending`` in one more. An event that
         could not be dispatched gets its exception in its place, and stays ``pending``.
+
+        A delivery is recorded as not yet sent (``enqueue_failed``) and cleared once
+        the broker took its message: a dispatch that fails or dies half-way leaves every
+        delivery it did not send to the sweeper, which enqueues it under a new task id
+        (a message that did go out is then refused as superseded).
         """
         enqueuer = self._enqueuer()
         known = self.subscriptions() if subscriptions is None else subscriptions
@@ -243,7 +248,7 @@ class Core:
                 else:
                     change = Change(event.id, item.handler, "queued", "dispatched",
                                     guard="undispatched", fields={"task_id": uuid.uuid4().hex,
-                                    "replay": False, "enqueue_failed": False})  # fmt: skip
+                                    "replay": False, "enqueue_failed": True})  # fmt: skip
                 changes.append((index, change))
         outcomes: list[list[Planned] | Exception] = list(plans)
         recorded = self.store.transitions([change for _, change in changes])
@@ -253,27 +258,41 @@ class Core:
                 outcomes[index] = result
             elif change.status == "queued" and result[2]:
                 to_enqueue.append((index, change))
+        sent = [(c.event_id, c.handler, c.fields["task_id"]) for i, c in to_enqueue
+                if not isinstance(outcomes[i], Exception)]  # fmt: skip
         try:
-            enqueuer.deliver_many(
-                [(events[i], c.handler, c.fields["task_id"]) for i, c in to_enqueue]
-            )
+            enqueuer.deliver_many([(events[i], c.handler, c.fields["task_id"])
+                                   for i, c in to_enqueue])  # fmt: skip
         except Exception as exc:
-            # Some may have reached the broker: what no worker started yet, the sweeper
-            # enqueues again under a new task id (the old message, if any, is then refused).
-            self.store.transitions([
-                Change(c.event_id, c.handler, "queued", f"enqueue failed, will be swept: {exc}",
-                       guard="unstarted", task_id_expected=c.fields["task_id"],
-                       fields={"enqueue_failed": True})
-                for _, c in to_enqueue
-            ])  # fmt: skip
-            for index, _ in to_enqueue:
-                outcomes[index] = exc
+            self._enqueue_failed(exc, to_enqueue, outcomes)
+            sent = []
         done = [(events[i], o) for i, o in enumerate(outcomes) if not isinstance(o, Exception)]
         self.store.mark_dispatched_many(
             [(event.id, None if planned else "unrouted") for event, planned in done],
-            "no route or subscription matches",
-        )
+            "no route or subscription matches", sent=sent,
+        )  # fmt: skip
         return outcomes
+
+    def _enqueue_failed(
+        self,
+        exc: Exception,
+        to_enqueue: list[tuple[int, Change]],
+        outcomes: list[list[Planned] | Exception],
+    ) -> None:
+        """Say why on each delivery the broker may not have; their events stay pending.
+
+        Some messages may have gone out before the failure: a delivery a worker already
+        started evidently did, and its event counts as dispatched.
+        """
+        waiting = self.store.transitions([
+            Change(c.event_id, c.handler, "queued", f"enqueue failed, will be swept: {exc}",
+                   guard="unstarted", task_id_expected=c.fields["task_id"],
+                   fields={"enqueue_failed": True})
+            for _, c in to_enqueue
+        ])  # fmt: skip
+        for (index, _), result in zip(to_enqueue, waiting, strict=True):
+            if isinstance(result, Exception) or result[2]:
+                outcomes[index] = exc
 
     def sweep(self) -> int:
         """Dispatch events left ``pending`` past the grace period; each by one sweeper only.

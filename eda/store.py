@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,6 +94,7 @@ class Scripts:
         self.transition = client.register_script((folder / "transition.lua").read_text())
         self.claim = client.register_script((folder / "claim.lua").read_text())
         self.set_status = client.register_script((folder / "set_status.lua").read_text())
+        self.sent = client.register_script((folder / "sent.lua").read_text())
 
 
 def stream_bound(value: datetime | str | None, *, upper: bool) -> str:
@@ -277,11 +278,12 @@ class EventStore:
         reply = self._transition(change)
         return str(reply[0]), str(reply[1]), reply[2] == "ok"
 
-    def transitions(self, changes: list[Change]) -> list[tuple[str, str, bool] | NotFound]:
+    def transitions(self, changes: list[Change]) -> list[tuple[str, str, bool] | Exception]:
         """Apply many changes in one pipeline; each as :meth:`transition` would.
 
-        An event that is no longer stored gives NotFound in its place: the others
-        are applied all the same.
+        A change that fails gives its error in its place (NotFound for an event no
+        longer stored): the others are applied all the same, so nothing is raised for
+        one change alone.
         """
         if not changes:
             return []
@@ -290,10 +292,11 @@ class EventStore:
             self._transition(change, pipe)
         with reaching_redis():
             replies = pipe.execute(raise_on_error=False)
-        results: list[tuple[str, str, bool] | NotFound] = []
+        results: list[tuple[str, str, bool] | Exception] = []
         for change, reply in zip(changes, replies, strict=True):
             if isinstance(reply, Exception):
-                results.append(_not_found(change.event_id, reply))
+                missing = str(reply).startswith("NOTFOUND")
+                results.append(_not_found(change.event_id, reply) if missing else reply)
             else:
                 results.append((str(reply[0]), str(reply[1]), reply[2] == "ok"))
         return results
@@ -341,14 +344,24 @@ class EventStore:
         fields = {"status": status, "reason": reason} if status is not None else {}
         self._set_status(event_id, fields, clear_pending=True)
 
-    def mark_dispatched_many(self, events: list[tuple[str, str | None]], reason: str = "") -> None:
+    def mark_dispatched_many(
+        self,
+        events: list[tuple[str, str | None]],
+        reason: str = "",
+        sent: Sequence[tuple[str, str, str]] = (),
+    ) -> None:
         """:meth:`mark_dispatched` for many (event id, own status or None), in one pipeline.
 
-        An event no longer stored (retention took it) is passed over.
+        ``sent`` are the (event id, handler, task id) deliveries whose messages the
+        broker took: their ``enqueue_failed`` flag, set when they were recorded, is
+        cleared first. An event no longer stored (retention took it) is passed over.
         """
-        if not events:
+        if not events and not sent:
             return
         pipe = self.redis.pipeline(transaction=False)
+        for event_id, handler, task_id in sent:
+            self.scripts.sent(keys=[self.keys.deliveries(event_id)], args=[handler, task_id],
+                              client=pipe)  # fmt: skip
         for event_id, status in events:
             pairs = ["status", status, "reason", reason] if status is not None else []
             self.scripts.set_status(keys=[self.keys.event(event_id), self.keys.pending],

@@ -472,6 +472,7 @@ def test_many_transitions_go_in_one_pipeline_and_a_missing_event_only_fails_its_
     )
     store = EventStore(client, settings)
     first, second = published(store), published(store)
+    store.transitions([Change(first.id, "warm-up", "queued")])  # the script is loaded
     sent = CountingConnection.sent
     results = store.transitions([
         Change(first.id, "h", "queued", "sent", guard="undispatched", fields={"task_id": "a"}),
@@ -527,6 +528,41 @@ def test_the_unstarted_guard_leaves_a_delivery_a_worker_started_alone(store: Eve
                   task_id_expected="t1", fields={"enqueue_failed": True})  # fmt: skip
     assert store.transitions([late]) == [("running", "processing", False)]
     assert store.get(sent.id).deliveries["h"]["enqueue_failed"] is False
+
+
+def test_a_sent_delivery_is_cleared_only_while_still_queued_for_its_task(
+    store: EventStore,
+) -> None:
+    sent, started, moved = published(store), published(store), published(store)
+    for event in (sent, started, moved):
+        store.transition(event.id, "h", "queued", task_id="t1", enqueue_failed=True)
+    store.begin(started.id, "h", 1, "t1")
+    store.transition(moved.id, "h", "queued", task_id="t2", enqueue_failed=True)  # swept
+
+    store.mark_dispatched_many([], sent=[(e.id, "h", "t1") for e in (sent, started, moved)])
+
+    flags = [store.get(e.id).deliveries["h"]["enqueue_failed"] for e in (sent, started, moved)]
+    assert flags == [False, False, True]
+    assert [store.get(e.id).deliveries["h"]["status"] for e in (sent, started)] == [
+        "queued",
+        "running",
+    ]
+
+
+def test_an_event_marked_pending_gets_its_derived_status_back_once_dispatched(
+    store: EventStore,
+) -> None:
+    sent = published(store)
+    store.transition(sent.id, "h", "succeeded")
+    store.mark_undispatched(sent.id, "dispatch failed")
+    assert store.get(sent.id).status == "pending"
+
+    store.mark_dispatched(sent.id)
+
+    assert store.get(sent.id).status == "succeeded"
+    store.acknowledge(sent.id, "ignored")
+    store.mark_dispatched(sent.id)
+    assert store.get(sent.id).status == "ignored"
 
 
 def test_still_pending_reads_only_the_events_waiting_for_dispatch(store: EventStore) -> None:

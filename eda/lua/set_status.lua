@@ -4,6 +4,10 @@
 -- KEYS: 1 event record, 2 pending set
 -- ARGV: 1 event id, 2 "1" to remove the event from pending, then field/value pairs
 -- Returns the status the event had, or false when the record does not exist.
+--
+-- Taken out of pending with no fields to set, an event that was marked pending while
+-- waiting (mark_undispatched) gets back the status its deliveries derive, unless an
+-- operator acknowledged it.
 
 local previous = redis.call('HGET', KEYS[1], 'status')
 if not previous then
@@ -14,5 +18,11 @@ if #ARGV > 2 then
 end
 if ARGV[2] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[1])
+  if #ARGV == 2 and previous == 'pending' and redis.call('HEXISTS', KEYS[1], 'ack') == 0 then
+    local derived = redis.call('HGET', KEYS[1], 'derived')
+    if derived then
+      redis.call('HSET', KEYS[1], 'status', derived)
+    end
+  end
 end
 return previous
