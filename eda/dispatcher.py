@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 
 from eda.core import Core
-from eda.errors import EdaError
+from eda.errors import EdaError, NotFound
+from eda.event import Event
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 BATCH = 200
 #: Seconds one wait for work blocks (also how long stopping can take).
 WAIT = 0.5
+#: Seconds before a batch's failed events are dispatched once more (then the sweeper's).
+RETRY_AFTER = 0.2
 
 
 class Dispatcher:
@@ -41,15 +45,24 @@ class Dispatcher:
             return 0
         # What is no longer pending was dispatched by the sweeper, or another face, first.
         pending = self.core.store.still_pending(ids)
-        outcomes = self.core.dispatch_many(pending)
-        for event, outcome in zip(pending, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                log.warning(
-                    "dispatch deferred to the sweeper: %s", outcome, extra={"event_id": event.id}
-                )
-                with contextlib.suppress(EdaError):
-                    self.core.store.mark_undispatched(event.id, f"dispatch failed: {outcome}")
+        failed = self._dispatch(pending)
+        if failed:  # a broker that blinked: once more, under new task ids
+            time.sleep(RETRY_AFTER)
+            failed = self._dispatch([event for event, _ in failed])
+        for event, exc in failed:
+            log.warning("dispatch deferred to the sweeper: %s", exc, extra={"event_id": event.id})
+            with contextlib.suppress(EdaError):
+                self.core.store.mark_undispatched(event.id, f"dispatch failed: {exc}")
         return len(ids)
+
+    def _dispatch(self, events: list[Event]) -> list[tuple[Event, Exception]]:
+        """Dispatch these events; those that could not be, with why (NotFound is not kept)."""
+        outcomes = zip(events, self.core.dispatch_many(events), strict=True)
+        return [
+            (event, outcome)
+            for event, outcome in outcomes
+            if isinstance(outcome, Exception) and not isinstance(outcome, NotFound)
+        ]
 
     def run(self, stop: threading.Event) -> None:
         """Dispatch until ``stop`` is set; an unreachable Redis or broker is waited out."""

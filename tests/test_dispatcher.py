@@ -164,6 +164,45 @@ def test_a_refused_batch_leaves_its_events_pending_for_the_sweeper(
     assert {inline.get_event(i).status for i in ids} == {"queued"}
 
 
+class BrokerBlinkingOnce(CeleryEnqueuer):
+    """The real enqueuer, with a broker that refuses one batch and then comes back."""
+
+    def __init__(self, broker_url: str) -> None:
+        super().__init__(app, broker_url)
+        self.refused = 0
+
+    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+        if deliveries and not self.refused:
+            self.refused += 1
+            raise ConnectionError("the broker blinked")
+        super().deliver_many(deliveries)
+
+
+def test_a_batch_the_broker_refused_once_is_sent_again_at_once(
+    cores: tuple[Core, Core],
+    idle_broker: tuple[str, redis.Redis],
+    settings: Settings,
+    client: redis.Redis,
+    unique_type: Any,
+) -> None:
+    inline, deferring = cores
+    broker = idle_broker[1]
+    kind = unique_type()
+    inline.subscribe([kind], "tests.handlers:succeed")
+    blinking = BrokerBlinkingOnce(idle_broker[0])
+    ids = [deferring.publish(kind, {"n": n}, "test").event_id for n in range(3)]
+
+    Dispatcher(Core(settings, client, blinking, inline.routes), wait=0.1).dispatch_batch()
+
+    assert blinking.refused == 1
+    for event_id in ids:
+        stored = inline.get_event(event_id)
+        assert stored.status == "queued"
+        assert stored.deliveries["tests.handlers:succeed"]["enqueue_failed"] is False
+    assert inline.store.pending(older_than=0) == []
+    assert waiting(broker) == 3
+
+
 def test_the_web_hands_events_over_and_a_worker_dispatches_them(
     live: Core, live_settings: Settings, client: redis.Redis, unique_type: Any
 ) -> None:
