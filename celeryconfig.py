@@ -80,6 +80,8 @@ worker_prefetch_multiplier = 1
 worker_send_task_events = True
 task_send_sent_event = True
 task_track_started = True
+# Task events leave in batches of a few milliseconds, not one message per loop turn.
+worker_consumer = "tasks.consumer:Consumer"
 
 beat_schedule = {
     "sweep-outbox": {"task": "eda.sweep", "schedule": _settings.sweep_interval},
