@@ -21,12 +21,27 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 
 #: Seconds a task event may wait so that it leaves with others.
 EVENT_FLUSH_INTERVAL = 0.05
+#: Events held before they leave at once, whatever the timer (Celery's default is 24,
+#: which a busy worker reaches every eight tasks, sending from a task's own thread).
+EVENT_BUFFER_LIMIT = 1000
 
 
 class Consumer(CeleryConsumer):
     """Celery's consumer, with task events sent on a short timer rather than every turn."""
 
     _event_flush: Any = None
+    _event_dispatcher: Any = None
+
+    @property
+    def event_dispatcher(self) -> Any:
+        return self._event_dispatcher
+
+    @event_dispatcher.setter
+    def event_dispatcher(self, dispatcher: Any) -> None:
+        # Celery's Events step sets it at every (re)connection.
+        if dispatcher is not None:
+            dispatcher.buffer_limit = EVENT_BUFFER_LIMIT
+        self._event_dispatcher = dispatcher
 
     def _flush_events(self) -> None:
         # Runs in the event loop's thread: once per turn while events wait.
