@@ -1,12 +1,15 @@
-"""tasks: workers log each delivery once, in the project's format, not Celery's per-task lines."""
+"""tasks: workers log what needs an eye (retries, dead letters), in the project's format."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from typing import Any
 
-from tests.workers import ROOT
+from eda.core import Core
+from tests.test_delivery import settled
+from tests.workers import ROOT, Worker
 
 PROGRAM = """
 import logging
@@ -28,3 +31,17 @@ def test_celery_per_task_lines_are_quiet_but_its_warnings_show() -> None:
     assert root == 20 and per_task == [30, 30]
     root, *per_task = run("ERROR")
     assert root == 40 and per_task == [40, 40]
+
+
+def test_a_worker_logs_a_retry_at_info_but_not_each_success(
+    live: Core, worker: Worker, unique_type: Any
+) -> None:
+    kind = unique_type()
+    live.subscribe([kind], "tests.handlers:flaky")
+    event_id = live.publish(kind, {"fail_times": 1}, "test").event_id
+
+    settled(live, event_id, "tests.handlers:flaky", "succeeded")
+
+    lines = [line for line in worker.log().splitlines() if event_id in line]
+    assert any("retrying in" in line for line in lines)
+    assert not any("succeeded on attempt" in line for line in lines)
