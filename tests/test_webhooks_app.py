@@ -188,6 +188,20 @@ def test_secrets_and_signatures_never_reach_the_log(
         assert secret_text.split("=")[-1] not in caplog.text
 
 
+def test_a_stored_webhook_is_logged_at_debug_and_a_duplicate_at_info(
+    core: Core, signed_github: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    body, headers = signed_github({"ref": "a"})
+    app = create_app(core).test_client()
+    with caplog.at_level(logging.DEBUG, logger="webhooks.ingest"):
+        first = app.post("/webhooks/github", data=body, headers=headers).json["event_id"]
+        app.post("/webhooks/github", data=body, headers=headers)
+
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if first in r.getMessage()]
+    assert [level for level, _ in lines] == [logging.DEBUG, logging.INFO]
+    assert "duplicate" in lines[1][1]
+
+
 def test_the_start_log_says_which_sources_are_unsigned(
     make_settings: Callable[..., Settings],
     client: redis.Redis,
