@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
 import redis
 
 from eda.errors import InvalidInput, NotFound, StoreUnavailable
@@ -128,7 +129,7 @@ class EventStore:
         Redis cannot be reached.
         """
         document = event.to_json()
-        size = len(json.dumps(event.payload, separators=(",", ":")).encode())
+        size = len(pydantic_core.to_json(event.payload))  # as stored: compact UTF-8
         if size > self.settings.max_payload_bytes:
             raise InvalidInput(
                 "payload", f"is {size} bytes, at most {self.settings.max_payload_bytes} allowed"
