@@ -21,10 +21,11 @@ from tasks.registry import register, register_handler
 app = Celery("eda")
 app.config_from_object("celeryconfig")
 
-#: Celery's loggers of a line per task received and per task finished. The delivery's
-#: own lines say as much, with its event and handler; at a thousand tasks a second these
-#: two cost a worker a fifth of its throughput. Their warnings and errors still show.
-PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+#: Loggers of a line per task: Celery's per task received and per task finished, and
+#: the model SDK's HTTP client's per request (``httpx2``, ``httpx``). The store records
+#: each delivery and each model call; at a thousand tasks a second Celery's two lines
+#: cost a worker a fifth of its throughput. Their warnings and errors still show.
+PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace", "httpx2", "httpx")
 
 
 @signals.setup_logging.connect
