@@ -39,6 +39,7 @@ def register_agents(
     register: Callable[[str, Handler], Any], settings: Settings | None = None
 ) -> list[str]:
     """Register a handler for every agent under its name; the names registered."""
+    settings = settings or load()  # once: a worker's environment does not change
     specs = load_definitions(settings)
     for name, spec in specs.items():
         register(name, agent_handler(spec, settings))
