@@ -18,6 +18,8 @@ from typing import Any
 
 import pydantic_core
 import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from eda.errors import InvalidInput, NotFound, StoreUnavailable
 from eda.event import Event
@@ -30,6 +32,8 @@ DELIVERY_STATUSES = ("queued", "running", "retrying", "succeeded", "skipped", "d
 ACK_STATUSES = ("processed", "ignored", "failed", "succeeded")
 #: Longest reason kept with a status change.
 MAX_REASON = 500
+#: One call of a Lua script: the script, its keys, its arguments.
+ScriptCall = tuple[Script, list[str], list[Any]]
 
 
 def now_iso() -> str:
@@ -288,11 +292,7 @@ class EventStore:
         """
         if not changes:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for change in changes:
-            self._transition(change, pipe)
-        with reaching_redis():
-            replies = pipe.execute(raise_on_error=False)
+        replies = self._run_scripts([self._transition_call(change) for change in changes])
         results: list[tuple[str, str, bool] | Exception] = []
         for change, reply in zip(changes, replies, strict=True):
             if isinstance(reply, Exception):
@@ -322,8 +322,16 @@ class EventStore:
             return None
         return Event.from_json(reply[3]), int(reply[4])
 
-    def _transition(self, change: Change, pipe: redis.client.Pipeline | None = None) -> Any:
-        """Run the transition script for one change, or queue it on ``pipe``."""
+    def _transition(self, change: Change) -> Any:
+        """Run the transition script for one change."""
+        script, keys, args = self._transition_call(change)
+        try:
+            return self._call(script, keys=keys, args=args)
+        except redis.ResponseError as exc:
+            raise _not_found(change.event_id, exc) from None
+
+    def _transition_call(self, change: Change) -> ScriptCall:
+        """The transition script's call for one change."""
         if change.status not in DELIVERY_STATUSES:
             raise InvalidInput(
                 "status", f"{change.status!r} is not one of {', '.join(DELIVERY_STATUSES)}"
@@ -333,12 +341,7 @@ class EventStore:
         args = [change.handler, change.status, now_iso(), change.reason[:MAX_REASON],
                 json.dumps(change.fields), change.guard, change.task_id_expected,
                 "1" if change.read else "", _outcome_json(change.outcome)]  # fmt: skip
-        if pipe is not None:
-            return self.scripts.transition(keys=keys, args=args, client=pipe)
-        try:
-            return self._call(self.scripts.transition, keys=keys, args=args)
-        except redis.ResponseError as exc:
-            raise _not_found(change.event_id, exc) from None
+        return self.scripts.transition, keys, args
 
     def mark_dispatched(self, event_id: str, status: str | None = None, reason: str = "") -> None:
         """Clear an event from ``pending``; set its own status when no delivery derives one."""
@@ -359,15 +362,17 @@ class EventStore:
         """
         if not events and not sent:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for event_id, handler, task_id in sent:
-            self.scripts.sent(keys=[self.keys.deliveries(event_id)], args=[handler, task_id],
-                              client=pipe)  # fmt: skip
+        calls: list[ScriptCall] = [
+            (self.scripts.sent, [self.keys.deliveries(event_id)], [handler, task_id])
+            for event_id, handler, task_id in sent
+        ]
         for event_id, status in events:
             pairs = ["status", status, "reason", reason] if status is not None else []
-            self.scripts.set_status(keys=[self.keys.event(event_id), self.keys.pending],
-                                    args=[event_id, "1", *pairs], client=pipe)  # fmt: skip
-        self._execute(pipe)
+            calls.append((self.scripts.set_status, [self.keys.event(event_id),
+                          self.keys.pending], [event_id, "1", *pairs]))  # fmt: skip
+        for reply in self._run_scripts(calls):
+            if isinstance(reply, Exception):
+                raise reply
 
     def mark_undispatched(self, event_id: str, reason: str) -> None:
         """Say that an event is still waiting for dispatch (it stays in ``pending``)."""
@@ -426,6 +431,32 @@ class EventStore:
         return bool(claimed)
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _run_scripts(self, calls: list[ScriptCall]) -> list[Any]:
+        """Run many script calls in one pipeline: each reply, or its error, in its place.
+
+        redis-py would first ask whether a pipeline's scripts are loaded (SCRIPT EXISTS),
+        a round trip on every execute. Each call is sent as a plain EVALSHA instead; a
+        server that does not have a script (NOSCRIPT: that call did nothing) gets it
+        loaded, and those calls are sent once more, in their order.
+        """
+        replies = self._evalsha_many(calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            with reaching_redis():
+                for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+                    script.sha = self.redis.script_load(script.script)
+            again = self._evalsha_many([calls[i] for i in missing])
+            for index, reply in zip(missing, again, strict=True):
+                replies[index] = reply
+        return replies
+
+    def _evalsha_many(self, calls: list[ScriptCall]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        with reaching_redis():
+            return list(pipe.execute(raise_on_error=False))
 
     def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         with reaching_redis():
