@@ -3,12 +3,17 @@
 The Procfile's worker runs the bench agent (one model call, no tools) through the
 real SDK against the suite's Messages API, which answers after a fixed delay. The
 events are stored first, then handed to the workers' dispatchers at once; the
-clock runs from there to the last delivery recorded ``succeeded``.
+clock runs from there to the last delivery recorded ``succeeded``. A second row
+compares with the same number of SDK calls made straight from as many threads of
+one process, with no Celery and no store: what this machine and the stand-in
+allow at best.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
 from bench.context import Bench, wait_settled
 from bench.figures import Figure, median_run
@@ -33,6 +38,31 @@ def _run(bench: Bench, api: MessagesAPI, count: int) -> float:
     return count / (finished - started)
 
 
+def _raw_sdk(api: MessagesAPI, threads: int, rounds: int) -> float:
+    """SDK calls per second from ``threads`` threads making ``rounds`` calls each."""
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=api.url, api_key="bench", max_retries=0)
+
+    message: list[Any] = [{"role": "user", "content": "Acknowledge."}]
+
+    def calls(count: int) -> None:
+        for _ in range(count):
+            client.messages.create(model="claude-haiku-5-5", max_tokens=64, messages=message)
+
+    def run(count: int) -> float:
+        started = time.perf_counter()
+        pool = [threading.Thread(target=calls, args=(count,)) for _ in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        return threads * count / (time.perf_counter() - started)
+
+    run(1)  # each thread's connection opened, as the worker's warm-up round does
+    return run(rounds)
+
+
 def measure(bench: Bench, api: MessagesAPI) -> list[Figure]:
     concurrency = bench.stack.procfile.concurrency
     ideal = concurrency / api.delay
@@ -42,6 +72,7 @@ def measure(bench: Bench, api: MessagesAPI) -> list[Figure]:
     _run(bench, api, concurrency)
     runs = [(_run(bench, api, count), ideal) for _ in range(bench.sizes.repeats)]
     bench.reset()
+    raw = _raw_sdk(api, concurrency, bench.sizes.agent_rounds)
     ours, _ = median_run(runs)
     details = {"pool": bench.stack.procfile.pool, "concurrency": concurrency,
                "model_delay_s": api.delay, "deliveries": count}  # fmt: skip
@@ -49,4 +80,6 @@ def measure(bench: Bench, api: MessagesAPI) -> list[Figure]:
         Figure("agents", "agents: deliveries/s", "/s", ours, ideal,
                f"ideal {concurrency}/{api.delay:g} s", target=f"≥ {TARGET}x",
                met=ours >= TARGET * ideal, runs=runs, details=details),
+        Figure("agents_vs_sdk", "agents: the same, against the SDK called from threads", "/s",
+               ours, raw, f"SDK alone, {concurrency} threads, no Celery"),
     ]  # fmt: skip
