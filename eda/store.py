@@ -344,7 +344,11 @@ class EventStore:
         return self.scripts.transition, keys, args
 
     def mark_dispatched(self, event_id: str, status: str | None = None, reason: str = "") -> None:
-        """Clear an event from ``pending``; set its own status when no delivery derives one."""
+        """Clear an event from ``pending``; set its own status when no delivery derives one.
+
+        An event with a delivery that a dispatch recorded but no broker is known to have
+        taken (``enqueue_failed``) stays pending, for the sweeper.
+        """
         fields = {"status": status, "reason": reason} if status is not None else {}
         self._set_status(event_id, fields, clear_pending=True)
 
@@ -368,8 +372,8 @@ class EventStore:
         ]
         for event_id, status in events:
             pairs = ["status", status, "reason", reason] if status is not None else []
-            calls.append((self.scripts.set_status, [self.keys.event(event_id),
-                          self.keys.pending], [event_id, "1", *pairs]))  # fmt: skip
+            calls.append((self.scripts.set_status, [self.keys.event(event_id), self.keys.pending,
+                          self.keys.deliveries(event_id)], [event_id, "1", *pairs]))  # fmt: skip
         for reply in self._run_scripts(calls):
             if isinstance(reply, Exception):
                 raise reply
@@ -392,7 +396,7 @@ class EventStore:
         pairs = [part for item in fields.items() for part in item]
         previous = self._call(
             self.scripts.set_status,
-            keys=[self.keys.event(event_id), self.keys.pending],
+            keys=[self.keys.event(event_id), self.keys.pending, self.keys.deliveries(event_id)],
             args=[event_id, "1" if clear_pending else "0", *pairs],
         )
         if previous is None:

@@ -378,6 +378,40 @@ def test_deliveries_recorded_by_a_dispatch_that_died_are_swept_and_run_once(
     assert [len(attempts(client, e.id, "succeed")) for e in events] == [1, 1, 1]
 
 
+class SweptBeforeItSends(CeleryEnqueuer):
+    """The real enqueuer; before it sends, a sweeper records the same deliveries anew
+    (a dispatch lagging past the grace period) and dies before sending its own."""
+
+    def __init__(self, sweeper: Core) -> None:
+        super().__init__(app)
+        self.sweeper = sweeper
+
+    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+        with pytest.raises(SystemExit):
+            self.sweeper.dispatch_many([event for event, _, _ in deliveries])
+        super().deliver_many(deliveries)
+
+
+def test_a_delivery_a_sweeper_took_over_and_never_sent_is_swept_again(
+    live: Core, client: Any, unique_type: Any
+) -> None:
+    kind = unique_type()
+    live.subscribe([kind], "tests.handlers:succeed")
+    event = Event.create(type=kind, source="test", payload={})
+    live.store.publish(event)
+    dying_sweeper = Core(live.settings, client, BrokerThatDies(), live.routes)
+    late = Core(live.settings, client, SweptBeforeItSends(dying_sweeper), live.routes)
+
+    late.dispatch_many([event])  # its message is refused: the sweeper's task holds it
+
+    assert event.id in live.store.pending(older_than=0)
+    swept = live.settings.model_copy(update={"outbox_grace": 0.0})
+    assert Core(swept, client, live.enqueuer, live.routes).sweep() >= 1
+    settled(live, event.id, "tests.handlers:succeed", "succeeded")
+    time.sleep(0.3)
+    assert len(attempts(client, event.id, "succeed")) == 1
+
+
 class BrokerFailingAfterTheWorkerRan(CeleryEnqueuer):
     """The real enqueuer: the messages go out, the worker runs them, then the batch fails."""
 
@@ -427,4 +461,4 @@ def test_a_delivery_record_that_cannot_be_read_fails_its_own_event_only(
         settled(live, event.id, "tests.handlers:succeed", "succeeded")
     pending = set(live.store.pending(older_than=0))
     assert events[1].id in pending and not {events[0].id, events[2].id} & pending
-    live.store.mark_dispatched(events[1].id)  # no later sweep of the session trips on it
+    live.store.acknowledge(events[1].id, "ignored")  # no later sweep of the session trips on it

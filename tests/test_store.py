@@ -566,6 +566,21 @@ def test_a_sent_delivery_is_cleared_only_while_still_queued_for_its_task(
     ]
 
 
+def test_an_event_with_a_delivery_not_known_sent_stays_pending_when_dispatched(
+    store: EventStore,
+) -> None:
+    sent = published(store)
+    store.transition(sent.id, "h", "queued", task_id="t1", enqueue_failed=True)
+
+    store.mark_dispatched_many([(sent.id, None)])
+    assert sent.id in store.pending(older_than=0)
+    store.mark_dispatched(sent.id)
+    assert sent.id in store.pending(older_than=0)
+
+    store.mark_dispatched_many([(sent.id, None)], sent=[(sent.id, "h", "t1")])
+    assert sent.id not in store.pending(older_than=0)
+
+
 def test_an_event_marked_pending_gets_its_derived_status_back_once_dispatched(
     store: EventStore,
 ) -> None:
