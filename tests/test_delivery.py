@@ -378,6 +378,14 @@ def test_deliveries_recorded_by_a_dispatch_that_died_are_swept_and_run_once(
     assert [len(attempts(client, e.id, "succeed")) for e in events] == [1, 1, 1]
 
 
+def stored_for_succeed(live: Core, kind: str) -> Event:
+    """An event of a type of its own, stored (not dispatched), routed to ``succeed``."""
+    live.subscribe([kind], "tests.handlers:succeed")
+    event = Event.create(type=kind, source="test", payload={})
+    live.store.publish(event)
+    return event
+
+
 class SweptBeforeItSends(CeleryEnqueuer):
     """The real enqueuer; before it sends, a sweeper records the same deliveries anew
     (a dispatch lagging past the grace period) and dies before sending its own."""
@@ -395,10 +403,7 @@ class SweptBeforeItSends(CeleryEnqueuer):
 def test_a_delivery_a_sweeper_took_over_and_never_sent_is_swept_again(
     live: Core, client: Any, unique_type: Any
 ) -> None:
-    kind = unique_type()
-    live.subscribe([kind], "tests.handlers:succeed")
-    event = Event.create(type=kind, source="test", payload={})
-    live.store.publish(event)
+    event = stored_for_succeed(live, unique_type())
     dying_sweeper = Core(live.settings, client, BrokerThatDies(), live.routes)
     late = Core(live.settings, client, SweptBeforeItSends(dying_sweeper), live.routes)
 
@@ -429,10 +434,7 @@ class BrokerFailingAfterTheWorkerRan(CeleryEnqueuer):
 def test_an_event_whose_deliveries_ran_despite_a_failed_batch_is_dispatched(
     live: Core, client: Any, unique_type: Any
 ) -> None:
-    kind = unique_type()
-    live.subscribe([kind], "tests.handlers:succeed")
-    event = Event.create(type=kind, source="test", payload={})
-    live.store.publish(event)
+    event = stored_for_succeed(live, unique_type())
     late = Core(live.settings, client, BrokerFailingAfterTheWorkerRan(live), live.routes)
 
     (outcome,) = late.dispatch_many([event])
