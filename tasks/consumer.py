@@ -38,14 +38,17 @@ class Consumer(CeleryConsumer):
 
     @event_dispatcher.setter
     def event_dispatcher(self, dispatcher: Any) -> None:
-        # Celery's Events step sets it at every (re)connection.
+        # Celery's Events step sets it at every (re)connection: None when it closes the
+        # old dispatcher, then the new one, which takes over the old one's outbound buffer.
+        if dispatcher is None and self._event_dispatcher is not None:
+            hand_over(self._event_dispatcher)
         if dispatcher is not None:
             dispatcher.buffer_limit = EVENT_BUFFER_LIMIT
         self._event_dispatcher = dispatcher
 
     def _flush_events(self) -> None:
         # Runs in the event loop's thread: once per turn while events wait.
-        if self._event_flush is None:
+        if self._event_flush is None or self._event_flush.canceled:
             self._event_flush = self.hub.call_later(EVENT_FLUSH_INTERVAL, self._send_events)
 
     def _send_events(self) -> None:
@@ -57,3 +60,16 @@ class Consumer(CeleryConsumer):
         with contextlib.suppress(Exception):
             super()._flush_events()
         super().shutdown()
+
+
+def hand_over(dispatcher: Any) -> None:
+    """Move the task events a closed dispatcher still buffers to its outbound buffer.
+
+    Celery passes a replaced dispatcher's outbound buffer (what it could not send) to
+    the next one, not its buffer of task events: those the timer had not sent yet
+    leave with the next dispatcher's first flush, as one batch each.
+    """
+    for group, events in dispatcher._group_buffer.items():
+        if events:
+            dispatcher._outbound_buffer.append((list(events), f"{group}.multi"))
+            del events[:]

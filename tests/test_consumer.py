@@ -14,7 +14,7 @@ import redis
 from eda.core import Core
 from eda.event import Event
 from tasks import app
-from tasks.consumer import EVENT_FLUSH_INTERVAL
+from tasks.consumer import EVENT_BUFFER_LIMIT, EVENT_FLUSH_INTERVAL, Consumer
 from tests.test_delivery import settled
 
 #: What a worker itself says of each task it runs.
@@ -63,3 +63,30 @@ def test_the_workers_task_events_leave_together_and_none_is_dropped(
     assert {t: seen[t] for t in task_ids} == {t: WORKER_SIDE for t in task_ids}
     # Celery alone sends a message at every turn of its loop: about one per task here.
     assert carriers <= len(task_ids) // 3
+
+
+def test_task_events_still_buffered_at_a_reconnection_leave_with_the_next_dispatcher(
+    idle_broker: tuple[str, redis.Redis],
+) -> None:
+    url, broker = idle_broker
+    monitor = broker.pubsub()
+    monitor.psubscribe("*celeryev*")
+    monitor.get_message(timeout=1)
+    consumer = Consumer.__new__(Consumer)  # only its event dispatcher is used here
+    with app.connection_for_write(url) as first, app.connection_for_write(url) as second:
+        old = app.events.Dispatcher(first, hostname="w1", buffer_group=["task"])
+        consumer.event_dispatcher = old
+        old.send("task-started", uuid="t1")  # held for the timer
+        # What Celery's Events step does when the worker reconnects to the broker:
+        old.disable()
+        consumer.event_dispatcher = None
+        new = app.events.Dispatcher(second, hostname="w1", buffer_group=["task"])
+        consumer.event_dispatcher = new
+        new.extend_buffer(old)
+        new.flush()
+
+    message = monitor.get_message(timeout=2)
+    monitor.close()
+    assert message is not None and message["type"] == "pmessage"
+    assert [(e["type"], e["uuid"]) for e in events_in(message)] == [("task-started", "t1")]
+    assert new.buffer_limit == EVENT_BUFFER_LIMIT
