@@ -258,14 +258,13 @@ class Core:
                 outcomes[index] = result
             elif change.status == "queued" and result[2]:
                 to_enqueue.append((index, change))
-        sent = [(c.event_id, c.handler, c.fields["task_id"]) for i, c in to_enqueue
-                if not isinstance(outcomes[i], Exception)]  # fmt: skip
+        sent: list[tuple[str, str, str]] = []
         try:
             enqueuer.deliver_many([(events[i], c.handler, c.fields["task_id"])
                                    for i, c in to_enqueue])  # fmt: skip
+            sent = [(c.event_id, c.handler, c.fields["task_id"]) for _, c in to_enqueue]
         except Exception as exc:
             self._enqueue_failed(exc, to_enqueue, outcomes)
-            sent = []
         done = [(events[i], o) for i, o in enumerate(outcomes) if not isinstance(o, Exception)]
         self.store.mark_dispatched_many(
             [(event.id, None if planned else "unrouted") for event, planned in done],
