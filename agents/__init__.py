@@ -1,9 +1,10 @@
 """Agents: Claude tool-use loops that run as handlers, declared in agents/agents.yaml.
 
-Importing this package registers every agent of the agents file (``EDA_AGENTS``)
-under its name with the handler registry (``tasks.registry``), so routes and
-subscriptions can name ``AlertResponder`` and the others. The file is checked
-on import: a mistake stops the process with the file, agent and field at fault.
+The composition root (``tasks.connect(settings)``) registers every agent of the
+settings' agents file under its name (:func:`register_agents`), so routes and
+subscriptions can name ``AlertResponder`` and the others; importing this package
+registers nothing. A mistake in the file stops the process with the file, agent
+and field at fault.
 
 Modules: ``definitions`` (the file), ``pipeline`` (filters and enrichers),
 ``loop`` (the Messages API loop), ``toolbox`` (tools, allow-list, validation),
@@ -19,7 +20,6 @@ from typing import Any
 
 from agents.definitions import AgentSpec, load_agents
 from agents.handler import agent_handler
-from eda.handlers import Handler
 from eda.settings import Settings, load
 from eda.tools import Tool, load_tools
 
@@ -35,34 +35,9 @@ def load_definitions(settings: Settings | None = None) -> dict[str, AgentSpec]:
     return load_agents(settings.agents_path, functools.cache(gantz))
 
 
-def register_agents(
-    register: Callable[[str, Handler], Any], settings: Settings | None = None
-) -> list[str]:
-    """Register a handler for every agent under its name; the names registered."""
-    settings = settings or load()  # once: a worker's environment does not change
+def register_agents(register: Callable[..., Any], settings: Settings) -> list[str]:
+    """Register a handler for every agent under its name, with its retry policy."""
     specs = load_definitions(settings)
     for name, spec in specs.items():
-        register(name, agent_handler(spec, settings))
+        register(name, agent_handler(spec, settings), getattr(spec, "retry", None))
     return list(specs)
-
-
-def default_routes(settings: Settings | None = None) -> list[dict[str, Any]]:
-    """Each agent's own events as routes-file entries (``{"events": [...], "handler": name}``)."""
-    return [
-        {"events": list(spec.events), "handler": name}
-        for name, spec in load_definitions(settings).items()
-        if spec.events
-    ]
-
-
-def _register_with_registry() -> None:
-    try:
-        from tasks import registry
-    except ModuleNotFoundError as exc:  # the agents work without the Celery side
-        if exc.name not in ("tasks", "tasks.registry"):
-            raise
-        return
-    register_agents(registry.register)
-
-
-_register_with_registry()

@@ -21,12 +21,16 @@ from typing import Any, Protocol
 import redis
 
 from eda.dead_letters import DeadLetter, DeadLetters, letter_id
-from eda.errors import EdaError, InvalidInput, NotFound
+from eda.delivery import Change, Deliveries, Status
+from eda.errors import EdaError, InvalidInput, NotFound, reaching_redis
 from eda.event import Event
+from eda.handlers import HandlerRegistry
 from eda.redis_server import connect
+from eda.retry import RetryOverride, RetryPolicy
 from eda.routes import Route, RouteTable, check_pattern, subscription_routes
 from eda.settings import Settings
-from eda.store import Change, EventStore, Published, StoredEvent, now_iso, reaching_redis
+from eda.store import EventStore, Published, StoredEvent
+from eda.times import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ class Core:
         client: redis.Redis | None = None,
         enqueuer: Enqueuer | None = None,
         routes: RouteTable | None = None,
-        known_handler: Callable[[str], bool] | None = None,
+        handlers: HandlerRegistry | None = None,
         *,
         defer_dispatch: bool = False,
     ) -> None:
@@ -95,10 +99,13 @@ class Core:
         self.redis = client if client is not None else connect(settings)
         self.store = EventStore(self.redis, settings)
         self.keys = self.store.keys
+        self.deliveries = Deliveries(self.store)
         self.dead_letters = DeadLetters(self.redis, self.keys)
         self.enqueuer = enqueuer
         self.routes = routes if routes is not None else RouteTable()
-        self.known_handler = known_handler
+        #: Who can be named and run; None (a core that only reads) checks no names.
+        self.handlers = handlers
+        self.default_policy = RetryPolicy.from_settings(settings)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -170,12 +177,27 @@ class Core:
         """InvalidInput unless ``handler`` names a handler this deployment can run."""
         if not handler:
             raise InvalidInput(field, "must not be empty")
-        if self.known_handler is not None and not self.known_handler(handler):
+        if self.handlers is not None and not self.handlers.known(handler):
             raise InvalidInput(
                 field,
-                f"{handler!r} is neither a registered handler or agent "
-                "nor an importable 'package.module:function'",
+                f"{handler!r} is neither a registered handler or agent, nor a function of "
+                "a module of EDA_HANDLER_MODULES or of the routes file ('package.module:function')",
             )
+
+    def policy(self, handler: str, event_type: str) -> RetryPolicy:
+        """The retry policy of a delivery: the defaults, the handler's, then its routes'."""
+        overrides: list[RetryOverride | None] = (
+            [self.handlers.retry(handler)] if self.handlers else []
+        )
+        for route in self.routes.matching(event_type):
+            if route.handler == handler:
+                overrides.append(route.retry)
+                if route.permanent:
+                    overrides.append(RetryOverride(permanent=route.permanent))
+        policy = self.default_policy
+        for override in overrides:
+            policy = policy.narrowed(override)
+        return policy
 
     def unsubscribe(self, pattern: str, handler: str) -> bool:
         with reaching_redis():
@@ -243,33 +265,40 @@ class Core:
         for index, (event, planned) in enumerate(zip(events, plans, strict=True)):
             for item in planned:
                 if item.skipped_by:
-                    change = Change(event.id, item.handler, "skipped", item.skipped_by,
-                                    guard="undispatched")  # fmt: skip
+                    change = Change(
+                        event.id, item.handler, "plan_skip", Status.SKIPPED, item.skipped_by
+                    )
                 else:
-                    change = Change(event.id, item.handler, "queued", "dispatched",
-                                    guard="undispatched", fields={"task_id": uuid.uuid4().hex,
-                                    "replay": False, "enqueue_failed": True})  # fmt: skip
+                    change = Change(
+                        event.id,
+                        item.handler,
+                        "dispatch",
+                        Status.QUEUED,
+                        "dispatched",
+                        task_id=uuid.uuid4().hex,
+                        options={"enqueue_failed": True, "only_unsent": True},
+                    )
                 changes.append((index, change))
         outcomes: list[list[Planned] | Exception] = list(plans)
-        recorded = self.store.transitions([change for _, change in changes])
+        recorded = self.deliveries.apply_many([change for _, change in changes])
         to_enqueue: list[tuple[int, Change]] = []
         for (index, change), result in zip(changes, recorded, strict=True):
             if isinstance(result, Exception):
                 outcomes[index] = result
-            elif change.status == "queued" and result[2]:
+            elif change.target is Status.QUEUED and result.ok:
                 to_enqueue.append((index, change))
         sent: list[tuple[str, str, str]] = []
         try:
-            enqueuer.deliver_many([(events[i], c.handler, c.fields["task_id"])
-                                   for i, c in to_enqueue])  # fmt: skip
-            sent = [(c.event_id, c.handler, c.fields["task_id"]) for _, c in to_enqueue]
+            enqueuer.deliver_many([(events[i], c.handler, c.task_id) for i, c in to_enqueue])
+            sent = [(c.event_id, c.handler, c.task_id) for _, c in to_enqueue]
         except Exception as exc:
             self._enqueue_failed(exc, to_enqueue, outcomes)
         done = [(events[i], o) for i, o in enumerate(outcomes) if not isinstance(o, Exception)]
         self.store.mark_dispatched_many(
             [(event.id, None if planned else "unrouted") for event, planned in done],
-            "no route or subscription matches", sent=sent,
-        )  # fmt: skip
+            "no route or subscription matches",
+            sent=sent,
+        )
         return outcomes
 
     def _enqueue_failed(
@@ -283,14 +312,22 @@ class Core:
         Some messages may have gone out before the failure: a delivery a worker already
         started evidently did, and its event counts as dispatched.
         """
-        waiting = self.store.transitions([
-            Change(c.event_id, c.handler, "queued", f"enqueue failed, will be swept: {exc}",
-                   guard="unstarted", task_id_expected=c.fields["task_id"],
-                   fields={"enqueue_failed": True})
-            for _, c in to_enqueue
-        ])  # fmt: skip
+        waiting = self.deliveries.apply_many(
+            [
+                Change(
+                    c.event_id,
+                    c.handler,
+                    "unsent",
+                    Status.QUEUED,
+                    f"enqueue failed, will be swept: {exc}",
+                    task_id=c.task_id,
+                    options={"enqueue_failed": True},
+                )
+                for _, c in to_enqueue
+            ]
+        )
         for (index, _), result in zip(to_enqueue, waiting, strict=True):
-            if isinstance(result, Exception) or result[2]:
+            if isinstance(result, Exception) or result.ok:
                 outcomes[index] = exc
 
     def sweep(self) -> int:
@@ -349,7 +386,11 @@ class Core:
             raise InvalidInput("reason", "say why the dead letter is discarded")
         letter = self.dead_letters.get(dead_letter_id)
         with contextlib.suppress(NotFound):  # a trimmed event's letter still goes
-            self.store.transition(letter.event_id, letter.handler, "dead", f"discarded: {reason}")
+            self.deliveries.apply(
+                Change(
+                    letter.event_id, letter.handler, "discard", Status.DEAD, f"discarded: {reason}"
+                )
+            )
         self.dead_letters.remove(dead_letter_id)
         return letter
 
@@ -446,19 +487,32 @@ class Core:
         return self.enqueuer
 
     def _redeliver(self, event: Event, handler: str, reason: str, *, replay: bool = False) -> str:
-        """Record a delivery as queued and enqueue it with a fresh retry budget."""
+        """Queue a delivery afresh (a new run, a fresh retry budget) and enqueue it.
+
+        When the broker refuses it, the delivery goes back to the status it had:
+        nothing new will run, and the caller is told.
+        """
         enqueuer = self._enqueuer()
         task_id = uuid.uuid4().hex
-        previous, _, _ = self.store.transition(
-            event.id, handler, "queued", reason,
-            task_id=task_id, replay=replay, attempts=0, error=None, enqueue_failed=False,
-        )  # fmt: skip
+        queued = self.deliveries.apply(
+            Change(
+                event.id,
+                handler,
+                "requeue",
+                Status.QUEUED,
+                reason,
+                task_id=task_id,
+                options={"new_run": True, "replay": replay},
+            )
+        )
         try:
             enqueuer.deliver(event, handler, task_id, replay=replay)
         except Exception as exc:
-            # The delivery goes back to what it was: nothing new will run.
-            self.store.transition(
-                event.id, handler, previous or "dead", f"could not enqueue: {exc}"
+            back = Status(queued.previous) if queued.previous in set(Status) else Status.DEAD
+            self.deliveries.apply(
+                Change(
+                    event.id, handler, "revert", back, f"could not enqueue: {exc}", task_id=task_id
+                )
             )
             raise
         return task_id

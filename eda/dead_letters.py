@@ -7,14 +7,13 @@ replaces the entry rather than piling up copies.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import redis
 
-from eda.errors import InvalidInput, NotFound, StoreUnavailable
+from eda import lua
+from eda.errors import InvalidInput, NotFound, reaching_redis
 from eda.keys import Keys
 
 #: Longest traceback kept on a dead letter, in characters (the end is kept).
@@ -45,32 +44,32 @@ class DeadLetter:
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, **asdict(self)}
 
+    def as_record(self) -> dict[str, Any]:
+        """The fields as the store keeps them."""
+        return asdict(self)
+
+    def trimmed(self) -> DeadLetter:
+        """This letter with its message and traceback cut to what is kept."""
+        return replace(
+            self, error=self.error[:MAX_MESSAGE], traceback=self.traceback[-MAX_TRACEBACK:]
+        )
+
 
 def letter_id(event_id: str, handler: str) -> str:
     return f"{event_id}:{handler}"
 
 
 class DeadLetters:
-    """List, read, add and remove dead letters under one key prefix."""
+    """List, read and remove dead letters under one key prefix.
+
+    A dead letter is written by the delivery step that records the ``dead`` status
+    (``eda/delivery.py``), in the same script call, never on its own.
+    """
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
         self.keys = keys
-        script = (Path(__file__).parent / "lua" / "remove_dead_letter.lua").read_text()
-        self.remove_script = client.register_script(script)
-
-    def add(self, letter: DeadLetter) -> None:
-        trimmed = DeadLetter(
-            **{
-                **asdict(letter),
-                "error": letter.error[:MAX_MESSAGE],
-                "traceback": letter.traceback[-MAX_TRACEBACK:],
-            }
-        )
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.keys.dead_letter(letter.id), json.dumps(asdict(trimmed)))
-        pipe.zadd(self.keys.dlq, {letter.id: time.time()})
-        self._run(pipe)
+        self.remove_script = lua.load(client, "remove_dead_letter")
 
     def get(self, dead_letter_id: str) -> DeadLetter:
         raw = self._guard(lambda: self.redis.get(self.keys.dead_letter(dead_letter_id)))
@@ -122,12 +121,7 @@ class DeadLetters:
         )
         return bool(removed)
 
-    def _run(self, pipe: Any) -> list[Any]:
-        return list(self._guard(pipe.execute))
-
     @staticmethod
     def _guard(call: Any) -> Any:
-        try:
+        with reaching_redis():
             return call()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"the event store's Redis is unreachable: {exc}") from exc

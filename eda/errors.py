@@ -16,6 +16,11 @@ A retry that a handler asks for with a delay is not an error: it is
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
 
 class EdaError(Exception):
     """Base of every error the project raises on purpose."""
@@ -42,6 +47,17 @@ class NotFound(InvalidInput, LookupError):
 
 class StoreUnavailable(EdaError):
     """The event store's Redis did not answer; nothing was written."""
+
+
+@contextmanager
+def reaching_redis() -> Iterator[None]:
+    """Turn a Redis that cannot be reached into StoreUnavailable (the one translator)."""
+    try:
+        yield
+    except redis.ConnectionError as exc:
+        raise StoreUnavailable(f"the event store's Redis is unreachable: {exc}") from exc
+    except redis.TimeoutError as exc:
+        raise StoreUnavailable(f"the event store's Redis timed out: {exc}") from exc
 
 
 class DeliveryError(EdaError):

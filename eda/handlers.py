@@ -1,21 +1,38 @@
-"""What a handler is, and how it says "not for me".
+"""Handlers: what they are, how they say "not for me", and the registry that names them.
 
-A handler is a callable ``handler(event: Event) -> dict | None``. It is run by a
-Celery task once per delivery (event x handler). What it returns, when a JSON
-object, is kept on the delivery as its ``outcome``. It may raise
+A handler is a callable ``handler(event: Event) -> dict | None``. It is run once
+per delivery (event x handler). What it returns, when a JSON object, is kept on
+the delivery's attempt as its ``outcome``. It may raise
 :class:`~eda.errors.TransientError` (retry with backoff),
 :class:`~eda.errors.PermanentError` (dead-letter at once), or :class:`Skip`.
-Any other exception counts as transient unless its route declares it permanent.
-An exception may carry an ``outcome`` attribute (a JSON object): it is recorded
-on the delivery too, so work done before a failure stays visible.
+Any other exception counts as transient unless its retry policy names it
+permanent. An exception may carry an ``outcome`` attribute (a JSON object): it
+is recorded too, so work done before a failure stays visible.
+
+A handler name is one of
+- a name registered in code (:func:`register`, :func:`register_handler`) or by the
+  composition root (``tasks.connect`` registers the agents of the settings' agents
+  file);
+- an import path ``package.module:function`` of a function defined in a module of
+  ``EDA_HANDLER_MODULES``, or named by the routes file (which operators write).
+  Run-time subscriptions, which tools and agents can make, can name nothing else:
+  not ``eda.tools:subprocess.run``, not ``yaml:unsafe_load``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import inspect
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from eda.errors import InvalidInput, PermanentError
 from eda.event import Event
+from eda.imports import IMPORT_PATH
+from eda.retry import RetryOverride
+from eda.routes import Route, check_pattern
 
 #: The signature every handler has.
 Handler = Callable[[Event], "dict[str, Any] | None"]
@@ -32,3 +49,139 @@ class Skip(Exception):
         self.reason = reason
         self.stage = stage
         self.outcome = outcome
+
+
+@dataclass
+class HandlerRegistry:
+    """Handler names of one deployment: what routes and subscriptions may name."""
+
+    #: Modules whose functions may be named by import path anywhere.
+    modules: tuple[str, ...] = ()
+    #: Import paths the routes file names (trusted: operators write it).
+    trusted: set[str] = field(default_factory=set)
+    _handlers: dict[str, Handler] = field(default_factory=dict)
+    _retry: dict[str, RetryOverride] = field(default_factory=dict)
+    _routes: list[Route] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def register(self, name: str, fn: Handler, retry: RetryOverride | None = None) -> Handler:
+        """Name a handler so routes and subscriptions can use the name."""
+        if not name or any(c.isspace() for c in name):
+            raise InvalidInput("handler", f"{name!r} is not a handler name")
+        with self._lock:
+            existing = self._handlers.get(name)
+            if existing is not None and existing is not fn:
+                raise InvalidInput("handler", f"{name!r} is already registered")
+            self._handlers[name] = fn
+            if retry is not None:
+                self._retry[name] = retry
+        return fn
+
+    def register_handler(self, pattern: str, fn: Handler, name: str | None = None) -> Handler:
+        """Route an event-type pattern to ``fn`` under a durable name."""
+        check_pattern(pattern, "pattern")
+        name = name or f"{fn.__module__}:{fn.__qualname__}"
+        self.register(name, fn)
+        self._routes.append(Route((pattern,), name, origin="code"))
+        return fn
+
+    def include(self, other: HandlerRegistry) -> None:
+        """Take every name and code route of ``other`` (the process-wide registrations)."""
+        for name, fn in list(other._handlers.items()):
+            self.register(name, fn, other._retry.get(name))
+        self._routes.extend(other._routes)
+
+    def code_routes(self) -> list[Route]:
+        return list(self._routes)
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def retry(self, name: str) -> RetryOverride | None:
+        """The retry policy registered with a handler (an agent's ``retry:``), if any."""
+        return self._retry.get(name)
+
+    def known(self, name: str, *, trusted: bool = False) -> bool:
+        """True when ``name`` can be run: registered, or an allowed importable function.
+
+        ``trusted`` (the routes file) allows any import path of the deployment's code.
+        """
+        try:
+            self.resolve(name, trusted=trusted)
+        except PermanentError:
+            return False
+        return True
+
+    def resolve(self, name: str, *, trusted: bool = False) -> Handler:
+        """The callable behind a handler name; PermanentError says why there is none."""
+        handler = self._handlers.get(name)
+        if handler is not None:
+            return handler
+        if not IMPORT_PATH.match(name):
+            raise PermanentError(f"no handler is registered as {name!r}")
+        module_name, _, attribute = name.partition(":")
+        if "." in attribute:
+            raise PermanentError(
+                f"handler {name!r}: name a module's own function, not an attribute path"
+            )
+        if not (trusted or name in self.trusted or _within(module_name, self.modules)):
+            raise PermanentError(
+                f"handler {name!r} is not registered, named by the routes file, "
+                "or in a module of EDA_HANDLER_MODULES"
+            )
+        try:
+            target: Any = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise PermanentError(f"handler {name!r} cannot be imported: {exc}") from None
+        if not inspect.isfunction(target) or target.__module__ != module_name:
+            raise PermanentError(f"handler {name!r} is not a function defined in {module_name}")
+        return checked(name, target)
+
+
+def checked(name: str, fn: Callable[..., Any]) -> Handler:
+    """``fn`` when it can be called with one event; PermanentError otherwise."""
+    try:
+        inspect.signature(fn).bind(None)
+    except TypeError:
+        raise PermanentError(f"handler {name!r} cannot be called with one event") from None
+    except ValueError:  # no signature to read (a builtin): call it and see
+        pass
+    return fn
+
+
+def _within(module: str, modules: Iterable[str]) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in modules)
+
+
+#: Handlers registered in code as their modules are imported (``EDA_HANDLER_MODULES``);
+#: every registry the composition root builds takes them in.
+CODE = HandlerRegistry()
+_imported: set[str] = set()
+_import_lock = threading.Lock()
+
+
+def register(name: str, fn: Handler) -> Handler:
+    """Name a handler in code, for every registry this process builds."""
+    return CODE.register(name, fn)
+
+
+def register_handler(pattern: str, fn: Handler, name: str | None = None) -> Handler:
+    """Route an event-type pattern to ``fn`` in code, as the seed's router did, durably named."""
+    return CODE.register_handler(pattern, fn, name)
+
+
+def import_modules(modules: Iterable[str]) -> None:
+    """Import the modules that register handlers, once each."""
+    with _import_lock:
+        for module in modules:
+            if module and module not in _imported:
+                importlib.import_module(module)
+                _imported.add(module)
+
+
+def registry_for(modules: tuple[str, ...]) -> HandlerRegistry:
+    """A registry with the code registrations of ``modules`` (imported first)."""
+    import_modules(modules)
+    registry = HandlerRegistry(modules=modules)
+    registry.include(CODE)
+    return registry

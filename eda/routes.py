@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from eda.errors import InvalidInput
+from eda.retry import RetryOverride
 
 #: A route pattern: dotted lower-case words, where any word may hold ``*``.
 ROUTE_PATTERN = re.compile(r"^(\*|[a-z0-9_*]+(\.[a-z0-9_*]+)*)$")
@@ -126,6 +127,8 @@ class Route:
     conditions: tuple[Condition, ...] = ()
     permanent: tuple[str, ...] = ()
     origin: str = "code"
+    #: The route's own retry policy (its ``retry:``), narrowing the defaults.
+    retry: RetryOverride | None = None
 
     def matches(self, event_type: str) -> bool:
         return any(type_matches(p, event_type) for p in self.patterns)
@@ -181,7 +184,7 @@ def _route(entry: Any, path: Path, known_handler: Callable[[str], bool]) -> Rout
     if not isinstance(entry, dict):
         raise InvalidInput(str(path), "every route must be a mapping")
     where = f"{path}:{entry.pop('__line__')}"
-    unknown = set(entry) - {"events", "handler", "when", "permanent"}
+    unknown = set(entry) - {"events", "handler", "when", "permanent", "retry"}
     if unknown:
         raise InvalidInput(where, f"unknown route keys: {', '.join(sorted(unknown))}")
     events = entry.get("events")
@@ -200,7 +203,15 @@ def _route(entry: Any, path: Path, known_handler: Callable[[str], bool]) -> Rout
         for test in when.values():
             if isinstance(test, dict):
                 test.pop("__line__", None)
+    retry = entry.get("retry")
+    if isinstance(retry, dict):
+        retry.pop("__line__", None)
+    try:
+        override = RetryOverride.model_validate(retry) if retry is not None else None
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: retry", str(exc).splitlines()[-1].strip()) from None
     return Route(
+        retry=override,
         patterns=tuple(check_pattern(p, where) for p in patterns),
         handler=handler,
         conditions=parse_conditions(when, where),

@@ -33,6 +33,8 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_RETRY_BACKOFF": "retry_backoff",
     "EDA_RETRY_BACKOFF_MAX": "retry_backoff_max",
     "EDA_MAX_RETRIES": "max_retries",
+    "EDA_MAX_ATTEMPTS_KEPT": "max_attempts_kept",
+    "EDA_MAX_RUNS_KEPT": "max_runs_kept",
     "EDA_TASK_SOFT_TIME_LIMIT": "task_soft_time_limit",
     "EDA_TASK_TIME_LIMIT": "task_time_limit",
     "EDA_VISIBILITY_TIMEOUT": "visibility_timeout",
@@ -79,6 +81,10 @@ class Settings(BaseModel):
     retry_backoff: float = Field(default=2.0, gt=0)
     retry_backoff_max: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
+    #: Attempts kept per run of a delivery, and runs (dispatch, replays, retries) kept per
+    #: delivery; the oldest go first, counted.
+    max_attempts_kept: int = Field(default=20, ge=1, le=1000)
+    max_runs_kept: int = Field(default=10, ge=1, le=1000)
     task_soft_time_limit: float = Field(default=240.0, gt=0)
     task_time_limit: float = Field(default=300.0, gt=0)
     #: Seconds an unacknowledged broker message waits before it is delivered again.
@@ -105,7 +111,7 @@ class Settings(BaseModel):
     #: ``json`` (one object a line), ``text`` (key=value), or ``auto`` (text on a terminal).
     log_format: str = Field(default="auto", pattern=r"^(json|text|auto)$")
     #: Modules imported by every process to register handlers (comma-separated).
-    handler_modules: tuple[str, ...] = ("agents",)
+    handler_modules: tuple[str, ...] = ()
     #: The model an agent uses when agents.yaml names none for it.
     agent_model: str = Field(default="claude-sonnet-5-5", min_length=1)
 

@@ -1,8 +1,8 @@
 """The event store: events, their history and their deliveries, in Redis.
 
-Publishing is one Lua script (``lua/publish.lua``); a delivery's status change
-is another (``lua/transition.lua``), which also re-derives the event's status.
-Reads go through pipelines, one round trip each.
+Publishing is one Lua script (``lua/publish.lua``); each step of a delivery is
+another (``lua/delivery.lua``, driven by ``eda/delivery.py``), which also
+re-derives the event's status. Reads go through pipelines, one round trip each.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 import pydantic_core
@@ -21,24 +19,18 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from eda.errors import InvalidInput, NotFound, StoreUnavailable
+from eda import lua
+from eda.delivery import MAX_REASON, Delivery
+from eda.errors import InvalidInput, NotFound, reaching_redis
 from eda.event import Event
 from eda.keys import Keys
 from eda.settings import Settings
+from eda.times import now_iso
 
-#: Statuses a delivery (event x handler) moves through.
-DELIVERY_STATUSES = ("queued", "running", "retrying", "succeeded", "skipped", "dead")
 #: Statuses an operator may set on an event by hand with acknowledge.
 ACK_STATUSES = ("processed", "ignored", "failed", "succeeded")
-#: Longest reason kept with a status change.
-MAX_REASON = 500
 #: One call of a Lua script: the script, its keys, its arguments.
 ScriptCall = tuple[Script, list[str], list[Any]]
-
-
-def now_iso() -> str:
-    """The current time as RFC 3339 UTC with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -48,25 +40,6 @@ class Published:
     event_id: str
     stream_id: str
     duplicate: bool
-
-
-@dataclass(frozen=True)
-class Change:
-    """One status change of a delivery (event x handler); see :meth:`EventStore.transition`."""
-
-    event_id: str
-    handler: str
-    status: str
-    reason: str = ""
-    #: "" (always), "fresh", "undispatched" or "unstarted" (see transition.lua)
-    guard: str = ""
-    task_id_expected: str = ""
-    #: Fields set on the delivery record.
-    fields: dict[str, Any] = field(default_factory=dict)
-    #: Also return the event's data and the delivery's run count.
-    read: bool = False
-    #: What the handler reported (kept beside the delivery, see :meth:`EventStore.outcome`).
-    outcome: dict[str, Any] | None = None
 
 
 @dataclass
@@ -91,15 +64,14 @@ class StoredEvent:
 
 
 class Scripts:
-    """The Lua scripts beside this module, registered once per client."""
+    """The Lua scripts of the store, registered once per client."""
 
     def __init__(self, client: redis.Redis) -> None:
-        folder = Path(__file__).parent / "lua"
-        self.publish = client.register_script((folder / "publish.lua").read_text())
-        self.transition = client.register_script((folder / "transition.lua").read_text())
-        self.claim = client.register_script((folder / "claim.lua").read_text())
-        self.set_status = client.register_script((folder / "set_status.lua").read_text())
-        self.sent = client.register_script((folder / "sent.lua").read_text())
+        self.publish = lua.load(client, "publish")
+        self.delivery = lua.load(client, "delivery")
+        self.claim = lua.load(client, "claim")
+        self.set_status = lua.load(client, "set_status")
+        self.sent = lua.load(client, "sent")
 
 
 def stream_bound(value: datetime | str | None, *, upper: bool) -> str:
@@ -188,7 +160,7 @@ class EventStore:
             pipe.hgetall(self.keys.event(event_id))
             pipe.hgetall(self.keys.deliveries(event_id))
             pipe.hgetall(self.keys.outcomes(event_id))
-        replies = self._execute(pipe)
+        replies = self.execute(pipe)
         found = []
         for index in range(len(ids)):
             record, deliveries, outcomes = replies[3 * index : 3 * index + 3]
@@ -201,8 +173,11 @@ class EventStore:
         pipe = self.redis.pipeline(transaction=False)
         for event_id in event_ids:
             pipe.hmget(self.keys.event(event_id), "status", "data")
-        return [Event.from_json(data) for status, data in self._execute(pipe)
-                if status == "pending" and data]  # fmt: skip
+        return [
+            Event.from_json(data)
+            for status, data in self.execute(pipe)
+            if status == "pending" and data
+        ]
 
     def history(
         self,
@@ -247,118 +222,17 @@ class EventStore:
                 return
             low = "(" + entries[-1][0]
 
-    def delivery(self, event_id: str, handler: str) -> dict[str, Any] | None:
-        with reaching_redis():
-            raw: Any = self.redis.hget(self.keys.deliveries(event_id), handler)
-        return _delivery(raw) if raw else None
-
-    # -- status -----------------------------------------------------------------------------
-
-    def transition(
-        self,
-        event_id: str,
-        handler: str,
-        status: str,
-        reason: str = "",
-        *,
-        fresh_only: bool = False,
-        guard: str = "",
-        task_id_expected: str = "",
-        outcome: dict[str, Any] | None = None,
-        **fields: Any,
-    ) -> tuple[str, str, bool]:
-        """Move a delivery to ``status``, recording when and why.
-
-        Returns (previous delivery status, event status, applied). The change is
-        refused (applied False) with ``fresh_only`` (or ``guard="fresh"``) when the
-        delivery already succeeded or was skipped; with ``guard="undispatched"`` when a
-        dispatch already recorded it (unless its enqueue failed); and with
-        ``task_id_expected`` when the delivery now belongs to another task. ``outcome``,
-        what the handler reported (an agent's text, tool calls, tokens), is kept with
-        the change, in the same call.
-        """
-        change = Change(event_id, handler, status, reason, guard="fresh" if fresh_only else guard,
-                        task_id_expected=task_id_expected, fields=fields,
-                        outcome=outcome)  # fmt: skip
-        reply = self._transition(change)
-        return str(reply[0]), str(reply[1]), reply[2] == "ok"
-
-    def transitions(self, changes: list[Change]) -> list[tuple[str, str, bool] | Exception]:
-        """Apply many changes in one pipeline; each as :meth:`transition` would.
-
-        A change that fails gives its error in its place (NotFound for an event no
-        longer stored): the others are applied all the same, so nothing is raised for
-        one change alone.
-        """
-        if not changes:
-            return []
-        replies = self._run_scripts([self._transition_call(change) for change in changes])
-        results: list[tuple[str, str, bool] | Exception] = []
-        for change, reply in zip(changes, replies, strict=True):
-            if isinstance(reply, Exception):
-                missing = str(reply).startswith("NOTFOUND")
-                results.append(_not_found(change.event_id, reply) if missing else reply)
-            else:
-                results.append((str(reply[0]), str(reply[1]), reply[2] == "ok"))
-        return results
-
-    def begin(
-        self, event_id: str, handler: str, attempt: int, task_id: str, *, replay: bool = False
-    ) -> tuple[Event, int] | None:
-        """Mark a delivery running for this task and read its event, in one round trip.
-
-        Returns the event and how many times the delivery has been started since it
-        was queued, or None when the run is refused: the delivery already succeeded
-        (unless this is a replay) or now belongs to another task. A started delivery's
-        message evidently reached the broker: a dispatch that could not tell whether it
-        did (``enqueue_failed``) will not enqueue it again.
-        """
-        change = Change(event_id, handler, "running", f"attempt {attempt}",
-                        guard="" if replay else "fresh", task_id_expected=task_id,
-                        fields={"attempts": attempt, "enqueue_failed": False},
-                        read=True)  # fmt: skip
-        reply = self._transition(change)
-        if reply[2] != "ok":
-            return None
-        return Event.from_json(reply[3]), int(reply[4])
-
-    def _transition(self, change: Change) -> Any:
-        """Run the transition script for one change."""
-        script, keys, args = self._transition_call(change)
-        try:
-            return self._call(script, keys=keys, args=args)
-        except redis.ResponseError as exc:
-            raise _not_found(change.event_id, exc) from None
-
-    def _transition_call(self, change: Change) -> ScriptCall:
-        """The transition script's call for one change."""
-        if change.status not in DELIVERY_STATUSES:
-            raise InvalidInput(
-                "status", f"{change.status!r} is not one of {', '.join(DELIVERY_STATUSES)}"
-            )
-        keys = [self.keys.deliveries(change.event_id), self.keys.event(change.event_id),
-                self.keys.outcomes(change.event_id)]  # fmt: skip
-        args = [change.handler, change.status, now_iso(), change.reason[:MAX_REASON],
-                json.dumps(change.fields), change.guard, change.task_id_expected,
-                "1" if change.read else "", _outcome_json(change.outcome)]  # fmt: skip
-        return self.scripts.transition, keys, args
-
-    def mark_dispatched(self, event_id: str, status: str | None = None, reason: str = "") -> None:
-        """Clear an event from ``pending``; set its own status when no delivery derives one.
-
-        An event with a delivery that a dispatch recorded but no broker is known to have
-        taken (``enqueue_failed``) stays pending, for the sweeper.
-        """
-        fields = {"status": status, "reason": reason} if status is not None else {}
-        self._set_status(event_id, fields, clear_pending=True)
-
     def mark_dispatched_many(
         self,
         events: list[tuple[str, str | None]],
         reason: str = "",
         sent: Sequence[tuple[str, str, str]] = (),
     ) -> None:
-        """:meth:`mark_dispatched` for many (event id, own status or None), in one pipeline.
+        """Clear events from ``pending``, in one pipeline: (event id, own status or None).
+
+        An event's own status is set when no delivery derives one (``unrouted``). An
+        event with a delivery that a dispatch recorded but no broker is known to have
+        taken (``enqueue_failed``) stays pending, for the sweeper.
 
         ``sent`` are the (event id, handler, task id) deliveries whose messages the
         broker took: their ``enqueue_failed`` flag, set when they were recorded, is
@@ -372,9 +246,9 @@ class EventStore:
         ]
         for event_id, status in events:
             pairs = ["status", status, "reason", reason] if status is not None else []
-            calls.append((self.scripts.set_status, [self.keys.event(event_id), self.keys.pending,
-                          self.keys.deliveries(event_id)], [event_id, "1", *pairs]))  # fmt: skip
-        for reply in self._run_scripts(calls):
+            keys = [self.keys.event(event_id), self.keys.pending, self.keys.deliveries(event_id)]
+            calls.append((self.scripts.set_status, keys, [event_id, "1", *pairs]))
+        for reply in self.run_scripts(calls):
             if isinstance(reply, Exception):
                 raise reply
 
@@ -436,7 +310,7 @@ class EventStore:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _run_scripts(self, calls: list[ScriptCall]) -> list[Any]:
+    def run_scripts(self, calls: list[ScriptCall]) -> list[Any]:
         """Run many script calls in one pipeline: each reply, or its error, in its place.
 
         redis-py would first ask whether a pipeline's scripts are loaded (SCRIPT EXISTS),
@@ -466,53 +340,18 @@ class EventStore:
         with reaching_redis():
             return script(keys=keys, args=args)
 
-    def _execute(self, pipe: Any) -> list[Any]:
+    def execute(self, pipe: Any) -> list[Any]:
         with reaching_redis():
             return list(pipe.execute())
-
-
-@contextmanager
-def reaching_redis() -> Iterator[None]:
-    """Turn a Redis that cannot be reached into StoreUnavailable."""
-    try:
-        yield
-    except redis.ConnectionError as exc:
-        raise StoreUnavailable(f"the event store's Redis is unreachable: {exc}") from exc
-    except redis.TimeoutError as exc:
-        raise StoreUnavailable(f"the event store's Redis timed out: {exc}") from exc
-
-
-def _outcome_json(outcome: dict[str, Any] | None) -> str:
-    """An outcome as JSON for the store ("" for none); one that is not JSON says why."""
-    if outcome is None:
-        return ""
-    try:
-        return json.dumps(outcome, default=str)
-    except (TypeError, ValueError) as exc:
-        return json.dumps({"unrecordable": str(exc)})
-
-
-def _not_found(event_id: str, error: Exception) -> NotFound:
-    """NotFound for a script that found no event record; any other error is raised."""
-    if str(error).startswith("NOTFOUND"):
-        return NotFound("event_id", f"no event {event_id!r} is stored")
-    raise error
-
-
-def _delivery(raw: str) -> dict[str, Any]:
-    delivery: dict[str, Any] = json.loads(raw)
-    if not delivery.get("history"):
-        delivery["history"] = []  # Lua's cjson writes an empty table as {}
-    return delivery
 
 
 def _stored(
     record: dict[str, str], deliveries: dict[str, str], outcomes: dict[str, str]
 ) -> StoredEvent:
-    by_handler = {handler: _delivery(raw) for handler, raw in sorted(deliveries.items())}
-    for handler, raw in outcomes.items():
-        if handler in by_handler:
-            by_handler[handler]["outcome"] = json.loads(raw)
+    by_handler = {
+        handler: Delivery.parse(raw, outcomes).as_dict()
+        for handler, raw in sorted(deliveries.items())
+    }
     return StoredEvent(
         event=Event.from_json(record["data"]),
         status=record.get("status", "pending"),

@@ -21,6 +21,11 @@ MAX_LENGTH = 64
 EXAMPLES = "an RFC 3339 time such as '2026-01-31T09:30:00Z' or a duration ago such as '15m'"
 
 
+def now_iso() -> str:
+    """The current time as RFC 3339 UTC with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def parse_time(text: str, *, field: str, now: datetime | None = None) -> datetime:
     """Read an absolute time or a duration ago as an aware UTC datetime.
 

@@ -13,10 +13,9 @@ from celery import Celery, signals
 
 from eda import logs
 from eda.core import Core
+from eda.handlers import HandlerRegistry, register, register_handler, registry_for
 from eda.routes import RouteTable, load_routes
 from eda.settings import Settings, load
-from tasks import registry
-from tasks.registry import register, register_handler
 
 app = Celery("eda")
 app.config_from_object("celeryconfig")
@@ -37,23 +36,41 @@ def _configure_logging(**_: object) -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def handlers(settings: Settings) -> tuple[HandlerRegistry, RouteTable]:
+    """The composition root: the handlers and routes of these settings.
+
+    Code registrations of ``EDA_HANDLER_MODULES``, the agents of the settings'
+    agents file, then the routes file (whose import paths become trusted names).
+    Raises InvalidInput naming the file and the entry at fault.
+    """
+    from agents import register_agents
+
+    registry = registry_for(settings.handler_modules)
+    register_agents(registry.register, settings)
+    declared = load_routes(settings.routes_path, lambda name: registry.known(name, trusted=True))
+    registry.trusted.update(route.handler for route in declared)
+    return registry, RouteTable([*registry.code_routes(), *declared])
+
+
 def connect(settings: Settings | None = None, *, defer_dispatch: bool = False) -> Core:
-    """The core API with the Celery enqueuer and every route loaded.
+    """The core API with the Celery enqueuer, the handlers and routes of ``settings``.
 
     With ``defer_dispatch`` (the web) published events are handed to the workers'
     dispatchers rather than dispatched by the caller (see ``eda/dispatcher.py``).
-    Raises InvalidInput when the routes file names an unknown handler, a bad
-    pattern or a bad condition (with file, line and reason).
+    Raises InvalidInput when the routes or agents file has a mistake (with file,
+    line and reason).
     """
     from tasks.enqueue import CeleryEnqueuer
 
     settings = settings or load()
-    registry.load_modules(settings.handler_modules)
-    routes = RouteTable(
-        [*registry.code_routes(), *load_routes(settings.routes_path, registry.known)]
+    registry, routes = handlers(settings)
+    return Core(
+        settings,
+        enqueuer=CeleryEnqueuer(app),
+        routes=routes,
+        handlers=registry,
+        defer_dispatch=defer_dispatch,
     )
-    return Core(settings, enqueuer=CeleryEnqueuer(app), routes=routes,
-                known_handler=registry.known, defer_dispatch=defer_dispatch)  # fmt: skip
 
 
 from tasks import delivery, dispatcher  # noqa: E402,F401  (registers the tasks and the dispatcher)

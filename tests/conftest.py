@@ -97,7 +97,11 @@ def make_settings(redis_server: RedisServer, prefix: str) -> Callable[..., Setti
     """Settings for this test's prefix on the session's Redis, with overrides."""
 
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"redis_url": redis_server.url, "prefix": prefix}
+        values: dict[str, Any] = {
+            "redis_url": redis_server.url,
+            "prefix": prefix,
+            "handler_modules": ("tests.handlers",),
+        }
         values.update(overrides)
         return load({}, **values)
 

@@ -6,6 +6,7 @@ a test can see what the worker did: ``attempts(redis, event_id, handler)``.
 
 from __future__ import annotations
 
+import json  # noqa: F401 (a module a subscription must not be able to name as a handler)
 import time
 from typing import Any
 
@@ -72,3 +73,7 @@ def exits(event: Event) -> None:
     """Call exit, as a careless handler might: the worker must survive it."""
     _attempt(event, "exits")
     raise SystemExit(3)
+
+
+def needs_two_arguments(event: Event, other: Any) -> None:
+    """Not a handler: it cannot be called with one event."""

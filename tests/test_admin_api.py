@@ -13,6 +13,7 @@ from eda.core import Core
 from eda.dead_letters import DeadLetter
 from tests.conftest import wait_for
 from tests.http_support import app_client, http, serve
+from tests.lifecycle import kill
 from webhooks import create_app
 
 TOKEN = "admin-token-for-tests-0123456789"
@@ -27,15 +28,16 @@ def api(core: Core, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
 def dead_letter(core: Core, handler: str = "tests.handlers:fail") -> DeadLetter:
     """A dead letter for a stored event, written through the core's dead-letter store."""
     event_id = core.publish("order.failed", {"order": 1}, "test").event_id
-    letter = DeadLetter(
-        event_id=event_id, event_type="order.failed", handler=handler,
-        error_class="PermanentError", error="it broke", traceback="Traceback ...",
-        attempts=1, first_failure_at="2026-01-01T00:00:00Z",
-        last_failure_at="2026-01-01T00:00:00Z", task_id="t-1",
-    )  # fmt: skip
-    core.store.transition(event_id, handler, "dead", "it broke")
-    core.dead_letters.add(letter)
-    return letter
+    event = core.get_event(event_id).event
+    return kill(
+        core.deliveries,
+        event,
+        handler,
+        "it broke",
+        task="t-1",
+        error_class="PermanentError",
+        traceback="Traceback ...",
+    )
 
 
 # -- access -----------------------------------------------------------------------------------

@@ -12,13 +12,15 @@ import pytest
 import yaml
 
 import agents
-from agents import default_routes, load_definitions, register_agents
+from agents import load_definitions, register_agents
 from eda.core import Core
 from eda.errors import InvalidInput
-from eda.handlers import Handler, Skip
+from eda.event import Event
+from eda.handlers import CODE, Handler, Skip
 from eda.settings import Settings
-from tasks import registry
+from tasks import handlers
 from tests.agent_fixtures import dry_run, stored_event
+from tests.workers import ROOT
 
 __all__ = ["dry_run"]  # a fixture used by the tests below
 
@@ -40,9 +42,11 @@ def test_the_shipped_agents_load_with_their_events_tools_and_pipeline(settings: 
     assert (alert.max_turns, alert.max_tokens, alert.token_budget) == (8, 2048, 200_000)
 
 
-def test_importing_the_package_registers_every_agent_under_its_name() -> None:
+def test_the_composition_root_registers_every_agent_of_its_settings(settings: Settings) -> None:
+    registry, _ = handlers(settings)
     assert {"AlertResponder", "CodeReviewer", "CustomerAgent"} <= set(registry.names())
     assert registry.resolve("AlertResponder").__name__ == "AlertResponder"
+    assert "AlertResponder" not in CODE.names()  # importing agents registered nothing
     assert agents.__name__ == "agents"
 
 
@@ -57,25 +61,17 @@ def test_registering_the_agents_does_not_import_the_sdk() -> None:
 def test_register_agents_hands_each_agent_to_the_register_callable(settings: Settings) -> None:
     registered: dict[str, Handler] = {}
 
-    names = register_agents(registered.__setitem__, settings)
+    names = register_agents(lambda name, fn, retry=None: registered.__setitem__(name, fn), settings)
 
     assert names == ["AlertResponder", "CodeReviewer", "CustomerAgent"] == list(registered)
     assert all(callable(handler) for handler in registered.values())
-
-
-def test_default_routes_are_each_agents_events(settings: Settings) -> None:
-    assert default_routes(settings) == [
-        {"events": ["alert.triggered"], "handler": "AlertResponder"},
-        {"events": ["code.pushed", "code.pr_opened"], "handler": "CodeReviewer"},
-        {"events": ["customer.signup", "customer.churn_risk"], "handler": "CustomerAgent"},
-    ]
 
 
 def test_the_shipped_alert_responder_skips_low_severity_and_runs_dry_on_high(
     settings: Settings, core: Core, dry_run: None
 ) -> None:
     registered: dict[str, Handler] = {}
-    register_agents(registered.__setitem__, settings)
+    register_agents(lambda name, fn, retry=None: registered.__setitem__(name, fn), settings)
     responder = registered["AlertResponder"]
 
     with pytest.raises(Skip) as skipped:
@@ -91,7 +87,10 @@ def test_the_default_model_is_one_setting(
     make_settings: Callable[..., Settings], core: Core, dry_run: None
 ) -> None:
     registered: dict[str, Handler] = {}
-    register_agents(registered.__setitem__, make_settings(agent_model="claude-haiku-5-5"))
+    register_agents(
+        lambda name, fn, retry=None: registered.__setitem__(name, fn),
+        make_settings(agent_model="claude-haiku-5-5"),
+    )
 
     outcome: Any = registered["CodeReviewer"](stored_event(core, "code.pushed", {"ref": "main"}))
 
@@ -164,3 +163,28 @@ def test_an_agents_file_that_is_not_yaml_is_refused_with_its_path(
         load_definitions(make_settings(agents_path=path))
 
     assert raised.value.field == str(path)
+
+
+def test_connect_runs_the_agents_of_the_agents_file_its_settings_name(
+    make_settings: Any, dry_run: None
+) -> None:
+    from eda.delivery import Outcome, run_attempt
+    from tasks import connect
+    from tests.lifecycle import queue
+
+    settings = make_settings(
+        agents_path=ROOT / "tests" / "agents.yaml", routes_path=ROOT / "tests" / "routes.yaml"
+    )
+    core = connect(settings)
+    assert core.handlers is not None
+    assert "TestResponder" in core.handlers.names()
+    assert "AlertResponder" not in core.handlers.names()  # the shipped file is not read
+    event = Event.create(type="alert.triggered", source="test", payload={"severity": "high"})
+    core.store.publish(event)  # stored, not dispatched: this test runs the attempt itself
+    queue(core.deliveries, event.id, "TestResponder")
+
+    verdict = run_attempt(core, event.id, "TestResponder", "t1", "in-process")
+
+    assert verdict.outcome is Outcome.SUCCEEDED
+    outcome = core.get_event(event.id).deliveries["TestResponder"]["outcome"]
+    assert (outcome["agent"], outcome["backend"]) == ("TestResponder", "dry_run")

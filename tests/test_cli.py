@@ -18,10 +18,12 @@ from click.testing import CliRunner, Result
 
 from eda.core import Core
 from eda.dead_letters import DeadLetter
+from eda.delivery import Status
 from eda.settings import Settings
 from scripts.cli import main
 from scripts.cli_progress import Interrupts
 from tests.conftest import wait_for
+from tests.lifecycle import finish, kill, queue, start
 
 #: A wide terminal, so that ids are never folded in tables.
 WIDE = {"COLUMNS": "250"}
@@ -50,10 +52,10 @@ AGENT_OUTCOME = {
 @pytest.fixture
 def core(settings: Settings, client: Any) -> Core:
     """The core the CLI gets from tasks.connect(), on this test's prefix, without a broker."""
-    from tasks import registry
+    from tasks import handlers
 
-    registry.load_modules(settings.handler_modules)
-    return Core(settings, client, known_handler=registry.known)
+    registry, routes = handlers(settings)
+    return Core(settings, client, routes=routes, handlers=registry)
 
 
 def run(core: Core, *args: str, input: str | None = None, **env: str) -> Result:
@@ -76,14 +78,17 @@ def assert_one_line_error(result: Result, code: int, *fragments: str) -> None:
         assert fragment in lines[0]
 
 
-def letter(event_id: str, event_type: str, handler: str = "tests.handlers:fail") -> DeadLetter:
-    return DeadLetter(
-        event_id=event_id, event_type=event_type, handler=handler,
-        error_class="eda.errors.PermanentError", error="this handler always fails",
+def dead(core: Core, event_id: str, handler: str = "tests.handlers:fail") -> DeadLetter:
+    """A dead delivery of a stored event, with its dead letter."""
+    event = core.get_event(event_id).event
+    return kill(
+        core.deliveries,
+        event,
+        handler,
+        "this handler always fails",
+        task="t-1",
         traceback="Traceback (most recent call last):\n  ...\nPermanentError: boom",
-        attempts=1, first_failure_at="2026-01-01T00:00:00Z",
-        last_failure_at="2026-01-01T00:00:01Z", task_id="t-1",
-    )  # fmt: skip
+    )
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -145,9 +150,15 @@ def test_an_unknown_event_id_is_one_line_and_exit_3(core: Core) -> None:
 
 def agent_event(core: Core) -> str:
     event_id = core.publish("alert.triggered", {"severity": "high"}, "monitoring").event_id
-    core.store.transition(event_id, "AlertResponder", "running", "attempt 1", attempts=1)
-    core.store.transition(
-        event_id, "AlertResponder", "succeeded", "attempt 1 succeeded", outcome=AGENT_OUTCOME
+    queue(core.deliveries, event_id, "AlertResponder")
+    start(core.deliveries, event_id, "AlertResponder")
+    finish(
+        core.deliveries,
+        event_id,
+        "AlertResponder",
+        Status.SUCCEEDED,
+        "attempt 1 succeeded",
+        outcome=AGENT_OUTCOME,
     )
     return event_id
 
@@ -159,7 +170,11 @@ def test_event_json_carries_deliveries_and_the_agents_outcome(core: Core) -> Non
     assert shown["status"] == "succeeded"
     (delivery,) = shown["deliveries"]
     assert delivery["handler"] == "AlertResponder"
-    assert [change["status"] for change in delivery["history"]] == ["running", "succeeded"]
+    assert [change["status"] for change in delivery["history"]] == [
+        "queued",
+        "running",
+        "succeeded",
+    ]
     assert delivery["outcome"] == AGENT_OUTCOME
 
 
@@ -214,10 +229,11 @@ def test_publish_refuses_bad_input_in_one_line(
 
 def test_dlq_list_show_and_discard(core: Core) -> None:
     event_id = core.publish("order.created", {}, "shop").event_id
-    core.dead_letters.add(letter(event_id, "order.created"))
-    core.dead_letters.add(letter("other", "order.paid", "tests.handlers:flaky"))
+    dead(core, event_id)
+    other = core.publish("order.paid", {}, "shop").event_id
+    dead(core, other, "tests.handlers:flaky")
     listed = run_json(core, "dlq", "list")
-    assert {item["event_id"] for item in listed} == {event_id, "other"}
+    assert {item["event_id"] for item in listed} == {event_id, other}
     only = run_json(core, "dlq", "list", "--type", "order.paid")
     assert [item["handler"] for item in only] == ["tests.handlers:flaky"]
     letter_id = f"{event_id}:tests.handlers:fail"
@@ -230,7 +246,7 @@ def test_dlq_list_show_and_discard(core: Core) -> None:
         "discarded": letter_id,
         "reason": "fixed by hand",
     }
-    assert [item["event_id"] for item in run_json(core, "dlq", "list")] == ["other"]
+    assert [item["event_id"] for item in run_json(core, "dlq", "list")] == [other]
     history = core.get_event(event_id).deliveries["tests.handlers:fail"]["history"]
     assert history[-1]["reason"] == "discarded: fixed by hand"
 
@@ -241,7 +257,7 @@ def test_dlq_show_of_an_unknown_id_exits_3(core: Core) -> None:
 
 def test_commands_that_need_a_broker_say_so_in_one_line(core: Core) -> None:
     event_id = core.publish("order.created", {}, "shop").event_id
-    core.dead_letters.add(letter(event_id, "order.created"))
+    dead(core, event_id)
     result = run(core, "dlq", "retry", f"{event_id}:tests.handlers:fail")
     assert_one_line_error(result, 1, "no broker")
     replay = run(core, "replay", "--handler", "tests.handlers:succeed")
@@ -309,7 +325,8 @@ def test_stats_counts_events_by_type_and_status_and_dead_letters(core: Core) -> 
     core.publish("order.created", {}, "shop")
     paid = core.publish("order.paid", {}, "shop").event_id
     core.acknowledge(paid, "ignored")
-    core.dead_letters.add(letter(paid, "order.paid"))
+    dead(core, paid)
+    core.acknowledge(paid, "ignored")
     stats = run_json(core, "stats")
     assert stats["events"] == {"order.created": {"pending": 1}, "order.paid": {"ignored": 1}}
     assert (stats["stored"], stats["dead_letters"]) == (2, 1)

@@ -14,10 +14,10 @@ from eda.core import Core
 from eda.event import Event
 from eda.settings import Settings
 from tasks import app
-from tasks.delivery import backoff
 from tasks.enqueue import CeleryEnqueuer
 from tests.conftest import RedisServer, wait_for
 from tests.handlers import attempts
+from tests.lifecycle import queue, start
 from tests.workers import ROOT, Worker
 
 ROUTES = ROOT / "tests" / "routes.yaml"
@@ -38,20 +38,6 @@ def statuses(record: dict[str, Any]) -> list[str]:
     return [change["status"] for change in record["history"]]
 
 
-def test_backoff_grows_exponentially_under_full_jitter_and_a_cap(settings: Settings) -> None:
-    policy = settings.model_copy(update={"retry_backoff": 0.1, "retry_backoff_max": 0.5})
-    for retries, ceiling in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.5), (9, 0.5)]:
-        delays = [backoff(policy, retries) for _ in range(200)]
-        assert all(0 <= d <= ceiling for d in delays)
-        assert max(delays) > ceiling / 2  # full jitter spreads over the whole range
-
-
-def test_backoff_honours_a_longer_retry_after_but_never_past_the_cap(settings: Settings) -> None:
-    policy = settings.model_copy(update={"retry_backoff": 0.01, "retry_backoff_max": 5})
-    assert backoff(policy, 0, retry_after=2.0) >= 2.0
-    assert backoff(policy, 0, retry_after=60.0) == 5
-
-
 def test_transient_failures_are_retried_with_backoff_until_success(
     live: Core, unique_type: Any, client: Any
 ) -> None:
@@ -66,6 +52,18 @@ def test_transient_failures_are_retried_with_backoff_until_success(
     ]  # fmt: skip
     assert record["attempts"] == 3
     assert record["outcome"] == {"attempt": 3}
+    (run,) = record["runs"]
+    assert [(a["number"], a["status"]) for a in run["attempts"]] == [
+        (1, "retrying"),
+        (2, "retrying"),
+        (3, "succeeded"),
+    ]
+    for number, attempt in enumerate(run["attempts"][:2], start=1):
+        assert attempt["error"]["class"] == "eda.errors.TransientError"
+        assert attempt["error"]["message"] == f"transient failure on attempt {number}"
+        assert "TransientError" in attempt["error"]["traceback"]
+        assert attempt["worker"] and attempt["duration_ms"] >= 0
+    assert run["attempts"][2]["outcome"] == {"attempt": 3}
     started = attempts(client, event_id, "flaky")
     gaps = [b - a for a, b in itertools.pairwise(started)]
     # base 0.05 s: the first wait is at most 0.05 s, the second at most 0.1 s (plus overhead)
@@ -277,9 +275,9 @@ def test_a_delivery_whose_worker_keeps_dying_is_dead_lettered(
     live.subscribe([event_type], "tests.handlers:succeed")
     event = Event.create(type=event_type, source="test")
     live.store.publish(event)
-    live.store.transition(event.id, "tests.handlers:succeed", "queued", "", task_id="doomed")
+    queue(live.deliveries, event.id, "tests.handlers:succeed", "doomed")
     for _ in range(live.settings.max_retries + 1):  # each run's worker died mid-way
-        live.store.transition(event.id, "tests.handlers:succeed", "running", "attempt 1")
+        start(live.deliveries, event.id, "tests.handlers:succeed", "doomed")
     assert live.enqueuer is not None
 
     live.enqueuer.deliver(event, "tests.handlers:succeed", "doomed")
@@ -334,6 +332,9 @@ def test_a_delivery_survives_the_event_store_going_away_mid_run(
         )
         assert record["status"] == "succeeded"
         assert "event store unreachable" in worker.log()
+        # The attempt could not record its end: it ran again in place, spending nothing.
+        (attempt,) = record["runs"][0]["attempts"]
+        assert (record["attempts"], attempt["number"], attempt["status"]) == (1, 1, "succeeded")
     finally:
         worker.stop()
         store.stop()
@@ -464,3 +465,42 @@ def test_a_delivery_record_that_cannot_be_read_fails_its_own_event_only(
     pending = set(live.store.pending(older_than=0))
     assert events[1].id in pending and not {events[0].id, events[2].id} & pending
     live.store.acknowledge(events[1].id, "ignored")  # no later sweep of the session trips on it
+
+
+def test_a_replayed_delivery_keeps_both_runs(live: Core, unique_type: Any) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:succeed")
+    event_id = live.publish(event_type, {}, "test").event_id
+    settled(live, event_id, "tests.handlers:succeed", "succeeded")
+
+    live.replay(event_type=event_type, handler="tests.handlers:succeed")
+
+    record = wait_for(
+        lambda: (
+            (d := delivery(live, event_id, "tests.handlers:succeed"))["status"] == "succeeded"
+            and len(d["runs"]) == 2
+            and d
+        )
+    )
+    assert [(r["number"], r["reason"], r["replay"]) for r in record["runs"]] == [
+        (1, "dispatched", False),
+        (2, "replayed", True),
+    ]
+    assert [r["attempts"][0]["outcome"] for r in record["runs"]] == [{"attempt": 1}, {"attempt": 2}]
+    assert record["totals"]["runs"] == 2 and record["totals"]["attempts"] == 2
+
+
+def test_a_route_with_its_own_retry_policy_dead_letters_after_two_attempts(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    own, default = unique_type("own", "retryone"), unique_type("default")
+    live.subscribe([default], "tests.handlers:flaky")
+    payload = {"fail_times": 9}
+    limited = live.publish(own, payload, "test").event_id
+    unlimited = live.publish(default, payload, "test").event_id
+
+    record = settled(live, limited, "tests.handlers:flaky", "dead")
+    assert record["attempts"] == 2  # max_retries: 1 on the route
+    assert live.dead_letter(f"{limited}:tests.handlers:flaky").attempts == 2
+    other = settled(live, unlimited, "tests.handlers:flaky", "dead")
+    assert other["attempts"] == live.settings.max_retries + 1

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
+from eda import handlers
 from eda.core import Core
 from eda.errors import InvalidInput
 from eda.event import Event
 from eda.routes import Route, RouteTable, load_routes, parse_conditions
 from eda.settings import Settings
-from tasks import connect, registry
+from tasks import connect
 
 
 def known(name: str) -> bool:
@@ -134,18 +135,42 @@ def test_handlers_registered_in_code_are_routed_by_their_pattern(settings: Setti
     def audit(event: Event) -> None:
         return None
 
-    registry.register_handler("ledger.*", audit, name="test-ledger-auditor")
+    handlers.register_handler("ledger.*", audit, name="test-ledger-auditor")
     dispatching = connect(settings)
     event = Event.create(type="ledger.closed", source="t")
     assert "test-ledger-auditor" in [p.handler for p in dispatching.plan(event)]
-    assert registry.resolve("test-ledger-auditor") is audit
+    assert dispatching.handlers is not None
+    assert dispatching.handlers.resolve("test-ledger-auditor") is audit
     with pytest.raises(InvalidInput, match="already registered"):
-        registry.register("test-ledger-auditor", lambda event: None)
+        handlers.register("test-ledger-auditor", lambda event: None)
 
 
-@pytest.mark.parametrize("name", ["sys:exit", "os:system", "this:s", "tests.handlers:Event"])
-def test_standard_library_and_non_functions_are_not_handlers(name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sys:exit",
+        "os:system",
+        "this:s",
+        "tests.handlers:Event",  # a class, not a function
+        "eda.tools:subprocess.run",  # an attribute path reaching the standard library
+        "eda.core:logging.setLogRecordFactory",
+        "yaml:unsafe_load",  # a function, but of no handler module
+        "tests.handlers:json",  # a module's import, not its own function
+        "tests.handlers:needs_two_arguments",
+    ],
+)
+def test_only_functions_of_handler_modules_can_be_named(settings: Settings, name: str) -> None:
+    registry = handlers.registry_for(settings.handler_modules)
     assert registry.known(name) is False
+    with pytest.raises(InvalidInput, match="neither a registered handler"):
+        connect(settings).subscribe(["billing.*"], name)
+
+
+def test_the_routes_file_may_name_any_function_of_the_deployment(settings: Settings) -> None:
+    registry = handlers.registry_for(())
+    assert registry.known("tests.handlers:succeed") is False  # not for a subscription
+    assert registry.known("tests.handlers:succeed", trusted=True) is True
+    assert registry.known("eda.tools:subprocess.run", trusted=True) is False
 
 
 def test_a_subscription_with_one_bad_pattern_subscribes_nothing(settings: Settings) -> None:

@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 import redis
 
+from eda.delivery import Deliveries, Status
 from eda.errors import InvalidInput, NotFound, StoreUnavailable
 from eda.event import Event
 from eda.keys import Keys
 from eda.redis_server import free_port
 from eda.settings import Settings
-from eda.store import ACK_STATUSES, DELIVERY_STATUSES, Change, EventStore
+from eda.store import ACK_STATUSES, EventStore
 from tests.conftest import RedisServer
+from tests.lifecycle import finish, queue, start
 
 LUA = Path(__file__).resolve().parent.parent / "eda" / "lua"
 
@@ -354,7 +356,7 @@ def test_retention_drops_delivery_records_with_the_event(
 ) -> None:
     store = make_store(stream_maxlen=1)
     first = store.publish(event()).event_id
-    store.transition(first, "worker", "queued", "dispatched")
+    queue(Deliveries(store), first, "worker")
     store.publish(event())
     assert client.exists(Keys(prefix).deliveries(first)) == 0
 
@@ -362,199 +364,24 @@ def test_retention_drops_delivery_records_with_the_event(
 # -- deliveries and the event's status ---------------------------------------------------------
 
 
-def test_a_transition_records_status_time_and_reason(store: EventStore) -> None:
-    sent = published(store)
-    previous, event_status, applied = store.transition(
-        sent.id, "responder", "queued", "dispatched", task_id="t-1"
-    )
-    assert (previous, event_status, applied) == ("", "queued", True)
-    store.transition(sent.id, "responder", "running", "started", attempts=1)
-    previous, event_status, applied = store.transition(sent.id, "responder", "succeeded", "done")
-    assert (previous, event_status, applied) == ("running", "succeeded", True)
-
-    delivery = store.get(sent.id).deliveries["responder"]
-    assert (delivery["status"], delivery["task_id"], delivery["attempts"]) == (
-        "succeeded",
-        "t-1",
-        1,
-    )
-    assert [(h["status"], h["reason"]) for h in delivery["history"]] == [
-        ("queued", "dispatched"),
-        ("running", "started"),
-        ("succeeded", "done"),
-    ]
-    for change in delivery["history"]:
-        assert datetime.fromisoformat(change["at"]).tzinfo is not None
-    assert store.delivery(sent.id, "responder") == delivery
-    assert store.delivery(sent.id, "nobody") is None
-
-
-def test_a_delivery_history_is_empty_list_not_object(store: EventStore) -> None:
-    sent = published(store)
-    store.transition(sent.id, "h", "queued")
-    assert isinstance(store.get(sent.id).deliveries["h"]["history"], list)
-
-
-def test_the_event_status_is_derived_from_all_of_its_deliveries(store: EventStore) -> None:
-    sent = published(store)
-
-    def status_after(handler: str, status: str) -> str:
-        _, returned, _ = store.transition(sent.id, handler, status, "test")
-        assert store.get(sent.id).status == returned
-        return returned
-
-    assert status_after("a", "queued") == "queued"
-    assert status_after("b", "queued") == "queued"
-    assert status_after("a", "running") == "processing"
-    assert status_after("a", "retrying") == "processing"
-    assert status_after("a", "succeeded") == "queued"
-    assert status_after("b", "running") == "processing"
-    assert status_after("b", "succeeded") == "succeeded"
-    assert status_after("b", "dead") == "failed"
-    assert status_after("b", "queued") == "queued"
-    assert status_after("b", "skipped") == "succeeded"
-
-
-def test_an_event_whose_every_delivery_was_skipped_is_skipped(store: EventStore) -> None:
-    sent = published(store)
-    store.transition(sent.id, "a", "skipped", "condition severity in [high]")
-    assert store.get(sent.id).status == "skipped"
-
-
-def test_fresh_only_refuses_to_touch_a_delivery_that_already_succeeded(
-    store: EventStore,
-) -> None:
-    sent = published(store)
-    store.transition(sent.id, "h", "queued", fresh_only=True)
-    store.transition(sent.id, "h", "succeeded", "done")
-    previous, event_status, applied = store.transition(
-        sent.id, "h", "queued", "redelivered", fresh_only=True
-    )
-    assert (previous, event_status, applied) == ("succeeded", "succeeded", False)
-    delivery = store.get(sent.id).deliveries["h"]
-    assert delivery["status"] == "succeeded"
-    assert [h["status"] for h in delivery["history"]] == ["queued", "succeeded"]
-
-
-def test_a_transition_to_an_unknown_status_or_event_is_refused(store: EventStore) -> None:
-    sent = published(store)
-    with pytest.raises(InvalidInput) as caught:
-        store.transition(sent.id, "h", "finished")
-    assert caught.value.field == "status"
-    assert all(status in caught.value.reason for status in DELIVERY_STATUSES)
-    with pytest.raises(NotFound):
-        store.transition("no-such-event", "h", "queued")
-
-
-def test_a_long_reason_is_cut_and_history_is_bounded(store: EventStore) -> None:
-    sent = published(store)
-    for _ in range(60):
-        store.transition(sent.id, "h", "retrying", "r" * 2000)
-    history = store.get(sent.id).deliveries["h"]["history"]
-    assert len(history) == 50
-    assert len(history[-1]["reason"]) == 500
-
-
 def test_mark_dispatched_clears_pending_and_may_set_a_status(
     store: EventStore, client: redis.Redis, prefix: str
 ) -> None:
     sent = published(store)
-    store.mark_dispatched(sent.id, "unrouted", "no route matches")
+    store.mark_dispatched_many([(sent.id, "unrouted")], "no route matches")
     assert client.zscore(Keys(prefix).pending, sent.id) is None
     assert store.get(sent.id).status == "unrouted"
-
-
-def test_many_transitions_go_in_one_pipeline_and_a_missing_event_only_fails_its_own(
-    redis_server: RedisServer, settings: Settings
-) -> None:
-    client = redis.Redis.from_url(
-        redis_server.url, decode_responses=True, connection_class=CountingConnection
-    )
-    store = EventStore(client, settings)
-    first, second = published(store), published(store)
-    store.transitions([Change(first.id, "warm-up", "queued")])  # the script is loaded
-    sent = CountingConnection.sent
-    results = store.transitions([
-        Change(first.id, "h", "queued", "sent", guard="undispatched", fields={"task_id": "a"}),
-        Change("no-such-event", "h", "queued"),
-        Change(second.id, "h", "skipped", "condition false", guard="undispatched"),
-        Change(first.id, "h", "queued", "again", guard="undispatched"),
-    ])  # fmt: skip
-    assert CountingConnection.sent - sent == 1  # no SCRIPT EXISTS before it
-    assert results[0] == ("", "queued", True)
-    assert isinstance(results[1], NotFound)
-    assert results[2] == ("", "skipped", True)
-    assert results[3] == ("queued", "queued", False)  # undispatched: already recorded
-    assert store.get(first.id).deliveries["h"]["task_id"] == "a"
-
-
-def test_pipelined_scripts_a_server_lost_are_loaded_and_each_call_runs_once(
-    private_server: RedisServer, make_settings: Callable[..., Settings]
-) -> None:
-    client = redis.Redis.from_url(private_server.url, decode_responses=True)
-    store = EventStore(client, make_settings(redis_url=private_server.url))
-    events = [published(store) for _ in range(3)]
-    client.script_flush()  # as after a restart without persistence of scripts
-
-    results = store.transitions([Change(e.id, "h", "queued", "sent") for e in events])
-    store.mark_dispatched_many([(e.id, None) for e in events])
-
-    assert results == [("", "queued", True)] * 3
-    for e in events:
-        assert [h["status"] for h in store.get(e.id).deliveries["h"]["history"]] == ["queued"]
-    assert store.still_pending([e.id for e in events]) == []
-    client.close()
-
-
-def test_begin_marks_the_delivery_running_and_returns_the_event_and_its_run_count(
-    store: EventStore,
-) -> None:
-    sent = published(store, payload={"host": "db-1"})
-    store.transition(sent.id, "h", "queued", task_id="t1", enqueue_failed=True)
-    assert store.begin(sent.id, "h", 1, "t1") == (sent, 1)
-    assert store.begin(sent.id, "h", 1, "t1") == (sent, 2)  # the same message, again
-    delivery = store.get(sent.id).deliveries["h"]
-    assert (delivery["status"], delivery["attempts"]) == ("running", 1)
-    assert delivery["enqueue_failed"] is False  # it evidently reached the broker
-    assert store.begin(sent.id, "h", 1, "another task") is None
-    store.transition(sent.id, "h", "succeeded")
-    assert store.begin(sent.id, "h", 2, "t1") is None
-    assert store.begin(sent.id, "h", 2, "t1", replay=True) == (sent, 3)
-    with pytest.raises(NotFound):
-        store.begin("no-such-event", "h", 1, "t1")
-
-
-def test_an_outcome_is_kept_with_its_transition_and_never_outlives_its_event(
-    store: EventStore, client: redis.Redis, prefix: str
-) -> None:
-    sent = published(store)
-    store.transition(sent.id, "h", "succeeded", "done", outcome={"text": "ok", "tokens": 3})
-    assert store.get(sent.id).deliveries["h"]["outcome"] == {"text": "ok", "tokens": 3}
-    store.transition(sent.id, "h", "dead", "bad", outcome={"when": datetime(2026, 1, 1)})
-    assert store.get(sent.id).deliveries["h"]["outcome"] == {"when": "2026-01-01 00:00:00"}
-    with pytest.raises(NotFound):
-        store.transition("no-such-event", "h", "succeeded", outcome={"text": "lost"})
-    assert not client.exists(Keys(prefix).outcomes("no-such-event"))
-
-
-def test_the_unstarted_guard_leaves_a_delivery_a_worker_started_alone(store: EventStore) -> None:
-    sent = published(store)
-    store.transition(sent.id, "h", "queued", task_id="t1")
-    store.begin(sent.id, "h", 1, "t1")
-    late = Change(sent.id, "h", "queued", "enqueue failed", guard="unstarted",
-                  task_id_expected="t1", fields={"enqueue_failed": True})  # fmt: skip
-    assert store.transitions([late]) == [("running", "processing", False)]
-    assert store.get(sent.id).deliveries["h"]["enqueue_failed"] is False
 
 
 def test_a_sent_delivery_is_cleared_only_while_still_queued_for_its_task(
     store: EventStore,
 ) -> None:
     sent, started, moved = published(store), published(store), published(store)
+    steps = Deliveries(store)
     for event in (sent, started, moved):
-        store.transition(event.id, "h", "queued", task_id="t1", enqueue_failed=True)
-    store.begin(started.id, "h", 1, "t1")
-    store.transition(moved.id, "h", "queued", task_id="t2", enqueue_failed=True)  # swept
+        queue(steps, event.id, "h", enqueue_failed=True)
+    start(steps, started.id, "h")
+    queue(steps, moved.id, "h", "t2", enqueue_failed=True, only_unsent=True)  # swept
 
     store.mark_dispatched_many([], sent=[(e.id, "h", "t1") for e in (sent, started, moved)])
 
@@ -570,11 +397,9 @@ def test_an_event_with_a_delivery_not_known_sent_stays_pending_when_dispatched(
     store: EventStore,
 ) -> None:
     sent = published(store)
-    store.transition(sent.id, "h", "queued", task_id="t1", enqueue_failed=True)
+    queue(Deliveries(store), sent.id, "h", enqueue_failed=True)
 
     store.mark_dispatched_many([(sent.id, None)])
-    assert sent.id in store.pending(older_than=0)
-    store.mark_dispatched(sent.id)
     assert sent.id in store.pending(older_than=0)
 
     store.mark_dispatched_many([(sent.id, None)], sent=[(sent.id, "h", "t1")])
@@ -585,22 +410,25 @@ def test_an_event_marked_pending_gets_its_derived_status_back_once_dispatched(
     store: EventStore,
 ) -> None:
     sent = published(store)
-    store.transition(sent.id, "h", "succeeded")
+    steps = Deliveries(store)
+    queue(steps, sent.id, "h")
+    start(steps, sent.id, "h")
+    finish(steps, sent.id, "h", Status.SUCCEEDED)
     store.mark_undispatched(sent.id, "dispatch failed")
     assert store.get(sent.id).status == "pending"
 
-    store.mark_dispatched(sent.id)
+    store.mark_dispatched_many([(sent.id, None)])
 
     assert store.get(sent.id).status == "succeeded"
     store.acknowledge(sent.id, "ignored")
-    store.mark_dispatched(sent.id)
+    store.mark_dispatched_many([(sent.id, None)])
     assert store.get(sent.id).status == "ignored"
 
 
 def test_still_pending_reads_only_the_events_waiting_for_dispatch(store: EventStore) -> None:
     waiting, dispatched = published(store), published(store)
-    store.transition(dispatched.id, "h", "queued", "dispatched")
-    store.mark_dispatched(dispatched.id)
+    queue(Deliveries(store), dispatched.id, "h")
+    store.mark_dispatched_many([(dispatched.id, None)])
     assert store.still_pending([dispatched.id, "no-such-event", waiting.id]) == [waiting]
 
 
@@ -641,10 +469,12 @@ def test_an_acknowledged_status_stays_when_a_delivery_changes_afterwards(
     store: EventStore,
 ) -> None:
     sent = published(store)
-    store.transition(sent.id, "h", "queued")
+    steps = Deliveries(store)
+    queue(steps, sent.id, "h")
+    start(steps, sent.id, "h")
     store.acknowledge(sent.id, "processed")
-    _, event_status, applied = store.transition(sent.id, "h", "dead", "gave up")
-    assert (event_status, applied) == ("processed", True)
+    applied = finish(steps, sent.id, "h", Status.DEAD, "gave up")
+    assert (applied.event_status, applied.ok) == ("processed", True)
     stored = store.get(sent.id)
     assert stored.status == "processed"
     assert stored.deliveries["h"]["status"] == "dead"
@@ -719,7 +549,7 @@ def test_racing_claims_from_threads_have_exactly_one_winner(
 
 def test_a_claim_on_an_event_not_pending_fails(store: EventStore) -> None:
     sent = published(store)
-    store.mark_dispatched(sent.id)
+    store.mark_dispatched_many([(sent.id, None)])
     assert store.claim_pending(sent.id, lease=60) is False
     assert store.claim_pending("no-such-event", lease=60) is False
 
@@ -736,7 +566,7 @@ def test_events_survive_a_restart_of_the_redis_server(
         store = EventStore(client, settings)
         sent = event(payload={"kept": True}, dedupe_key="restart-1")
         store.publish(sent)
-        store.transition(sent.id, "h", "queued", "dispatched")
+        queue(Deliveries(store), sent.id, "h")
         store.acknowledge(sent.id, "processed")
 
         private_server.restart()
@@ -762,10 +592,10 @@ def test_an_unreachable_redis_is_store_unavailable(make_settings: Callable[..., 
         lambda: store.get(sent.id),
         lambda: store.history(),
         lambda: list(store.scan_history()),
-        lambda: store.delivery(sent.id, "h"),
-        lambda: store.transition(sent.id, "h", "queued"),
+        lambda: Deliveries(store).get(sent.id, "h"),
+        lambda: queue(Deliveries(store), sent.id, "h"),
         lambda: store.acknowledge(sent.id),
-        lambda: store.mark_dispatched(sent.id),
+        lambda: store.mark_dispatched_many([(sent.id, None)]),
         lambda: store.pending(older_than=0),
         lambda: store.claim_pending(sent.id, lease=1),
     ]

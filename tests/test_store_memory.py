@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import redis
 
+from eda.delivery import Deliveries, Status
 from eda.event import Event
 from eda.redis_server import COMPACT_HASH_VALUE
 from eda.settings import Settings
 from eda.store import EventStore
+from tests.lifecycle import finish, queue, start
 
 #: Redis's names for its compact hash encoding (6.x, 7.x).
 COMPACT = {"ziplist", "listpack"}
@@ -19,8 +21,17 @@ def test_a_delivered_event_with_a_1_kb_payload_stays_compact(
     store = EventStore(client, settings)
     event = Event.create(type="thing.happened", source="test", payload={"pad": "x" * 1024})
     store.publish(event)
-    store.transition(event.id, "tests.handlers:succeed", "queued", "dispatched", task_id="t")
-    store.transition(event.id, "tests.handlers:succeed", "succeeded", "attempt 1 succeeded")
+    steps, handler = Deliveries(store), "tests.handlers:succeed"
+    queue(steps, event.id, handler, "f3a9c2d1e4b5a6978877665544332211")
+    start(steps, event.id, handler, "f3a9c2d1e4b5a6978877665544332211", "celery@worker-1")
+    finish(
+        steps,
+        event.id,
+        handler,
+        Status.SUCCEEDED,
+        "attempt 1 succeeded",
+        task="f3a9c2d1e4b5a6978877665544332211",
+    )
 
     assert client.config_get("hash-max-ziplist-value") == {
         "hash-max-ziplist-value": str(COMPACT_HASH_VALUE)

@@ -18,6 +18,7 @@ FAST = {
     "EDA_MAX_RETRIES": "3",
     "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml"),
     "EDA_OUTBOX_GRACE": "0.5",
+    "EDA_HANDLER_MODULES": "tests.handlers",
 }
 #: Every lane of celeryconfig.py.
 ALL_LANES = "alerts,code,customers,payments,default"

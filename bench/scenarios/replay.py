@@ -13,20 +13,41 @@ from bench.figures import Figure, median_run
 from bench.scenarios.common import NOOP, require, store_events
 from bench.scenarios.raw import RawCelery
 from eda.dead_letters import DeadLetter
+from eda.delivery import Change, Status
 from eda.event import Event
-from eda.store import now_iso
+from eda.times import now_iso
 
 
 def _kill(bench: Bench, events: list[Event]) -> None:
-    """Give every event a dead delivery and a dead letter, as a failing handler would."""
-    core = bench.plain_core
+    """Give every event a dead delivery and a dead letter, through the lifecycle's own steps."""
+    steps = bench.plain_core.deliveries
     for event in events:
-        core.store.transition(event.id, NOOP, "dead", "PermanentError: bench")
-        core.dead_letters.add(DeadLetter(
-            event_id=event.id, event_type=event.type, handler=NOOP,
-            error_class="eda.errors.PermanentError", error="bench", traceback="",
-            attempts=1, first_failure_at=now_iso(), last_failure_at=now_iso(), task_id="",
-        ))  # fmt: skip
+        steps.apply(Change(event.id, NOOP, "dispatch", Status.QUEUED, "bench", task_id="bench"))
+        steps.apply(Change(event.id, NOOP, "start", Status.RUNNING, task_id="bench"))
+        letter = DeadLetter(
+            event_id=event.id,
+            event_type=event.type,
+            handler=NOOP,
+            task_id="bench",
+            error_class="eda.errors.PermanentError",
+            error="bench",
+            traceback="",
+            attempts=1,
+            first_failure_at=now_iso(),
+            last_failure_at=now_iso(),
+        )
+        steps.apply(
+            Change(
+                event.id,
+                NOOP,
+                "finish",
+                Status.DEAD,
+                "PermanentError: bench",
+                task_id="bench",
+                options={"attempt": 1},
+                letter=letter,
+            )
+        )
 
 
 def _replay(bench: Bench, count: int) -> float:

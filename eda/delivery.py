@@ -1,0 +1,601 @@
+"""The delivery: one event handed to one handler, its record, its lifecycle, one attempt's run.
+
+::
+
+                      dispatch: condition fails
+          (none) ──────────────────────────────────────────► skipped
+            │ dispatch
+            ▼          dispatch / sweeper (message unsent)
+         queued ◄───┐ ─────────────┐
+            │       └──────────────┘
+            │ worker: start            worker: start
+            ▼                     ┌──────────────────┐
+         running ──────────────► retrying ◄──────────┘
+            │  ▲ worker: the same attempt again (its worker died, or could not record)
+            │  └─┘
+            ├── worker: finish ──► succeeded | skipped (a filter said no)
+            └── worker: finish ──► dead  (permanent, out of retries, or its worker kept
+                                         dying; the dead letter is written in the same step)
+
+    any status ── operator: retry a dead letter, replay; sweeper: recover ──► queued (a new run)
+    dead ── operator: discard ──► dead (the reason is noted)
+    queued ── operator: the broker refused the requeue ──► the status it had before
+
+Each step is one Lua script call (``lua/delivery.lua``); :data:`STEPS` says from
+which statuses each is legal, and the script refuses any other. A delivery keeps
+its **runs** (the first dispatch, each replay or retry from the dead-letter
+queue) and each run its **attempts**: number, task id, worker, start and end,
+duration, and what happened (status, reason, error; the handler's outcome is kept
+beside it). Attempt numbers count only attempts that ran the handler: a worker
+that died, or a store that could not be reached, restarts the same attempt, so
+neither spends the handler's retry budget.
+
+:func:`run_attempt` runs one attempt and returns a :class:`Verdict`; the Celery
+task (``tasks/delivery.py``) only maps the verdict onto Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from eda import logs
+from eda.dead_letters import DeadLetter
+from eda.errors import EdaError, InvalidInput, NotFound, PermanentError, TransientError
+from eda.event import Event
+from eda.handlers import Skip
+from eda.retry import RetryPolicy
+from eda.times import now_iso
+
+if TYPE_CHECKING:
+    from eda.core import Core
+    from eda.store import EventStore, ScriptCall
+
+log = logging.getLogger(__name__)
+
+#: Longest reason kept with a status change.
+MAX_REASON = 500
+#: Longest error message kept on an attempt, and the end of its traceback.
+MAX_ERROR = 500
+MAX_TRACEBACK = 2000
+#: Usage counters summed over every attempt's outcome (an agent's tokens).
+TOTALS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "tool_calls",
+    "turns",
+)
+
+
+class Status(StrEnum):
+    """Where a delivery stands."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    DEAD = "dead"
+
+
+#: No record yet.
+NEW = "new"
+ALL = (NEW, *Status)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One legal move: the statuses it starts from, where it may lead, and who makes it."""
+
+    sources: tuple[str, ...]
+    targets: tuple[Status, ...]
+    by: str
+
+
+#: Every legal step of the lifecycle (drawn in this module's docstring).
+STEPS: dict[str, Step] = {
+    "dispatch": Step((NEW, Status.QUEUED), (Status.QUEUED,), "dispatch, sweeper"),
+    "plan_skip": Step((NEW,), (Status.SKIPPED,), "dispatch"),
+    "requeue": Step(ALL, (Status.QUEUED,), "operator, sweeper"),
+    "unsent": Step((Status.QUEUED,), (Status.QUEUED,), "dispatch"),
+    "start": Step((Status.QUEUED, Status.RETRYING, Status.RUNNING), (Status.RUNNING,), "worker"),
+    "finish": Step(
+        (Status.RUNNING,),
+        (Status.SUCCEEDED, Status.SKIPPED, Status.RETRYING, Status.DEAD),
+        "worker",
+    ),
+    "discard": Step((Status.DEAD,), (Status.DEAD,), "operator"),
+    "revert": Step((Status.QUEUED,), tuple(Status), "operator: the broker refused a requeue"),
+}
+#: The script's own step for each lifecycle step.
+SCRIPT_STEP = {
+    "dispatch": "queue",
+    "plan_skip": "skip",
+    "requeue": "queue",
+    "unsent": "note",
+    "start": "start",
+    "finish": "finish",
+    "discard": "note",
+    "revert": "note",
+}
+
+
+def legal(step: str, source: str, target: Status) -> bool:
+    """True when ``step`` may move a delivery from ``source`` to ``target``."""
+    rule = STEPS[step]
+    return source in rule.sources and target in rule.targets
+
+
+# -- the record ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """One run of the handler (restarted in place when its worker died)."""
+
+    number: int
+    task_id: str = ""
+    worker: str = ""
+    started_at: str = ""
+    starts: int = 1
+    ended_at: str | None = None
+    duration_ms: float | None = None
+    status: str | None = None
+    reason: str = ""
+    error: dict[str, str] | None = None
+    outcome: dict[str, Any] | None = None
+
+
+@dataclass
+class Run:
+    """The attempts since a delivery was queued afresh (dispatch, replay, retry)."""
+
+    number: int
+    reason: str
+    at: str
+    replay: bool = False
+    attempts: list[Attempt] = field(default_factory=list)
+    dropped_attempts: int = 0
+    notes: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Delivery:
+    """A delivery's record, as the store keeps it."""
+
+    handler: str
+    status: Status
+    task_id: str = ""
+    replay: bool = False
+    enqueue_failed: bool = False
+    created_at: str = ""
+    updated_at: str = ""
+    runs: list[Run] = field(default_factory=list)
+    dropped_runs: int = 0
+
+    @classmethod
+    def parse(cls, raw: str, outcomes: Mapping[str, str]) -> Delivery:
+        """A record from its stored JSON and the event's outcomes hash."""
+        data = json.loads(raw)
+        handler = data["handler"]
+        runs = []
+        for run in _list(data.get("runs")):
+            attempts = []
+            for item in _list(run.get("attempts")):
+                attempt = Attempt(**{k: v for k, v in item.items() if k in Attempt.__annotations__})
+                found = outcomes.get(f"{handler}#{run['number']}.{attempt.number}")
+                attempt.outcome = json.loads(found) if found else None
+                attempts.append(attempt)
+            runs.append(
+                Run(
+                    number=run["number"],
+                    reason=run.get("reason", ""),
+                    at=run.get("at", ""),
+                    replay=bool(run.get("replay")),
+                    attempts=attempts,
+                    dropped_attempts=run.get("dropped_attempts", 0),
+                    notes=_list(run.get("notes")),
+                )
+            )
+        return cls(
+            handler=handler,
+            status=Status(data["status"]),
+            task_id=data.get("task_id", ""),
+            replay=bool(data.get("replay")),
+            enqueue_failed=bool(data.get("enqueue_failed")),
+            created_at=data.get("created_at", ""),
+            updated_at=data.get("updated_at", ""),
+            runs=runs,
+            dropped_runs=data.get("dropped_runs", 0),
+        )
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """The attempts of the current run."""
+        return self.runs[-1].attempts if self.runs else []
+
+    @property
+    def last(self) -> Attempt | None:
+        return next((a for run in reversed(self.runs) for a in reversed(run.attempts)), None)
+
+    def totals(self) -> dict[str, float]:
+        """Attempts, runs and usage counters (tokens) summed over every attempt kept."""
+        totals: dict[str, float] = {"runs": len(self.runs) + self.dropped_runs, "attempts": 0}
+        for run in self.runs:
+            totals["attempts"] += len(run.attempts) + run.dropped_attempts
+            for attempt in run.attempts:
+                _add_usage(totals, attempt.outcome)
+        return totals
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every status change kept, oldest first: notes, each attempt's start and end."""
+        changes: list[dict[str, Any]] = []
+        for run in self.runs:
+            notes = {n: [x for x in run.notes if x.get("after", 0) == n] for n in _afters(run)}
+            changes.extend(_change(note) for note in notes.get(0, []))
+            for attempt in run.attempts:
+                started = {
+                    "status": "running",
+                    "at": attempt.started_at,
+                    "reason": f"attempt {attempt.number}",
+                }
+                changes.append(started)
+                if attempt.ended_at:
+                    changes.append(
+                        {"status": attempt.status, "at": attempt.ended_at, "reason": attempt.reason}
+                    )
+                changes.extend(_change(note) for note in notes.get(attempt.number, []))
+        return changes
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the faces show: the status, the current run's summary, every run kept."""
+        last = self.last
+        return {
+            "handler": self.handler,
+            "status": str(self.status),
+            "attempts": len(self.attempts) + (self.runs[-1].dropped_attempts if self.runs else 0),
+            "task_id": self.task_id,
+            "replay": self.replay,
+            "enqueue_failed": self.enqueue_failed,
+            "error": last.error["message"] if last and last.error else None,
+            "outcome": last.outcome if last else None,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "totals": self.totals(),
+            "history": self.history(),
+            "runs": [_run_dict(run) for run in self.runs],
+            "dropped_runs": self.dropped_runs,
+        }
+
+
+def _run_dict(run: Run) -> dict[str, Any]:
+    return {
+        "number": run.number,
+        "reason": run.reason,
+        "at": run.at,
+        "replay": run.replay,
+        "dropped_attempts": run.dropped_attempts,
+        "notes": run.notes,
+        "attempts": [vars(attempt) for attempt in run.attempts],
+    }
+
+
+def _afters(run: Run) -> set[int]:
+    return {int(note.get("after", 0)) for note in run.notes}
+
+
+def _change(note: dict[str, Any]) -> dict[str, Any]:
+    return {"status": note["status"], "at": note["at"], "reason": note["reason"]}
+
+
+def _list(value: Any) -> list[Any]:
+    """A stored list (Lua's cjson writes an empty one as ``{}``)."""
+    return value if isinstance(value, list) else []
+
+
+def _add_usage(totals: dict[str, float], outcome: Mapping[str, Any] | None) -> None:
+    if not isinstance(outcome, Mapping):
+        return
+    usage = outcome.get("usage")
+    for key, value in [
+        *(usage.items() if isinstance(usage, Mapping) else ()),
+        ("turns", outcome.get("turns")),
+        ("tool_calls", len(outcome.get("tool_calls") or ())),
+    ]:
+        if key in TOTALS and isinstance(value, int | float) and not isinstance(value, bool):
+            totals[key] = totals.get(key, 0) + value
+
+
+# -- the steps, as store calls ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step for one delivery; see :class:`Deliveries`."""
+
+    event_id: str
+    handler: str
+    step: str
+    target: Status
+    reason: str = ""
+    task_id: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    outcome: dict[str, Any] | None = None
+    letter: DeadLetter | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a step did: the status before, the event's status after, and the verdict."""
+
+    previous: str
+    event_status: str
+    result: str  # "ok", "refused" or "superseded"
+    extra: tuple[Any, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "ok"
+
+
+class Deliveries:
+    """The delivery steps of one store: each one script call, many in one pipeline."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.keys = store.keys
+        settings = store.settings
+        self.kept = {"max_attempts": settings.max_attempts_kept, "max_runs": settings.max_runs_kept}
+
+    def apply(self, change: Change) -> Applied:
+        """Apply one step; NotFound when the event is no longer stored."""
+        reply = self.apply_many([change])[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def apply_many(self, changes: list[Change]) -> list[Applied | Exception]:
+        """Apply steps in one pipeline; a step that failed gives its error in its place."""
+        replies = self.store.run_scripts([self._call(change) for change in changes])
+        results: list[Applied | Exception] = []
+        for change, reply in zip(changes, replies, strict=True):
+            if isinstance(reply, Exception):
+                missing = str(reply).startswith("NOTFOUND")
+                results.append(_not_found(change.event_id) if missing else reply)
+            else:
+                results.append(
+                    Applied(str(reply[0]), str(reply[1]), str(reply[2]), tuple(reply[3:]))
+                )
+        return results
+
+    def _call(self, change: Change) -> ScriptCall:
+        rule = STEPS[change.step]
+        if change.target not in rule.targets:
+            raise InvalidInput("status", f"{change.step} cannot lead to {change.target}")
+        keys = self.keys
+        letter = change.letter
+        options = {**self.kept, **change.options}
+        if letter is not None:
+            options |= {"letter_id": letter.id, "letter_score": time.time()}
+        return (
+            self.store.scripts.delivery,
+            [
+                keys.deliveries(change.event_id),
+                keys.event(change.event_id),
+                keys.outcomes(change.event_id),
+                keys.dlq,
+                keys.dead_letter(letter.id if letter else ""),
+            ],
+            [
+                change.handler,
+                SCRIPT_STEP[change.step],
+                now_iso(),
+                change.reason[:MAX_REASON],
+                ",".join(rule.sources),
+                str(change.target),
+                change.task_id,
+                json.dumps(options),
+                _json(change.outcome),
+                json.dumps(letter.trimmed().as_record()) if letter else "",
+            ],
+        )
+
+    def get(self, event_id: str, handler: str) -> Delivery | None:
+        """One delivery's record, None when there is none."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.deliveries(event_id), handler)
+        pipe.hgetall(self.keys.outcomes(event_id))
+        raw, outcomes = self.store.execute(pipe)
+        return Delivery.parse(raw, outcomes) if raw else None
+
+
+def _json(outcome: dict[str, Any] | None) -> str:
+    """An outcome as JSON for the store ("" for none); one that is not JSON says why."""
+    if outcome is None:
+        return ""
+    try:
+        return json.dumps(outcome, default=str)
+    except (TypeError, ValueError) as exc:
+        return json.dumps({"unrecordable": str(exc)})
+
+
+def _not_found(event_id: str) -> NotFound:
+    return NotFound("event_id", f"no event {event_id!r} is stored")
+
+
+# -- one attempt --------------------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    """What an attempt came to, for the adapter that ran it."""
+
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    RETRY = "retry"
+    DEAD = "dead"
+    NOT_RUN = "not run"  # already done, or another task holds the delivery
+    GONE = "gone"  # the event is no longer stored
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An attempt's end: what happened, and for a retry after how many seconds."""
+
+    outcome: Outcome
+    attempt: int = 0
+    delay: float = 0.0
+    reason: str = ""
+
+
+def run_attempt(core: Core, event_id: str, handler: str, task_id: str, worker: str = "") -> Verdict:
+    """Run one attempt of a delivery and record how it ended; the verdict for the adapter.
+
+    Raises StoreUnavailable when the store cannot be reached: then nothing was
+    recorded (the attempt, when started, restarts in place and spends nothing).
+    """
+    steps = core.deliveries
+    try:
+        started = steps.apply(
+            Change(
+                event_id,
+                handler,
+                "start",
+                Status.RUNNING,
+                task_id=task_id,
+                options={"worker": worker},
+            )
+        )
+    except NotFound:
+        return Verdict(Outcome.GONE, reason="the event is no longer stored")
+    if not started.ok:
+        return Verdict(Outcome.NOT_RUN, reason=f"{started.result}: it is {started.previous}")
+    data, attempt, starts = started.extra
+    event = Event.from_json(data)
+    policy = core.policy(handler, event.type)
+    ran = Ran(core, event, handler, task_id, int(attempt), time.monotonic())
+    if int(starts) > policy.max_retries + 1:
+        # The same message keeps coming back because its worker dies (OOM, a crash).
+        return ran.failed(
+            PermanentError(f"the worker died {int(starts) - 1} times running it"), policy
+        )
+    if core.handlers is None:
+        raise EdaError("a core without handlers cannot run deliveries (use tasks.connect())")
+    try:
+        result = core.handlers.resolve(handler)(event)
+    except SystemExit as exc:  # a handler must not end the worker
+        return ran.failed(PermanentError(f"the handler called exit({exc.code})"), policy)
+    except Skip as skip:
+        reason = f"{skip.stage}: {skip.reason}" if skip.stage else skip.reason
+        return ran.end(Outcome.SKIPPED, Status.SKIPPED, reason, record=skip.outcome)
+    except Exception as exc:
+        return ran.failed(exc, policy)
+    return ran.end(
+        Outcome.SUCCEEDED,
+        Status.SUCCEEDED,
+        f"attempt {attempt} succeeded",
+        record=result if isinstance(result, dict) else None,
+    )
+
+
+@dataclass
+class Ran:
+    """An attempt that started: how its end is recorded."""
+
+    core: Core
+    event: Event
+    handler: str
+    task_id: str
+    attempt: int
+    began: float
+
+    def end(
+        self,
+        outcome: Outcome,
+        status: Status,
+        reason: str,
+        *,
+        delay: float = 0.0,
+        error: BaseException | None = None,
+        letter: DeadLetter | None = None,
+        record: dict[str, Any] | None = None,
+    ) -> Verdict:
+        """Record the attempt's end (one step); the verdict, or NOT_RUN when superseded."""
+        options: dict[str, Any] = {
+            "attempt": self.attempt,
+            "duration_ms": round((time.monotonic() - self.began) * 1000, 3),
+        }
+        if error is not None:
+            options["error"] = error_record(error)
+        applied = self.core.deliveries.apply(
+            Change(
+                self.event.id,
+                self.handler,
+                "finish",
+                status,
+                reason,
+                task_id=self.task_id,
+                options=options,
+                outcome=record,
+                letter=letter,
+            )
+        )
+        if not applied.ok:
+            return Verdict(Outcome.NOT_RUN, self.attempt, reason=f"{applied.result} on the way out")
+        return Verdict(outcome, self.attempt, delay, reason)
+
+    def failed(self, exc: BaseException, policy: RetryPolicy) -> Verdict:
+        """Retry a transient failure with backoff; dead-letter a permanent or exhausted one."""
+        reported = getattr(exc, "outcome", None)
+        record = reported if isinstance(reported, dict) else None
+        message = logs.describe(exc)
+        retries = self.attempt - 1
+        if not policy.gives_up(exc, retries):
+            retry_after = exc.retry_after if isinstance(exc, TransientError) else None
+            delay = policy.delay(retries, retry_after)
+            return self.end(
+                Outcome.RETRY,
+                Status.RETRYING,
+                f"{message} (next try in {delay:.3f} s)",
+                delay=delay,
+                error=exc,
+                record=record,
+            )
+        why = "permanent error" if policy.is_permanent(exc) else "retries exhausted"
+        letter = DeadLetter(
+            event_id=self.event.id,
+            event_type=self.event.type,
+            handler=self.handler,
+            error_class=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            error=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            attempts=self.attempt,
+            first_failure_at=self._first_failure(),
+            last_failure_at=now_iso(),
+            task_id=self.task_id,
+        )
+        return self.end(
+            Outcome.DEAD, Status.DEAD, f"{why}: {message}", error=exc, letter=letter, record=record
+        )
+
+    def _first_failure(self) -> str:
+        """When the current run's first failure ended (now, for a first attempt)."""
+        record = self.core.deliveries.get(self.event.id, self.handler)
+        ended = [a.ended_at for a in (record.attempts if record else []) if a.ended_at]
+        return ended[0] if ended else now_iso()
+
+
+def error_record(exc: BaseException) -> dict[str, str]:
+    """An exception as an attempt keeps it: class, bounded message, the end of the traceback."""
+    return {
+        "class": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc)[:MAX_ERROR],
+        "traceback": "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:],
+    }

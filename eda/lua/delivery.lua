@@ -1,0 +1,193 @@
+-- One step of a delivery's lifecycle (event x handler), and the event's status derived anew.
+-- Which steps are legal from which status is decided in eda/delivery.py and passed in
+-- (ARGV 5); this script applies one step atomically, with what must not be seen half done:
+-- a handler's outcome, and on a move to dead the dead letter.
+--
+-- KEYS: 1 deliveries hash of the event, 2 event record, 3 outcomes hash of the event,
+--       4 dead-letter index (sorted set), 5 the dead letter's key
+-- ARGV: 1 handler, 2 step: queue | skip | start | finish | note, 3 now (RFC 3339),
+--       4 reason, 5 statuses the step is legal from, comma-separated ("new": no record),
+--       6 status after the step, 7 task id (queue: the new one; others: the expected one,
+--       "" for any), 8 JSON options (below), 9 the handler's outcome as JSON ("" none),
+--       10 the dead letter as JSON ("" none)
+-- Options: new_run, replay, enqueue_failed (queue, note), only_unsent (queue: a queued
+--   delivery is taken only while its message is unsent), worker (start), attempt (finish:
+--   the attempt it ends), error {class, message, traceback} (finish), max_attempts,
+--   max_runs (what is kept), letter_id, letter_score (dead letter), read (start: return
+--   the event's data).
+-- Returns {previous status or "new", event status, "ok" | "refused" | "superseded"}; a
+-- start that was applied adds {event data, attempt number, times this attempt started}.
+--
+-- The record: {handler, status, task_id, replay, enqueue_failed, created_at, updated_at,
+--   dropped_runs, runs: [{number, reason, at, replay, count, dropped_attempts,
+--   notes: [{at, status, reason, after (the attempts started before it)}], attempts: [{number, task_id, worker, started_at,
+--   starts, ended_at, duration_ms, status, reason, error}]}]}
+-- An attempt's outcome is kept in KEYS 3 under "<handler>#<run>.<attempt>".
+
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return redis.error_reply('NOTFOUND event record ' .. KEYS[2] .. ' does not exist')
+end
+
+local handler, step, now, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local target, task_id = ARGV[6], ARGV[7]
+local options = cjson.decode(ARGV[8])
+local raw = redis.call('HGET', KEYS[1], handler)
+local delivery = raw and cjson.decode(raw) or nil
+local previous = delivery and delivery.status or 'new'
+
+local function refuse(why)
+  return {previous, redis.call('HGET', KEYS[2], 'status'), why}
+end
+
+local legal = false
+for status in string.gmatch(ARGV[5], '[^,]+') do
+  if status == previous then
+    legal = true
+  end
+end
+if not legal then
+  return refuse('refused')
+end
+if step == 'queue' and options.only_unsent and previous == 'queued' and not delivery.enqueue_failed then
+  return refuse('refused')
+end
+if step ~= 'queue' and task_id ~= '' and delivery and delivery.task_id ~= task_id then
+  return refuse('superseded')
+end
+
+-- cjson reads an empty list back as an object: lists are lists again here.
+local function list(value)
+  if type(value) ~= 'table' or next(value) == nil then
+    return {}
+  end
+  return value
+end
+
+local function outcome_field(run, attempt)
+  return handler .. '#' .. run.number .. '.' .. attempt.number
+end
+
+local function drop_run(run)
+  for _, attempt in ipairs(list(run.attempts)) do
+    redis.call('HDEL', KEYS[3], outcome_field(run, attempt))
+  end
+end
+
+if not delivery then
+  delivery = {handler = handler, created_at = now, dropped_runs = 0}
+end
+local runs = list(delivery.runs)
+delivery.runs = runs
+local run = runs[#runs]
+if not run and step ~= 'queue' and step ~= 'skip' then
+  -- A record of the shape before runs were kept: its history starts here.
+  run = {number = 1, reason = 'recorded before runs were kept', at = now, replay = false,
+         count = tonumber(delivery.attempts) or 0, dropped_attempts = 0, attempts = {}, notes = {}}
+  table.insert(runs, run)
+end
+
+local function note(status, why)
+  local notes = list(run.notes)
+  table.insert(notes, {at = now, status = status, reason = why, after = run.count or 0})
+  while #notes > 20 do
+    table.remove(notes, 1)
+  end
+  run.notes = notes
+end
+
+local result = {}
+if step == 'queue' or step == 'skip' then
+  if options.new_run or not run then
+    run = {number = run and run.number + 1 or 1, reason = reason, at = now,
+           replay = options.replay or false, count = 0, dropped_attempts = 0,
+           attempts = {}, notes = {}}
+    table.insert(runs, run)
+    while #runs > (options.max_runs or 10) do
+      drop_run(table.remove(runs, 1))
+      delivery.dropped_runs = (delivery.dropped_runs or 0) + 1
+    end
+  end
+  note(target, reason)
+  if step == 'queue' then
+    delivery.task_id = task_id
+    delivery.replay = options.replay or false
+    delivery.enqueue_failed = options.enqueue_failed or false
+  end
+elseif step == 'start' then
+  local attempts = list(run.attempts)
+  run.attempts = attempts
+  local attempt = attempts[#attempts]
+  if previous == 'running' and attempt and not attempt.ended_at then
+    -- The message came back without an end recorded: its worker died, or could not
+    -- record. The same attempt starts again; it does not spend the retry budget.
+    attempt.starts = (attempt.starts or 1) + 1
+  else
+    run.count = (run.count or #attempts) + 1
+    attempt = {number = run.count, task_id = delivery.task_id, starts = 1}
+    table.insert(attempts, attempt)
+    while #attempts > (options.max_attempts or 20) do
+      redis.call('HDEL', KEYS[3], outcome_field(run, table.remove(attempts, 1)))
+      run.dropped_attempts = (run.dropped_attempts or 0) + 1
+    end
+  end
+  attempt.started_at = now
+  attempt.worker = options.worker
+  delivery.enqueue_failed = false
+  result = {redis.call('HGET', KEYS[2], 'data'), attempt.number, attempt.starts}
+elseif step == 'finish' then
+  local attempts = list(run.attempts)
+  local attempt = attempts[#attempts]
+  if not attempt or attempt.ended_at or attempt.number ~= options.attempt then
+    return refuse('superseded')
+  end
+  attempt.ended_at = now
+  attempt.duration_ms = options.duration_ms
+  attempt.status = target
+  attempt.reason = reason
+  attempt.error = options.error
+  if ARGV[9] ~= '' then
+    redis.call('HSET', KEYS[3], outcome_field(run, attempt), ARGV[9])
+  end
+  if ARGV[10] ~= '' then
+    redis.call('SET', KEYS[5], ARGV[10])
+    redis.call('ZADD', KEYS[4], options.letter_score, options.letter_id)
+  end
+else -- note: a change that is not an attempt (an enqueue that failed, a discard)
+  note(target, reason)
+  if options.enqueue_failed ~= nil then
+    delivery.enqueue_failed = options.enqueue_failed
+  end
+end
+
+delivery.status = target
+delivery.updated_at = now
+delivery.history = nil -- the shape before runs were kept
+redis.call('HSET', KEYS[1], handler, cjson.encode(delivery))
+
+-- The event's status follows from all of its deliveries, unless an operator set it by hand.
+local counts = {}
+for _, value in ipairs(redis.call('HVALS', KEYS[1])) do
+  local s = cjson.decode(value).status
+  counts[s] = (counts[s] or 0) + 1
+end
+local derived
+if (counts.running or 0) + (counts.retrying or 0) > 0 then
+  derived = 'processing'
+elseif (counts.queued or 0) > 0 then
+  derived = 'queued'
+elseif (counts.dead or 0) > 0 then
+  derived = 'failed'
+elseif (counts.succeeded or 0) > 0 then
+  derived = 'succeeded'
+else
+  derived = 'skipped'
+end
+redis.call('HSET', KEYS[2], 'derived', derived)
+if redis.call('HEXISTS', KEYS[2], 'ack') == 0 then
+  redis.call('HSET', KEYS[2], 'status', derived)
+end
+local reply = {previous, redis.call('HGET', KEYS[2], 'status'), 'ok'}
+for _, value in ipairs(result) do
+  table.insert(reply, value)
+end
+return reply
