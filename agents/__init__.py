@@ -46,15 +46,6 @@ def register_agents(
     return list(specs)
 
 
-def default_routes(settings: Settings | None = None) -> list[dict[str, Any]]:
-    """Each agent's own events as routes-file entries (``{"events": [...], "handler": name}``)."""
-    return [
-        {"events": list(spec.events), "handler": name}
-        for name, spec in load_definitions(settings).items()
-        if spec.events
-    ]
-
-
 def _register_with_registry() -> None:
     try:
         from tasks import registry
