@@ -48,7 +48,7 @@ from eda.config_file import (
     given,
     problem,
     read_yaml,
-    repeated,
+    unique_names,
     validate,
 )
 from eda.imports import import_path
@@ -228,10 +228,7 @@ class AgentEntry(ConfigModel):
     @field_validator("pipeline")
     @classmethod
     def _stage_names(cls, stages: list[StageEntry]) -> list[StageEntry]:
-        again = repeated(stage.name for stage in stages)
-        if again is not None:
-            raise problem(f"{again[1]!r} is used twice", again[0], "name")
-        return stages
+        return unique_names(stages)
 
     @model_validator(mode="before")
     @classmethod
@@ -265,10 +262,7 @@ class AgentsFile(ConfigModel):
     def _names(cls, agents: list[AgentEntry]) -> list[AgentEntry]:
         if not agents:
             raise problem("is required: a list of agents")
-        again = repeated(agent.name for agent in agents)
-        if again is not None:
-            raise problem("is used twice", again[0], "name")
-        return agents
+        return unique_names(agents)
 
 
 def load_agents(path: Path, gantz: Callable[[], Mapping[str, Tool]]) -> dict[str, AgentSpec]:

@@ -15,10 +15,10 @@ are validators that read the ``context`` handed to :func:`validate`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 
 import yaml
 from pydantic import (
@@ -111,14 +111,22 @@ def given(info: ValidationInfo, name: str) -> Any:
     return context[name]
 
 
-def repeated(names: Iterable[str]) -> tuple[int, str] | None:
-    """The index and name of the first item whose name an earlier item has, or None."""
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=Named)
+
+
+def unique_names(entries: list[N]) -> list[N]:
+    """``entries`` when no two share a name; else an error at the later one's ``name``."""
     seen: set[str] = set()
-    for index, name in enumerate(names):
-        if name in seen:
-            return index, name
-        seen.add(name)
-    return None
+    for index, entry in enumerate(entries):
+        if entry.name in seen:
+            raise problem(f"{entry.name!r} is used twice", index, "name")
+        seen.add(entry.name)
+    return entries
 
 
 @dataclass(frozen=True)
