@@ -15,7 +15,7 @@ are validators that read the ``context`` handed to :func:`validate`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar
@@ -240,6 +240,16 @@ def _construct(
         ]
     if not isinstance(node, yaml.MappingNode):
         return loader.construct_object(node, deep=True)
+    written: set[Any] = set()
+    for key_node, _ in node.value:  # keys written here; merged ones (<<) may be overridden
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, Hashable) and key in written:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice", key_node.start_mark
+            )
+        written.add(key if isinstance(key, Hashable) else id(key))
     loader.flatten_mapping(node)  # merge keys (<<) in, as safe_load does
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
@@ -247,10 +257,6 @@ def _construct(
         if not isinstance(key, str | int) or isinstance(key, bool):
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} is not text (quote it)", key_node.start_mark
-            )
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is given twice", key_node.start_mark
             )
         lines[(*at, key)] = key_node.start_mark.line + 1
         mapping[key] = _construct(loader, value_node, (*at, key), lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,12 @@ def test_a_subscription_with_one_bad_pattern_subscribes_nothing(settings: Settin
     assert dispatching.subscriptions() == []
     with pytest.raises(InvalidInput, match="neither a registered handler"):
         dispatching.subscribe(["billing.paid"], "sys:exit")
+
+
+def test_a_broken_routes_file_stops_connect_naming_the_line_the_route_and_the_field(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    path = write(tmp_path, "routes:\n  - events: a.b\n    handler: tests.handlers:nothing_here\n")
+    with pytest.raises(InvalidInput) as error:
+        connect(make_settings(routes_path=path))
+    assert error.value.field == f"{path}:3: routes[0] (tests.handlers:nothing_here).handler"

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
+from eda.core import Core
 from eda.errors import InvalidInput
+from eda.settings import Settings
+from webhooks.app import create_app
 from webhooks.mapping import load_type_map
 
 
@@ -63,3 +68,13 @@ def test_a_missing_type_map_is_refused_naming_it(tmp_path: Path) -> None:
         load_type_map(tmp_path / "absent.yaml")
     assert error.value.field == str(tmp_path / "absent.yaml")
     assert "cannot be read" in error.value.reason
+
+
+def test_a_broken_type_map_stops_the_app_at_start(
+    tmp_path: Path, make_settings: Callable[..., Settings], client: redis.Redis
+) -> None:
+    path = write(tmp_path, "stripe:\n  types:\n    invoice.paid: 'payment.{amount}'\n")
+    settings = make_settings(webhook_types_path=path)
+    with pytest.raises(InvalidInput) as error:
+        create_app(Core(settings, client))
+    assert error.value.field == f"{path}:3: stripe.types.invoice.paid"
