@@ -192,8 +192,6 @@ class Core:
         for route in self.routes.matching(event_type):
             if route.handler == handler:
                 overrides.append(route.retry)
-                if route.permanent:
-                    overrides.append(RetryOverride(permanent=route.permanent))
         policy = self.default_policy
         for override in overrides:
             policy = policy.narrowed(override)

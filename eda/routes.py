@@ -10,7 +10,17 @@ A routes file (``EDA_ROUTES``, default ``tasks/routes.yaml``)::
           count: {gt: 3}
           user.id: {exists: true}        # dotted paths reach into the payload
           env: production                # a bare value means equals
-        permanent: [KeyError]            # exception names this handler never retries
+        retry:                           # optional; this route's retry policy (eda/retry.py)
+          max_retries: 1                 # tries after the first (default EDA_MAX_RETRIES)
+          backoff: 0.5                   # seconds, the exponential's base (EDA_RETRY_BACKOFF)
+          backoff_max: 60                # seconds, its cap (EDA_RETRY_BACKOFF_MAX)
+          jitter: true                   # full jitter under the exponential
+          permanent: [KeyError]          # exception names never retried
+        permanent: [KeyError]            # shorthand for retry.permanent
+
+A key left out of ``retry:`` keeps the agent's value (``retry:`` in agents.yaml),
+else the settings' default. A mistake is an InvalidInput naming the file, the line,
+the route and the field (``tasks/routes.yaml:12: routes[3] (CustomerAgent).retry``).
 
 Patterns are shell-style: ``*`` matches any run of characters, dots included.
 """
@@ -23,10 +33,11 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
+from pydantic import PlainValidator, ValidationInfo, field_validator
 
+from eda.config_file import ConfigModel, RetryField, given, problem, read_yaml, validate
 from eda.errors import InvalidInput
 from eda.retry import RetryOverride
 
@@ -43,14 +54,14 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "lt": operator.lt,
     "lte": operator.le,
 }
+#: What a pattern looks like, for error messages.
+PATTERN_EXAMPLES = "('alert.triggered', 'code.*', '*')"
 _MISSING = object()
 
 
 def check_pattern(pattern: str, where: str) -> str:
     if not isinstance(pattern, str) or not ROUTE_PATTERN.fullmatch(pattern):
-        raise InvalidInput(
-            where, f"{pattern!r} is not an event-type pattern ('alert.triggered', 'code.*', '*')"
-        )
+        raise InvalidInput(where, f"{pattern!r} is not an event-type pattern {PATTERN_EXAMPLES}")
     return pattern
 
 
@@ -91,44 +102,76 @@ class Condition:
         return f"{self.path} {self.op} {self.expected!r}"
 
 
-def parse_conditions(spec: Any, where: str) -> tuple[Condition, ...]:
-    """Conditions from a ``when:`` mapping; InvalidInput names the field at fault."""
+class ConditionError(ValueError):
+    """A mistake in conditions; ``at`` is the place below the conditions (field, operator)."""
+
+    def __init__(self, at: tuple[str, ...], reason: str) -> None:
+        super().__init__(reason)
+        self.at = at
+        self.reason = reason
+
+
+def conditions(spec: Any) -> tuple[Condition, ...]:
+    """Conditions from a ``when:`` mapping; ConditionError says which field and why."""
     if spec is None:
         return ()
     if not isinstance(spec, dict):
-        raise InvalidInput(where, "'when' must map payload fields to conditions")
-    conditions = []
+        raise ConditionError((), "must map payload fields to conditions")
+    found = []
     for path, test in spec.items():
         if not isinstance(path, str) or not path:
-            raise InvalidInput(where, f"{path!r} is not a payload field path")
+            raise ConditionError((), f"{path!r} is not a payload field path")
         if not isinstance(test, dict):
-            conditions.append(Condition(path, "equals", test))
+            found.append(Condition(path, "equals", test))
             continue
         for op, expected in test.items():
-            if op != "exists" and op not in OPERATORS:
-                known = ", ".join(["exists", *OPERATORS])
-                raise InvalidInput(f"{where}.{path}", f"unknown condition {op!r} (use {known})")
-            if op in ("in", "not_in") and not isinstance(expected, list):
-                raise InvalidInput(f"{where}.{path}.{op}", "expects a list")
-            if op in ("gt", "gte", "lt", "lte") and (
-                isinstance(expected, bool) or not isinstance(expected, int | float)
-            ):
-                raise InvalidInput(f"{where}.{path}.{op}", "expects a number")
-            conditions.append(Condition(path, op, expected))
-    return tuple(conditions)
+            found.append(_condition(path, op, expected))
+    return tuple(found)
+
+
+def _condition(path: str, op: Any, expected: Any) -> Condition:
+    if op != "exists" and op not in OPERATORS:
+        known = ", ".join(["exists", *OPERATORS])
+        raise ConditionError((path,), f"unknown condition {op!r} (use {known})")
+    if op in ("in", "not_in") and not isinstance(expected, list):
+        raise ConditionError((path, op), "expects a list")
+    if op in ("gt", "gte", "lt", "lte") and (
+        isinstance(expected, bool) or not isinstance(expected, int | float)
+    ):
+        raise ConditionError((path, op), "expects a number")
+    return Condition(path, op, expected)
+
+
+def parse_conditions(spec: Any, where: str) -> tuple[Condition, ...]:
+    """Conditions from a ``when:`` mapping; InvalidInput names the field at fault."""
+    try:
+        return conditions(spec)
+    except ConditionError as exc:
+        raise InvalidInput(".".join((where, *exc.at)), exc.reason) from None
+
+
+def checked_conditions(spec: Any) -> tuple[Condition, ...]:
+    """Conditions for a configuration model: a mistake as a located validation error."""
+    try:
+        return conditions(spec)
+    except ConditionError as exc:
+        raise problem(exc.reason, *exc.at) from None
 
 
 @dataclass(frozen=True)
 class Route:
-    """Event-type patterns to one handler, with conditions on the payload."""
+    """Event-type patterns to one handler, with conditions on the payload and its retry policy."""
 
     patterns: tuple[str, ...]
     handler: str
     conditions: tuple[Condition, ...] = ()
-    permanent: tuple[str, ...] = ()
-    origin: str = "code"
-    #: The route's own retry policy (its ``retry:``), narrowing the defaults.
     retry: RetryOverride | None = None
+    origin: str = "code"
+
+    @property
+    def permanent(self) -> tuple[str, ...]:
+        """Exception names this route never retries (its ``retry.permanent``)."""
+        return self.retry.permanent if self.retry is not None else ()
 
     def matches(self, event_type: str) -> bool:
         return any(type_matches(p, event_type) for p in self.patterns)
@@ -153,71 +196,61 @@ class RouteTable:
         return {route.handler for route in self.routes}
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A YAML loader that remembers the line each mapping starts on."""
+def _patterns(value: Any) -> tuple[str, ...]:
+    patterns = [value] if isinstance(value, str) else value
+    if not isinstance(patterns, list) or not patterns:
+        raise problem("must be a pattern or a list of patterns")
+    for index, pattern in enumerate(patterns):
+        if not isinstance(pattern, str) or not ROUTE_PATTERN.fullmatch(pattern):
+            at = () if isinstance(value, str) else (index,)
+            raise problem(f"{pattern!r} is not an event-type pattern {PATTERN_EXAMPLES}", *at)
+    return tuple(patterns)
 
 
-def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
-    mapping["__line__"] = node.start_mark.line + 1
-    return mapping
+class RouteEntry(ConfigModel):
+    """One entry of the routes file."""
+
+    events: Annotated[tuple[str, ...], PlainValidator(_patterns)]
+    handler: str
+    when: Annotated[tuple[Condition, ...], PlainValidator(checked_conditions)] = ()
+    permanent: list[str] = []
+    retry: RetryField = None
+
+    @field_validator("handler")
+    @classmethod
+    def _known(cls, handler: str, info: ValidationInfo) -> str:
+        if not given(info, "known_handler")(handler):
+            raise problem(
+                f"unknown handler {handler!r}: not an agent, a name registered in code "
+                "or an importable 'package.module:function'"
+            )
+        return handler
+
+    def route(self, origin: str) -> Route:
+        retry = self.retry
+        if self.permanent:  # ``permanent:`` is the shorthand of ``retry.permanent``
+            base = retry or RetryOverride()
+            names = tuple(dict.fromkeys([*base.permanent, *self.permanent]))
+            retry = base.model_copy(update={"permanent": names})
+        return Route(self.events, self.handler, self.when, retry, origin)
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_with_line)
+class RoutesFile(ConfigModel):
+    """A whole routes file."""
+
+    routes: list[RouteEntry]
 
 
 def load_routes(path: Path, known_handler: Callable[[str], bool]) -> list[Route]:
-    """Read and check a routes file; InvalidInput says file, line and reason."""
-    try:
-        document = yaml.load(path.read_text(), Loader=_LineLoader)  # noqa: S506 (safe subclass)
-    except OSError as exc:
-        raise InvalidInput(str(path), f"cannot read the routes file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InvalidInput(str(path), f"is not valid YAML: {exc}") from None
-    entries = document.get("routes") if isinstance(document, dict) else None
-    if not isinstance(entries, list):
-        raise InvalidInput(str(path), "must be a mapping with a 'routes' list")
-    return [_route(entry, path, known_handler) for entry in entries]
-
-
-def _route(entry: Any, path: Path, known_handler: Callable[[str], bool]) -> Route:
-    if not isinstance(entry, dict):
-        raise InvalidInput(str(path), "every route must be a mapping")
-    where = f"{path}:{entry.pop('__line__')}"
-    unknown = set(entry) - {"events", "handler", "when", "permanent", "retry"}
-    if unknown:
-        raise InvalidInput(where, f"unknown route keys: {', '.join(sorted(unknown))}")
-    events = entry.get("events")
-    patterns = [events] if isinstance(events, str) else events
-    if not isinstance(patterns, list) or not patterns:
-        raise InvalidInput(where, "'events' must be a pattern or a list of patterns")
-    handler = entry.get("handler")
-    if not isinstance(handler, str) or not known_handler(handler):
-        raise InvalidInput(where, f"unknown handler {handler!r}")
-    permanent = entry.get("permanent") or []
-    if not isinstance(permanent, list) or not all(isinstance(p, str) for p in permanent):
-        raise InvalidInput(where, "'permanent' must be a list of exception names")
-    when = entry.get("when")
-    if isinstance(when, dict):
-        when.pop("__line__", None)
-        for test in when.values():
-            if isinstance(test, dict):
-                test.pop("__line__", None)
-    retry = entry.get("retry")
-    if isinstance(retry, dict):
-        retry.pop("__line__", None)
-    try:
-        override = RetryOverride.model_validate(retry) if retry is not None else None
-    except ValueError as exc:
-        raise InvalidInput(f"{where}: retry", str(exc).splitlines()[-1].strip()) from None
-    return Route(
-        retry=override,
-        patterns=tuple(check_pattern(p, where) for p in patterns),
-        handler=handler,
-        conditions=parse_conditions(when, where),
-        permanent=tuple(permanent),
-        origin=where,
+    """Read and check a routes file; InvalidInput says file, line, route and field."""
+    document = read_yaml(path)
+    routes_file = validate(
+        document, RoutesFile, context={"known_handler": known_handler}, label_keys=("handler",)
     )
+    return [
+        entry.route(f"{path}:{document.line(('routes', index))}")
+        for index, entry in enumerate(routes_file.routes)
+    ]
 
 
 def subscription_routes(subscriptions: Iterable[dict[str, Any]]) -> list[Route]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from eda.core import Core
 from eda.errors import InvalidInput
 from eda.event import Event
 from eda.handlers import CODE, Handler, Skip
+from eda.retry import RetryOverride
+from eda.routes import load_routes
 from eda.settings import Settings
 from tasks import handlers
 from tests.agent_fixtures import dry_run, stored_event
@@ -25,13 +28,10 @@ from tests.workers import ROOT
 __all__ = ["dry_run"]  # a fixture used by the tests below
 
 
-def test_the_shipped_agents_load_with_their_events_tools_and_pipeline(settings: Settings) -> None:
+def test_the_shipped_agents_load_with_their_tools_and_pipeline(settings: Settings) -> None:
     specs = load_definitions(settings)
 
     assert list(specs) == ["AlertResponder", "CodeReviewer", "CustomerAgent"]
-    assert specs["AlertResponder"].events == ("alert.triggered",)
-    assert specs["CodeReviewer"].events == ("code.pushed", "code.pr_opened")
-    assert specs["CustomerAgent"].events == ("customer.signup", "customer.churn_risk")
     alert = specs["AlertResponder"]
     assert [(s.name, s.kind) for s in alert.stages] == [
         ("high_severity", "filter"),
@@ -65,6 +65,19 @@ def test_register_agents_hands_each_agent_to_the_register_callable(settings: Set
 
     assert names == ["AlertResponder", "CodeReviewer", "CustomerAgent"] == list(registered)
     assert all(callable(handler) for handler in registered.values())
+
+
+def test_every_event_the_routes_file_sends_an_agent_is_in_its_instructions(
+    settings: Settings,
+) -> None:
+    specs = load_definitions(settings)
+    registry, _ = handlers(settings)
+    routes = load_routes(settings.routes_path, lambda name: registry.known(name, trusted=True))
+
+    sent = [(r.handler, p) for r in routes if r.handler in specs for p in r.patterns]
+
+    assert ("CustomerAgent", "payment.failed") in sent
+    assert [(h, p) for h, p in sent if p not in specs[h].instructions] == []
 
 
 def test_the_shipped_alert_responder_skips_low_severity_and_runs_dry_on_high(
@@ -117,10 +130,19 @@ def agent(**fields: Any) -> dict[str, Any]:
          "agents[0] (Broken).tools[1]", "listed twice"),
         ({"agents": [agent(max_turns=0)]}, "agents[0] (Broken).max_turns", "from 1 to 50"),
         ({"agents": [agent(max_tokens="lots")]}, "agents[0] (Broken).max_tokens", "whole number"),
-        ({"agents": [agent(events=["Alert Triggered"])]}, "agents[0] (Broken).events[0]",
-         "not an event-type pattern"),
-        ({"agents": [agent(modle="x")]}, "agents[0] (Broken)", "unknown keys modle"),
-        ({"agents": [agent(name="bad name")]}, "agents[0].name", "must be a letter"),
+        ({"agents": [agent(events=["alert.triggered"])]}, "agents[0] (Broken).events",
+         "routes belong in the routes file"),
+        ({"agents": [agent(modle="x")]}, "agents[0] (Broken).modle", "is not a known key"),
+        ({"agents": [agent(name="bad name")]}, "agents[0] (bad name).name", "must be a letter"),
+        ({"agents": [agent(model=" ")]}, "agents[0] (Broken).model", "must be a model id"),
+        ({"agents": [agent(retry={"max_retries": -1})]},
+         "agents[0] (Broken).retry.max_retries", "must be >= 0"),
+        ({"agents": [agent(retry={"backoff": 0})]}, "agents[0] (Broken).retry.backoff",
+         "must be > 0"),
+        ({"agents": [agent(retry={"tries": 3})]}, "agents[0] (Broken).retry.tries",
+         "is not a known key"),
+        ({"agents": [agent(pipeline=[{"name": "s", "filter": {}}, {"name": "s", "filter": {}}])]},
+         "agents[0] (Broken).pipeline[1] (s).name", "'s' is used twice"),
         ({"agents": [agent(), agent()]}, "agents[1] (Broken).name", "is used twice"),
         ({"agents": [agent(pipeline=[{"name": "s", "filter": {}, "enrich": "a.b:c"}])]},
          "agents[0] (Broken).pipeline[0] (s)", "exactly one of"),
@@ -149,8 +171,72 @@ def test_mistakes_in_the_agents_file_name_the_file_agent_and_field(
     with pytest.raises(InvalidInput) as raised:
         load_definitions(make_settings(agents_path=path))
 
-    assert raised.value.field == f"{path}: {field}"
+    assert re.fullmatch(rf"{re.escape(str(path))}:\d+: {re.escape(field)}", raised.value.field)
     assert reason in raised.value.reason
+
+
+@pytest.fixture
+def agents_file(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> Callable[[str], Settings]:
+    """Settings whose agents file holds the text given."""
+
+    def write(text: str) -> Settings:
+        path = tmp_path / "agents.yaml"
+        path.write_text(text)
+        return make_settings(agents_path=path)
+
+    return write
+
+
+def test_a_mistake_names_the_line_of_the_field_at_fault(
+    tmp_path: Path, agents_file: Callable[[str], Settings]
+) -> None:
+    path = tmp_path / "agents.yaml"
+    settings = agents_file(
+        "agents:\n"
+        "  - name: Calm\n"
+        "    instructions: x\n"
+        "  - name: Hasty\n"
+        "    instructions: x\n"
+        "    retry:\n"
+        "      max_retries: -1\n"
+    )
+
+    with pytest.raises(InvalidInput) as raised:
+        load_definitions(settings)
+
+    assert str(raised.value) == f"{path}:7: agents[1] (Hasty).retry.max_retries: must be >= 0"
+
+
+def test_an_agent_carries_its_retry_policy(agents_file: Callable[[str], Settings]) -> None:
+    settings = agents_file(
+        "agents:\n"
+        "  - name: Careful\n"
+        "    instructions: x\n"
+        "    retry: {max_retries: 2, backoff_max: 30, permanent: [KeyError]}\n"
+        "  - name: Plain\n"
+        "    instructions: x\n"
+    )
+
+    specs = load_definitions(settings)
+
+    assert specs["Careful"].retry == RetryOverride(
+        max_retries=2, backoff_max=30, permanent=("KeyError",)
+    )
+    assert specs["Plain"].retry is None
+
+
+def test_an_agent_that_still_lists_events_is_refused_pointing_at_the_routes_file(
+    tmp_path: Path, agents_file: Callable[[str], Settings]
+) -> None:
+    settings = agents_file("agents:\n  - name: Old\n    instructions: x\n    events: [a.b]\n")
+
+    with pytest.raises(InvalidInput) as raised:
+        load_definitions(settings)
+
+    assert raised.value.field == f"{tmp_path / 'agents.yaml'}:4: agents[0] (Old).events"
+    assert "routes file" in raised.value.reason and "EDA_ROUTES" in raised.value.reason
 
 
 def test_an_agents_file_that_is_not_yaml_is_refused_with_its_path(
@@ -162,7 +248,7 @@ def test_an_agents_file_that_is_not_yaml_is_refused_with_its_path(
     with pytest.raises(InvalidInput, match="is not valid YAML") as raised:
         load_definitions(make_settings(agents_path=path))
 
-    assert raised.value.field == str(path)
+    assert raised.value.field == f"{path}:2"
 
 
 def test_connect_runs_the_agents_of_the_agents_file_its_settings_name(

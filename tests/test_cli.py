@@ -352,7 +352,7 @@ def test_mcp_refuses_a_malformed_gantz_yaml_naming_tool_and_field(
     path = tmp_path / "gantz.yaml"
     path.write_text("tools: [{name: t, description: d, script: {command: x, timeot: 1}}]")
     result = run(core, "mcp", "--gantz", str(path))
-    assert_one_line_error(result, 2, f"{path}: tools[0] (t).script.timeot", "not a known key")
+    assert_one_line_error(result, 2, f"{path}:1: tools[0] (t).script.timeot", "not a known key")
 
 
 def test_help_lists_every_command(core: Core) -> None:

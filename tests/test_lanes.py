@@ -95,7 +95,8 @@ def test_a_worker_with_a_bad_routes_file_refuses_to_start_and_says_where(
     routes.write_text("routes:\n  - events: alert.triggered\n    handler: NoSuchAgent\n")
     with pytest.raises(RuntimeError) as failure:
         Worker(tmp_path / "bad.log", {"EDA_ROUTES": str(routes)})
-    assert f"{routes}:2: unknown handler 'NoSuchAgent'" in str(failure.value)
+    where = f"{routes}:3: routes[0] (NoSuchAgent).handler"
+    assert f"{where}: unknown handler 'NoSuchAgent'" in str(failure.value)
 
 
 def test_a_visibility_timeout_shorter_than_a_task_and_its_backoff_stops_start_up() -> None:

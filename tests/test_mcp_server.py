@@ -321,7 +321,7 @@ def test_a_malformed_gantz_yaml_stops_the_server_at_start(tmp_path: Path) -> Non
     )  # fmt: skip
     assert started.returncode == 2
     assert started.stderr.strip() == (
-        f"error: {path}: tools[0] (t).parameters[0].type: "
+        f"error: {path}:5: tools[0] (t).parameters[0] (when).type: "
         "'date' is not one of string, integer, number, boolean"
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from eda import handlers
 from eda.core import Core
 from eda.errors import InvalidInput
 from eda.event import Event
+from eda.retry import RetryOverride
 from eda.routes import Route, RouteTable, load_routes, parse_conditions
 from eda.settings import Settings
 from tasks import connect
@@ -42,6 +44,7 @@ def test_a_routes_file_loads_patterns_handlers_conditions_and_permanent_errors(
     (route,) = load_routes(path, known)
     assert route.patterns == ("alert.triggered", "code.*")
     assert route.permanent == ("KeyError",)
+    assert route.retry == RetryOverride(permanent=("KeyError",))
     assert [c.describe() for c in route.conditions] == [
         "severity in ['critical', 'high']",
         "env equals 'production'",
@@ -49,34 +52,76 @@ def test_a_routes_file_loads_patterns_handlers_conditions_and_permanent_errors(
     assert route.origin == f"{path}:2"
 
 
+def test_a_route_carries_its_retry_policy_and_permanent_adds_to_it(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "routes:\n"
+        "  - events: a.b\n"
+        "    handler: Known\n"
+        "    permanent: [KeyError]\n"
+        "    retry: {max_retries: 1, backoff: 0.5, jitter: false, permanent: [ValueError]}\n"
+        "  - events: c.d\n"
+        "    handler: Other\n",
+    )
+    first, second = load_routes(path, known)
+    assert first.retry == RetryOverride(
+        max_retries=1, backoff=0.5, jitter=False, permanent=("ValueError", "KeyError")
+    )
+    assert first.permanent == ("ValueError", "KeyError")
+    assert second.retry is None and second.permanent == ()
+
+
 @pytest.mark.parametrize(
-    ("text", "line", "reason"),
+    ("text", "field", "reason"),
     [
-        ("routes:\n  - events: a.b\n    handler: Nobody\n", 2, "unknown handler 'Nobody'"),
+        ("routes:\n  - events: a.b\n    handler: Nobody\n",
+         "3: routes[0] (Nobody).handler", "unknown handler 'Nobody'"),
         ("routes:\n  - events: a.b\n    handler: Known\n  - events: 'A.B'\n    handler: Known\n",
-         4, "'A.B' is not an event-type pattern"),
+         "4: routes[1] (Known).events", "'A.B' is not an event-type pattern"),
+        ("routes:\n  - events: [a.b, 'B']\n    handler: Known\n",
+         "2: routes[0] (Known).events[1]", "'B' is not an event-type pattern"),
+        ("routes:\n  - events: []\n    handler: Known\n",
+         "2: routes[0] (Known).events", "a pattern or a list of patterns"),
+        ("routes:\n  - handler: Known\n", "2: routes[0] (Known).events", "is required"),
         ("routes:\n  - events: a.b\n    handler: Known\n    when: {x: {near: 1}}\n",
-         2, "unknown condition 'near'"),
+         "4: routes[0] (Known).when.x", "unknown condition 'near'"),
         ("routes:\n  - events: a.b\n    handler: Known\n    when: {x: {gt: high}}\n",
-         2, "expects a number"),
+         "4: routes[0] (Known).when.x.gt", "expects a number"),
+        ("routes:\n  - events: a.b\n    handler: Known\n    when: [x]\n",
+         "4: routes[0] (Known).when", "must map payload fields to conditions"),
         ("routes:\n  - events: a.b\n    handler: Known\n    colour: red\n",
-         2, "unknown route keys: colour"),
+         "4: routes[0] (Known).colour", "is not a known key"),
+        ("routes:\n  - events: a.b\n    handler: Known\n    permanent: KeyError\n",
+         "4: routes[0] (Known).permanent", "must be a list"),
+        ("routes:\n  - events: a.b\n    handler: Known\n  - events: c.d\n    handler: Other\n"
+         "    retry:\n      max_retries: -1\n",
+         "7: routes[1] (Other).retry.max_retries", "must be >= 0"),
+        ("routes:\n  - events: a.b\n    handler: Known\n    retry: {max_retry: 1}\n",
+         "4: routes[0] (Known).retry.max_retry", "is not a known key"),
+        ("routes:\n  - events: a.b\n    handler: Known\n    retry: {jitter: 'yes'}\n",
+         "4: routes[0] (Known).retry.jitter", "must be true or false"),
+        ("routes:\n  - events: a.b\n    handler: Known\n    retry: {permanent: [1]}\n",
+         "4: routes[0] (Known).retry.permanent[0]", "must be a string"),
+        ("routes: {}\n", "1: routes", "must be a list"),
+        ("- a\n", "1", "must be a mapping"),
+        ("routes:\n  - events: a.b\n    handler: Known\n    handler: Other\n",
+         "4", "'handler' is given twice"),
     ],
 )  # fmt: skip
-def test_a_bad_routes_file_names_the_file_the_line_and_the_reason(
-    tmp_path: Path, text: str, line: int, reason: str
+def test_a_bad_routes_file_names_the_file_the_line_the_route_and_the_field(
+    tmp_path: Path, text: str, field: str, reason: str
 ) -> None:
     path = write(tmp_path, text)
     with pytest.raises(InvalidInput) as error:
         load_routes(path, known)
-    assert error.value.field.startswith(f"{path}:{line}")
+    assert error.value.field == f"{path}:{field}"
     assert reason in error.value.reason
 
 
 def test_a_routes_file_that_is_not_yaml_or_missing_says_so(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="is not valid YAML"):
         load_routes(write(tmp_path, "routes: [\n"), known)
-    with pytest.raises(InvalidInput, match="cannot read the routes file"):
+    with pytest.raises(InvalidInput, match="cannot be read"):
         load_routes(tmp_path / "absent.yaml", known)
 
 
@@ -180,3 +225,12 @@ def test_a_subscription_with_one_bad_pattern_subscribes_nothing(settings: Settin
     assert dispatching.subscriptions() == []
     with pytest.raises(InvalidInput, match="neither a registered handler"):
         dispatching.subscribe(["billing.paid"], "sys:exit")
+
+
+def test_a_broken_routes_file_stops_connect_naming_the_line_the_route_and_the_field(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    path = write(tmp_path, "routes:\n  - events: a.b\n    handler: tests.handlers:nothing_here\n")
+    with pytest.raises(InvalidInput) as error:
+        connect(make_settings(routes_path=path))
+    assert error.value.field == f"{path}:3: routes[0] (tests.handlers:nothing_here).handler"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import textwrap
 import time
@@ -161,7 +162,8 @@ BROKEN = [
     ("tols: []", "tols", "not a known key"),
     ("name: x", "tools", "is required"),
     ("tools: [{description: d, script: {command: x}}]", "tools[0].name", "is required"),
-    ("tools: [{name: 'a b', description: d, script: {command: x}}]", "tools[0].name", "letters"),
+    ("tools: [{name: 'a b', description: d, script: {command: x}}]", "tools[0] (a b).name",
+     "letters"),
     ("tools: [{name: t, script: {command: x}}]", "tools[0] (t).description", "is required"),
     ("tools: [{name: t, description: d}]", "tools[0] (t).script", "is required"),
     ("tools: [{name: t, description: d, script: {command: x}, scripts: 1}]",
@@ -169,6 +171,8 @@ BROKEN = [
     ("tools: [{name: t, description: d, script: {args: [a]}}]",
      "tools[0] (t).script.command", "is required"),
     ("tools: [{name: t, description: d, script: {command: x, args: [1]}}]",
+     "tools[0] (t).script.args[0]", "must be a string (quote numbers)"),
+    ("tools: [{name: t, description: d, script: {command: x, args: a}}]",
      "tools[0] (t).script.args", "list of strings"),
     ("tools: [{name: t, description: d, script: {command: x, timeout: soon}}]",
      "tools[0] (t).script.timeout", "duration"),
@@ -183,20 +187,20 @@ BROKEN = [
     ("tools: [{name: t, description: d, http: {url: 'http://h', method: BREW}}]",
      "tools[0] (t).http.method", "not one of"),
     ("tools: [{name: t, description: d, parameters: [{name: p, type: array}], "
-     "script: {command: x}}]", "tools[0] (t).parameters[0].type", "not one of"),
+     "script: {command: x}}]", "tools[0] (t).parameters[0] (p).type", "not one of"),
     ("tools: [{name: t, description: d, parameters: [{name: p}], script: {command: x}}]",
-     "tools[0] (t).parameters[0].type", "is required"),
+     "tools[0] (t).parameters[0] (p).type", "is required"),
     ("tools: [{name: t, description: d, parameters: [{type: string}], script: {command: x}}]",
      "tools[0] (t).parameters[0].name", "is required"),
     ("tools: [{name: t, description: d, parameters: [{name: p, type: string, requird: true}], "
-     "script: {command: x}}]", "tools[0] (t).parameters[0].requird", "not a known key"),
+     "script: {command: x}}]", "tools[0] (t).parameters[0] (p).requird", "not a known key"),
     ("tools: [{name: t, description: d, parameters: [{name: p, type: string, required: 'yes'}],"
-     " script: {command: x}}]", "tools[0] (t).parameters[0].required", "true or false"),
+     " script: {command: x}}]", "tools[0] (t).parameters[0] (p).required", "true or false"),
     ("tools: [{name: t, description: d, parameters: [{name: p, type: integer, default: many}], "
-     "script: {command: x}}]", "tools[0] (t).parameters[0].default", "not a valid integer"),
+     "script: {command: x}}]", "tools[0] (t).parameters[0] (p).default", "not a valid integer"),
     ("tools: [{name: t, description: d, parameters: [{name: p, type: string}, "
      "{name: p, type: string}], script: {command: x}}]",
-     "tools[0] (t).parameters[1].name", "used twice"),
+     "tools[0] (t).parameters[1] (p).name", "used twice"),
     ("tools: [{name: t, description: d, script: {command: x}}, "
      "{name: t, description: e, script: {command: y}}]", "tools[1] (t).name", "used twice"),
     ("tools: [{name: t, description: d, environment: [A], script: {command: x}}]",
@@ -214,8 +218,33 @@ def test_a_malformed_file_is_refused_naming_the_tool_and_field(
     path = write_file(tmp_path, text)
     with pytest.raises(InvalidInput) as caught:
         load_tools(path)
-    assert caught.value.field == (f"{path}: {field}" if field else str(path))
+    at = rf"{re.escape(str(path))}:\d+"
+    assert re.fullmatch(f"{at}: {re.escape(field)}" if field else at, caught.value.field)
     assert reason in caught.value.reason
+
+
+def test_a_mistake_names_the_line_the_tool_the_parameter_and_the_key(tmp_path: Path) -> None:
+    path = write_file(
+        tmp_path,
+        """\
+        tools:
+          - name: fine
+            description: d
+            script: {command: x}
+          - name: counted
+            description: d
+            parameters:
+              - name: limit
+                type: int
+            script: {command: x}
+        """,
+    )
+    with pytest.raises(InvalidInput) as caught:
+        load_tools(path)
+    assert str(caught.value) == (
+        f"{path}:9: tools[1] (counted).parameters[0] (limit).type: "
+        "'int' is not one of string, integer, number, boolean"
+    )
 
 
 def test_a_missing_file_is_refused_naming_it(tmp_path: Path) -> None:

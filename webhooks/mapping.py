@@ -3,7 +3,9 @@
 Each source has ``types`` (a key to a type template) and a ``default``
 template; section ``"*"`` serves every source without a section of its own.
 A file named by the setting ``webhook_types_path`` (``EDA_WEBHOOK_TYPES``)
-has the same shape and is merged over the built-in file.
+has the same shape and is merged over the built-in file. Both are read by
+:mod:`eda.config_file`: a mistake names the file, the line, the source and the
+key (``types.yaml:14: github.types.push: unknown placeholder ['x']``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
+from pydantic import PlainValidator, field_validator
 
+from eda.config_file import ConfigModel, problem, read_yaml, validate
 from eda.errors import InvalidInput
 from eda.event import MAX_TYPE_LENGTH, TYPE_PATTERN
 
@@ -85,42 +88,49 @@ def load_type_map(override: Path | None = None) -> TypeMap:
     return TypeMap(rules)
 
 
-def _read(path: Path) -> dict[str, TypeRule]:
+def _template(value: Any) -> str:
+    """A type template; ValueError says what is wrong with it."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a type template such as 'code.pr_{action}'")
     try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InvalidInput(str(path), f"cannot read the type mapping: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InvalidInput(str(path), f"is not valid YAML: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidInput(str(path), "must map source names to {types, default}")
-    return {
-        str(source): _rule(section, f"{path}: {source}") for source, section in document.items()
-    }
-
-
-def _rule(section: Any, where: str) -> TypeRule:
-    if not isinstance(section, dict) or set(section) - {"types", "default"}:
-        raise InvalidInput(where, "must be a mapping with 'types' and/or 'default'")
-    types = section.get("types") or {}
-    if not isinstance(types, dict):
-        raise InvalidInput(f"{where}.types", "must map keys to type templates")
-    for key, template in types.items():
-        _check_template(template, f"{where}.types.{key}")
-    default = section.get("default") or ""
-    if default:
-        _check_template(default, f"{where}.default")
-    return TypeRule({str(k): v for k, v in types.items()}, default)
-
-
-def _check_template(template: Any, where: str) -> None:
-    if not isinstance(template, str) or not template:
-        raise InvalidInput(where, "must be a type template such as 'code.pr_{action}'")
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
     except ValueError as exc:
-        raise InvalidInput(where, f"is not a template: {exc}") from None
+        raise ValueError(f"is not a template: {exc}") from None
     unknown = names - PLACEHOLDERS
     if unknown:
         allowed = ", ".join(sorted(PLACEHOLDERS))
-        raise InvalidInput(where, f"unknown placeholder {sorted(unknown)} (use {allowed})")
+        raise ValueError(f"unknown placeholder {sorted(unknown)} (use {allowed})")
+    return value
+
+
+def _types(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise problem("must map keys to type templates")
+    for key, template in value.items():
+        try:
+            _template(template)
+        except ValueError as exc:
+            raise problem(str(exc), key) from None
+    return {str(key): template for key, template in value.items()}
+
+
+class TypeSection(ConfigModel):
+    """One source's section of the file: its ``types`` and its ``default`` template."""
+
+    types: Annotated[dict[str, str], PlainValidator(_types)] = {}
+    default: str | None = None
+
+    @field_validator("default")
+    @classmethod
+    def _default(cls, value: str | None) -> str | None:
+        return _template(value) if value else value
+
+
+def _read(path: Path) -> dict[str, TypeRule]:
+    sections = validate(read_yaml(path), dict[str, TypeSection])
+    return {
+        source: TypeRule(section.types, section.default or "")
+        for source, section in sections.items()
+    }
