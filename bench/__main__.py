@@ -57,7 +57,7 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
         progress("replay and dead-letter retry")
         figures += replay.measure(bench, baseline)
         worker = stack.worker("worker")
-        stack.dispatcher("dispatcher")
+        stack.relay("relay")
         progress("dispatch")
         figures += dispatch.measure(bench, baseline)
         progress("agents")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, signals
+from click import Option
 
 from eda import logs
 from eda.core import Core
@@ -20,6 +21,18 @@ from tasks.registry import register, register_handler
 
 app = Celery("eda")
 app.config_from_object("celeryconfig")
+
+# Every worker runs a relay thread unless told not to; named, not imported, so that
+# ``python -m tasks.relay`` does not find its module already imported.
+app.user_options["worker"].add(
+    Option(
+        ["--without-relay"],
+        is_flag=True,
+        default=False,
+        help="Leave relaying to the relay process (python -m tasks.relay).",
+    )
+)
+app.steps["worker"].add("tasks.relay:RelayStep")
 
 #: Loggers of a line per task: Celery's per task received and per task finished, and
 #: the model SDK's HTTP client's per request (``httpx2``, ``httpx``). The store records
@@ -40,8 +53,8 @@ def _configure_logging(**_: object) -> None:
 def connect(settings: Settings | None = None, *, defer_dispatch: bool = False) -> Core:
     """The core API with the Celery enqueuer and every route loaded.
 
-    With ``defer_dispatch`` (the web) published events are handed to the workers'
-    dispatchers rather than dispatched by the caller (see ``eda/dispatcher.py``).
+    With ``defer_dispatch`` (the web) published events are handed to a relay
+    rather than dispatched by the caller (see ``eda/relay.py``).
     Raises InvalidInput when the routes file names an unknown handler, a bad
     pattern or a bad condition (with file, line and reason).
     """
@@ -52,10 +65,15 @@ def connect(settings: Settings | None = None, *, defer_dispatch: bool = False) -
     routes = RouteTable(
         [*registry.code_routes(), *load_routes(settings.routes_path, registry.known)]
     )
-    return Core(settings, enqueuer=CeleryEnqueuer(app), routes=routes,
-                known_handler=registry.known, defer_dispatch=defer_dispatch)  # fmt: skip
+    return Core(
+        settings,
+        enqueuer=CeleryEnqueuer(app),
+        routes=routes,
+        known_handler=registry.known,
+        defer_dispatch=defer_dispatch,
+    )
 
 
-from tasks import delivery, dispatcher  # noqa: E402,F401  (registers the tasks and the dispatcher)
+from tasks import delivery  # noqa: E402,F401  (registers the tasks)
 
 __all__ = ["app", "connect", "register", "register_handler"]

@@ -293,11 +293,11 @@ def test_gunicorn_serves_the_wsgi_app_with_a_dispatching_core(
     assert accepted == 202
     stored_event = core.get_event(answer["event_id"])
     assert stored_event.event.type == "code.pushed"
-    # The request stored the event and handed it to the workers' dispatchers; one dispatches it.
+    # The request stored the event and handed it to a relay, which dispatches it.
     assert stored_event.status == "pending"
     import tasks
-    from eda.dispatcher import Dispatcher
+    from eda.relay import Relay
 
     routed = core.settings.model_copy(update={"routes_path": root / "tests" / "routes.yaml"})
-    assert Dispatcher(tasks.connect(routed), wait=0.1).dispatch_batch() == 1
+    assert Relay(tasks.connect(routed), wait=0.1).dispatch_batch() == 1
     assert core.get_event(answer["event_id"]).status == "unrouted"  # dispatched, to no handler

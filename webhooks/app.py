@@ -26,7 +26,7 @@ def create_app(core: Core | None = None, settings: Settings | None = None) -> Fl
     if core is None:
         import tasks  # only the production path needs the Celery side
 
-        # The request stores the event; the workers' dispatchers dispatch it.
+        # The request stores the event; a relay dispatches it.
         core = tasks.connect(settings, defer_dispatch=True)
     settings = settings if settings is not None else core.settings
     app = Flask(__name__)
