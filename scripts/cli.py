@@ -425,7 +425,7 @@ def mcp(
         mcp_server.serve_stdio(server)
         return
     host, port = host or settings.mcp_host, port or settings.mcp_port
-    token = mcp_server.configured_token()
+    token = settings.mcp_token.get_secret_value() if settings.mcp_token is not None else None
     mcp_server.check_exposure(host, token)
     guard = "bearer token required" if token else "no token: loopback only"
     click.echo(f"serving {len(gantz.tools)} tools at http://{host}:{port}/mcp ({guard})", err=True)

@@ -12,7 +12,7 @@ from openapi_spec_validator import validate
 from eda.core import Core
 from eda.dead_letters import DeadLetter
 from tests.conftest import wait_for
-from tests.http_support import app_client, http, serve
+from tests.http_support import app_client, http, serve, with_secrets
 from webhooks import create_app
 
 TOKEN = "admin-token-for-tests-0123456789"
@@ -20,8 +20,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def api(core: Core, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
-    return app_client(core, monkeypatch, EDA_ADMIN_TOKEN=TOKEN)
+def api(core: Core) -> FlaskClient:
+    return app_client(core, EDA_ADMIN_TOKEN=TOKEN)
 
 
 def dead_letter(core: Core, handler: str = "tests.handlers:fail") -> DeadLetter:
@@ -52,9 +52,8 @@ ENDPOINTS = [
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
 def test_without_a_configured_token_the_admin_api_is_off(
-    core: Core, monkeypatch: pytest.MonkeyPatch, method: str, path: str
+    core: Core, method: str, path: str
 ) -> None:
-    monkeypatch.delenv("EDA_ADMIN_TOKEN", raising=False)
     response = create_app(core).test_client().open(path, method=method, headers=AUTH)
     assert response.status_code == 403
     assert response.json["error"] == "admin_api_disabled"
@@ -79,11 +78,8 @@ def test_a_missing_or_wrong_token_is_refused(
     assert core.history() == []
 
 
-def test_the_right_token_over_real_http_is_let_in(
-    core: Core, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("EDA_ADMIN_TOKEN", TOKEN)
-    with serve(create_app(core)) as url:
+def test_the_right_token_over_real_http_is_let_in(core: Core) -> None:
+    with serve(create_app(core, with_secrets(core.settings, EDA_ADMIN_TOKEN=TOKEN))) as url:
         status, _, body = http("GET", f"{url}/api/stats", headers=AUTH)
         refused, _, _ = http("GET", f"{url}/api/stats", headers={"Authorization": "Bearer nope"})
     assert (status, refused) == (200, 401)
@@ -288,14 +284,11 @@ def test_stats_count_what_is_stored(api: FlaskClient, core: Core) -> None:
     assert stats["events"]["metric.sample"] == {"pending": 1}
 
 
-def test_with_redis_down_the_admin_api_answers_503(
-    make_settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_with_redis_down_the_admin_api_answers_503(make_settings: Any) -> None:
     from eda.redis_server import free_port
 
-    monkeypatch.setenv("EDA_ADMIN_TOKEN", TOKEN)
-    app = create_app(Core(make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")))
-    client = app.test_client()
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", admin_token=TOKEN)
+    client = create_app(Core(settings)).test_client()
     for path in ("/api/events", "/api/stats", "/api/subscriptions", "/api/dead-letters"):
         response = client.get(path, headers=AUTH)
         assert response.status_code == 503, path
@@ -327,10 +320,7 @@ def test_the_openapi_document_is_valid_public_and_describes_every_route(core: Co
 # -- through a real worker --------------------------------------------------------------------
 
 
-def test_a_dead_letter_retried_through_the_api_is_delivered_again(
-    live: Core, monkeypatch: pytest.MonkeyPatch, client: Any
-) -> None:
-    monkeypatch.setenv("EDA_ADMIN_TOKEN", TOKEN)
+def test_a_dead_letter_retried_through_the_api_is_delivered_again(live: Core, client: Any) -> None:
     event_type = f"t{uuid.uuid4().hex[:10]}.admin_retry"
     handler = "tests.handlers:fixable"
     live.subscribe([event_type], handler)
@@ -340,7 +330,7 @@ def test_a_dead_letter_retried_through_the_api_is_delivered_again(
     letter_id = f"{event_id}:{handler}"
     wait_for(lambda: live.dead_letter_list(event_type=event_type))
     client.delete(f"test-broken:{event_id}")
-    api = create_app(live).test_client()
+    api = create_app(live, with_secrets(live.settings, EDA_ADMIN_TOKEN=TOKEN)).test_client()
     response = api.post(f"/api/dead-letters/{letter_id}/retry", headers=AUTH)
     assert response.status_code == 200
     assert response.json["event_id"] == event_id

@@ -324,7 +324,9 @@ def test_mcp_refuses_a_public_address_without_a_token(core: Core) -> None:
 
 
 def test_mcp_refuses_a_short_token(core: Core) -> None:
-    result = run(core, "mcp", "--transport", "http", EDA_MCP_TOKEN="short")
+    # No core handed in: the command reads its settings, as `eda mcp` does at start.
+    environment = {**WIDE, "EDA_MCP_TOKEN": "short"}
+    result = CliRunner().invoke(main, ["mcp", "--transport", "http"], env=environment)
     assert_one_line_error(result, 2, "EDA_MCP_TOKEN", "at least 16")
     assert "short" not in result.stderr.replace("EDA_MCP_TOKEN", "")
 
