@@ -1,8 +1,9 @@
 """The Celery side: the app, the delivery tasks, and the dispatching core.
 
-``celery -A tasks worker -Q alerts,code,customers,payments,default`` runs a
-worker; ``celery -A tasks beat`` runs the outbox sweeper. Every face that
-dispatches (web, scripts, CLI, MCP) gets its core from :func:`connect`.
+``celery -A tasks worker`` runs a worker on every lane ``celeryconfig.py``
+declares (``-Q alerts`` narrows it to one); ``celery -A tasks beat`` runs the
+outbox sweeper. Every face that dispatches (web, scripts, CLI, MCP) gets its
+core from :func:`connect`.
 """
 
 from __future__ import annotations
