@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import redis
 
 from eda.dead_letters import DeadLetter, DeadLetters, letter_id
-from eda.errors import EdaError, InvalidInput, NotFound
+from eda.errors import EdaError, InvalidInput, NoBroker, NotFound
 from eda.event import Event
 from eda.redis_server import connect
 from eda.routes import Route, RouteTable, check_pattern, subscription_routes
@@ -442,7 +442,7 @@ class Core:
 
     def _enqueuer(self) -> Enqueuer:
         if self.enqueuer is None:
-            raise EdaError("no broker is configured for dispatching (use tasks.connect())")
+            raise NoBroker("no broker is configured for dispatching (use tasks.connect())")
         return self.enqueuer
 
     def _redeliver(self, event: Event, handler: str, reason: str, *, replay: bool = False) -> str:

@@ -6,6 +6,8 @@
      ├── InvalidInput        the caller's input is wrong: say which field and why
      │    └── NotFound        an id that names nothing
      ├── StoreUnavailable    Redis cannot be reached: try again later (HTTP 503)
+     ├── NoBroker            dispatch asked of a core built without a broker: a
+     │                       misconfiguration an operator fixes; retrying cannot help
      └── DeliveryError       raised by handlers
           ├── TransientError  retry with backoff (timeouts, 429, 5xx, a flaky peer)
           └── PermanentError  dead-letter at once, retrying cannot help
@@ -42,6 +44,10 @@ class NotFound(InvalidInput, LookupError):
 
 class StoreUnavailable(EdaError):
     """The event store's Redis did not answer; nothing was written."""
+
+
+class NoBroker(EdaError):
+    """This core has no broker to dispatch with (built without ``tasks.connect()``)."""
 
 
 class DeliveryError(EdaError):

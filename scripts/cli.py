@@ -3,8 +3,9 @@
 Tables for people by default, ``--json`` for scripts. Times are RFC 3339 / ISO
 8601 or a duration ago (``15m``, ``2h``, ``1d``). A mistake is one line on
 stderr and exit 2 (an unknown id 3, an unreachable store 4, as with the Gantz
-scripts), never a traceback. Replay and retry-all show a progress bar; Ctrl-C
-stops them between two deliveries, never in the middle of one.
+scripts; no broker configured 5), never a traceback. Replay and retry-all show
+a progress bar; Ctrl-C stops them between two deliveries, never in the middle
+of one.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from rich.console import Console
 
 from eda import settings as eda_settings
 from eda.core import Core
-from eda.errors import EdaError, InvalidInput, NotFound, StoreUnavailable
+from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, StoreUnavailable
 from eda.times import parse_time
 from scripts import cli_render as render
 from scripts.cli_progress import tracked
 from scripts.gantz import EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE
 
-#: Exit code of a failure that is not the caller's input (no broker, ...).
+#: Exit code of a failure that is not the caller's input.
 EXIT_FAILED = 1
+#: Exit code when this installation cannot dispatch: no broker is configured.
+EXIT_NO_BROKER = 5
 #: Exit code after Ctrl-C, as shells report SIGINT.
 EXIT_INTERRUPTED = 130
 
@@ -60,6 +63,8 @@ class EdaGroup(click.Group):
             _fail(str(exc), EXIT_INVALID)
         except StoreUnavailable as exc:
             _fail(str(exc), EXIT_UNAVAILABLE)
+        except NoBroker as exc:
+            _fail(str(exc), EXIT_NO_BROKER)
         except EdaError as exc:
             _fail(str(exc), EXIT_FAILED)
         sys.exit(result if isinstance(result, int) else 0)

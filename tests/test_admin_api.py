@@ -210,7 +210,7 @@ def test_discarding_needs_a_reason_and_removes_the_letter(api: FlaskClient, core
     assert core.dead_letter_list() == []
 
 
-def test_retrying_without_a_broker_is_a_clear_503_and_keeps_the_letter(
+def test_retrying_without_a_broker_is_a_misconfiguration_not_a_503_and_keeps_the_letter(
     api: FlaskClient, core: Core
 ) -> None:
     letter = dead_letter(core)
@@ -218,9 +218,9 @@ def test_retrying_without_a_broker_is_a_clear_503_and_keeps_the_letter(
     batch = api.post("/api/dead-letters/retry-batch", headers=AUTH, json={"type": "order.failed"})
     event = api.post(f"/api/events/{letter.event_id}/retry", headers=AUTH)
     for response in (one, batch, event):
-        assert response.status_code == 503
-        assert response.json["error"] == "broker_unavailable"
-        assert "broker" in response.json["message"]
+        assert (response.status_code, response.json["error"]) == (500, "no_broker")
+        assert "no broker is configured" in response.json["message"]
+        assert "Retry-After" not in response.headers
     assert [x.id for x in core.dead_letter_list()] == [letter.id]
     assert core.get_event(letter.event_id).deliveries[letter.handler]["status"] == "dead"
 
@@ -271,7 +271,7 @@ def test_a_dry_run_replay_says_what_it_would_do_and_a_real_one_needs_a_broker(
         {"event_id": event_id, "type": "code.pushed", "handler": "Reviewer"}
     ]
     real = api.post("/api/replay", headers=AUTH, json={"type": "code.pushed"})
-    assert (real.status_code, real.json["error"]) == (503, "broker_unavailable")
+    assert (real.status_code, real.json["error"]) == (500, "no_broker")
     bad = api.post("/api/replay", headers=AUTH, json={"dry_run": "yes"})
     assert (bad.status_code, bad.json["field"]) == (400, "dry_run")
 

@@ -243,9 +243,9 @@ def test_commands_that_need_a_broker_say_so_in_one_line(core: Core) -> None:
     event_id = core.publish("order.created", {}, "shop").event_id
     core.dead_letters.add(letter(event_id, "order.created"))
     result = run(core, "dlq", "retry", f"{event_id}:tests.handlers:fail")
-    assert_one_line_error(result, 1, "no broker")
+    assert_one_line_error(result, 5, "no broker is configured")
     replay = run(core, "replay", "--handler", "tests.handlers:succeed")
-    assert_one_line_error(replay, 1, "no broker")
+    assert_one_line_error(replay, 5, "no broker is configured")
 
 
 # -- replay and subscriptions -----------------------------------------------------------------
