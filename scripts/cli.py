@@ -205,8 +205,11 @@ def publish(
         raise InvalidInput("payload", f"is not JSON ({exc})") from None
     fields = {"subject": subject} if subject else {}
     published = core_of(ctx).publish(event_type, payload, source, **fields)
-    result = {"event_id": published.event_id, "stream_id": published.stream_id,
-              "duplicate": published.duplicate}  # fmt: skip
+    result = {
+        "event_id": published.event_id,
+        "stream_id": published.stream_id,
+        "duplicate": published.duplicate,
+    }
     answer(
         as_json, result, lambda out: out.print(f"published {event_type} as {published.event_id}")
     )
@@ -222,10 +225,11 @@ def letter_filters(limit: int) -> Callable[[Callable[..., Any]], Callable[..., A
         options: list[Callable[[Any], Any]] = [
             click.option("--type", "event_type", help="Only dead letters of this event type."),
             click.option("--handler", help="Only dead letters of this handler."),
-            click.option("--limit", type=click.IntRange(1, 10_000), default=limit,
-                         show_default=True),
+            click.option(
+                "--limit", type=click.IntRange(1, 10_000), default=limit, show_default=True
+            ),
             json_option,
-        ]  # fmt: skip
+        ]
         for option in reversed(options):
             command = option(command)
         return command
@@ -292,8 +296,10 @@ def dlq_retry_all(
     if retried is None:
         if as_json:
             emit_json({"retried": progress.done, "interrupted": True})
-        _fail(f"interrupted: retried {progress.done} of {progress.total} dead letters",
-              EXIT_INTERRUPTED)  # fmt: skip
+        _fail(
+            f"interrupted: retried {progress.done} of {progress.total} dead letters",
+            EXIT_INTERRUPTED,
+        )
     answer(
         as_json,
         {"retried": len(retried), "interrupted": False, "items": retried},
@@ -407,12 +413,17 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio",
-              show_default=True)  # fmt: skip
+@click.option(
+    "--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True
+)
 @click.option("--host", help="HTTP: address to listen on (default EDA_MCP_HOST, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65_535), help="HTTP: port (default EDA_MCP_PORT).")
-@click.option("--gantz", "gantz_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="The gantz.yaml to serve (default EDA_GANTZ_YAML).")  # fmt: skip
+@click.option(
+    "--gantz",
+    "gantz_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The gantz.yaml to serve (default EDA_GANTZ_YAML).",
+)
 @click.pass_context
 def mcp(
     ctx: click.Context, transport: str, host: str | None, port: int | None, gantz_path: Path | None

@@ -143,11 +143,17 @@ def test_a_visibility_timeout_shorter_than_a_task_and_its_backoff_stops_start_up
     result = subprocess.run(
         [sys.executable, "-c", "import celeryconfig"],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:1/0",
-             "EDA_VISIBILITY_TIMEOUT": "100", "EDA_TASK_TIME_LIMIT": "90",
-             "EDA_RETRY_BACKOFF_MAX": "60"},
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        env={
+            "PATH": "/usr/bin:/bin",
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "EDA_VISIBILITY_TIMEOUT": "100",
+            "EDA_TASK_TIME_LIMIT": "90",
+            "EDA_RETRY_BACKOFF_MAX": "60",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode != 0
     assert (
         "EDA_VISIBILITY_TIMEOUT: is 100 s but must exceed the task time limit plus the "
