@@ -27,10 +27,20 @@ from bench.sizes import MODES
 def arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_const", const="quick", dest="mode",
-                      help="smaller counts, one repetition (under two minutes)")  # fmt: skip
-    mode.add_argument("--smoke", action="store_const", const="smoke", dest="mode",
-                      help="the smallest run that still yields every figure (CI)")  # fmt: skip
+    mode.add_argument(
+        "--quick",
+        action="store_const",
+        const="quick",
+        dest="mode",
+        help="smaller counts, one repetition (under two minutes)",
+    )
+    mode.add_argument(
+        "--smoke",
+        action="store_const",
+        const="smoke",
+        dest="mode",
+        help="the smallest run that still yields every figure (CI)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.set_defaults(mode="full")
     return parser.parse_args(argv)
@@ -57,7 +67,7 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
         progress("replay and dead-letter retry")
         figures += replay.measure(bench, baseline)
         worker = stack.worker("worker")
-        stack.dispatcher("dispatcher")
+        stack.relay("relay")
         progress("dispatch")
         figures += dispatch.measure(bench, baseline)
         progress("agents")
@@ -65,9 +75,13 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
         progress("end-to-end latency")
         figures += latency.measure(bench, baseline, worker)
         worker.stop()
-    context = {"mode": mode, "sizes": sizes.__dict__, "cpus": os.cpu_count(),
-               "python": platform.python_version(),
-               "procfile": {"web": procfile.web, "worker": procfile.worker}}  # fmt: skip
+    context = {
+        "mode": mode,
+        "sizes": sizes.__dict__,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "procfile": {"web": procfile.web, "worker": procfile.worker},
+    }
     return figures, context
 
 

@@ -24,11 +24,11 @@ def expand(line: str, values: Mapping[str, str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Procfile:
-    """The ``web``, ``worker`` and ``dispatcher`` lines, with their variables at their defaults."""
+    """The ``web``, ``worker`` and ``relay`` lines, with their variables at their defaults."""
 
     web: str
     worker: str
-    dispatcher: str | None = None
+    relay: str | None = None
 
     def gunicorn(self, app: str, port: int) -> list[str]:
         """The web line's gunicorn arguments, bound to ``port``, serving ``app``."""
@@ -39,11 +39,11 @@ class Procfile:
         """The worker line's celery arguments (``-A tasks worker ...``)."""
         return expand(self.worker, {})[1:]
 
-    def dispatcher_command(self) -> list[str] | None:
-        """The dispatcher line's arguments, ``python`` being this interpreter; None without one."""
-        if self.dispatcher is None:
+    def relay_command(self) -> list[str] | None:
+        """The relay line's arguments, ``python`` being this interpreter; None without one."""
+        if self.relay is None:
             return None
-        words = expand(self.dispatcher, {})
+        words = expand(self.relay, {})
         return [sys.executable if words[0] in ("python", "python3") else words[0], *words[1:]]
 
     def option(self, short: str, long: str) -> str | None:
@@ -72,7 +72,7 @@ def read_procfile(path: Path = ROOT / "Procfile") -> Procfile:
         name, _, command = raw.partition(":")
         if command and not name.lstrip().startswith("#"):
             lines[name.strip()] = command.strip()
-    return Procfile(lines["web"], lines["worker"], lines.get("dispatcher"))
+    return Procfile(lines["web"], lines["worker"], lines.get("relay"))
 
 
 def without(arguments: list[str], *flags: str, valued: tuple[str, ...] = ()) -> list[str]:

@@ -41,9 +41,14 @@ class Process:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
         self.popen = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -154,27 +159,30 @@ class Stack:
         With ``events`` it also sends task events (``-E``), as the Procfile's worker does
         for Flower; kombu's own Redis transport, as raw Celery ships.
         """
-        arguments = without(self.procfile.celery_worker(), "-E", "--events",
-                            "--without-dispatcher", valued=("-A", "-Q"))  # fmt: skip
+        arguments = without(
+            self.procfile.celery_worker(), "-E", "--events", "--without-relay", valued=("-A", "-Q")
+        )
         flags = ["-E"] if events else []
         return self._celery(name, ["-A", "bench.raw_celery", *arguments, *flags, "-Q", "bench_raw"])
 
     def _celery(self, name: str, arguments: list[str]) -> Process:
         # Mingle and gossip only cost start-up time: a run's workers need no peers.
         node = f"{name}-{self.prefix}@{socket.gethostname()}"
-        command = [sys.executable, "-m", "celery", *arguments, "-n", node,
-                   "--without-mingle", "--without-gossip"]  # fmt: skip
+        command = [
+            *(sys.executable, "-m", "celery", *arguments, "-n", node),
+            *("--without-mingle", "--without-gossip"),
+        ]
         process = self._start(name, command)
         process.wait_until(lambda: b" ready." in process.log_path.read_bytes() or _pong(node))
         return process
 
-    def dispatcher(self, name: str) -> Process | None:
-        """The Procfile's dispatcher process, when it has one (else the workers dispatch)."""
-        command = self.procfile.dispatcher_command()
+    def relay(self, name: str) -> Process | None:
+        """The Procfile's relay process, when it has one (else the workers relay)."""
+        command = self.procfile.relay_command()
         if command is None:
             return None
         process = self._start(name, command)
-        process.wait_until(lambda: b"dispatcher started" in process.log_path.read_bytes())
+        process.wait_until(lambda: b"relay started" in process.log_path.read_bytes())
         return process
 
     def web(self, name: str, app: str) -> tuple[Process, int]:

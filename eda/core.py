@@ -22,7 +22,7 @@ import redis
 
 from eda.dead_letters import DeadLetter, DeadLetters, letter_id
 from eda.delivery import Change, Deliveries, Status
-from eda.errors import EdaError, InvalidInput, NotFound, reaching_redis
+from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, reaching_redis
 from eda.event import Event
 from eda.handlers import HandlerRegistry
 from eda.redis_server import connect
@@ -481,7 +481,7 @@ class Core:
 
     def _enqueuer(self) -> Enqueuer:
         if self.enqueuer is None:
-            raise EdaError("no broker is configured for dispatching (use tasks.connect())")
+            raise NoBroker("no broker is configured for dispatching (use tasks.connect())")
         return self.enqueuer
 
     def _redeliver(self, event: Event, handler: str, reason: str, *, replay: bool = False) -> str:

@@ -6,6 +6,8 @@
      ├── InvalidInput        the caller's input is wrong: say which field and why
      │    └── NotFound        an id that names nothing
      ├── StoreUnavailable    Redis cannot be reached: try again later (HTTP 503)
+     ├── NoBroker            dispatch asked of a core built without a broker: a
+     │                       misconfiguration an operator fixes; retrying cannot help
      └── DeliveryError       raised by handlers
           ├── TransientError  retry with backoff (timeouts, 429, 5xx, a flaky peer)
           └── PermanentError  dead-letter at once, retrying cannot help
@@ -58,6 +60,10 @@ def reaching_redis() -> Iterator[None]:
         raise StoreUnavailable(f"the event store's Redis is unreachable: {exc}") from exc
     except redis.TimeoutError as exc:
         raise StoreUnavailable(f"the event store's Redis timed out: {exc}") from exc
+
+
+class NoBroker(EdaError):
+    """This core has no broker to dispatch with (built without ``tasks.connect()``)."""
 
 
 class DeliveryError(EdaError):

@@ -3,15 +3,22 @@
 Nothing else in the project reads ``os.environ``: every face (webhooks, tasks,
 agents, scripts) asks for :func:`load` and passes the object on. Every variable
 is listed in the README's configuration table.
+
+Secrets (webhook signing secrets, the admin and MCP bearer tokens) are settings
+too, held as :class:`~pydantic.SecretStr`: ``repr``, ``str`` and ``model_dump``
+show ``**********``, and only the code that compares one calls
+``get_secret_value()``. They are read once, here, and checked at start.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from eda.errors import InvalidInput
 
@@ -52,7 +59,21 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_LOG_LEVEL": "log_level",
     "EDA_LOG_FORMAT": "log_format",
     "EDA_AGENT_MODEL": "agent_model",
+    "EDA_ADMIN_TOKEN": "admin_token",
+    "EDA_MCP_TOKEN": "mcp_token",
 }
+#: Signing secrets of the senders with a variable of their own -> their source name.
+PROVIDER_SECRETS: dict[str, str] = {
+    "GITHUB_WEBHOOK_SECRET": "github",
+    "STRIPE_WEBHOOK_SECRET": "stripe",
+    "SLACK_SIGNING_SECRET": "slack",
+}
+#: ``EDA_WEBHOOK_SECRET_<SOURCE>``: the Standard Webhooks secret of ``/webhooks/<source>``.
+WEBHOOK_SECRET_PREFIX = "EDA_WEBHOOK_SECRET_"  # noqa: S105 (a name, not a secret)
+#: A source name in ``/webhooks/<source>``: it becomes the first word of event types.
+SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: Shortest bearer token accepted (admin API, MCP over HTTP): a guessable one protects nothing.
+MIN_TOKEN_LENGTH = 16
 
 
 class Settings(BaseModel):
@@ -114,6 +135,13 @@ class Settings(BaseModel):
     handler_modules: tuple[str, ...] = ()
     #: The model an agent uses when agents.yaml names none for it.
     agent_model: str = Field(default="claude-sonnet-5-5", min_length=1)
+    #: Signing secrets by source name: github, stripe, slack from their own variables, any
+    #: other source (``events`` for ``/events``) from ``EDA_WEBHOOK_SECRET_<SOURCE>``.
+    webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    #: Bearer token of the admin API; unset, the admin API is off (403).
+    admin_token: SecretStr | None = None
+    #: Bearer token of MCP over HTTP; unset, ``eda mcp`` listens on loopback only.
+    mcp_token: SecretStr | None = None
 
     @field_validator("handler_modules", mode="before")
     @classmethod
@@ -122,10 +150,30 @@ class Settings(BaseModel):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("redis_url", "broker_url", "webhook_types_path", mode="before")
+    @field_validator(
+        "redis_url", "broker_url", "webhook_types_path", "admin_token", "mcp_token", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("admin_token", "mcp_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        length = len(value.get_secret_value()) if value is not None else MIN_TOKEN_LENGTH
+        if length < MIN_TOKEN_LENGTH:
+            raise PydanticCustomError(
+                "token_too_short",
+                "is {length} characters; use at least {minimum} random ones "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+                {"length": length, "minimum": MIN_TOKEN_LENGTH},
+            )
+        return value
+
+    def webhook_secret(self, source: str) -> str | None:
+        """The signing secret of ``/webhooks/<source>`` in clear, or None when none is set."""
+        secret = self.webhook_secrets.get(source)
+        return secret.get_secret_value() if secret is not None else None
 
 
 def load(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -137,22 +185,64 @@ def load(environ: Mapping[str, str] | None = None, **overrides: object) -> Setti
     values: dict[str, object] = {
         field: env[name] for name, field in ENVIRONMENT.items() if name in env
     }
+    values["webhook_secrets"] = webhook_secrets(env)
     values.update(overrides)
     try:
         return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "settings"
-        names = [name for name, f in ENVIRONMENT.items() if f == field]
-        where = names[0] if names else field
-        raise InvalidInput(where, error["msg"]) from None
+        # The message never carries the value: it may be a secret.
+        raise InvalidInput(_variable(error["loc"]), error["msg"]) from None
+
+
+def webhook_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """Signing secrets by source name, from the providers' variables and ``EDA_WEBHOOK_SECRET_*``.
+
+    An empty variable counts as unset. ``EDA_WEBHOOK_SECRET_GITHUB`` (and the other
+    providers') is refused: those senders sign with a scheme and variable of their own.
+    """
+    found = {source: env[name] for name, source in PROVIDER_SECRETS.items() if env.get(name)}
+    for name, value in env.items():
+        if not name.startswith(WEBHOOK_SECRET_PREFIX) or not value:
+            continue
+        source = name[len(WEBHOOK_SECRET_PREFIX) :].lower()
+        if source in PROVIDER_SECRETS.values():
+            own = next(n for n, s in PROVIDER_SECRETS.items() if s == source)
+            raise InvalidInput(name, f"{source} signs with its own scheme: set {own} instead")
+        if not SOURCE_NAME.match(source):
+            raise InvalidInput(
+                name,
+                "names no source: a source name is lower-case letters, digits and _ (at most 32)",
+            )
+        found[source] = value
+    return found
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable behind a settings field's error location."""
+    field = str(loc[0]) if loc else "settings"
+    names = [name for name, f in ENVIRONMENT.items() if f == field]
+    return names[0] if names else field
+
+
+def secret_variable(name: str) -> bool:
+    """True for a variable holding one of the settings' secrets."""
+    return (
+        name in PROVIDER_SECRETS
+        or name.startswith(WEBHOOK_SECRET_PREFIX)
+        or (ENVIRONMENT.get(name) in ("admin_token", "mcp_token"))
+    )
 
 
 def environ(name: str, default: str | None = None) -> str | None:
-    """Read one variable that belongs to a face (secrets, tokens): the only other door."""
+    """Read one variable that is not a setting: a tool's arguments, ``${NAME}`` in gantz.yaml.
+
+    Never for a secret of the settings (see :func:`secret_variable`): those are read
+    once by :func:`load`.
+    """
     return os.environ.get(name, default)
 
 
 def child_environment() -> dict[str, str]:
-    """A copy of this process's environment, for a child process (a tool's script) to inherit."""
-    return dict(os.environ)
+    """This process's environment for a child process (a tool's script), minus our secrets."""
+    return {name: value for name, value in os.environ.items() if not secret_variable(name)}

@@ -3,8 +3,9 @@
 Tables for people by default, ``--json`` for scripts. Times are RFC 3339 / ISO
 8601 or a duration ago (``15m``, ``2h``, ``1d``). A mistake is one line on
 stderr and exit 2 (an unknown id 3, an unreachable store 4, as with the Gantz
-scripts), never a traceback. Replay and retry-all show a progress bar; Ctrl-C
-stops them between two deliveries, never in the middle of one.
+scripts; no broker configured 5), never a traceback. Replay and retry-all show
+a progress bar; Ctrl-C stops them between two deliveries, never in the middle
+of one.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from rich.console import Console
 
 from eda import settings as eda_settings
 from eda.core import Core
-from eda.errors import EdaError, InvalidInput, NotFound, StoreUnavailable
+from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, StoreUnavailable
 from eda.times import parse_time
 from scripts import cli_render as render
 from scripts.cli_progress import tracked
 from scripts.gantz import EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE
 
-#: Exit code of a failure that is not the caller's input (no broker, ...).
+#: Exit code of a failure that is not the caller's input.
 EXIT_FAILED = 1
+#: Exit code when this installation cannot dispatch: no broker is configured.
+EXIT_NO_BROKER = 5
 #: Exit code after Ctrl-C, as shells report SIGINT.
 EXIT_INTERRUPTED = 130
 
@@ -60,6 +63,8 @@ class EdaGroup(click.Group):
             _fail(str(exc), EXIT_INVALID)
         except StoreUnavailable as exc:
             _fail(str(exc), EXIT_UNAVAILABLE)
+        except NoBroker as exc:
+            _fail(str(exc), EXIT_NO_BROKER)
         except EdaError as exc:
             _fail(str(exc), EXIT_FAILED)
         sys.exit(result if isinstance(result, int) else 0)
@@ -200,8 +205,11 @@ def publish(
         raise InvalidInput("payload", f"is not JSON ({exc})") from None
     fields = {"subject": subject} if subject else {}
     published = core_of(ctx).publish(event_type, payload, source, **fields)
-    result = {"event_id": published.event_id, "stream_id": published.stream_id,
-              "duplicate": published.duplicate}  # fmt: skip
+    result = {
+        "event_id": published.event_id,
+        "stream_id": published.stream_id,
+        "duplicate": published.duplicate,
+    }
     answer(
         as_json, result, lambda out: out.print(f"published {event_type} as {published.event_id}")
     )
@@ -217,10 +225,11 @@ def letter_filters(limit: int) -> Callable[[Callable[..., Any]], Callable[..., A
         options: list[Callable[[Any], Any]] = [
             click.option("--type", "event_type", help="Only dead letters of this event type."),
             click.option("--handler", help="Only dead letters of this handler."),
-            click.option("--limit", type=click.IntRange(1, 10_000), default=limit,
-                         show_default=True),
+            click.option(
+                "--limit", type=click.IntRange(1, 10_000), default=limit, show_default=True
+            ),
             json_option,
-        ]  # fmt: skip
+        ]
         for option in reversed(options):
             command = option(command)
         return command
@@ -287,8 +296,10 @@ def dlq_retry_all(
     if retried is None:
         if as_json:
             emit_json({"retried": progress.done, "interrupted": True})
-        _fail(f"interrupted: retried {progress.done} of {progress.total} dead letters",
-              EXIT_INTERRUPTED)  # fmt: skip
+        _fail(
+            f"interrupted: retried {progress.done} of {progress.total} dead letters",
+            EXIT_INTERRUPTED,
+        )
     answer(
         as_json,
         {"retried": len(retried), "interrupted": False, "items": retried},
@@ -402,12 +413,17 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio",
-              show_default=True)  # fmt: skip
+@click.option(
+    "--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True
+)
 @click.option("--host", help="HTTP: address to listen on (default EDA_MCP_HOST, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65_535), help="HTTP: port (default EDA_MCP_PORT).")
-@click.option("--gantz", "gantz_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="The gantz.yaml to serve (default EDA_GANTZ_YAML).")  # fmt: skip
+@click.option(
+    "--gantz",
+    "gantz_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The gantz.yaml to serve (default EDA_GANTZ_YAML).",
+)
 @click.pass_context
 def mcp(
     ctx: click.Context, transport: str, host: str | None, port: int | None, gantz_path: Path | None
@@ -425,7 +441,7 @@ def mcp(
         mcp_server.serve_stdio(server)
         return
     host, port = host or settings.mcp_host, port or settings.mcp_port
-    token = mcp_server.configured_token()
+    token = settings.mcp_token.get_secret_value() if settings.mcp_token is not None else None
     mcp_server.check_exposure(host, token)
     guard = "bearer token required" if token else "no token: loopback only"
     click.echo(f"serving {len(gantz.tools)} tools at http://{host}:{port}/mcp ({guard})", err=True)

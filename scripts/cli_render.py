@@ -201,8 +201,12 @@ def dead_letter_detail(console: Console, letter: DeadLetter) -> None:
     for key, value in letter.as_dict().items():
         if key != "traceback":
             facts.add_row(key.replace("_", " "), str(value))
-    console.print(Panel(Group(facts, Text("traceback", style="bold"), Text(letter.traceback)),
-                        title="Dead letter"))  # fmt: skip
+    console.print(
+        Panel(
+            Group(facts, Text("traceback", style="bold"), Text(letter.traceback)),
+            title="Dead letter",
+        )
+    )
 
 
 def subscriptions_table(console: Console, subscriptions: list[dict[str, Any]]) -> None:

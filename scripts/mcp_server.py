@@ -29,21 +29,13 @@ from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eda.errors import InvalidInput
-from eda.gantz_yaml import GantzFile, read_gantz_file
-from eda.settings import Settings, environ
+from eda.gantz_yaml import GantzFile
 from eda.tools import Tool, ToolResult, run_tool, validate_arguments
 
-#: The variable holding the bearer token of the HTTP transport (a secret: never logged).
+#: The variable holding the bearer token of the HTTP transport (``Settings.mcp_token``).
 TOKEN_VARIABLE = "EDA_MCP_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
-#: Shortest token accepted: a guessable token is no protection.
-MIN_TOKEN_LENGTH = 16
 #: Where the Streamable HTTP endpoint is served.
 HTTP_PATH = "/mcp"
-
-
-def load_gantz(settings: Settings) -> GantzFile:
-    """The gantz.yaml the settings name; InvalidInput names the tool and field at fault."""
-    return read_gantz_file(settings.gantz_path, default_timeout=settings.tool_timeout)
 
 
 def build_server(gantz: GantzFile, *, env: Mapping[str, str] | None = None) -> Server[Any]:
@@ -156,19 +148,11 @@ def http_app(server: Server[Any], host: str, token: str | None) -> ASGIApp:
     return BearerToken(app, token) if token else app
 
 
-def configured_token() -> str | None:
-    """The bearer token from the environment, or None when unset or empty."""
-    return environ(TOKEN_VARIABLE) or None
-
-
 def check_exposure(host: str, token: str | None) -> None:
-    """Refuse a token too short to protect anything, or no token on a non-loopback address."""
-    if token is not None and len(token) < MIN_TOKEN_LENGTH:
-        raise InvalidInput(
-            TOKEN_VARIABLE,
-            f"is {len(token)} characters; use at least {MIN_TOKEN_LENGTH} random ones "
-            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
-        )
+    """Refuse to serve without a token on a non-loopback address.
+
+    The token itself comes from ``Settings.mcp_token``, whose length the settings check.
+    """
     if token is None and not is_loopback(host):
         raise InvalidInput(
             "host",

@@ -51,10 +51,17 @@ def generated_secrets(settings: Settings) -> dict[str, str]:
         "EDA_ADMIN_TOKEN": lambda: secrets.token_urlsafe(24),
         "FLOWER_BASIC_AUTH": lambda: "admin:" + secrets.token_urlsafe(12),
     }
-    values = {}
-    for name, make in wanted.items():
-        values[name] = environ(name) or kept.get(name) or make()
-    generated = {k: v for k, v in values.items() if not environ(k)}
+    configured = {
+        "GITHUB_WEBHOOK_SECRET": settings.webhook_secret("github"),
+        "STRIPE_WEBHOOK_SECRET": settings.webhook_secret("stripe"),
+        "EDA_WEBHOOK_SECRET_EVENTS": settings.webhook_secret("events"),
+        "EDA_ADMIN_TOKEN": settings.admin_token.get_secret_value()
+        if settings.admin_token
+        else None,
+        "FLOWER_BASIC_AUTH": environ("FLOWER_BASIC_AUTH"),  # Flower's own, not a setting
+    }
+    values = {name: configured[name] or kept.get(name) or make() for name, make in wanted.items()}
+    generated = {k: v for k, v in values.items() if not configured[k]}
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as secrets_file:  # created private, never world-readable

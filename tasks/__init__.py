@@ -1,8 +1,9 @@
 """The Celery side: the app, the delivery tasks, and the dispatching core.
 
-``celery -A tasks worker -Q alerts,code,customers,payments,default`` runs a
-worker; ``celery -A tasks beat`` runs the outbox sweeper. Every face that
-dispatches (web, scripts, CLI, MCP) gets its core from :func:`connect`.
+``celery -A tasks worker`` runs a worker on every lane ``celeryconfig.py``
+declares (``-Q alerts`` narrows it to one); ``celery -A tasks beat`` runs the
+outbox sweeper. Every face that dispatches (web, scripts, CLI, MCP) gets its
+core from :func:`connect`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, signals
+from click import Option
 
 from eda import logs
 from eda.core import Core
@@ -19,6 +21,18 @@ from eda.settings import Settings, load
 
 app = Celery("eda")
 app.config_from_object("celeryconfig")
+
+# Every worker runs a relay thread unless told not to; named, not imported, so that
+# ``python -m tasks.relay`` does not find its module already imported.
+app.user_options["worker"].add(
+    Option(
+        ["--without-relay"],
+        is_flag=True,
+        default=False,
+        help="Leave relaying to the relay process (python -m tasks.relay).",
+    )
+)
+app.steps["worker"].add("tasks.relay:RelayStep")
 
 #: Loggers of a line per task: Celery's per task received and per task finished, and
 #: the model SDK's HTTP client's per request (``httpx2``, ``httpx``). The store records
@@ -55,8 +69,8 @@ def handlers(settings: Settings) -> tuple[HandlerRegistry, RouteTable]:
 def connect(settings: Settings | None = None, *, defer_dispatch: bool = False) -> Core:
     """The core API with the Celery enqueuer, the handlers and routes of ``settings``.
 
-    With ``defer_dispatch`` (the web) published events are handed to the workers'
-    dispatchers rather than dispatched by the caller (see ``eda/dispatcher.py``).
+    With ``defer_dispatch`` (the web) published events are handed to a relay
+    rather than dispatched by the caller (see ``eda/relay.py``).
     Raises InvalidInput when the routes or agents file has a mistake (with file,
     line and reason).
     """
@@ -73,6 +87,6 @@ def connect(settings: Settings | None = None, *, defer_dispatch: bool = False) -
     )
 
 
-from tasks import delivery, dispatcher  # noqa: E402,F401  (registers the tasks and the dispatcher)
+from tasks import delivery  # noqa: E402,F401  (registers the tasks)
 
 __all__ = ["app", "connect", "register", "register_handler"]

@@ -19,13 +19,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from standardwebhooks import Webhook
 from werkzeug.serving import make_server
 
 from eda.core import Core
+from eda.settings import Settings, load
 from eda.store import StoredEvent
 from webhooks import create_app
 
@@ -33,11 +33,18 @@ from webhooks import create_app
 STANDARD_SECRET = "whsec_" + base64.b64encode(b"a test key of thirty-two bytes!!").decode()
 
 
-def app_client(core: Core, monkeypatch: pytest.MonkeyPatch, **environment: str) -> FlaskClient:
-    """A test client of the app around ``core``, with these variables set for the test."""
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
-    return create_app(core).test_client()
+#: The settings fields that hold secrets, read from their own variables by ``load``.
+SECRET_FIELDS = {"webhook_secrets", "admin_token", "mcp_token"}
+
+
+def with_secrets(settings: Settings, **variables: str) -> Settings:
+    """``settings`` with the secrets these variables hold, read as ``load`` reads them."""
+    return load(variables, **settings.model_dump(exclude=SECRET_FIELDS))
+
+
+def app_client(core: Core, **variables: str) -> FlaskClient:
+    """A test client of the app around ``core``, given settings with these secret variables."""
+    return create_app(core, with_secrets(core.settings, **variables)).test_client()
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from openapi_spec_validator import validate
 from eda.core import Core
 from eda.dead_letters import DeadLetter
 from tests.conftest import wait_for
-from tests.http_support import app_client, http, serve
+from tests.http_support import app_client, http, serve, with_secrets
 from tests.lifecycle import kill
 from webhooks import create_app
 
@@ -21,8 +21,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def api(core: Core, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
-    return app_client(core, monkeypatch, EDA_ADMIN_TOKEN=TOKEN)
+def api(core: Core) -> FlaskClient:
+    return app_client(core, EDA_ADMIN_TOKEN=TOKEN)
 
 
 def dead_letter(core: Core, handler: str = "tests.handlers:fail") -> DeadLetter:
@@ -54,9 +54,8 @@ ENDPOINTS = [
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
 def test_without_a_configured_token_the_admin_api_is_off(
-    core: Core, monkeypatch: pytest.MonkeyPatch, method: str, path: str
+    core: Core, method: str, path: str
 ) -> None:
-    monkeypatch.delenv("EDA_ADMIN_TOKEN", raising=False)
     response = create_app(core).test_client().open(path, method=method, headers=AUTH)
     assert response.status_code == 403
     assert response.json["error"] == "admin_api_disabled"
@@ -81,11 +80,8 @@ def test_a_missing_or_wrong_token_is_refused(
     assert core.history() == []
 
 
-def test_the_right_token_over_real_http_is_let_in(
-    core: Core, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("EDA_ADMIN_TOKEN", TOKEN)
-    with serve(create_app(core)) as url:
+def test_the_right_token_over_real_http_is_let_in(core: Core) -> None:
+    with serve(create_app(core, with_secrets(core.settings, EDA_ADMIN_TOKEN=TOKEN))) as url:
         status, _, body = http("GET", f"{url}/api/stats", headers=AUTH)
         refused, _, _ = http("GET", f"{url}/api/stats", headers={"Authorization": "Bearer nope"})
     assert (status, refused) == (200, 401)
@@ -216,7 +212,7 @@ def test_discarding_needs_a_reason_and_removes_the_letter(api: FlaskClient, core
     assert core.dead_letter_list() == []
 
 
-def test_retrying_without_a_broker_is_a_clear_503_and_keeps_the_letter(
+def test_retrying_without_a_broker_is_a_misconfiguration_not_a_503_and_keeps_the_letter(
     api: FlaskClient, core: Core
 ) -> None:
     letter = dead_letter(core)
@@ -224,9 +220,9 @@ def test_retrying_without_a_broker_is_a_clear_503_and_keeps_the_letter(
     batch = api.post("/api/dead-letters/retry-batch", headers=AUTH, json={"type": "order.failed"})
     event = api.post(f"/api/events/{letter.event_id}/retry", headers=AUTH)
     for response in (one, batch, event):
-        assert response.status_code == 503
-        assert response.json["error"] == "broker_unavailable"
-        assert "broker" in response.json["message"]
+        assert (response.status_code, response.json["error"]) == (500, "no_broker")
+        assert "no broker is configured" in response.json["message"]
+        assert "Retry-After" not in response.headers
     assert [x.id for x in core.dead_letter_list()] == [letter.id]
     assert core.get_event(letter.event_id).deliveries[letter.handler]["status"] == "dead"
 
@@ -277,7 +273,7 @@ def test_a_dry_run_replay_says_what_it_would_do_and_a_real_one_needs_a_broker(
         {"event_id": event_id, "type": "code.pushed", "handler": "Reviewer"}
     ]
     real = api.post("/api/replay", headers=AUTH, json={"type": "code.pushed"})
-    assert (real.status_code, real.json["error"]) == (503, "broker_unavailable")
+    assert (real.status_code, real.json["error"]) == (500, "no_broker")
     bad = api.post("/api/replay", headers=AUTH, json={"dry_run": "yes"})
     assert (bad.status_code, bad.json["field"]) == (400, "dry_run")
 
@@ -290,14 +286,11 @@ def test_stats_count_what_is_stored(api: FlaskClient, core: Core) -> None:
     assert stats["events"]["metric.sample"] == {"pending": 1}
 
 
-def test_with_redis_down_the_admin_api_answers_503(
-    make_settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_with_redis_down_the_admin_api_answers_503(make_settings: Any) -> None:
     from eda.redis_server import free_port
 
-    monkeypatch.setenv("EDA_ADMIN_TOKEN", TOKEN)
-    app = create_app(Core(make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")))
-    client = app.test_client()
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", admin_token=TOKEN)
+    client = create_app(Core(settings)).test_client()
     for path in ("/api/events", "/api/stats", "/api/subscriptions", "/api/dead-letters"):
         response = client.get(path, headers=AUTH)
         assert response.status_code == 503, path
@@ -329,10 +322,7 @@ def test_the_openapi_document_is_valid_public_and_describes_every_route(core: Co
 # -- through a real worker --------------------------------------------------------------------
 
 
-def test_a_dead_letter_retried_through_the_api_is_delivered_again(
-    live: Core, monkeypatch: pytest.MonkeyPatch, client: Any
-) -> None:
-    monkeypatch.setenv("EDA_ADMIN_TOKEN", TOKEN)
+def test_a_dead_letter_retried_through_the_api_is_delivered_again(live: Core, client: Any) -> None:
     event_type = f"t{uuid.uuid4().hex[:10]}.admin_retry"
     handler = "tests.handlers:fixable"
     live.subscribe([event_type], handler)
@@ -342,7 +332,7 @@ def test_a_dead_letter_retried_through_the_api_is_delivered_again(
     letter_id = f"{event_id}:{handler}"
     wait_for(lambda: live.dead_letter_list(event_type=event_type))
     client.delete(f"test-broken:{event_id}")
-    api = create_app(live).test_client()
+    api = create_app(live, with_secrets(live.settings, EDA_ADMIN_TOKEN=TOKEN)).test_client()
     response = api.post(f"/api/dead-letters/{letter_id}/retry", headers=AUTH)
     assert response.status_code == 200
     assert response.json["event_id"] == event_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from eda.lanes import LaneTable
 from tasks import app
 from tests.conftest import wait_for
 from tests.handlers import attempts
-from tests.workers import Worker
+from tests.workers import ROOT, Worker
 
 
 def test_every_type_lands_in_exactly_one_lane() -> None:
@@ -59,6 +60,41 @@ def test_the_celery_queues_are_the_lanes_bound_to_the_events_topic_exchange() ->
     alerts = next(iter(queues["alerts"].bindings))
     assert (alerts.exchange.name, alerts.exchange.type) == ("events", "topic")
     assert alerts.routing_key == "alert.#"
+
+
+#: Files that start workers: none of them may name the lanes celeryconfig.py declares.
+WORKER_STARTERS = ("tests/workers.py", "scripts/up.py", "bench/services.py", "bench/procfile.py")
+
+
+def lane_lists(text: str) -> list[str]:
+    """Strings in Python source that are lane names or comma-separated lists of them."""
+    lanes = set(celeryconfig.lane_table.names)
+    return [
+        node.value
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value
+        and set(node.value.split(",")) <= lanes
+    ]
+
+
+def test_the_procfile_and_the_test_workers_take_their_lanes_from_celeryconfig() -> None:
+    worker_line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("worker:")
+    )
+    words = worker_line.split()
+    assert "-Q" not in words and not any(w.startswith("--queues") for w in words), worker_line
+    for name in WORKER_STARTERS:
+        assert lane_lists((ROOT / name).read_text()) == [], name
+
+
+def test_a_worker_without_q_consumes_exactly_the_declared_lanes(worker: Worker) -> None:
+    replies = app.control.inspect([worker.node], timeout=5.0).active_queues() or {}
+    consumed = {queue["name"] for queue in replies[worker.node]}
+    assert app.conf.task_create_missing_queues is False
+    assert consumed == {queue.name for queue in app.conf.task_queues}
+    assert consumed == set(celeryconfig.lane_table.names)
 
 
 def test_a_worker_on_one_lane_never_runs_another_lanes_delivery(
@@ -108,11 +144,17 @@ def test_a_visibility_timeout_shorter_than_a_task_and_its_backoff_stops_start_up
     result = subprocess.run(
         [sys.executable, "-c", "import celeryconfig"],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:1/0",
-             "EDA_VISIBILITY_TIMEOUT": "100", "EDA_TASK_TIME_LIMIT": "90",
-             "EDA_RETRY_BACKOFF_MAX": "60"},
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        env={
+            "PATH": "/usr/bin:/bin",
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "EDA_VISIBILITY_TIMEOUT": "100",
+            "EDA_TASK_TIME_LIMIT": "90",
+            "EDA_RETRY_BACKOFF_MAX": "60",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode != 0
     assert (
         "EDA_VISIBILITY_TIMEOUT: is 100 s but must exceed the task time limit plus the "

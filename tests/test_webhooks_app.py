@@ -12,20 +12,24 @@ from typing import Any
 
 import pytest
 import redis
+from flask import Flask
 
 from eda.core import Core
 from eda.redis_server import free_port, start_server, wait_until_ready
 from eda.settings import Settings
-from tests.http_support import github_signature, http, serve, stored
+from tests.http_support import github_signature, http, serve, stored, with_secrets
 from webhooks import create_app
 
 SECRET = "app test secret"
 
 
-@pytest.fixture
-def signed_github(monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[bytes, dict[str, str]]]:
-    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", SECRET)
+def github_app(core: Core) -> Flask:
+    """The app around ``core``, with SECRET as GitHub's signing secret."""
+    return create_app(core, with_secrets(core.settings, GITHUB_WEBHOOK_SECRET=SECRET))
 
+
+@pytest.fixture
+def signed_github() -> Callable[..., tuple[bytes, dict[str, str]]]:
     def make(payload: Any, delivery: str = "d-1") -> tuple[bytes, dict[str, str]]:
         body = json.dumps(payload).encode()
         return body, {
@@ -40,7 +44,7 @@ def signed_github(monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[bytes,
 
 def test_a_signed_delivery_over_real_http_is_stored(core: Core, signed_github: Any) -> None:
     body, headers = signed_github({"ref": "refs/heads/main"})
-    with serve(create_app(core)) as url:
+    with serve(github_app(core)) as url:
         status, _, answer = http("POST", f"{url}/webhooks/github", body, headers)
     assert status == 202
     assert core.get_event(answer["event_id"]).event.type == "code.pushed"
@@ -57,7 +61,7 @@ def test_twenty_parallel_posts_of_one_delivery_make_one_event(
         status, _, answer = http("POST", f"{url}/webhooks/github", body, headers)
         return status, answer
 
-    with serve(create_app(core)) as url, ThreadPoolExecutor(max_workers=20) as pool:
+    with serve(github_app(core)) as url, ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(post, [url] * 20))
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] * 19 + [202]
@@ -91,7 +95,7 @@ def test_with_redis_down_a_webhook_gets_503_and_nothing_is_half_written(
 ) -> None:
     url, stop, start = private_redis
     core = Core(make_settings(redis_url=url))  # the production client, as the web process has it
-    app = create_app(core).test_client()
+    app = github_app(core).test_client()
     first_body, first_headers = signed_github({"ref": "before"}, delivery="before")
     assert app.post("/webhooks/github", data=first_body, headers=first_headers).status_code == 202
 
@@ -112,7 +116,7 @@ def test_with_redis_down_a_webhook_gets_503_and_nothing_is_half_written(
 
 
 def test_health_and_readiness_answer_json(core: Core) -> None:
-    app = create_app(core).test_client()
+    app = github_app(core).test_client()
     assert app.get("/healthz").json == {"status": "ok"}
     ready = app.get("/readyz")
     assert ready.status_code == 200
@@ -124,7 +128,7 @@ def test_a_body_over_the_limit_is_refused_with_413(
 ) -> None:
     core = Core(make_settings(webhook_max_body_bytes=1024), client)
     body, headers = signed_github({"ref": "x" * 2000})
-    with serve(create_app(core)) as url:
+    with serve(github_app(core)) as url:
         status, _, answer = http("POST", f"{url}/webhooks/github", body, headers)
     assert status == 413
     assert answer["error"] == "request_entity_too_large"
@@ -136,7 +140,7 @@ def test_a_payload_over_the_store_limit_is_refused_with_413(
 ) -> None:
     core = Core(make_settings(max_payload_bytes=100), client)
     body, headers = signed_github({"ref": "y" * 200})
-    response = create_app(core).test_client().post("/webhooks/github", data=body, headers=headers)
+    response = github_app(core).test_client().post("/webhooks/github", data=body, headers=headers)
     assert response.status_code == 413
     assert "payload" in response.json["message"]
 
@@ -149,7 +153,7 @@ def test_a_wrong_content_type_is_refused_with_415(
     headers.pop("Content-Type")
     if content_type:
         headers["Content-Type"] = content_type
-    response = create_app(core).test_client().post("/webhooks/github", data=body, headers=headers)
+    response = github_app(core).test_client().post("/webhooks/github", data=body, headers=headers)
     assert response.status_code == 415
     assert response.json["error"] == "unsupported_media_type"
 
@@ -158,13 +162,13 @@ def test_malformed_json_is_refused_with_a_reason(core: Core, signed_github: Any)
     body = b'{"ref": '
     _, headers = signed_github({})
     headers["X-Hub-Signature-256"] = github_signature(SECRET, body)
-    response = create_app(core).test_client().post("/webhooks/github", data=body, headers=headers)
+    response = github_app(core).test_client().post("/webhooks/github", data=body, headers=headers)
     assert response.status_code == 400
     assert "not valid JSON" in response.json["message"]
 
 
 def test_errors_of_the_http_layer_are_json_too(core: Core) -> None:
-    app = create_app(core).test_client()
+    app = github_app(core).test_client()
     missing = app.get("/no/such/page")
     assert (missing.status_code, missing.json["error"]) == (404, "not_found")
     wrong_method = app.get("/webhooks/github")
@@ -179,7 +183,7 @@ def test_secrets_and_signatures_never_reach_the_log(
     body, headers = signed_github({"ref": "a"})
     forged = {**headers, "X-Hub-Signature-256": github_signature("forged", body)}
     with caplog.at_level(logging.DEBUG):
-        app = create_app(core).test_client()
+        app = github_app(core).test_client()
         assert app.post("/webhooks/github", data=body, headers=forged).status_code == 401
         assert app.post("/webhooks/github", data=body, headers=headers).status_code == 202
     assert caplog.records
@@ -192,7 +196,7 @@ def test_a_stored_webhook_is_logged_at_debug_and_a_duplicate_at_info(
     core: Core, signed_github: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     body, headers = signed_github({"ref": "a"})
-    app = create_app(core).test_client()
+    app = github_app(core).test_client()
     with caplog.at_level(logging.DEBUG, logger="webhooks.ingest"):
         first = app.post("/webhooks/github", data=body, headers=headers).json["event_id"]
         app.post("/webhooks/github", data=body, headers=headers)
@@ -203,25 +207,31 @@ def test_a_stored_webhook_is_logged_at_debug_and_a_duplicate_at_info(
 
 
 def test_the_start_log_says_which_sources_are_unsigned(
-    make_settings: Callable[..., Settings],
-    client: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    make_settings: Callable[..., Settings], client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", SECRET)
-    for name in ("STRIPE_WEBHOOK_SECRET", "SLACK_SIGNING_SECRET", "EDA_WEBHOOK_SECRET_EVENTS"):
-        monkeypatch.delenv(name, raising=False)
+    github = {"GITHUB_WEBHOOK_SECRET": SECRET}
     with caplog.at_level(logging.INFO, logger="webhooks.app"):
-        create_app(Core(make_settings(), client))
+        create_app(Core(with_secrets(make_settings(), **github), client))
     assert "webhook sources with a secret: github" in caplog.text
     assert "no secret is set for events, slack, stripe" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="webhooks.app"):
-        create_app(Core(make_settings(allow_unsigned=True), client))
+        create_app(Core(with_secrets(make_settings(allow_unsigned=True), **github), client))
     warning = next(r for r in caplog.records if "EDA_ALLOW_UNSIGNED" in r.getMessage())
     assert warning.levelno == logging.WARNING
     assert "events, slack, stripe" in warning.getMessage()
     assert SECRET not in caplog.text
+
+
+def test_the_start_log_lists_the_standard_webhooks_sources_with_a_secret(
+    make_settings: Callable[..., Settings], client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "whsec_" + "c2VjcmV0IG9mIHRoZSBhY21lIHNvdXJjZQ=="
+    settings = with_secrets(make_settings(), EDA_WEBHOOK_SECRET_ACME=secret)
+    with caplog.at_level(logging.INFO, logger="webhooks.app"):
+        create_app(Core(settings, client))
+    assert "webhook sources with a secret: acme" in caplog.text
+    assert secret not in caplog.text
 
 
 def test_the_app_module_imports_no_celery() -> None:
@@ -240,7 +250,7 @@ def test_a_redis_error_from_the_client_itself_is_a_503(
 ) -> None:
     # Nothing listens on this port: every path, reads included, answers 503.
     core = Core(make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
-    app = create_app(core).test_client()
+    app = github_app(core).test_client()
     body, headers = signed_github({"ref": "a"})
     assert app.post("/webhooks/github", data=body, headers=headers).status_code == 503
     assert app.get("/readyz").status_code == 503
@@ -293,11 +303,11 @@ def test_gunicorn_serves_the_wsgi_app_with_a_dispatching_core(
     assert accepted == 202
     stored_event = core.get_event(answer["event_id"])
     assert stored_event.event.type == "code.pushed"
-    # The request stored the event and handed it to the workers' dispatchers; one dispatches it.
+    # The request stored the event and handed it to a relay, which dispatches it.
     assert stored_event.status == "pending"
     import tasks
-    from eda.dispatcher import Dispatcher
+    from eda.relay import Relay
 
     routed = core.settings.model_copy(update={"routes_path": root / "tests" / "routes.yaml"})
-    assert Dispatcher(tasks.connect(routed), wait=0.1).dispatch_batch() == 1
+    assert Relay(tasks.connect(routed), wait=0.1).dispatch_batch() == 1
     assert core.get_event(answer["event_id"]).status == "unrouted"  # dispatched, to no handler

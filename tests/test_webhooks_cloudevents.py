@@ -25,8 +25,8 @@ BATCH = "application/cloudevents-batch+json"
 
 
 @pytest.fixture
-def events_app(core: Core, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
-    return app_client(core, monkeypatch, EDA_WEBHOOK_SECRET_EVENTS=STANDARD_SECRET)
+def events_app(core: Core) -> FlaskClient:
+    return app_client(core, EDA_WEBHOOK_SECRET_EVENTS=STANDARD_SECRET)
 
 
 def cloudevent(

@@ -18,8 +18,8 @@ SECRET = "github test secret"
 
 
 @pytest.fixture
-def github(core: Core, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
-    return app_client(core, monkeypatch, GITHUB_WEBHOOK_SECRET=SECRET)
+def github(core: Core) -> FlaskClient:
+    return app_client(core, GITHUB_WEBHOOK_SECRET=SECRET)
 
 
 def post(
@@ -51,24 +51,15 @@ def test_githubs_documented_test_vector_verifies() -> None:
         verify.github(b"Hello, World?", headers, "It's a Secret to Everybody", 300)
 
 
-def test_the_test_vector_passes_the_signature_check_of_the_endpoint(
-    core: Core, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", "It's a Secret to Everybody")
-    response = (
-        create_app(core)
-        .test_client()
-        .post(
-            "/webhooks/github",
-            data=b"Hello, World!",
-            headers={
-                "X-GitHub-Event": "push",
-                "X-Hub-Signature-256": github_signature(
-                    "It's a Secret to Everybody", b"Hello, World!"
-                ),
-                "Content-Type": "application/json",
-            },
-        )
+def test_the_test_vector_passes_the_signature_check_of_the_endpoint(core: Core) -> None:
+    response = app_client(core, GITHUB_WEBHOOK_SECRET="It's a Secret to Everybody").post(
+        "/webhooks/github",
+        data=b"Hello, World!",
+        headers={
+            "X-GitHub-Event": "push",
+            "X-Hub-Signature-256": github_signature("It's a Secret to Everybody", b"Hello, World!"),
+            "Content-Type": "application/json",
+        },
     )
     # Signed correctly (no 401); refused only because the body is not JSON.
     assert response.status_code == 400
@@ -195,10 +186,7 @@ def test_an_old_delivery_sent_again_is_a_duplicate_since_github_signs_no_timesta
     assert len(stored(core)) == 1
 
 
-def test_with_no_secret_configured_the_source_is_refused(
-    core: Core, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("GITHUB_WEBHOOK_SECRET", raising=False)
+def test_with_no_secret_configured_the_source_is_refused(core: Core) -> None:
     response = post(create_app(core).test_client(), "push", {"ref": "a"})
     assert response.status_code == 401
     assert "GITHUB_WEBHOOK_SECRET" in response.json["message"]
@@ -206,9 +194,8 @@ def test_with_no_secret_configured_the_source_is_refused(
 
 
 def test_the_development_switch_accepts_unsigned_deliveries(
-    make_settings: Callable[..., Any], client: Any, monkeypatch: pytest.MonkeyPatch
+    make_settings: Callable[..., Any], client: Any
 ) -> None:
-    monkeypatch.delenv("GITHUB_WEBHOOK_SECRET", raising=False)
     settings = make_settings(allow_unsigned=True)
     core = Core(settings, client)
     response = (

@@ -131,8 +131,8 @@ BODIES = (
 
 
 @pytest.fixture
-def app(core: Core, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
-    return app_client(core, monkeypatch, **SECRETS)
+def app(core: Core) -> FlaskClient:
+    return app_client(core, **SECRETS)
 
 
 @EXAMPLES

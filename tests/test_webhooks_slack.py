@@ -17,8 +17,8 @@ SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
 
 @pytest.fixture
-def slack(core: Core, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
-    return app_client(core, monkeypatch, SLACK_SIGNING_SECRET=SECRET)
+def slack(core: Core) -> FlaskClient:
+    return app_client(core, SLACK_SIGNING_SECRET=SECRET)
 
 
 def callback(event: dict[str, Any], event_id: str = "Ev01") -> bytes:

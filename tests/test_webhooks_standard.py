@@ -25,8 +25,8 @@ from webhooks import create_app
 
 
 @pytest.fixture
-def pagerduty(core: Core, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
-    return app_client(core, monkeypatch, EDA_WEBHOOK_SECRET_PAGERDUTY=STANDARD_SECRET)
+def pagerduty(core: Core) -> FlaskClient:
+    return app_client(core, EDA_WEBHOOK_SECRET_PAGERDUTY=STANDARD_SECRET)
 
 
 def post(client: FlaskClient, body: bytes, headers: dict[str, str]) -> Any:
@@ -110,10 +110,7 @@ def test_a_body_altered_by_one_byte_is_refused(pagerduty: FlaskClient, core: Cor
     assert stored(core) == []
 
 
-def test_a_source_without_a_secret_is_refused_naming_its_variable(
-    core: Core, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("EDA_WEBHOOK_SECRET_OPSGENIE", raising=False)
+def test_a_source_without_a_secret_is_refused_naming_its_variable(core: Core) -> None:
     body = b'{"type": "alert.created"}'
     response = (
         create_app(core)
@@ -133,15 +130,12 @@ def test_a_source_name_that_cannot_start_an_event_type_is_refused(pagerduty: Fla
 
 
 def test_a_secret_that_is_not_base64_is_a_server_error_that_reveals_nothing(
-    core: Core, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    core: Core, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("EDA_WEBHOOK_SECRET_BROKEN", "whsec_not*base64!")
     body = b'{"type": "x.y"}'
     with caplog.at_level(logging.INFO):
-        response = (
-            create_app(core)
-            .test_client()
-            .post("/webhooks/broken", data=body, headers=standard_headers(body))
+        response = app_client(core, EDA_WEBHOOK_SECRET_BROKEN="whsec_not*base64!").post(
+            "/webhooks/broken", data=body, headers=standard_headers(body)
         )
     assert response.status_code == 500
     assert response.json["error"] == "misconfigured"
@@ -149,7 +143,7 @@ def test_a_secret_that_is_not_base64_is_a_server_error_that_reveals_nothing(
 
 
 def test_the_type_mapping_can_be_overridden_from_a_file(
-    make_settings: Any, client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_settings: Any, client: redis.Redis, tmp_path: Path
 ) -> None:
     override = tmp_path / "types.yaml"
     override.write_text(
@@ -158,8 +152,7 @@ def test_the_type_mapping_can_be_overridden_from_a_file(
     )
     settings: Settings = make_settings(webhook_types_path=override)
     core = Core(settings, client)
-    monkeypatch.setenv("EDA_WEBHOOK_SECRET_PAGERDUTY", STANDARD_SECRET)
-    app = create_app(core).test_client()
+    app = app_client(core, EDA_WEBHOOK_SECRET_PAGERDUTY=STANDARD_SECRET)
     triggered = b'{"type": "incident.triggered"}'
     resolved = b'{"type": "incident.resolved"}'
     first = post(app, triggered, standard_headers(triggered, message_id="m1"))

@@ -17,8 +17,8 @@ SECRET = "whsec_test_stripe_secret_0123456789"
 
 
 @pytest.fixture
-def stripe_app(core: Core, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
-    return app_client(core, monkeypatch, STRIPE_WEBHOOK_SECRET=SECRET)
+def stripe_app(core: Core) -> FlaskClient:
+    return app_client(core, STRIPE_WEBHOOK_SECRET=SECRET)
 
 
 def stripe_event(event_type: str = "invoice.payment_failed", event_id: str = "evt_1") -> bytes:

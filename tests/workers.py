@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,18 +21,20 @@ FAST = {
     "EDA_OUTBOX_GRACE": "0.5",
     "EDA_HANDLER_MODULES": "tests.handlers",
 }
-#: Every lane of celeryconfig.py.
-ALL_LANES = "alerts,code,customers,payments,default"
 
 
 class Worker:
-    """One worker process; ``stop()`` ends it gracefully, ``kill()`` with SIGKILL."""
+    """One worker process; ``stop()`` ends it gracefully, ``kill()`` with SIGKILL.
+
+    ``queues`` (``-Q``) narrows it to some lanes; by default it consumes every lane
+    ``celeryconfig.py`` declares, as the Procfile's worker does.
+    """
 
     def __init__(
         self,
         log_path: Path,
         env: dict[str, str] | None = None,
-        queues: str = ALL_LANES,
+        queues: str | None = None,
         concurrency: int = 4,
         name: str = "test",
     ) -> None:
@@ -39,17 +42,23 @@ class Worker:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
         # Never the real model API: a test that wants one points the worker at its own server.
         environment = {**inherited, **FAST, **(env or {}), "PYTHONPATH": str(ROOT)}
+        #: The worker's node name, as ``inspect`` and ``control`` address it.
+        self.node = f"{name}-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
         command = [
-            sys.executable, "-m", "celery", "-A", "tasks", "worker",
-            "-Q", queues, "-P", "threads", "-c", str(concurrency),
-            "-n", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
-            "--without-mingle", "--without-gossip", "-l", "INFO",
-        ]  # fmt: skip
+            *(sys.executable, "-m", "celery", "-A", "tasks", "worker", "-n", self.node),
+            *(["-Q", queues] if queues else []),
+            *("-P", "threads", "-c", str(concurrency)),
+            *("--without-mingle", "--without-gossip", "-l", "INFO"),
+        ]
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=self._log, stderr=subprocess.STDOUT,
+            command,
+            cwd=ROOT,
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:

@@ -20,7 +20,6 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from eda.errors import EdaError, InvalidInput, NotFound
 from eda.event import Event
-from eda.settings import environ
 from eda.times import parse_time
 from webhooks.answers import error, publish, published
 from webhooks.extension import services
@@ -32,8 +31,10 @@ log = logging.getLogger(__name__)
 #: The variable holding the bearer token; unset means the admin API is off.
 TOKEN_VARIABLE = "EDA_ADMIN_TOKEN"  # noqa: S105 (a name, not a secret)
 #: Fields a caller may give when publishing through the API.
-PUBLISH_FIELDS = ("type", "payload", "source", "subject", "correlation_id", "causation_id",
-                  "dedupe_key")  # fmt: skip
+PUBLISH_FIELDS = (
+    *("type", "payload", "source", "subject"),
+    *("correlation_id", "causation_id", "dedupe_key"),
+)
 T = TypeVar("T")
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api")
@@ -48,12 +49,12 @@ def require_token() -> Response | None:
     """Let a request through only with the configured bearer token."""
     if request.endpoint == "admin.openapi":
         return None
-    token = environ(TOKEN_VARIABLE)
-    if not token:
+    token = services().settings.admin_token
+    if token is None:
         return error(403, "admin_api_disabled", f"the admin API is off: set {TOKEN_VARIABLE}")
     scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
-        offered.strip().encode(), token.encode()
+        offered.strip().encode(), token.get_secret_value().encode()
     ):
         response = error(401, "unauthorized", "send Authorization: Bearer <token>")
         response.headers["WWW-Authenticate"] = 'Bearer realm="eda-admin"'

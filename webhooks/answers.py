@@ -2,8 +2,9 @@
 
 The status codes follow one rule each: 202 stored (200 for a duplicate, with
 the original id), 400 the input is wrong, 401 not signed or not authorised,
-404 nothing there, 413 too large, 415 wrong content type, 503 try again later
-(with ``Retry-After``). A 2xx is only ever sent after the store write returned.
+404 nothing there, 413 too large, 415 wrong content type, 500 this server is
+misconfigured (no broker: retrying cannot help), 503 try again later (with
+``Retry-After``). A 2xx is only ever sent after the store write returned.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import redis
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from eda.errors import EdaError, InvalidInput, NotFound, StoreUnavailable
+from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, StoreUnavailable
 from eda.event import Event
 from eda.store import Published
 from webhooks.extension import services
@@ -92,8 +93,14 @@ def _rejected(exc: SignatureRejected) -> Response:
     return error(401, "unauthorized", exc.reason)
 
 
+def _no_broker(exc: NoBroker) -> Response:
+    log.error("%s: %s", request.path, exc)
+    return error(500, "no_broker", f"this server is misconfigured: {exc}")
+
+
 def _not_dispatched(exc: EdaError) -> Response:
-    # What remains of EdaError once input and store errors are handled: no broker.
+    # What remains of EdaError once input, store and configuration errors are handled:
+    # the broker did not take a delivery (admin.DispatchFailed).
     response = error(503, "broker_unavailable", str(exc))
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
@@ -108,6 +115,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(redis.TimeoutError, _unavailable)
     app.register_error_handler(SignatureRejected, _rejected)
     app.register_error_handler(SecretMisconfigured, _misconfigured)
+    app.register_error_handler(NoBroker, _no_broker)
     app.register_error_handler(EdaError, _not_dispatched)
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(Exception, _unexpected)

@@ -12,7 +12,7 @@ import logging
 from flask import Flask
 
 from eda.core import Core
-from eda.settings import Settings, environ
+from eda.settings import Settings
 from webhooks import admin, answers, cloudevents, health, ingest
 from webhooks.extension import Services, install
 from webhooks.mapping import load_type_map
@@ -22,11 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def create_app(core: Core | None = None, settings: Settings | None = None) -> Flask:
-    """Build the HTTP app around ``core`` (default: ``tasks.connect(settings)``)."""
+    """Build the HTTP app around ``core`` (default: ``tasks.connect(settings)``).
+
+    ``settings`` (default: the core's) hold what the app reads at request time: the
+    signing secrets, the admin token, the body limit; nothing is read from the
+    environment after this.
+    """
     if core is None:
         import tasks  # only the production path needs the Celery side
 
-        # The request stores the event; the workers' dispatchers dispatch it.
+        # The request stores the event; a relay dispatches it.
         core = tasks.connect(settings, defer_dispatch=True)
     settings = settings if settings is not None else core.settings
     app = Flask(__name__)
@@ -42,10 +47,9 @@ def create_app(core: Core | None = None, settings: Settings | None = None) -> Fl
 
 def log_signing(settings: Settings) -> None:
     """Say at start which sources are verified and which accept unsigned requests."""
-    named = {**{name: s.secret_variable for name, s in PROVIDERS.items()},
-             "events": cloudevents.EVENTS.secret_variable}  # fmt: skip
-    unsigned = sorted(name for name, variable in named.items() if not environ(variable))
-    signed = sorted(set(named) - set(unsigned))
+    named = [*PROVIDERS, cloudevents.EVENTS.name]
+    unsigned = sorted(name for name in named if name not in settings.webhook_secrets)
+    signed = sorted(settings.webhook_secrets)
     log.info("webhook sources with a secret: %s", ", ".join(signed) or "none")
     if settings.allow_unsigned:
         log.warning(
@@ -58,5 +62,5 @@ def log_signing(settings: Settings) -> None:
             "no secret is set for %s: their requests are refused (401) until one is",
             ", ".join(unsigned),
         )
-    if not environ(admin.TOKEN_VARIABLE):
+    if settings.admin_token is None:
         log.info("the admin API is off: %s is not set", admin.TOKEN_VARIABLE)

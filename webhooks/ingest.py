@@ -17,7 +17,6 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from eda.errors import InvalidInput
 from eda.event import Event
-from eda.settings import environ
 from webhooks.answers import publish, published
 from webhooks.extension import services
 from webhooks.sources import Reply, Source, source_for
@@ -47,11 +46,12 @@ def media_type(accepted: tuple[str, ...]) -> str:
 
 def authenticate(source: Source, body: bytes, headers: dict[str, str]) -> None:
     """Verify the signature with the source's secret; refuse unsigned unless allowed."""
-    secret = environ(source.secret_variable)
-    if secret:
-        source.verify(body, headers, secret, services().settings.signature_tolerance)
+    settings = services().settings
+    secret = settings.webhook_secret(source.name)
+    if secret is not None:
+        source.verify(body, headers, secret, settings.signature_tolerance)
         return
-    if not services().settings.allow_unsigned:
+    if not settings.allow_unsigned:
         raise SignatureRejected(
             f"no secret is configured for {source.name} ({source.secret_variable}); "
             "unsigned requests are refused"

@@ -14,11 +14,10 @@ from typing import Any
 
 from eda.errors import InvalidInput
 from eda.event import MAX_FIELD_LENGTH
+from eda.settings import SOURCE_NAME, WEBHOOK_SECRET_PREFIX
 from webhooks import verify
 from webhooks.mapping import TypeMap
 
-#: A source name in ``/webhooks/<source>``: it becomes the first word of event types.
-SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 #: Media types every source accepts.
 JSON_TYPES = ("application/json",)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -171,7 +170,7 @@ PROVIDERS: dict[str, Source] = {
 
 def secret_variable(source: str) -> str:
     """The variable holding a Standard Webhooks source's secret."""
-    return f"EDA_WEBHOOK_SECRET_{source.upper()}"
+    return f"{WEBHOOK_SECRET_PREFIX}{source.upper()}"
 
 
 def source_for(name: str) -> Source:

@@ -2,7 +2,7 @@
 
 The Procfile's worker runs the bench agent (one model call, no tools) through the
 real SDK against the suite's Messages API, which answers after a fixed delay. The
-events are stored first, then handed to the workers' dispatchers at once; the
+events are stored first, then handed to the relay at once; the
 clock runs from there to the last delivery recorded ``succeeded``. A second row
 compares with the same number of SDK calls made straight from as many threads of
 one process, with no Celery and no store: what this machine and the stand-in

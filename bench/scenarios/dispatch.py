@@ -5,7 +5,7 @@ compares with raw Celery sending task events (``-E``), as the Procfile's worker
 does so that Flower sees every task.
 
 The events are stored first; the clock runs from handing them all to the
-workers' dispatchers (as the web's store write does) to the moment the last one
+relay (as the web's store write does) to the moment the last one
 is ``succeeded``. The worker (the Procfile's) runs throughout, as the raw
 baseline's did. Redis memory per event is read around the first repetition:
 once the events are stored, and once they are delivered.

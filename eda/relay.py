@@ -1,12 +1,14 @@
-"""The dispatcher: dispatches, in batches, the events the web handed over.
+"""The relay: dispatches, in batches, the events the web handed over.
 
 The web answers a webhook as soon as the event is stored: the one Redis write
-that stores it also pushes its id on the dispatch queue (``P:dispatch``). Every
-worker runs a dispatcher (``tasks/dispatcher.py`` starts it) that takes ids from
-that queue in batches and dispatches each event with :meth:`Core.dispatch`, as
-any other face would, reading the subscriptions once per batch. An id taken by
-a dispatcher that dies before dispatching is still ``pending``: the sweeper
-dispatches it after the grace period.
+that stores it also pushes its id on the dispatch queue (``P:dispatch``). A
+relay (the Procfile's ``relay`` process, or a thread in every worker:
+``tasks/relay.py``) takes ids from that queue in batches and dispatches each
+event with :meth:`Core.dispatch`, as any other face would, reading the
+subscriptions once per batch. An id taken by a relay that dies before
+dispatching is still ``pending``: the sweeper dispatches it after the grace
+period. (Named "relay", not "dispatcher", so as not to be confused with
+Celery's event dispatcher.)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ WAIT = 0.5
 RETRY_AFTER = 0.2
 
 
-class Dispatcher:
+class Relay:
     """Takes handed-over events off the dispatch queue and dispatches them."""
 
     def __init__(self, core: Core, batch: int = BATCH, wait: float = WAIT) -> None:
@@ -70,5 +72,5 @@ class Dispatcher:
             try:
                 self.dispatch_batch()
             except Exception as exc:
-                log.warning("the dispatcher waits for the store: %s", exc)
+                log.warning("the relay waits for the store: %s", exc)
                 stop.wait(1.0)

@@ -1,4 +1,4 @@
-"""eda.dispatcher and the hand-over: the web stores, the workers' dispatchers dispatch."""
+"""eda.relay and the hand-over: the web stores, a relay dispatches."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from eda.core import Core
-from eda.dispatcher import Dispatcher
 from eda.event import Event
+from eda.relay import Relay
 from eda.settings import Settings
 from eda.store import EventStore
 from tasks import app
@@ -67,7 +67,7 @@ def test_publishing_with_notify_hands_the_event_over_once(store: EventStore) -> 
 
     assert duplicate.duplicate
     assert store.redis.lrange(store.keys.dispatch, 0, -1) == [handed.id]
-    assert store.get(handed.id).status == "pending"  # swept should no dispatcher take it
+    assert store.get(handed.id).status == "pending"  # swept should no relay take it
 
 
 def test_taking_hands_over_up_to_the_limit_oldest_first(store: EventStore) -> None:
@@ -80,7 +80,7 @@ def test_taking_hands_over_up_to_the_limit_oldest_first(store: EventStore) -> No
     assert 0.1 < time.monotonic() - started < 2
 
 
-def test_a_dispatcher_dispatches_each_handed_over_event_once(
+def test_a_relay_dispatches_each_handed_over_event_once(
     cores: tuple[Core, Core], broker: redis.Redis, unique_type: Any
 ) -> None:
     inline, deferring = cores
@@ -91,7 +91,7 @@ def test_a_dispatcher_dispatches_each_handed_over_event_once(
     assert waiting(broker) == 0
     inline.dispatch(inline.get_event(ids[0]).event)  # another face got to this one first
 
-    taken = Dispatcher(inline, wait=0.1).dispatch_batch()
+    taken = Relay(inline, wait=0.1).dispatch_batch()
 
     assert taken == 3
     assert {inline.get_event(i).status for i in ids} == {"queued"}
@@ -119,12 +119,12 @@ def test_a_batch_costs_the_store_the_same_few_round_trips_whatever_its_size(
     counting = redis.Redis.from_url(
         settings.redis_url, decode_responses=True, connection_class=CountingConnection
     )
-    dispatcher = Dispatcher(Core(settings, counting, inline.enqueuer, inline.routes), wait=0.1)
+    relay = Relay(Core(settings, counting, inline.enqueuer, inline.routes), wait=0.1)
     trips = []
     for size in (1, 1, 60):  # (the first batch also loads the store's scripts)
         ids = [deferring.publish(kind, {"n": n}, "test").event_id for n in range(size)]
         sent = CountingConnection.sent
-        assert dispatcher.dispatch_batch() == size
+        assert relay.dispatch_batch() == size
         trips.append(CountingConnection.sent - sent)
         assert {inline.get_event(i).status for i in ids} == {"queued"}
     assert trips[1] == trips[2] <= 8
@@ -152,7 +152,7 @@ def test_a_refused_batch_leaves_its_events_pending_for_the_sweeper(
     refusing = Core(settings, client, RefusingBroker(app), inline.routes)
     ids = [deferring.publish(kind, {"n": n}, "test").event_id for n in range(3)]
 
-    assert Dispatcher(refusing, wait=0.1).dispatch_batch() == 3
+    assert Relay(refusing, wait=0.1).dispatch_batch() == 3
 
     for event_id in ids:
         stored = inline.get_event(event_id)
@@ -192,7 +192,7 @@ def test_a_batch_the_broker_refused_once_is_sent_again_at_once(
     blinking = BrokerBlinkingOnce(idle_broker[0])
     ids = [deferring.publish(kind, {"n": n}, "test").event_id for n in range(3)]
 
-    Dispatcher(Core(settings, client, blinking, inline.routes), wait=0.1).dispatch_batch()
+    Relay(Core(settings, client, blinking, inline.routes), wait=0.1).dispatch_batch()
 
     assert blinking.refused == 1
     for event_id in ids:
@@ -222,7 +222,7 @@ def test_the_web_hands_events_over_and_a_worker_dispatches_them(
     assert [h["status"] for h in history] == ["queued", "running", "succeeded"]
 
 
-def test_the_dispatcher_process_dispatches_until_it_is_told_to_stop(
+def test_the_relay_process_dispatches_until_it_is_told_to_stop_and_warns_of_nothing(
     settings: Settings,
     idle_broker: tuple[str, redis.Redis],
     broker: redis.Redis,
@@ -233,12 +233,19 @@ def test_the_dispatcher_process_dispatches_until_it_is_told_to_stop(
     inline, deferring = cores
     kind = unique_type()
     inline.subscribe([kind], "tests.handlers:succeed")
-    env = {**os.environ, "EDA_PREFIX": settings.prefix, "CELERY_BROKER_URL": idle_broker[0],
-           "PYTHONPATH": str(ROOT)}  # fmt: skip
-    log = tmp_path / "dispatcher.log"
+    env = {
+        **os.environ,
+        "EDA_PREFIX": settings.prefix,
+        "CELERY_BROKER_URL": idle_broker[0],
+        "PYTHONPATH": str(ROOT),
+        "PYTHONWARNINGS": "default",  # every warning shows, as runpy's would
+    }
+    log = tmp_path / "relay.log"
+    command = [sys.executable, "-m", "tasks.relay"]
     with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "tasks.dispatcher"], cwd=ROOT,
-                                   env=env, stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
     try:
         event_id = deferring.publish(kind, {}, "test").event_id
         wait_for(lambda: waiting(broker) == 1)  # recorded queued, then published
@@ -246,12 +253,16 @@ def test_the_dispatcher_process_dispatches_until_it_is_told_to_stop(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0, log.read_text()[-2000:]
-    assert "dispatcher stopped" in log.read_text()
+    text = log.read_text()
+    assert "relay started" in text
+    assert "relay stopped" in text
+    assert "RuntimeWarning" not in text, text
 
 
-def test_workers_dispatch_unless_started_without_the_dispatcher() -> None:
-    from tasks.dispatcher import DispatcherStep
+def test_workers_relay_unless_started_without_the_relay() -> None:
+    from tasks.relay import RelayStep
 
-    assert any("--without-dispatcher" in option.opts for option in app.user_options["worker"])
-    assert DispatcherStep(object()).include_if(object())
-    assert not DispatcherStep(object(), without_dispatcher=True).include_if(object())
+    assert any("--without-relay" in option.opts for option in app.user_options["worker"])
+    assert "tasks.relay:RelayStep" in app.steps["worker"]
+    assert RelayStep(object()).include_if(object())
+    assert not RelayStep(object(), without_relay=True).include_if(object())

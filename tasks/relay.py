@@ -1,0 +1,65 @@
+"""Who runs the relay (``eda/relay.py``): a process of its own, or every worker.
+
+``python -m tasks.relay`` is the Procfile's ``relay`` process, and its workers
+run with ``--without-relay``: relaying then costs them nothing, which is most of
+what a no-op delivery costs. A worker started without that flag runs a relay
+thread beside its pool (:class:`RelayStep`), so a deployment of workers alone
+(and the test suite's) still dispatches what the web stored.
+
+``tasks/__init__.py`` names the step and its option without importing this
+module, so that ``python -m tasks.relay`` runs it once, as ``__main__``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from celery import bootsteps
+
+from eda.relay import WAIT, Relay
+
+log = logging.getLogger(__name__)
+
+
+class RelayStep(bootsteps.StartStopStep):
+    """Starts the relay thread when the worker starts; stops it when it stops."""
+
+    def __init__(self, parent: Any, without_relay: bool = False, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.enabled = not without_relay
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, parent: Any) -> None:
+        self.thread = threading.Thread(target=self._run, name="eda-relay", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from tasks.delivery import worker_core
+
+        Relay(worker_core()).run(self.stopping)
+
+    def stop(self, parent: Any) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=WAIT + 1.0)
+
+
+def main() -> None:
+    """Relay until SIGTERM or SIGINT (the Procfile's ``relay`` process)."""
+    from tasks import _configure_logging, connect
+
+    _configure_logging()
+    stopping = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stopping.set())
+    log.info("relay started")
+    Relay(connect()).run(stopping)
+    log.info("relay stopped")
+
+
+if __name__ == "__main__":
+    main()
