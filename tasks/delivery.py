@@ -78,9 +78,9 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
             raise self.retry(countdown=countdown, max_retries=None) from None
         if verdict.outcome is Outcome.RETRY:
             log.info(
-                "attempt %d failed, again in %.3f s: %s",
-                verdict.attempt,
+                "retrying in %.3f s after attempt %d: %s",
                 verdict.delay,
+                verdict.attempt,
                 verdict.reason,
             )
             raise self.retry(countdown=verdict.delay, max_retries=None)
