@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from eda import logs
 from eda.dead_letters import DeadLetter
 from eda.errors import EdaError, InvalidInput, NotFound, PermanentError, TransientError
-from eda.event import Event
+from eda.event import DeliveryInfo, Event
 from eda.handlers import Skip
 from eda.retry import RetryPolicy
 from eda.times import now_iso
@@ -477,8 +477,9 @@ def run_attempt(core: Core, event_id: str, handler: str, task_id: str, worker: s
         return Verdict(Outcome.GONE, reason="the event is no longer stored")
     if not started.ok:
         return Verdict(Outcome.NOT_RUN, reason=f"{started.result}: it is {started.previous}")
-    data, attempt, starts = started.extra
-    event = Event.from_json(data)
+    data, attempt, starts, run = started.extra
+    info = DeliveryInfo(f"{event_id}:{handler}", handler, int(run), int(attempt), task_id)
+    event = Event.from_json(data).delivered(info)
     policy = core.policy(handler, event.type)
     ran = Ran(core, event, handler, task_id, int(attempt), time.monotonic())
     if int(starts) > policy.max_retries + 1:

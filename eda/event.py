@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -66,14 +68,36 @@ def _bounded_text(field: str, value: str | None) -> str | None:
     return value
 
 
+@dataclass(frozen=True)
+class DeliveryInfo:
+    """Which delivery handed an event to a handler: its id, run and attempt."""
+
+    #: ``<event id>:<handler>``: stable over every attempt and run of the delivery.
+    id: str
+    handler: str
+    #: The run (1 for the first dispatch; each replay or retry from the DLQ adds one).
+    run: int
+    #: The attempt within the run (1 for the first try; retries add one).
+    attempt: int
+    task_id: str
+
+    @property
+    def idempotency_key(self) -> str:
+        """What a handler's side effects are keyed by, so a repeated attempt does them once."""
+        return self.id
+
+
 class Event(BaseModel):
     """A thing that happened, as stored, routed and handed to handlers.
 
     ``payload`` is any JSON value (an object in practice). ``dedupe_key`` is the
-    sender's own delivery id, kept apart from ``id`` which is ours.
+    sender's own delivery id, kept apart from ``id`` which is ours. A handler's
+    event carries :attr:`delivery` (never stored): at-least-once delivery means a
+    handler may see the same delivery twice, and its id is the idempotency key.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    _delivery: DeliveryInfo | None = PrivateAttr(default=None)
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=64)
     type: str
@@ -118,6 +142,17 @@ class Event(BaseModel):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"is not a JSON value ({exc})") from None
         return value
+
+    @property
+    def delivery(self) -> DeliveryInfo | None:
+        """The delivery that handed this event to its handler (None outside a delivery)."""
+        return self._delivery
+
+    def delivered(self, info: DeliveryInfo) -> Event:
+        """This event as handed to a handler by the delivery ``info``."""
+        copy = self.model_copy()
+        copy._delivery = info
+        return copy
 
     @classmethod
     def create(cls, **fields: Any) -> Event:

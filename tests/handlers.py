@@ -77,3 +77,12 @@ def exits(event: Event) -> None:
 
 def needs_two_arguments(event: Event, other: Any) -> None:
     """Not a handler: it cannot be called with one event."""
+
+
+def reports_its_delivery(event: Event) -> dict[str, Any]:
+    """Report the delivery that handed it the event: its id, run and attempt."""
+    assert event.delivery is not None
+    if event.delivery.attempt < int(event.payload.get("fail_times", 0)) + 1:
+        raise TransientError(f"failing attempt {event.delivery.attempt}")
+    info = event.delivery
+    return {"key": info.idempotency_key, "run": info.run, "attempt": info.attempt}

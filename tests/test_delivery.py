@@ -504,3 +504,17 @@ def test_a_route_with_its_own_retry_policy_dead_letters_after_two_attempts(
     assert live.dead_letter(f"{limited}:tests.handlers:flaky").attempts == 2
     other = settled(live, unlimited, "tests.handlers:flaky", "dead")
     assert other["attempts"] == live.settings.max_retries + 1
+
+
+def test_a_handler_gets_its_delivery_id_as_idempotency_key_and_its_attempt(
+    live: Core, unique_type: Any
+) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:reports_its_delivery")
+    event_id = live.publish(event_type, {"fail_times": 1}, "test").event_id
+
+    record = settled(live, event_id, "tests.handlers:reports_its_delivery", "succeeded")
+
+    key = f"{event_id}:tests.handlers:reports_its_delivery"
+    assert record["outcome"] == {"key": key, "run": 1, "attempt": 2}
+    assert "delivery" not in live.get_event(event_id).as_dict()  # never stored

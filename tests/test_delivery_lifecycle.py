@@ -45,7 +45,7 @@ def test_each_step_is_recorded_with_its_time_reason_attempt_and_worker(
 ) -> None:
     sent = published(store)
     assert queue(steps, sent.id, "h").previous == NEW
-    assert start(steps, sent.id, "h", worker="worker-a").extra[1:] == (1, 1)
+    assert start(steps, sent.id, "h", worker="worker-a").extra[1:3] == (1, 1)
     applied = finish(
         steps, sent.id, "h", Status.SUCCEEDED, "attempt 1 succeeded", outcome={"ok": 1}
     )
@@ -147,12 +147,12 @@ def test_a_message_that_comes_back_restarts_its_attempt_and_spends_no_retry(
 ) -> None:
     sent = published(store)
     queue(steps, sent.id, "h", enqueue_failed=True)
-    assert start(steps, sent.id, "h", worker="w1").extra[1:] == (1, 1)
+    assert start(steps, sent.id, "h", worker="w1").extra[1:3] == (1, 1)
     assert record(store, sent.id)["enqueue_failed"] is False  # it evidently reached the broker
-    assert start(steps, sent.id, "h", worker="w2").extra[1:] == (1, 2)  # its worker died
+    assert start(steps, sent.id, "h", worker="w2").extra[1:3] == (1, 2)  # its worker died
     assert start(steps, sent.id, "h", task="another").result == "superseded"
     finish(steps, sent.id, "h", Status.RETRYING, "flaky")
-    assert start(steps, sent.id, "h").extra[1:] == (2, 1)
+    assert start(steps, sent.id, "h").extra[1:3] == (2, 1)
     assert finish(steps, sent.id, "h", Status.SUCCEEDED, attempt=1).result == "superseded"
     finish(steps, sent.id, "h", Status.SUCCEEDED, attempt=2)
     assert start(steps, sent.id, "h").result == "refused"  # a redelivery after success

@@ -16,7 +16,7 @@
 --   max_runs (what is kept), letter_id, letter_score (dead letter), read (start: return
 --   the event's data).
 -- Returns {previous status or "new", event status, "ok" | "refused" | "superseded"}; a
--- start that was applied adds {event data, attempt number, times this attempt started}.
+-- start that was applied adds {event data, attempt number, times this attempt started, run}.
 --
 -- The record: {handler, status, task_id, replay, enqueue_failed, created_at, updated_at,
 --   dropped_runs, runs: [{number, reason, at, replay, count, dropped_attempts,
@@ -133,7 +133,7 @@ elseif step == 'start' then
   attempt.started_at = now
   attempt.worker = options.worker
   delivery.enqueue_failed = false
-  result = {redis.call('HGET', KEYS[2], 'data'), attempt.number, attempt.starts}
+  result = {redis.call('HGET', KEYS[2], 'data'), attempt.number, attempt.starts, run.number}
 elseif step == 'finish' then
   local attempts = list(run.attempts)
   local attempt = attempts[#attempts]
