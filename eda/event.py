@@ -37,6 +37,10 @@ MAX_PAYLOAD_DEPTH = 128
 STORED = {"stored": True}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Half of a UTF-16 surrogate pair: JSON's ``"\\ud800"`` parses to one, and it is not text.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: What is said of a lone surrogate, wherever it is found.
+SURROGATE_REASON = "holds a lone UTF-16 surrogate (such as \\ud800), which is not Unicode text"
 
 
 def _nested_deeper_than(value: Any, limit: int) -> bool:
@@ -63,6 +67,8 @@ def _bounded_text(field: str, value: str | None) -> str | None:
         raise ValueError(f"is {len(value)} characters, at most {MAX_FIELD_LENGTH} allowed")
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
+    if _SURROGATE.search(value):
+        raise ValueError(SURROGATE_REASON)
     return value
 
 
@@ -114,9 +120,11 @@ class Event(BaseModel):
         if _nested_deeper_than(value, MAX_PAYLOAD_DEPTH):
             raise ValueError(f"is nested more than {MAX_PAYLOAD_DEPTH} levels deep")
         try:
-            json.dumps(value, allow_nan=False)
+            text = json.dumps(value, allow_nan=False, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"is not a JSON value ({exc})") from None
+        if _SURROGATE.search(text):  # stored as UTF-8, which cannot hold one
+            raise ValueError(SURROGATE_REASON)
         return value
 
     @classmethod

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from flask import Blueprint, Response, request
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from eda.errors import InvalidInput
 from eda.event import Event
@@ -29,8 +29,18 @@ blueprint = Blueprint("webhooks", __name__)
 
 
 def raw_body() -> bytes:
-    """The request body as sent, bounded by ``webhook_max_body_bytes`` (413 past it)."""
-    return request.get_data(cache=True)
+    """The request body as sent, bounded by ``webhook_max_body_bytes`` (413 past it).
+
+    The app lets a body stream one byte past the limit (its ``MAX_CONTENT_LENGTH`` is the
+    limit + 1): a chunked body has no Content-Length to refuse it by, and werkzeug stops
+    reading at its maximum without saying whether more was sent, so the byte past the
+    limit is what tells a body over it from one that fits.
+    """
+    body = request.get_data(cache=True)
+    limit = services().settings.webhook_max_body_bytes
+    if len(body) > limit:
+        raise RequestEntityTooLarge(f"the body is over {limit} bytes")
+    return body
 
 
 def lower_headers() -> dict[str, str]:
