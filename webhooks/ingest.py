@@ -18,6 +18,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 from eda.errors import InvalidInput
 from eda.event import Event
 from eda.settings import environ
+from webhooks import dedupe
 from webhooks.answers import publish, published
 from webhooks.extension import services
 from webhooks.sources import Reply, Source, source_for
@@ -95,11 +96,14 @@ def receive(name: str) -> Response | tuple[dict[str, Any], int]:
     meaning = source.read(document, headers, services().types, source.name)
     if isinstance(meaning, Reply):
         return meaning.body, meaning.status
+    namespace = dedupe.webhooks(source.name)
     event = Event.create(
         type=meaning.event_type,
         source=source.name,
         payload=meaning.payload,
-        dedupe_key=meaning.dedupe_key,
+        dedupe_key=dedupe.key(namespace, "id", meaning.delivery_id)
+        if meaning.delivery_id is not None
+        else dedupe.signed_body(namespace, body),
         subject=meaning.subject,
     )
     result = publish(event)
