@@ -85,7 +85,8 @@ class Event(BaseModel):
     type: str
     source: str
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    payload: Any = None
+    #: Kept out of repr (and so out of any exception text or log line that shows an event).
+    payload: Any = Field(default=None, repr=False)
     subject: str | None = None
     correlation_id: str | None = None
     causation_id: str | None = None
