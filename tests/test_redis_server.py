@@ -222,8 +222,8 @@ def test_the_data_folder_and_every_file_in_it_are_the_users_alone(shared_parent:
     assert (shared_parent.stat().st_mode & 0o777, folder.stat().st_mode & 0o777) == (0o700, 0o700)
     for kept in [shared_parent / PASSWORD_FILE, *folder.iterdir()]:
         assert kept.stat().st_mode & 0o777 == 0o600, kept
-    for kept in ("appendonly.aof", "redis.log", "redis.conf", "redis.url"):
-        assert as_nobody("cat", str(folder / kept)).returncode != 0
+    for name in ("appendonly.aof", "redis.log", "redis.conf", "redis.url"):
+        assert as_nobody("cat", str(folder / name)).returncode != 0
     assert as_nobody("cat", str(shared_parent / PASSWORD_FILE)).returncode != 0
 
 
