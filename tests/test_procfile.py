@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,8 +18,10 @@ import pytest
 import redis
 
 from bench.procfile import expand
+from eda.core import Core
 from eda.redis_server import free_port
 from tests.conftest import RedisServer, wait_for
+from tests.http_support import github_signature, http
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,12 +78,12 @@ def test_flower_refuses_to_start_without_a_login(login: str | None) -> None:
     assert "FLOWER_BASIC_AUTH" in done.stderr
 
 
-def _status(url: str, login: str | None = None) -> int:
+def _status(url: str, login: str | None = None, timeout: float = 5) -> int:
     request = urllib.request.Request(url)  # noqa: S310 (the loopback URL of our Flower)
     if login is not None:
         request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return int(response.status)
     except urllib.error.HTTPError as error:
         return error.code
@@ -137,3 +140,73 @@ def test_beat_keeps_no_pickle_of_its_schedule(tmp_path: Path, redis_server: Redi
     made = [p.name for p in set(ROOT.iterdir()) - before]
     kept = [p.name for p in data_dir.rglob("*")]
     assert not [name for name in made + kept if "celerybeat" in name], (made, kept)
+
+
+# -- web ---------------------------------------------------------------------------------------
+
+#: Slow clients held open at once, each trickling one header line every half second.
+SLOW_CLIENTS = 50
+#: Seconds the slow clients keep trickling.
+TRICKLE_SECONDS = 8.0
+#: Longest a normal request may take while they do.
+PROMPT = 2.0
+
+
+def _trickle(port: int, until: float) -> None:
+    """One slowloris client: a request's header lines, one every half second, never finished."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        for line in range(int(TRICKLE_SECONDS / 0.5)):  # bounded
+            if time.monotonic() > until:
+                return
+            try:
+                sock.sendall(f"X-Slow-{line}: a\r\n".encode())
+            except OSError:
+                return  # the server closed it: fine, it keeps nothing for it
+            time.sleep(0.5)
+
+
+def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
+    tmp_path: Path, core: Core, prefix: str
+) -> None:
+    import threading
+
+    port = free_port()
+    secret = "procfile web test secret"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDA_PREFIX": prefix,
+           "GITHUB_WEBHOOK_SECRET": secret, "EDA_WEB_PORT": str(port),
+           "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml")}  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with running(procfile_line("web", env), env, tmp_path / "web.log") as process:
+
+        def up() -> bool:
+            assert process.poll() is None, (tmp_path / "web.log").read_text()
+            try:
+                return http("GET", f"{url}/healthz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(up, timeout=40, interval=0.1)
+        until = time.monotonic() + TRICKLE_SECONDS
+        slow = [threading.Thread(target=_trickle, args=(port, until)) for _ in range(SLOW_CLIENTS)]
+        for thread in slow:
+            thread.start()
+        try:
+            time.sleep(1.0)  # every slow client is connected and trickling
+            timings = []
+            for n in range(20):
+                body = f'{{"ref": "refs/heads/slow-{n}"}}'.encode()
+                headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": f"slow-{n}",
+                           "X-Hub-Signature-256": github_signature(secret, body),
+                           "Content-Type": "application/json"}  # fmt: skip
+                started = time.monotonic()
+                health = _status(f"{url}/healthz", timeout=PROMPT)
+                stored = http("POST", f"{url}/webhooks/github", body, headers, timeout=PROMPT)[0]
+                timings.append(time.monotonic() - started)
+                assert (health, stored) == (200, 202), n
+                time.sleep(0.2)
+        finally:
+            for thread in slow:
+                thread.join(timeout=TRICKLE_SECONDS + 10)
+    assert max(timings) < PROMPT
+    assert len(core.history(limit=100)) == 20
