@@ -86,6 +86,10 @@ worker_consumer = "tasks.consumer:Consumer"
 beat_schedule = {
     "sweep-outbox": {"task": "eda.sweep", "schedule": _settings.sweep_interval},
 }
+# Beat keeps its schedule in memory: Celery's default scheduler keeps it in a shelve, a
+# pickle that beat loads at start (code, for whoever can write the file). The one entry,
+# a sweep every few seconds, loses nothing when a restart forgets when it last ran.
+beat_scheduler = "celery.beat:Scheduler"
 
 worker_hijack_root_logger = False
 timezone = "UTC"

@@ -39,6 +39,10 @@ MAX_PAYLOAD_DEPTH = 128
 STORED = {"stored": True}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Half of a UTF-16 surrogate pair: JSON's ``"\\ud800"`` parses to one, and it is not text.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: What is said of a lone surrogate, wherever it is found.
+SURROGATE_REASON = "holds a lone UTF-16 surrogate (such as \\ud800), which is not Unicode text"
 
 
 def _nested_deeper_than(value: Any, limit: int) -> bool:
@@ -65,6 +69,8 @@ def _bounded_text(field: str, value: str | None) -> str | None:
         raise ValueError(f"is {len(value)} characters, at most {MAX_FIELD_LENGTH} allowed")
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
+    if _SURROGATE.search(value):
+        raise ValueError(SURROGATE_REASON)
     return value
 
 
@@ -103,7 +109,8 @@ class Event(BaseModel):
     type: str
     source: str
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    payload: Any = None
+    #: Kept out of repr (and so out of any exception text or log line that shows an event).
+    payload: Any = Field(default=None, repr=False)
     subject: str | None = None
     correlation_id: str | None = None
     causation_id: str | None = None
@@ -138,9 +145,11 @@ class Event(BaseModel):
         if _nested_deeper_than(value, MAX_PAYLOAD_DEPTH):
             raise ValueError(f"is nested more than {MAX_PAYLOAD_DEPTH} levels deep")
         try:
-            json.dumps(value, allow_nan=False)
+            text = json.dumps(value, allow_nan=False, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"is not a JSON value ({exc})") from None
+        if _SURROGATE.search(text):  # stored as UTF-8, which cannot hold one
+            raise ValueError(SURROGATE_REASON)
         return value
 
     @property

@@ -5,6 +5,16 @@ package bundles, on loopback, with append-only persistence in the data folder.
 Every process of a deployment (web, worker, beat, the scripts) shares it: the
 first one to need it starts it, under a file lock, and the others reuse it.
 A live server is never started twice, and no data folder is ever deleted.
+
+It is private to the user who runs the project: the data folder is 0700 and its
+files 0600 (the server runs with umask 077); a password generated on first start
+is kept in ``<data folder>/redis-password`` (0600), where every process of the
+project reads it; and the admin commands the project never sends (``CONFIG``,
+``DEBUG``, ``MODULE``, ``REPLICAOF``/``SLAVEOF``, ``SHUTDOWN`` and the
+replication handshake) are disabled, so that even a client holding the password
+cannot make the server write files elsewhere, load code or follow another server.
+The password and the disabled commands travel in a 0600 config file, never on
+the command line, where any local user could read them.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -29,6 +40,20 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 10.0
 #: Largest hash value (bytes) Redis keeps in its compact encoding.
 COMPACT_HASH_VALUE = 4096
+#: The embedded server's password, in the data folder (0600), generated on first start.
+PASSWORD_FILE = "redis-password"  # noqa: S105 (a file name, not a password)
+#: Commands the embedded server refuses (renamed to nothing): the project sends none of
+#: them, and each lets a client reach past the data (write files, load code, replicate).
+DISABLED_COMMANDS = (
+    "CONFIG",
+    "DEBUG",
+    "MODULE",
+    "SLAVEOF",
+    "REPLICAOF",
+    "SYNC",
+    "PSYNC",
+    "SHUTDOWN",
+)
 
 
 def redis_binary() -> str:
@@ -54,15 +79,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(folder: Path, port: int, *, daemonize: bool = False) -> subprocess.Popen[bytes]:
+def start_server(
+    folder: Path, port: int, *, daemonize: bool = False, password: str | None = None
+) -> subprocess.Popen[bytes]:
     """Start redis-server in a child process, persisting into ``folder``.
 
     With ``daemonize`` the server detaches (the returned process exits at once and
     must be waited for): it outlives the process that started it and is nobody's child.
+    With ``password`` the server requires it and refuses :data:`DISABLED_COMMANDS`
+    (the embedded server); without, it is a plain server (the tests' and benchmarks').
     """
     folder.mkdir(parents=True, exist_ok=True)
-    command = [
-        redis_binary(),
+    command = [redis_binary()]
+    if password is not None:
+        command.append(str(_private_config(folder, password)))  # a config file comes first
+    command += [
         "--bind", "127.0.0.1",
         "--port", str(port),
         "--dir", str(folder),
@@ -77,13 +108,54 @@ def start_server(folder: Path, port: int, *, daemonize: bool = False) -> subproc
         "--logfile", str(folder / "redis.log"),
         "--daemonize", "yes" if daemonize else "no",
     ]  # fmt: skip
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+    # umask 077: the append-only file, the log and the pid file are the user's alone.
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
 
 
-def wait_until_ready(url: str, timeout: float = START_TIMEOUT) -> None:
-    """Block until the server at ``url`` answers PING; StoreUnavailable after ``timeout``."""
+def _private_config(folder: Path, password: str) -> Path:
+    """A 0600 config file with the password and the disabled commands (off the command line)."""
+    path = folder / "redis.conf"
+    lines = [f'requirepass "{password}"']
+    lines += [f'rename-command {name} ""' for name in DISABLED_COMMANDS]
+    _write_private(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (0600, also when it existed)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+
+
+def private_folder(path: Path) -> None:
+    """Create ``path`` (and missing parents) 0700, and make an existing one 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def password(data_dir: Path) -> str:
+    """The embedded server's password: read from the data folder, generated on first use."""
+    path = data_dir / PASSWORD_FILE
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(32) + "\n")
+    path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def with_password(url: str, secret: str) -> str:
+    """``redis://host:port/db`` with ``secret`` as its password (``redis://:secret@…``)."""
+    return url.replace("redis://", f"redis://:{secret}@", 1)
+
+
+def wait_until_ready(url: str, timeout: float = START_TIMEOUT, password: str | None = None) -> None:
+    """Block until the server at ``url`` answers PING; StoreUnavailable after ``timeout``.
+
+    ``url`` carries no password (it appears in the error); ``password`` is sent apart.
+    """
     deadline = time.monotonic() + timeout
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, password=password)
     try:
         while True:
             try:
@@ -97,13 +169,14 @@ def wait_until_ready(url: str, timeout: float = START_TIMEOUT) -> None:
         client.close()
 
 
-def _answers(url: str, folder: Path) -> bool:
-    """True when a server answers at ``url`` and keeps its data in ``folder``."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, decode_responses=True)
+def _answers(url: str, secret: str, folder: Path) -> bool:
+    """True when the server at ``url`` takes ``secret`` and its pid is the one ``folder`` holds."""
+    client = redis.Redis.from_url(
+        url, password=secret, socket_connect_timeout=0.5, decode_responses=True
+    )
     try:
-        directory = str(client.config_get("dir").get("dir", ""))
-        return Path(directory).resolve() == folder.resolve()
-    except redis.RedisError:
+        return int(client.info("server")["process_id"]) == _alive(folder / "redis.pid")
+    except (redis.RedisError, KeyError, ValueError):
         return False
     finally:
         client.close()
@@ -119,34 +192,42 @@ def _alive(pid_file: Path) -> int | None:
 
 
 def embedded_url(settings: Settings) -> str:
-    """The URL of the embedded Redis for this data folder, starting it if nobody has."""
+    """The URL of the embedded Redis for this data folder (with its password), starting it
+    if nobody has."""
+    private_folder(settings.data_dir)
     folder = settings.data_dir / "redis"
-    folder.mkdir(parents=True, exist_ok=True)
-    url_file = folder / "redis.url"
-    with open(folder / "start.lock", "w") as lock:
+    private_folder(folder)
+    url_file = folder / "redis.url"  # the address only: the password is kept apart
+    lock_descriptor = os.open(folder / "start.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(lock_descriptor, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        secret = password(settings.data_dir)
         if url_file.exists():
             url = url_file.read_text().strip()
-            if _answers(url, folder):
+            if _answers(url, secret, folder):
                 log.info("embedded Redis at %s, data in %s", url, folder)
-                return url
+                return with_password(url, secret)
         pid = _alive(folder / "redis.pid")
         if pid is not None:
             raise StoreUnavailable(
                 f"a Redis server (pid {pid}) holds {folder} but does not answer; "
                 "stop it or set REDIS_URL"
             )
-        url = f"redis://127.0.0.1:{free_port()}/0"
+        for kept in folder.iterdir():  # files of a server started before they were private
+            if kept.is_file():
+                kept.chmod(0o600)
+        port = free_port()
+        url = f"redis://127.0.0.1:{port}/0"
         # Detached: a child left running would be reported as a leak when its Popen is freed.
-        start_server(folder, int(url.rsplit(":", 1)[1].split("/")[0]), daemonize=True).wait()
-        wait_until_ready(url)
-        url_file.write_text(url + "\n")
+        start_server(folder, port, daemonize=True, password=secret).wait()
+        wait_until_ready(url, password=secret)
+        _write_private(url_file, url + "\n")
         log.info("embedded Redis started at %s, data in %s", url, folder)
-        return url
+        return with_password(url, secret)
 
 
 def redis_url(settings: Settings) -> str:
-    """``REDIS_URL`` when set, else the embedded server's URL."""
+    """``REDIS_URL`` when set, else the embedded server's URL (its password included)."""
     return settings.redis_url or embedded_url(settings)
 
 

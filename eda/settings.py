@@ -51,6 +51,7 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_TOOL_TIMEOUT": "tool_timeout",
     "EDA_MCP_HOST": "mcp_host",
     "EDA_MCP_PORT": "mcp_port",
+    "EDA_MCP_ALLOWED_HOSTS": "mcp_allowed_hosts",
     "EDA_WEBHOOK_MAX_BODY_BYTES": "webhook_max_body_bytes",
     "EDA_ALLOW_UNSIGNED": "allow_unsigned",
     "EDA_WEBHOOK_TYPES": "webhook_types_path",
@@ -120,6 +121,8 @@ class Settings(BaseModel):
     #: Where the built-in MCP server listens with ``--transport http`` (loopback by default).
     mcp_host: str = Field(default="127.0.0.1", min_length=1)
     mcp_port: int = Field(default=8765, ge=1, le=65535)
+    #: Host names MCP over HTTP answers to besides its listening address (comma-separated).
+    mcp_allowed_hosts: tuple[str, ...] = ()
     #: Largest request body the HTTP app reads, in bytes (larger ones get 413).
     webhook_max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     #: Development only: accept webhooks from sources that have no secret configured.
@@ -143,7 +146,7 @@ class Settings(BaseModel):
     #: Bearer token of MCP over HTTP; unset, ``eda mcp`` listens on loopback only.
     mcp_token: SecretStr | None = None
 
-    @field_validator("handler_modules", mode="before")
+    @field_validator("handler_modules", "mcp_allowed_hosts", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:
         if isinstance(value, str):

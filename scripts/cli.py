@@ -445,7 +445,7 @@ def mcp(
     mcp_server.check_exposure(host, token)
     guard = "bearer token required" if token else "no token: loopback only"
     click.echo(f"serving {len(gantz.tools)} tools at http://{host}:{port}/mcp ({guard})", err=True)
-    mcp_server.serve_http(server, host, port, token)
+    mcp_server.serve_http(server, host, port, token, settings.mcp_allowed_hosts)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})

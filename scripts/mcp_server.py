@@ -7,8 +7,10 @@ Gantz runs it (:func:`eda.tools.run_tool`): stdout is the result (also as
 structured content when it is a JSON object), a non-zero exit or a timeout is
 an error result carrying stderr. Over HTTP every request needs
 ``Authorization: Bearer $EDA_MCP_TOKEN``; without a token the server only
-listens on a loopback address. Run it with ``eda mcp`` or
-``python -m scripts.mcp_server``.
+listens on exactly ``127.0.0.1``, ``localhost`` or ``::1``. Either way the
+``Host`` and ``Origin`` of every request must name the address it listens on
+(or a name of ``EDA_MCP_ALLOWED_HOSTS``), so that a web page cannot reach it by
+DNS rebinding. Run it with ``eda mcp`` or ``python -m scripts.mcp_server``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,7 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,6 +39,9 @@ from eda.tools import Tool, ToolResult, run_tool, validate_arguments
 TOKEN_VARIABLE = "EDA_MCP_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
 #: Where the Streamable HTTP endpoint is served.
 HTTP_PATH = "/mcp"
+#: The addresses tokenless HTTP may listen on: exactly these, which no other machine reaches
+#: (not the rest of 127/8, nor long forms of ::1, which the SDK's own checks do not cover).
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def build_server(gantz: GantzFile, *, env: Mapping[str, str] | None = None) -> Server[Any]:
@@ -129,7 +135,13 @@ def serve_stdio(server: Server[Any]) -> None:
     anyio.run(main)
 
 
-def serve_http(server: Server[Any], host: str, port: int, token: str | None) -> None:
+def serve_http(
+    server: Server[Any],
+    host: str,
+    port: int,
+    token: str | None,
+    allowed_hosts: Sequence[str] = (),
+) -> None:
     """Serve Streamable HTTP on host:port at ``/mcp``, behind the bearer token when one is set.
 
     Raises InvalidInput before listening when the exposure is unsafe (see :func:`check_exposure`).
@@ -137,15 +149,63 @@ def serve_http(server: Server[Any], host: str, port: int, token: str | None) -> 
     import uvicorn  # only the HTTP transport needs it
 
     check_exposure(host, token)
-    app = http_app(server, host, token)
+    app = http_app(server, host, port, token, allowed_hosts)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     uvicorn.Server(config).run()
 
 
-def http_app(server: Server[Any], host: str, token: str | None) -> ASGIApp:
+def http_app(
+    server: Server[Any],
+    host: str,
+    port: int,
+    token: str | None,
+    allowed_hosts: Sequence[str] = (),
+) -> ASGIApp:
     """The Streamable HTTP ASGI app, wrapped in the bearer-token check when a token is set."""
-    app: ASGIApp = server.streamable_http_app(streamable_http_path=HTTP_PATH, host=host)
+    app: ASGIApp = server.streamable_http_app(
+        streamable_http_path=HTTP_PATH,
+        host=host,
+        transport_security=transport_security(host, port, allowed_hosts),
+    )
     return BearerToken(app, token) if token else app
+
+
+def transport_security(
+    host: str, port: int, allowed_hosts: Sequence[str] = ()
+) -> TransportSecuritySettings:
+    """Host and Origin checks (DNS rebinding) that accept only the names of this server.
+
+    The SDK turns them on by itself only for the exact loopback spellings; here they are
+    always on. Accepted: the listening address (all three loopback names when it is one,
+    none when it is a wildcard such as 0.0.0.0) and ``allowed_hosts``, each with ``port``.
+    """
+    names = [*LOOPBACK] if host in LOOPBACK else []
+    if not _is_wildcard(host) and host not in names:
+        names.append(host)
+    names += [name for name in allowed_hosts if name not in names]
+    hosts = [_with_port(name, port) for name in names]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts,
+        allowed_origins=[f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")],
+    )
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def _with_port(name: str, port: int) -> str:
+    """``name:port`` as a Host header writes it (IPv6 addresses in brackets)."""
+    try:
+        if ipaddress.ip_address(name.strip("[]")).version == 6:
+            return f"[{name.strip('[]')}]:{port}"
+    except ValueError:
+        pass
+    return f"{name}:{port}"
 
 
 def check_exposure(host: str, token: str | None) -> None:
@@ -162,13 +222,8 @@ def check_exposure(host: str, token: str | None) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    """True for exactly ``127.0.0.1``, ``localhost``, ``::1``: where tokenless HTTP may listen."""
+    return host in LOOPBACK
 
 
 @dataclass

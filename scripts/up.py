@@ -174,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         **os.environ,
         "PATH": path,
         **values,
-        "REDIS_URL": url,
         "EDA_WEB_PORT": str(args.web_port),
         "EDA_FLOWER_PORT": str(args.flower_port),
         "EDA_DATA_DIR": str(settings.data_dir),
     }
-    os.environ.update({"REDIS_URL": url})  # the readiness check's Celery client
+    # REDIS_URL is passed on only as the operator set it: without it every process finds the
+    # embedded server and its password in EDA_DATA_DIR, and no environment carries the password.
     shown = maybe_sanitize_url(url)  # a password in REDIS_URL is never printed
     print(f"up: event store at {shown} (data in {settings.data_dir}/redis)", flush=True)
     manager = Manager()

@@ -34,11 +34,11 @@ app.user_options["worker"].add(
 )
 app.steps["worker"].add("tasks.relay:RelayStep")
 
-#: Loggers of a line per task: Celery's per task received and per task finished, and
-#: the model SDK's HTTP client's per request (``httpx2``, ``httpx``). The store records
-#: each delivery and each model call; at a thousand tasks a second Celery's two lines
-#: cost a worker a fifth of its throughput. Their warnings and errors still show.
-PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace", "httpx2", "httpx")
+#: Loggers of a line per task: Celery's per task received and per task finished. The
+#: store records each delivery; at a thousand tasks a second these two lines cost a
+#: worker a fifth of its throughput. Their warnings and errors still show. (The HTTP
+#: clients' per-request lines are held by ``eda.logs.configure``, with the SDKs'.)
+PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 
 
 @signals.setup_logging.connect

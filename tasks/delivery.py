@@ -73,7 +73,7 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
             # answers, spending none of the handler's retries.
             countdown = core.default_policy.delay(min(self.request.retries, 8))
             log.warning(
-                "event store unreachable, again in %.3f s: %s", countdown, logs.describe(exc)
+                "event store unreachable, again in %.3f s: %s", countdown, logs.error_summary(exc)
             )
             raise self.retry(countdown=countdown, max_retries=None) from None
         if verdict.outcome is Outcome.RETRY:

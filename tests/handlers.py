@@ -40,6 +40,14 @@ def flaky(event: Event) -> dict[str, Any]:
     return {"attempt": attempt}
 
 
+def fails_naming_the_event(event: Event) -> dict[str, Any]:
+    """Fail once with the event's repr in the error (as careless code does), then succeed."""
+    attempt = _attempt(event, "fails_naming_the_event")
+    if attempt == 1:
+        raise TransientError(f"could not handle {event!r}")
+    return {"attempt": attempt}
+
+
 def fixable(event: Event) -> dict[str, Any]:
     """Fail while the Redis key ``test-broken:<event id>`` exists."""
     attempt = _attempt(event, "fixable")

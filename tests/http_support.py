@@ -62,13 +62,17 @@ def serve(app: Flask) -> Iterator[str]:
 
 
 def http(
-    method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None
+    method: str,
+    url: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
 ) -> tuple[int, dict[str, str], Any]:
     """One real HTTP request: (status, headers, JSON body)."""
     # Only ever the loopback URL of a server the test started.
     request = urllib.request.Request(url, data=body or None, headers=headers or {}, method=method)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return response.status, dict(response.headers), json.loads(response.read())
     except urllib.error.HTTPError as error:
         with error:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from eda.gantz_yaml import read_gantz_file
 from eda.redis_server import free_port
 from eda.settings import ROOT
 from eda.tools import typed_default
-from scripts.mcp_server import build_server, check_exposure, is_loopback
+from scripts.mcp_server import build_server, check_exposure, is_loopback, transport_security
 from tests.conftest import wait_for
 
 GANTZ = ROOT / "gantz.yaml"
@@ -329,18 +330,22 @@ def test_a_malformed_gantz_yaml_stops_the_server_at_start(tmp_path: Path) -> Non
 # -- over Streamable HTTP, behind the bearer token --------------------------------------------
 
 
-@pytest.fixture
-def http_server(core: Core) -> Iterator[str]:
-    """The server as a subprocess on a free loopback port, with a token; yields its URL."""
+@contextmanager
+def running_http(core: Core, host: str = "127.0.0.1", token: str | None = TOKEN) -> Iterator[int]:
+    """The server as a subprocess on a free port of ``host``; yields the port."""
     port = free_port()
-    env = {**os.environ, **store_env(core), "EDA_MCP_TOKEN": TOKEN}
+    env = {**os.environ, **store_env(core)}
+    env.pop("EDA_MCP_TOKEN", None)
+    if token is not None:
+        env["EDA_MCP_TOKEN"] = token
+    command = ["-m", "scripts.mcp_server", "--transport", "http", "--host", host]
     process = subprocess.Popen(
-        [sys.executable, "-m", "scripts.mcp_server", "--transport", "http", "--port", str(port)],
+        [sys.executable, *command, "--port", str(port)],
         env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        _wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}/mcp"
+        _wait_for_port(host, port, process)
+        yield port
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -348,12 +353,19 @@ def http_server(core: Core) -> Iterator[str]:
         process.stderr.close()
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+@pytest.fixture
+def http_server(core: Core) -> Iterator[str]:
+    """The server as a subprocess on a free loopback port, with a token; yields its URL."""
+    with running_http(core) as port:
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         assert process.poll() is None, "the MCP server exited at start"
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            socket.create_connection((host, port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.05)
@@ -414,6 +426,10 @@ def test_http_serves_the_tools_with_the_right_token(http_server: str, core: Core
         (ALL_INTERFACES, None, True),
         ("192.168.1.10", None, True),
         (ALL_INTERFACES, TOKEN, False),
+        ("127.0.0.2", None, True),
+        ("0:0:0:0:0:0:0:1", None, True),
+        ("[::1]", None, True),
+        ("127.0.0.2", TOKEN, False),
     ],
 )
 def test_no_token_means_loopback_only(host: str, token: str | None, refused: bool) -> None:
@@ -423,6 +439,53 @@ def test_no_token_means_loopback_only(host: str, token: str | None, refused: boo
     else:
         check_exposure(host, token)
     assert is_loopback(host) == (host in ("127.0.0.1", "localhost", "::1"))
+
+
+def _initialize(port: int, host_header: str, origin: str | None, token: str | None) -> int:
+    headers = {"Accept": "application/json, text/event-stream", "Host": host_header}
+    if origin is not None:
+        headers["Origin"] = origin
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    url = f"http://127.0.0.1:{port}/mcp"
+    return httpx2.post(url, json=INITIALIZE, headers=headers, timeout=30).status_code
+
+
+@pytest.mark.parametrize("token", [None, TOKEN])
+def test_http_answers_only_requests_that_name_this_server(core: Core, token: str | None) -> None:
+    # A web page reaching the server by DNS rebinding sends its own name as Host and Origin.
+    with running_http(core, "127.0.0.1", token) as port:
+        assert _initialize(port, "evil.example", "http://evil.example", token) == 421
+        assert _initialize(port, f"evil.example:{port}", None, token) == 421
+        own = f"127.0.0.1:{port}"
+        assert _initialize(port, own, "http://evil.example", token) == 403
+        assert _initialize(port, own, None, token) == 200
+        assert _initialize(port, f"localhost:{port}", f"http://localhost:{port}", token) == 200
+
+
+def test_http_on_another_loopback_address_checks_hosts_too(core: Core) -> None:
+    # Once answered initialize for Host evil.example (the SDK guards only exact loopback names).
+    with running_http(core, "127.0.0.2", TOKEN) as port:
+        status = httpx2.post(
+            f"http://127.0.0.2:{port}/mcp",
+            json=INITIALIZE,
+            headers={
+                "Accept": "application/json, text/event-stream",
+                "Host": "evil.example",
+                "Origin": "http://evil.example",
+                "Authorization": f"Bearer {TOKEN}",
+            },
+            timeout=30,
+        ).status_code
+        assert status == 421
+
+
+def test_allowed_host_names_are_accepted_besides_the_address() -> None:
+    settings = transport_security("0.0.0.0", 8765, ("mcp.example.com",))  # noqa: S104
+    assert settings.enable_dns_rebinding_protection
+    assert settings.allowed_hosts == ["mcp.example.com:8765"]
+    assert "https://mcp.example.com:8765" in settings.allowed_origins
+    assert transport_security("::1", 9).allowed_hosts == ["127.0.0.1:9", "localhost:9", "[::1]:9"]
 
 
 def test_no_token_on_a_public_address_refuses_to_start(core: Core) -> None:

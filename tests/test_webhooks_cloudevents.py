@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import stripe
 from cloudevents.core.bindings.http import HTTPMessage, to_binary, to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -65,8 +66,8 @@ def test_a_binary_mode_event_is_stored_with_its_attributes(
     )
     assert event.payload == {"severity": "high", "count": 3}
     assert event.time == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert event.correlation_id == "corr-7"
-    assert event.dedupe_key == "/monitoring/prod:ce-1"
+    assert event.correlation_id is None  # lineage is ours, never a sender's
+    assert event.dedupe_key == "events:message:msg-1"  # signed; ce-id is not
 
 
 def test_a_structured_mode_event_is_stored(events_app: FlaskClient, core: Core) -> None:
@@ -94,11 +95,81 @@ def test_binary_mode_text_data_is_kept_as_a_string(events_app: FlaskClient, core
 
 
 def test_the_same_cloudevent_twice_is_one_event(events_app: FlaskClient, core: Core) -> None:
-    first = send(events_app, to_binary(cloudevent("same"), JSONFormat()), message_id="m1")
+    # Structured: source + id are signed with the body, whatever the message id.
+    first = send(events_app, to_structured(cloudevent("same"), JSONFormat()), message_id="m1")
     again = send(events_app, to_structured(cloudevent("same"), JSONFormat()), message_id="m2")
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json == {"event_id": first.json["event_id"], "duplicate": True}
-    assert len(stored(core)) == 1
+    # Binary: the signed webhook-id is what a sender's retry carries again.
+    binary = send(events_app, to_binary(cloudevent("bin"), JSONFormat()), message_id="m3")
+    retried = send(events_app, to_binary(cloudevent("bin"), JSONFormat()), message_id="m3")
+    assert (binary.status_code, retried.status_code) == (202, 200)
+    assert len(stored(core)) == 2
+
+
+def test_a_binary_event_resent_with_changed_unsigned_headers_is_a_duplicate(
+    events_app: FlaskClient, core: Core
+) -> None:
+    message = to_binary(cloudevent("orig"), JSONFormat())
+    signing = standard_headers(message.body, message_id="msg-captured")
+    del signing["Content-Type"]
+    first = events_app.post("/events", data=message.body, headers={**message.headers, **signing})
+    forged = {
+        **message.headers,
+        "ce-id": "forged",
+        "ce-type": "payment.refund_requested",
+        "ce-source": "stripe",
+        "ce-causationid": "someone-elses-event",
+        "ce-time": "2030-01-01T00:00:00Z",
+    }
+    again = events_app.post("/events", data=message.body, headers={**forged, **signing})
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json["event_id"] == first.json["event_id"]
+    [kept] = stored(core)
+    assert (kept.event.type, kept.event.source, kept.event.causation_id) == (
+        "alert.triggered",
+        "/monitoring/prod",
+        None,
+    )
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_lineage_is_never_taken_from_a_sender(
+    events_app: FlaskClient, core: Core, mode: str
+) -> None:
+    event = cloudevent("lin", causationid="their-cause", correlationid="their-chain")
+    make = to_binary if mode == "binary" else to_structured
+    response = send(events_app, make(event, JSONFormat()))
+    assert response.status_code == 202
+    kept = core.get_event(response.json["event_id"]).event
+    assert (kept.causation_id, kept.correlation_id) == (None, None)
+
+
+def test_a_cloudevent_cannot_make_a_signed_provider_event_a_duplicate(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stripe_secret = "whsec_namespace_test_0123456789"
+    app = app_client(
+        core,
+        EDA_WEBHOOK_SECRET_EVENTS=STANDARD_SECRET,
+        STRIPE_WEBHOOK_SECRET=stripe_secret,
+        EDA_ADMIN_TOKEN="admin-token-for-namespace-test",
+    )
+    squatter = cloudevent("evt_X", source="stripe")
+    assert send(app, to_structured(squatter, JSONFormat())).status_code == 202
+    admin = {"type": "payment.failed", "payload": {}, "dedupe_key": "webhooks/stripe:id:evt_X"}
+    auth = {"Authorization": "Bearer admin-token-for-namespace-test"}
+    assert app.post("/api/events", headers=auth, json=admin).status_code == 202
+    body = json.dumps({"id": "evt_X", "type": "invoice.payment_failed", "data": {}}).encode()
+    header = stripe.WebhookSignature.generate_signature_header(body.decode(), stripe_secret)
+    genuine = app.post(
+        "/webhooks/stripe",
+        data=body,
+        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+    )
+    assert genuine.status_code == 202
+    assert core.get_event(genuine.json["event_id"]).event.source == "stripe"
+    assert len(stored(core)) == 3
 
 
 def test_a_batch_stores_every_event_and_answers_each_id(

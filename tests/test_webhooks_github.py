@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -88,7 +89,8 @@ def test_a_signed_delivery_is_stored_with_its_mapped_type(
     assert stored_event.source == "github"
     assert stored_event.payload == payload
     assert stored_event.subject == "octo/cat"
-    assert stored_event.dedupe_key == "github:delivery-42"
+    digest = hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+    assert stored_event.dedupe_key == f"webhooks/github:body:{digest}"
 
 
 def test_the_same_delivery_twice_is_one_event_answered_with_the_original_id(
@@ -118,6 +120,7 @@ def test_a_form_encoded_delivery_is_read_from_its_payload_field(
         data=body,
         headers={
             "X-GitHub-Event": "issues",
+            "X-GitHub-Delivery": "d-form",
             "X-Hub-Signature-256": github_signature(SECRET, body),
             "Content-Type": "application/x-www-form-urlencoded",
         },
@@ -140,6 +143,39 @@ def test_a_delivery_without_its_event_header_is_refused(github: FlaskClient) -> 
     assert response.json["field"] == "X-GitHub-Event"
 
 
+def test_a_delivery_without_its_delivery_header_is_refused(github: FlaskClient, core: Core) -> None:
+    body = b'{"action": "opened"}'
+    response = github.post(
+        "/webhooks/github",
+        data=body,
+        headers={
+            "X-GitHub-Event": "issues",
+            "X-Hub-Signature-256": github_signature(SECRET, body),
+            "Content-Type": "application/json",
+        },
+    )
+    assert response.status_code == 400
+    assert response.json["field"] == "X-GitHub-Delivery"
+    assert "missing" in response.json["message"]
+    assert stored(core) == []
+
+
+def test_a_captured_delivery_resent_with_new_unsigned_headers_is_a_duplicate(
+    github: FlaskClient, core: Core
+) -> None:
+    # GitHub signs the body only: the event and delivery headers are anyone's to change.
+    payload = {"action": "opened", "issue": {"number": 7}}
+    first = post(github, "issues", payload, delivery="genuine")
+    resent = [
+        post(github, "pull_request", payload, delivery=f"forged-{n}").status_code for n in range(20)
+    ]
+    assert first.status_code == 202
+    assert resent == [200] * 20
+    assert [(e.event.id, e.event.type) for e in stored(core)] == [
+        (first.json["event_id"], "issue.opened")
+    ]
+
+
 Failure = Callable[[FlaskClient], Any]
 
 
@@ -151,7 +187,11 @@ Failure = Callable[[FlaskClient], Any]
             lambda c: c.post(
                 "/webhooks/github",
                 data=b'{"ref": "a"}',
-                headers={"X-GitHub-Event": "push", "Content-Type": "application/json"},
+                headers={
+                    "X-GitHub-Event": "push",
+                    "X-GitHub-Delivery": "d-dev",
+                    "Content-Type": "application/json",
+                },
             ),
             id="missing-header",
         ),
@@ -179,7 +219,7 @@ def test_an_old_delivery_sent_again_is_a_duplicate_since_github_signs_no_timesta
     github: FlaskClient, core: Core
 ) -> None:
     # GitHub's signature has no timestamp to go stale: a replayed delivery is
-    # caught by its X-GitHub-Delivery id instead (remembered for dedupe_ttl).
+    # caught by its signed body instead (remembered for dedupe_ttl).
     first = post(github, "push", {"ref": "a"}, delivery="old-one")
     replayed = post(github, "push", {"ref": "a"}, delivery="old-one")
     assert (first.status_code, replayed.status_code) == (202, 200)
@@ -204,7 +244,11 @@ def test_the_development_switch_accepts_unsigned_deliveries(
         .post(
             "/webhooks/github",
             data=b'{"ref": "a"}',
-            headers={"X-GitHub-Event": "push", "Content-Type": "application/json"},
+            headers={
+                "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": "d-dev",
+                "Content-Type": "application/json",
+            },
         )
     )
     assert response.status_code == 202

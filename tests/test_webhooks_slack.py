@@ -90,7 +90,7 @@ def test_an_event_callback_is_stored_by_its_inner_type(
     assert response.status_code == 202
     stored_event = core.get_event(response.json["event_id"]).event
     assert (stored_event.type, stored_event.source) == (expected, "slack")
-    assert stored_event.dedupe_key == "slack:Ev_map"
+    assert stored_event.dedupe_key == "webhooks/slack:id:Ev_map"
     sent = json.loads(body)
     assert sent["token"]
     assert stored_event.payload == {k: v for k, v in sent.items() if k != "token"}

@@ -54,7 +54,7 @@ def test_a_signed_delivery_is_stored_with_the_type_it_names(
     assert response.status_code == 202
     event = core.get_event(response.json["event_id"]).event
     assert (event.type, event.source, event.payload) == (expected, "pagerduty", payload)
-    assert event.dedupe_key == "pagerduty:msg_map"
+    assert event.dedupe_key == "webhooks/pagerduty:id:msg_map"
 
 
 def test_the_same_webhook_id_twice_is_one_event(pagerduty: FlaskClient, core: Core) -> None:
@@ -127,6 +127,18 @@ def test_a_source_name_that_cannot_start_an_event_type_is_refused(pagerduty: Fla
     )
     assert response.status_code == 400
     assert response.json["field"] == "source"
+
+
+def test_a_message_signed_for_the_cloudevents_endpoint_is_not_taken_as_a_source(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /events and /webhooks/events would share EDA_WEBHOOK_SECRET_EVENTS: one message, two faces.
+    body = b'{"specversion": "1.0", "id": "c1", "source": "s", "type": "alert.triggered"}'
+    app = app_client(core, EDA_WEBHOOK_SECRET_EVENTS=STANDARD_SECRET)
+    response = app.post("/webhooks/events", data=body, headers=standard_headers(body))
+    assert response.status_code == 400
+    assert "/events" in response.json["message"]
+    assert stored(core) == []
 
 
 def test_a_secret_that_is_not_base64_is_a_server_error_that_reveals_nothing(

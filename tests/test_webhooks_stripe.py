@@ -68,7 +68,7 @@ def test_a_signed_event_is_stored_with_its_mapped_type(
     event = core.get_event(response.json["event_id"]).event
     assert (event.type, event.source, event.subject) == (expected, "stripe", "in_123")
     assert event.payload == json.loads(body)
-    assert event.dedupe_key == "stripe:evt_map"
+    assert event.dedupe_key == "webhooks/stripe:id:evt_map"
 
 
 def test_the_same_event_id_twice_is_one_event(stripe_app: FlaskClient, core: Core) -> None:

@@ -21,6 +21,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 from eda.errors import EdaError, InvalidInput, NotFound
 from eda.event import Event
 from eda.times import parse_time
+from webhooks import dedupe
 from webhooks.answers import error, publish, published
 from webhooks.extension import services
 from webhooks.ingest import parse_json, raw_body
@@ -144,6 +145,9 @@ def publish_event() -> Response:
         raise InvalidInput(
             unknown[0], f"is not a field of a published event ({', '.join(PUBLISH_FIELDS)})"
         )
+    key = body.get("dedupe_key")
+    if isinstance(key, str) and key.strip():  # apart from every sender's keys
+        body["dedupe_key"] = dedupe.key(dedupe.ADMIN_API, key)
     event = Event.create(**{"source": "admin-api", **body})
     return published(publish(event))
 

@@ -35,7 +35,8 @@ def create_app(core: Core | None = None, settings: Settings | None = None) -> Fl
         core = tasks.connect(settings, defer_dispatch=True)
     settings = settings if settings is not None else core.settings
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_body_bytes
+    # One byte past the limit, so that raw_body can tell a chunked body over it (413).
+    app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_body_bytes + 1
     app.json.sort_keys = False  # type: ignore[attr-defined]
     install(app, Services(core, settings, load_type_map(settings.webhook_types_path)))
     answers.register(app)

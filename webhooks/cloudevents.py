@@ -6,9 +6,13 @@
 - batched: ``application/cloudevents-batch+json``, a JSON array of such objects.
 
 Requests are signed like any other source (Standard Webhooks, secret in
-``EDA_WEBHOOK_SECRET_EVENTS``). The sender's ``id`` is unique per ``source``, so
-the pair is the dedupe key; our own id is new. Types go through the type map's
-``cloudevents`` section. A batch is checked whole before anything is stored.
+``EDA_WEBHOOK_SECRET_EVENTS``). In structured and batched mode the sender's
+``id``, unique per ``source``, is signed with the body, so the pair is the dedupe
+key; in binary mode the ``ce-*`` headers are not signed, so the signed
+``webhook-id`` is. Our own id is new, and lineage (``correlationid``,
+``causationid``) is never taken from a sender: it is ours to keep. Types go
+through the type map's ``cloudevents`` section. A batch is checked whole before
+anything is stored.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from eda.errors import InvalidInput
 from eda.event import Event
-from webhooks import verify
+from webhooks import dedupe, verify
 from webhooks.answers import publish, published
 from webhooks.extension import services
 from webhooks.ingest import authenticate, lower_headers, parse_json, raw_body
@@ -36,11 +40,18 @@ MAX_BATCH = 1000
 #: The signing scheme and secret of ``POST /events``.
 EVENTS = Source("events", secret_variable("events"), verify.standard, read_standard)
 
+#: CloudEvents extensions a sender may not set: the lineage of our own events.
+LINEAGE = ("correlationid", "causationid")
+
 blueprint = Blueprint("cloudevents", __name__)
 
 
-def to_event(cloudevent: Any) -> Event:
-    """Our event for one CloudEvent object; InvalidInput says what is wrong."""
+def to_event(cloudevent: Any, message_id: str | None = None) -> Event:
+    """Our event for one CloudEvent object; InvalidInput says what is wrong.
+
+    ``message_id`` is the signed ``webhook-id`` of a binary-mode request: its dedupe key,
+    since the ``ce-id`` header beside it is not signed.
+    """
     if not isinstance(cloudevent, dict):
         raise InvalidInput("cloudevent", "must be a JSON object")
     if "data_base64" in cloudevent:
@@ -50,8 +61,12 @@ def to_event(cloudevent: Any) -> Event:
             raise InvalidInput(required, "is required by CloudEvents and must be a string")
     mapped = services().types.resolve(SECTION, [cloudevent["type"]], {"type": cloudevent["type"]})
     # The sender's id is unique only within its source: the pair is what dedupes.
-    keyed = {**cloudevent, "type": mapped, "id": f"{cloudevent['source']}:{cloudevent['id']}"}
-    return Event.from_cloudevent(keyed, keep_id=False)
+    if message_id is not None:
+        key = dedupe.key(dedupe.EVENTS, "message", message_id)
+    else:
+        key = dedupe.key(dedupe.EVENTS, "ce", cloudevent["source"], cloudevent["id"])
+    ours = {name: value for name, value in cloudevent.items() if name not in LINEAGE}
+    return Event.from_cloudevent({**ours, "type": mapped, "id": key}, keep_id=False)
 
 
 def binary_attributes(headers: dict[str, str]) -> dict[str, Any]:
@@ -97,7 +112,8 @@ def read_events() -> list[Event]:
             except InvalidInput as exc:
                 raise InvalidInput(f"[{index}].{exc.field}", exc.reason) from None
         return events
-    return [to_event(binary_attributes(lower_headers()))]
+    headers = lower_headers()
+    return [to_event(binary_attributes(headers), headers.get("webhook-id", "").strip() or None)]
 
 
 @blueprint.post("/events")

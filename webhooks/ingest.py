@@ -13,10 +13,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from flask import Blueprint, Response, request
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from eda.errors import InvalidInput
 from eda.event import Event
+from webhooks import dedupe
 from webhooks.answers import publish, published
 from webhooks.extension import services
 from webhooks.sources import Reply, Source, source_for
@@ -28,8 +29,18 @@ blueprint = Blueprint("webhooks", __name__)
 
 
 def raw_body() -> bytes:
-    """The request body as sent, bounded by ``webhook_max_body_bytes`` (413 past it)."""
-    return request.get_data(cache=True)
+    """The request body as sent, bounded by ``webhook_max_body_bytes`` (413 past it).
+
+    The app lets a body stream one byte past the limit (its ``MAX_CONTENT_LENGTH`` is the
+    limit + 1): a chunked body has no Content-Length to refuse it by, and werkzeug stops
+    reading at its maximum without saying whether more was sent, so the byte past the
+    limit is what tells a body over it from one that fits.
+    """
+    body = request.get_data(cache=True)
+    limit = services().settings.webhook_max_body_bytes
+    if len(body) > limit:
+        raise RequestEntityTooLarge(f"the body is over {limit} bytes")
+    return body
 
 
 def lower_headers() -> dict[str, str]:
@@ -85,11 +96,14 @@ def receive(name: str) -> Response | tuple[dict[str, Any], int]:
     meaning = source.read(document, headers, services().types, source.name)
     if isinstance(meaning, Reply):
         return meaning.body, meaning.status
+    namespace = dedupe.webhooks(source.name)
     event = Event.create(
         type=meaning.event_type,
         source=source.name,
         payload=meaning.payload,
-        dedupe_key=meaning.dedupe_key,
+        dedupe_key=dedupe.key(namespace, "id", meaning.delivery_id)
+        if meaning.delivery_id is not None
+        else dedupe.signed_body(namespace, body),
         subject=meaning.subject,
     )
     result = publish(event)

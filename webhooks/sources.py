@@ -29,7 +29,8 @@ class Inbound:
 
     event_type: str
     payload: Any
-    dedupe_key: str | None = None
+    #: The delivery's id as the signature covers it; None: the signed body is its identity.
+    delivery_id: str | None = None
     subject: str | None = None
 
 
@@ -63,9 +64,9 @@ def text_field(value: Any) -> str | None:
     return None if _CONTROL.search(value) else value
 
 
-def dedupe_key(source: str, delivery_id: Any) -> str | None:
-    """The sender's delivery id, namespaced by source so that senders never collide."""
-    return text_field(f"{source}:{delivery_id}") if text_field(delivery_id) else None
+def delivery_id(value: Any) -> str | None:
+    """A sender's id for dedupe, when it is a non-empty string."""
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _field(document: Any, *path: str) -> Any:
@@ -79,10 +80,20 @@ def _field(document: Any, *path: str) -> Any:
 def read_github(
     document: Any, headers: Mapping[str, str], types: TypeMap, source: str
 ) -> Inbound | Reply:
-    """``X-GitHub-Event`` plus the payload's ``action``; dedupe on ``X-GitHub-Delivery``."""
+    """``X-GitHub-Event`` plus the payload's ``action``; dedupe on the signed body.
+
+    GitHub signs the body alone: ``X-GitHub-Delivery`` and ``X-GitHub-Event`` can be
+    changed by anyone who captured one delivery. So the body is what dedupes (a resent
+    body is a duplicate whatever its headers say), and ``X-GitHub-Delivery``, which
+    GitHub always sends, is required, as a check that GitHub sent it.
+    """
     event = headers.get("x-github-event", "").strip()
     if not event:
         raise InvalidInput("X-GitHub-Event", "the header is missing")
+    if not headers.get("x-github-delivery", "").strip():
+        raise InvalidInput(
+            "X-GitHub-Delivery", "the header is missing; GitHub sends it with every delivery"
+        )
     if event == "ping":
         return Reply(200, {"status": "pong", "hook_id": _field(document, "hook_id")})
     action = _field(document, "action")
@@ -91,7 +102,7 @@ def read_github(
     return Inbound(
         types.resolve(source, keys, {"event": event, "action": action}),
         document,
-        dedupe_key(source, headers.get("x-github-delivery")),
+        None,
         text_field(_field(document, "repository", "full_name")),
     )
 
@@ -106,7 +117,7 @@ def read_stripe(
     return Inbound(
         types.resolve(source, [event_type], {"type": event_type}),
         document,
-        dedupe_key(source, event_id),
+        delivery_id(event_id),
         text_field(_field(document, "data", "object", "id")),
     )
 
@@ -114,7 +125,10 @@ def read_stripe(
 def read_slack(
     document: Any, headers: Mapping[str, str], types: TypeMap, source: str
 ) -> Inbound | Reply:
-    """Events API callbacks by inner event type; dedupe on ``event_id`` (retries carry it too)."""
+    """Events API callbacks by inner event type; dedupe on ``event_id`` (retries carry it too).
+
+    Requests without an ``event_id`` (``app_rate_limited``) dedupe on their signed body.
+    """
     outer = _field(document, "type")
     if not isinstance(outer, str):
         raise InvalidInput("body", "a Slack request has a string 'type'")
@@ -134,7 +148,7 @@ def read_slack(
     return Inbound(
         types.resolve(source, keys, {"event": event, "subtype": subtype}),
         payload,
-        dedupe_key(source, _field(document, "event_id")),
+        delivery_id(_field(document, "event_id")),
         text_field(_field(document, "event", "channel")),
     )
 
@@ -142,7 +156,7 @@ def read_slack(
 def read_standard(
     document: Any, headers: Mapping[str, str], types: TypeMap, source: str
 ) -> Inbound | Reply:
-    """Any other sender: the type it names, else ``event``; dedupe on ``webhook-id``."""
+    """Any other sender: the type it names, else ``event``; dedupe on ``webhook-id`` (signed)."""
     # The payload's type is covered by the signature, a header is not: prefer the payload.
     named = _field(document, "type")
     if not isinstance(named, str) or not named.strip():
@@ -150,7 +164,7 @@ def read_standard(
     return Inbound(
         types.resolve(source, [named], {"type": named}),
         document,
-        dedupe_key(source, headers.get("webhook-id")),
+        delivery_id(headers.get("webhook-id")),
     )
 
 
@@ -168,6 +182,13 @@ PROVIDERS: dict[str, Source] = {
 }
 
 
+#: Names ``/webhooks/<name>`` refuses, and why.
+RESERVED = {
+    # Its secret is the one of POST /events: a message signed for one would pass the other.
+    "events": "'events' is reserved: send CloudEvents to /events",
+}
+
+
 def secret_variable(source: str) -> str:
     """The variable holding a Standard Webhooks source's secret."""
     return f"{WEBHOOK_SECRET_PREFIX}{source.upper()}"
@@ -181,4 +202,6 @@ def source_for(name: str) -> Source:
         raise InvalidInput(
             "source", "a source name is lower-case letters, digits and _ (at most 32)"
         )
+    if name in RESERVED:
+        raise InvalidInput("source", RESERVED[name])
     return Source(name, secret_variable(name), verify.standard, read_standard)

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable, Mapping
 
@@ -22,6 +23,8 @@ Verifier = Callable[[bytes, Mapping[str, str], str, float], None]
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 #: Longest signature header worth reading; anything longer is not a signature.
 MAX_HEADER_LENGTH = 4096
+#: A Unix timestamp as senders write it: ASCII digits only (``str.isdigit`` takes ``²``).
+UNIX_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 class SignatureRejected(Exception):
@@ -47,7 +50,7 @@ def _header(headers: Mapping[str, str], name: str) -> str:
 
 def _timestamp(text: str, tolerance: float, name: str) -> int:
     """A Unix timestamp within ``tolerance`` seconds of now, either way."""
-    if not text.isdigit() or len(text) > 12:
+    if not UNIX_TIMESTAMP.fullmatch(text):
         raise SignatureRejected(f"the {name} is not a Unix timestamp")
     stamp = int(text)
     if abs(time.time() - stamp) > tolerance:

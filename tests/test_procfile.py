@@ -1,0 +1,212 @@
+"""The Procfile's processes as they ship: what each refuses, keeps and withstands."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+
+from bench.procfile import expand
+from eda.core import Core
+from eda.redis_server import free_port
+from tests.conftest import RedisServer, wait_for
+from tests.http_support import github_signature, http
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def procfile_line(name: str, env: dict[str, str]) -> list[str]:
+    """The Procfile's ``name`` line as arguments in ``env``, ``python`` being this interpreter."""
+    for raw in (ROOT / "Procfile").read_text().splitlines():
+        found, _, command = raw.partition(":")
+        if found.strip() == name:
+            words = expand(command.strip(), env)
+            if words[0] in ("python", "python3"):
+                words[0] = sys.executable
+            elif words[0] in ("celery", "gunicorn"):
+                words[:1] = [sys.executable, "-m", words[0]]
+            return words
+    raise AssertionError(f"the Procfile has no {name} line")
+
+
+@contextmanager
+def running(
+    command: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` as a process of its own session, stopped (and reaped) at the end."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                   stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+# -- flower ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("login", [None, "", "admin", "admin:", ":secret"])
+def test_flower_refuses_to_start_without_a_login(login: str | None) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("FLOWER_BASIC_AUTH", None)
+    if login is not None:
+        env["FLOWER_BASIC_AUTH"] = login
+    env["EDA_FLOWER_PORT"] = str(free_port())
+    done = subprocess.run(procfile_line("flower", env),
+                          env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "FLOWER_BASIC_AUTH" in done.stderr
+
+
+def _status(url: str, login: str | None = None, timeout: float = 5) -> int:
+    request = urllib.request.Request(url)  # noqa: S310 (the loopback URL of our Flower)
+    if login is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_flower_with_a_login_starts_and_asks_for_it(tmp_path: Path) -> None:
+    port = free_port()
+    login = "admin:a-flower-password-for-tests"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FLOWER_BASIC_AUTH": login}
+    command = procfile_line("flower", {**env, "EDA_FLOWER_PORT": str(port)})
+    with running(command, env, tmp_path / "flower.log") as process:
+
+        def answers() -> bool:
+            assert process.poll() is None, (tmp_path / "flower.log").read_text()
+            try:
+                return _status(f"http://127.0.0.1:{port}/api/workers") > 0
+            except OSError:
+                return False
+
+        wait_for(answers, timeout=40, interval=0.2)
+        assert _status(f"http://127.0.0.1:{port}/api/workers") == 401
+        assert _status(f"http://127.0.0.1:{port}/api/workers", "admin:wrong") == 401
+        assert _status(f"http://127.0.0.1:{port}/api/workers", login) == 200
+
+
+# -- beat --------------------------------------------------------------------------------------
+
+
+def test_beat_keeps_no_pickle_of_its_schedule(tmp_path: Path, redis_server: RedisServer) -> None:
+    broker = redis_server.url.rsplit("/", 1)[0] + "/9"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    before = set(ROOT.iterdir())
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "EDA_DATA_DIR": str(data_dir),
+        "CELERY_BROKER_URL": broker,
+        "EDA_SWEEP_INTERVAL": "0.5",
+        "EDA_LOG_LEVEL": "info",
+    }
+    log = tmp_path / "beat.log"
+    try:
+        with running(procfile_line("beat", env), env, log) as process:
+
+            def sent() -> bool:
+                assert process.poll() is None, log.read_text()
+                return "Sending due task sweep-outbox" in log.read_text()
+
+            wait_for(sent, timeout=40, interval=0.1)
+            time.sleep(0.5)  # a second sweep: whatever beat writes, it has written by now
+    finally:
+        redis.Redis.from_url(broker).flushdb()
+    made = [p.name for p in set(ROOT.iterdir()) - before]
+    kept = [p.name for p in data_dir.rglob("*")]
+    assert not [name for name in made + kept if "celerybeat" in name], (made, kept)
+
+
+# -- web ---------------------------------------------------------------------------------------
+
+#: Slow clients held open at once, each trickling one header line every half second.
+SLOW_CLIENTS = 50
+#: Seconds the slow clients keep trickling.
+TRICKLE_SECONDS = 8.0
+#: Longest a normal request may take while they do.
+PROMPT = 2.0
+
+
+def _trickle(port: int, until: float) -> None:
+    """One slowloris client: a request's header lines, one every half second, never finished."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        for line in range(int(TRICKLE_SECONDS / 0.5)):  # bounded
+            if time.monotonic() > until:
+                return
+            try:
+                sock.sendall(f"X-Slow-{line}: a\r\n".encode())
+            except OSError:
+                return  # the server closed it: fine, it keeps nothing for it
+            time.sleep(0.5)
+
+
+def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
+    tmp_path: Path, core: Core, prefix: str
+) -> None:
+    import threading
+
+    port = free_port()
+    secret = "procfile web test secret"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDA_PREFIX": prefix,
+           "GITHUB_WEBHOOK_SECRET": secret, "EDA_WEB_PORT": str(port),
+           "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml")}  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with running(procfile_line("web", env), env, tmp_path / "web.log") as process:
+
+        def up() -> bool:
+            assert process.poll() is None, (tmp_path / "web.log").read_text()
+            try:
+                return http("GET", f"{url}/healthz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(up, timeout=40, interval=0.1)
+        until = time.monotonic() + TRICKLE_SECONDS
+        slow = [threading.Thread(target=_trickle, args=(port, until)) for _ in range(SLOW_CLIENTS)]
+        for thread in slow:
+            thread.start()
+        try:
+            time.sleep(1.0)  # every slow client is connected and trickling
+            timings = []
+            for n in range(20):
+                body = f'{{"ref": "refs/heads/slow-{n}"}}'.encode()
+                headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": f"slow-{n}",
+                           "X-Hub-Signature-256": github_signature(secret, body),
+                           "Content-Type": "application/json"}  # fmt: skip
+                started = time.monotonic()
+                health = _status(f"{url}/healthz", timeout=PROMPT)
+                stored = http("POST", f"{url}/webhooks/github", body, headers, timeout=PROMPT)[0]
+                timings.append(time.monotonic() - started)
+                assert (health, stored) == (200, 202), n
+                time.sleep(0.2)
+        finally:
+            for thread in slow:
+                thread.join(timeout=TRICKLE_SECONDS + 10)
+    assert max(timings) < PROMPT
+    assert len(core.history(limit=100)) == 20
