@@ -43,14 +43,6 @@ def context(**fields: str) -> Iterator[None]:
         _context.reset(token)
 
 
-def describe(exc: BaseException, limit: int = 300) -> str:
-    """An exception for a log line or a reason: its class and the start of its message."""
-    text = str(exc)
-    if len(text) > limit:
-        text = text[:limit] + "…"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     found: dict[str, Any] = dict(_context.get())
     for name in FIELDS:

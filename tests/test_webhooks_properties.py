@@ -23,6 +23,7 @@ from tests.http_support import (
     github_signature,
     serve,
     standard_headers,
+    with_secrets,
 )
 from webhooks import create_app
 
@@ -323,10 +324,8 @@ def _post_chunked(url: str, path: str, body: bytes, headers: dict[str, str]) -> 
 def test_a_chunked_body_over_the_limit_is_a_413_even_when_its_first_bytes_are_signed(
     make_settings: Callable[..., Settings],
     client: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
     size: int,
 ) -> None:
-    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", SECRETS["GITHUB_WEBHOOK_SECRET"])
     core = Core(make_settings(webhook_max_body_bytes=LIMIT), client)
     document = b'{"action": "opened", "pad": "'
     signed_part = document + b"x" * (min(size, LIMIT) - len(document) - 2) + b'"}'
@@ -338,7 +337,8 @@ def test_a_chunked_body_over_the_limit_is_a_413_even_when_its_first_bytes_are_si
         "Content-Type": "application/json",
     }
     before = len(core.history())  # the examples share the test's prefix
-    with serve(create_app(core)) as url:
+    secrets = with_secrets(core.settings, GITHUB_WEBHOOK_SECRET=SECRETS["GITHUB_WEBHOOK_SECRET"])
+    with serve(create_app(core, secrets)) as url:
         status = _post_chunked(url, "/webhooks/github", body, headers)
     if size > LIMIT:
         assert status == 413
