@@ -25,6 +25,7 @@ from eda.delivery import Change, Deliveries, Status
 from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, reaching_redis
 from eda.event import Event
 from eda.handlers import HandlerRegistry
+from eda.liveness import Liveness
 from eda.redis_server import connect
 from eda.retry import RetryOverride, RetryPolicy
 from eda.routes import Route, RouteTable, check_pattern, subscription_routes
@@ -46,6 +47,9 @@ class Enqueuer(Protocol):
 
     def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
         """Enqueue (event, handler, task id) deliveries together; raise unless all were taken."""
+
+    def waiting_task_ids(self) -> set[str] | None:
+        """Task ids of the messages waiting in the lanes; None when the broker cannot say."""
 
     def queue_lengths(self) -> dict[str, int]:
         """Messages waiting in each lane."""
@@ -101,6 +105,7 @@ class Core:
         self.keys = self.store.keys
         self.deliveries = Deliveries(self.store)
         self.dead_letters = DeadLetters(self.redis, self.keys)
+        self.liveness = Liveness(self.redis, self.keys, settings.heartbeat_interval)
         self.enqueuer = enqueuer
         self.routes = routes if routes is not None else RouteTable()
         #: Who can be named and run; None (a core that only reads) checks no names.
@@ -347,6 +352,12 @@ class Core:
                 continue
             dispatched += 1
         return dispatched
+
+    def recover(self) -> int:
+        """Re-enqueue the deliveries stuck past the grace period (see ``eda/recovery.py``)."""
+        from eda.recovery import recover
+
+        return len(recover(self, self._enqueuer().waiting_task_ids()))
 
     # -- dead letters and retries -----------------------------------------------------------
 
