@@ -35,6 +35,8 @@ from eda.times import now_iso
 
 log = logging.getLogger(__name__)
 
+#: Most dead letters counted as left after a batch retry.
+MAX_LISTED = 10_000
 #: Called with (done, total) as a long operation advances.
 Progress = Callable[[int, int], None]
 
@@ -72,6 +74,16 @@ class ReplayReport:
     deliveries: int = 0
     interrupted: bool = False
     items: list[dict[str, Any]] = field(default_factory=list)
+    #: Events the window holds that have handlers, replayed or not (the limit cut the rest).
+    matched: int = 0
+    #: Where the next replay of the same window starts (``since``: the stream position of
+    #: the first event the limit left out), when the limit cut it.
+    next_since: str | None = None
+
+    @property
+    def left(self) -> int:
+        """Matching events the limit left out."""
+        return self.matched - self.events
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,7 +91,28 @@ class ReplayReport:
             "events": self.events,
             "deliveries": self.deliveries,
             "interrupted": self.interrupted,
+            "matched": self.matched,
+            "left": self.left,
+            "next_since": self.next_since,
             "items": self.items,
+        }
+
+
+@dataclass
+class RetryReport:
+    """What a batch retry of dead letters did, and how many matching letters are left."""
+
+    retried: list[dict[str, Any]] = field(default_factory=list)
+    #: Matching dead letters still in the queue afterwards.
+    left: int = 0
+    interrupted: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "retried": len(self.retried),
+            "left": self.left,
+            "interrupted": self.interrupted,
+            "items": self.retried,
         }
 
 
@@ -147,8 +180,8 @@ class Core:
     def history(
         self,
         event_type: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
         limit: int = 100,
         newest_first: bool = True,
     ) -> list[StoredEvent]:
@@ -384,10 +417,36 @@ class Core:
         handler: str | None = None,
         limit: int = 1000,
         progress: Progress | None = None,
-    ) -> list[dict[str, Any]]:
-        """Retry a filtered batch of dead letters, paced by ``replay_rate``."""
-        letters = self.dead_letters.newest(limit, event_type, handler)
-        return list(self._paced(letters, lambda x: self.retry_dead_letter(x.id), progress))
+        *,
+        until_empty: bool = False,
+    ) -> RetryReport:
+        """Retry a filtered batch of dead letters, paced by ``replay_rate``.
+
+        ``until_empty`` goes on, batch after batch of ``limit``, until no matching
+        letter is left that this call has not retried already (a delivery that dies
+        again comes back as a new letter, and is left for the next call). Ctrl-C
+        stops between two letters; the report says what was done.
+        """
+        report = RetryReport()
+        seen: set[tuple[str, str]] = set()
+        try:
+            while True:
+                letters = [
+                    letter
+                    for letter in self.dead_letters.newest(limit, event_type, handler)
+                    if (letter.id, letter.task_id) not in seen
+                ]
+                seen.update((letter.id, letter.task_id) for letter in letters)
+                report.retried.extend(self._paced(letters, self._retry_letter, progress))
+                if not until_empty or not letters:
+                    break
+        except KeyboardInterrupt:
+            report.interrupted = True
+        report.left = len(self.dead_letters.newest(MAX_LISTED, event_type, handler))
+        return report
+
+    def _retry_letter(self, letter: DeadLetter) -> dict[str, Any]:
+        return self.retry_dead_letter(letter.id)
 
     def discard_dead_letter(self, dead_letter_id: str, reason: str) -> DeadLetter:
         """Drop a dead letter for good, recording who said so and why on the delivery."""
@@ -423,8 +482,8 @@ class Core:
     def replay(
         self,
         event_type: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
         limit: int = 1000,
         handler: str | None = None,
         dry_run: bool = False,
@@ -442,17 +501,26 @@ class Core:
         if handler is not None:
             self.check_handler(handler, "handler")
         work: list[tuple[Event, str]] = []
-        events = 0
+        events = matched = 0
+        next_since = None
+        subscriptions = self.subscriptions()
         for stored in self.store.scan_history(event_type, since, until):
-            handlers = [p.handler for p in self.plan(stored.event) if not p.skipped_by]
+            handlers = [
+                p.handler for p in self.plan(stored.event, subscriptions) if not p.skipped_by
+            ]
             if handler is not None:
                 handlers = [handler]
-            if handlers:
+            if not handlers:
+                continue
+            matched += 1
+            if events < limit:
                 events += 1
                 work.extend((stored.event, h) for h in handlers)
-            if events >= limit:
-                break
-        report = ReplayReport(dry_run=dry_run, events=events)
+            elif next_since is None:
+                next_since = stored.stream_id
+        report = ReplayReport(
+            dry_run=dry_run, events=events, matched=matched, next_since=next_since
+        )
         if dry_run:
             report.items = [{"event_id": e.id, "type": e.type, "handler": h} for e, h in work]
             report.deliveries = len(work)
