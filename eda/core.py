@@ -373,7 +373,10 @@ class Core:
         out and a later sweep tries it again.
         """
         dispatched = 0
+        relayed = self._relay_holds()
         for event_id in self.store.pending(self.settings.outbox_grace):
+            if event_id in relayed:
+                continue  # a live relay has it in its queue: dispatching it too is waste
             if not self.store.claim_pending(event_id, lease=max(60.0, self.settings.outbox_grace)):
                 continue
             try:
@@ -385,6 +388,26 @@ class Core:
                 continue
             dispatched += 1
         return dispatched
+
+    def _relay_holds(self) -> set[str]:
+        """Ids still in the relay's queue, when a relay is alive to take them (else none)."""
+        if not self.liveness.alive("relay"):
+            return set()
+        with reaching_redis():
+            return {str(x) for x in self.redis.lrange(self.keys.dispatch, 0, -1)}
+
+    def relay_state(self) -> dict[str, Any]:
+        """The relay's queue: its length, the age of its oldest event, the relays alive."""
+        with reaching_redis():
+            length = int(self.redis.llen(self.keys.dispatch))
+            oldest = self.redis.lindex(self.keys.dispatch, 0)
+            stored_at = self.redis.zscore(self.keys.pending, oldest) if oldest else None
+        age = max(0.0, time.time() - float(stored_at) / 1000) if stored_at else 0.0
+        return {
+            "queue": length,
+            "oldest_age_s": round(age, 3),
+            "alive": self.liveness.alive("relay"),
+        }
 
     def recover(self) -> int:
         """Re-enqueue the deliveries stuck past the grace period (see ``eda/recovery.py``)."""
@@ -540,7 +563,8 @@ class Core:
     # -- stats ------------------------------------------------------------------------------
 
     def stats(self, sample: int = 1000) -> dict[str, Any]:
-        """Events per type and status (over the newest ``sample``), lanes and DLQ size."""
+        """Events per type and status (over the newest ``sample``), lanes, DLQ size, the relay's
+        queue, the live workers, and deliveries stuck past the recovery grace by status."""
         by_type: dict[str, dict[str, int]] = {}
         for stored in self.store.history(limit=sample):
             counts = by_type.setdefault(stored.event.type, {})
@@ -548,12 +572,18 @@ class Core:
         with reaching_redis():
             length = int(self.redis.xlen(self.keys.stream))
             pending = int(self.redis.zcard(self.keys.pending))
+        from eda.recovery import stuck_counts
+
+        waiting = self.enqueuer.waiting_task_ids() if self.enqueuer else None
         return {
             "events": by_type,
             "stored": length,
             "pending": pending,
             "dead_letters": self.dead_letters.count(),
             "lanes": self.enqueuer.queue_lengths() if self.enqueuer else {},
+            "relay": self.relay_state(),
+            "workers": self.liveness.alive("worker"),
+            "stuck": stuck_counts(self, waiting),
         }
 
     # -- plumbing ---------------------------------------------------------------------------

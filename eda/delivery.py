@@ -594,7 +594,7 @@ class Ran:
         """Retry a transient failure with backoff; dead-letter a permanent or exhausted one."""
         reported = getattr(exc, "outcome", None)
         record = reported if isinstance(reported, dict) else None
-        message = logs.describe(exc)
+        message = logs.error_summary(exc)
         retries = self.attempt - 1
         if not policy.gives_up(exc, retries):
             retry_after = exc.retry_after if isinstance(exc, TransientError) else None

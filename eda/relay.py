@@ -84,7 +84,7 @@ class Relay:
                 waiting = False
             except Exception as exc:
                 if not waiting:  # one line when an outage starts, one when it ends
-                    log.warning("the relay waits for the store: %s", logs.describe(exc))
+                    log.warning("the relay waits for the store: %s", logs.error_summary(exc))
                 waiting = True
                 stop.wait(1.0)
 

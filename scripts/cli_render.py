@@ -233,6 +233,19 @@ def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
     totals.add_column(justify="right")
     for key in ("stored", "pending", "dead_letters"):
         totals.add_row(key.replace("_", " "), str(stats.get(key, 0)))
+    relay = stats.get("relay") or {}
+    if relay:
+        alive = ", ".join(relay.get("alive") or []) or "none alive"
+        totals.add_row(
+            "relay queue", f"{relay.get('queue', 0)} (oldest {relay.get('oldest_age_s', 0)} s)"
+        )
+        totals.add_row("relays", alive)
+    if "workers" in stats:
+        totals.add_row("workers", ", ".join(stats["workers"]) or "none alive")
+    stuck = stats.get("stuck") or {}
+    totals.add_row(
+        "stuck", ", ".join(f"{n} {status}" for status, n in sorted(stuck.items())) or "none"
+    )
     console.print(totals)
     lanes = stats.get("lanes") or {}
     if lanes:

@@ -72,7 +72,7 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
             # The store stayed away past EDA_STORE_WAIT. Retrying through the broker would
             # need the same Redis (and a failed publish drops the message): the delivery is
             # left queued or running, and recovery sends it again once nobody holds it.
-            log.warning("event store unreachable, left for recovery: %s", logs.describe(exc))
+            log.warning("event store unreachable, left for recovery: %s", logs.error_summary(exc))
             return "left for recovery"
         if verdict.outcome is Outcome.RETRY:
             log.info(
