@@ -486,6 +486,8 @@ class Verdict:
     attempt: int = 0
     delay: float = 0.0
     reason: str = ""
+    #: The failure, for a retry or a dead letter: ``module.Class: message`` (bounded).
+    error: str = ""
 
 
 def run_attempt(core: Core, event_id: str, handler: str, task_id: str, worker: str = "") -> Verdict:
@@ -588,7 +590,8 @@ class Ran:
         applied = patiently(self.core, lambda: self.core.deliveries.apply(change))
         if not applied.ok:
             return Verdict(Outcome.NOT_RUN, self.attempt, reason=f"{applied.result} on the way out")
-        return Verdict(outcome, self.attempt, delay, reason)
+        failure = f"{type(error).__module__}.{logs.error_summary(error)}" if error else ""
+        return Verdict(outcome, self.attempt, delay, reason, failure)
 
     def failed(self, exc: BaseException, policy: RetryPolicy) -> Verdict:
         """Retry a transient failure with backoff; dead-letter a permanent or exhausted one."""

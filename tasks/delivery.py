@@ -51,6 +51,14 @@ def _check_configuration(**_: object) -> None:
         raise SystemExit(f"eda: configuration error: {exc}") from None
 
 
+class DeadLettered(Exception):  # noqa: N818 (named for what Flower shows)
+    """Ends a dead-lettered delivery's task as failed, with the handler's error class and text.
+
+    A dead letter is a failure to whoever watches Celery (Flower's FAILURE state, its
+    failure counts and metrics); Celery logs it as expected, without a traceback.
+    """
+
+
 @app.task(
     name="eda.deliver",
     bind=True,
@@ -58,6 +66,7 @@ def _check_configuration(**_: object) -> None:
     reject_on_worker_lost=True,
     max_retries=None,
     ignore_result=True,
+    throws=(DeadLettered,),
 )
 def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> str:
     """Run one attempt of one delivery; ``replay`` is kept for messages sent before runs."""
@@ -88,6 +97,7 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
             log.debug("succeeded on attempt %d", verdict.attempt)
         elif verdict.outcome is Outcome.DEAD:
             log.warning("dead-lettered on attempt %d: %s", verdict.attempt, verdict.reason)
+            raise DeadLettered(verdict.error)
         else:
             log.info("%s: %s", verdict.outcome, verdict.reason)
         return str(verdict.outcome)
