@@ -25,6 +25,7 @@ from eda.delivery import Change, Deliveries, Status
 from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, reaching_redis
 from eda.event import Event
 from eda.handlers import HandlerRegistry
+from eda.liveness import Liveness
 from eda.redis_server import connect
 from eda.retry import RetryOverride, RetryPolicy
 from eda.routes import Route, RouteTable, check_pattern, subscription_routes
@@ -34,6 +35,8 @@ from eda.times import now_iso
 
 log = logging.getLogger(__name__)
 
+#: Most dead letters counted as left after a batch retry.
+MAX_LISTED = 10_000
 #: Called with (done, total) as a long operation advances.
 Progress = Callable[[int, int], None]
 
@@ -46,6 +49,9 @@ class Enqueuer(Protocol):
 
     def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
         """Enqueue (event, handler, task id) deliveries together; raise unless all were taken."""
+
+    def waiting_task_ids(self) -> set[str] | None:
+        """Task ids of the messages waiting in the lanes; None when the broker cannot say."""
 
     def queue_lengths(self) -> dict[str, int]:
         """Messages waiting in each lane."""
@@ -68,6 +74,16 @@ class ReplayReport:
     deliveries: int = 0
     interrupted: bool = False
     items: list[dict[str, Any]] = field(default_factory=list)
+    #: Events the window holds that have handlers, replayed or not (the limit cut the rest).
+    matched: int = 0
+    #: Where the next replay of the same window starts (``since``: the stream position of
+    #: the first event the limit left out), when the limit cut it.
+    next_since: str | None = None
+
+    @property
+    def left(self) -> int:
+        """Matching events the limit left out."""
+        return self.matched - self.events
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -75,7 +91,28 @@ class ReplayReport:
             "events": self.events,
             "deliveries": self.deliveries,
             "interrupted": self.interrupted,
+            "matched": self.matched,
+            "left": self.left,
+            "next_since": self.next_since,
             "items": self.items,
+        }
+
+
+@dataclass
+class RetryReport:
+    """What a batch retry of dead letters did, and how many matching letters are left."""
+
+    retried: list[dict[str, Any]] = field(default_factory=list)
+    #: Matching dead letters still in the queue afterwards.
+    left: int = 0
+    interrupted: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "retried": len(self.retried),
+            "left": self.left,
+            "interrupted": self.interrupted,
+            "items": self.retried,
         }
 
 
@@ -101,6 +138,7 @@ class Core:
         self.keys = self.store.keys
         self.deliveries = Deliveries(self.store)
         self.dead_letters = DeadLetters(self.redis, self.keys)
+        self.liveness = Liveness(self.redis, self.keys, settings.heartbeat_interval)
         self.enqueuer = enqueuer
         self.routes = routes if routes is not None else RouteTable()
         #: Who can be named and run; None (a core that only reads) checks no names.
@@ -142,8 +180,8 @@ class Core:
     def history(
         self,
         event_type: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
         limit: int = 100,
         newest_first: bool = True,
     ) -> list[StoredEvent]:
@@ -335,7 +373,10 @@ class Core:
         out and a later sweep tries it again.
         """
         dispatched = 0
+        relayed = self._relay_holds()
         for event_id in self.store.pending(self.settings.outbox_grace):
+            if event_id in relayed:
+                continue  # a live relay has it in its queue: dispatching it too is waste
             if not self.store.claim_pending(event_id, lease=max(60.0, self.settings.outbox_grace)):
                 continue
             try:
@@ -347,6 +388,32 @@ class Core:
                 continue
             dispatched += 1
         return dispatched
+
+    def _relay_holds(self) -> set[str]:
+        """Ids still in the relay's queue, when a relay is alive to take them (else none)."""
+        if not self.liveness.alive("relay"):
+            return set()
+        with reaching_redis():
+            return {str(x) for x in self.redis.lrange(self.keys.dispatch, 0, -1)}
+
+    def relay_state(self) -> dict[str, Any]:
+        """The relay's queue: its length, the age of its oldest event, the relays alive."""
+        with reaching_redis():
+            length = int(self.redis.llen(self.keys.dispatch))
+            oldest = self.redis.lindex(self.keys.dispatch, 0)
+            stored_at = self.redis.zscore(self.keys.pending, oldest) if oldest else None
+        age = max(0.0, time.time() - float(stored_at) / 1000) if stored_at else 0.0
+        return {
+            "queue": length,
+            "oldest_age_s": round(age, 3),
+            "alive": self.liveness.alive("relay"),
+        }
+
+    def recover(self) -> int:
+        """Re-enqueue the deliveries stuck past the grace period (see ``eda/recovery.py``)."""
+        from eda.recovery import recover
+
+        return len(recover(self, self._enqueuer().waiting_task_ids()))
 
     # -- dead letters and retries -----------------------------------------------------------
 
@@ -373,10 +440,36 @@ class Core:
         handler: str | None = None,
         limit: int = 1000,
         progress: Progress | None = None,
-    ) -> list[dict[str, Any]]:
-        """Retry a filtered batch of dead letters, paced by ``replay_rate``."""
-        letters = self.dead_letters.newest(limit, event_type, handler)
-        return list(self._paced(letters, lambda x: self.retry_dead_letter(x.id), progress))
+        *,
+        until_empty: bool = False,
+    ) -> RetryReport:
+        """Retry a filtered batch of dead letters, paced by ``replay_rate``.
+
+        ``until_empty`` goes on, batch after batch of ``limit``, until no matching
+        letter is left that this call has not retried already (a delivery that dies
+        again comes back as a new letter, and is left for the next call). Ctrl-C
+        stops between two letters; the report says what was done.
+        """
+        report = RetryReport()
+        seen: set[tuple[str, str]] = set()
+        try:
+            while True:
+                letters = [
+                    letter
+                    for letter in self.dead_letters.newest(limit, event_type, handler)
+                    if (letter.id, letter.task_id) not in seen
+                ]
+                seen.update((letter.id, letter.task_id) for letter in letters)
+                report.retried.extend(self._paced(letters, self._retry_letter, progress))
+                if not until_empty or not letters:
+                    break
+        except KeyboardInterrupt:
+            report.interrupted = True
+        report.left = len(self.dead_letters.newest(MAX_LISTED, event_type, handler))
+        return report
+
+    def _retry_letter(self, letter: DeadLetter) -> dict[str, Any]:
+        return self.retry_dead_letter(letter.id)
 
     def discard_dead_letter(self, dead_letter_id: str, reason: str) -> DeadLetter:
         """Drop a dead letter for good, recording who said so and why on the delivery."""
@@ -412,8 +505,8 @@ class Core:
     def replay(
         self,
         event_type: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
         limit: int = 1000,
         handler: str | None = None,
         dry_run: bool = False,
@@ -431,17 +524,26 @@ class Core:
         if handler is not None:
             self.check_handler(handler, "handler")
         work: list[tuple[Event, str]] = []
-        events = 0
+        events = matched = 0
+        next_since = None
+        subscriptions = self.subscriptions()
         for stored in self.store.scan_history(event_type, since, until):
-            handlers = [p.handler for p in self.plan(stored.event) if not p.skipped_by]
+            handlers = [
+                p.handler for p in self.plan(stored.event, subscriptions) if not p.skipped_by
+            ]
             if handler is not None:
                 handlers = [handler]
-            if handlers:
+            if not handlers:
+                continue
+            matched += 1
+            if events < limit:
                 events += 1
                 work.extend((stored.event, h) for h in handlers)
-            if events >= limit:
-                break
-        report = ReplayReport(dry_run=dry_run, events=events)
+            elif next_since is None:
+                next_since = stored.stream_id
+        report = ReplayReport(
+            dry_run=dry_run, events=events, matched=matched, next_since=next_since
+        )
         if dry_run:
             report.items = [{"event_id": e.id, "type": e.type, "handler": h} for e, h in work]
             report.deliveries = len(work)
@@ -461,7 +563,8 @@ class Core:
     # -- stats ------------------------------------------------------------------------------
 
     def stats(self, sample: int = 1000) -> dict[str, Any]:
-        """Events per type and status (over the newest ``sample``), lanes and DLQ size."""
+        """Events per type and status (over the newest ``sample``), lanes, DLQ size, the relay's
+        queue, the live workers, and deliveries stuck past the recovery grace by status."""
         by_type: dict[str, dict[str, int]] = {}
         for stored in self.store.history(limit=sample):
             counts = by_type.setdefault(stored.event.type, {})
@@ -469,12 +572,18 @@ class Core:
         with reaching_redis():
             length = int(self.redis.xlen(self.keys.stream))
             pending = int(self.redis.zcard(self.keys.pending))
+        from eda.recovery import stuck_counts
+
+        waiting = self.enqueuer.waiting_task_ids() if self.enqueuer else None
         return {
             "events": by_type,
             "stored": length,
             "pending": pending,
             "dead_letters": self.dead_letters.count(),
             "lanes": self.enqueuer.queue_lengths() if self.enqueuer else {},
+            "relay": self.relay_state(),
+            "workers": self.liveness.alive("worker"),
+            "stuck": stuck_counts(self, waiting),
         }
 
     # -- plumbing ---------------------------------------------------------------------------

@@ -17,7 +17,10 @@
             └── worker: finish ──► dead  (permanent, out of retries, or its worker kept
                                          dying; the dead letter is written in the same step)
 
-    any status ── operator: retry a dead letter, replay; sweeper: recover ──► queued (a new run)
+    any status ── operator: retry a dead letter, replay ──► queued (a new run)
+    queued, retrying, running ── sweeper: recover (no message, no live worker holds it)
+                                 ──► queued under a new task id (the same run; an
+                                     attempt that never ended restarts in place)
     dead ── operator: discard ──► dead (the reason is noted)
     queued ── operator: the broker refused the requeue ──► the status it had before
 
@@ -40,14 +43,21 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eda import logs
 from eda.dead_letters import DeadLetter
-from eda.errors import EdaError, InvalidInput, NotFound, PermanentError, TransientError
+from eda.errors import (
+    EdaError,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    StoreUnavailable,
+    TransientError,
+)
 from eda.event import DeliveryInfo, Event
 from eda.handlers import Skip
 from eda.retry import RetryPolicy
@@ -114,6 +124,8 @@ STEPS: dict[str, Step] = {
     ),
     "discard": Step((Status.DEAD,), (Status.DEAD,), "operator"),
     "revert": Step((Status.QUEUED,), tuple(Status), "operator: the broker refused a requeue"),
+    "recover_waiting": Step((Status.QUEUED, Status.RETRYING), (Status.QUEUED,), "sweeper"),
+    "recover_running": Step((Status.RUNNING,), (Status.QUEUED,), "sweeper"),
 }
 #: The script's own step for each lifecycle step.
 SCRIPT_STEP = {
@@ -125,6 +137,8 @@ SCRIPT_STEP = {
     "finish": "finish",
     "discard": "note",
     "revert": "note",
+    "recover_waiting": "queue",
+    "recover_running": "queue",
 }
 
 
@@ -382,7 +396,12 @@ class Deliveries:
             raise InvalidInput("status", f"{change.step} cannot lead to {change.target}")
         keys = self.keys
         letter = change.letter
-        options = {**self.kept, **change.options}
+        options = {
+            **self.kept,
+            **change.options,
+            "member": inflight_member(change.event_id, change.handler),
+            "now_ms": int(time.time() * 1000),
+        }
         if letter is not None:
             options |= {"letter_id": letter.id, "letter_score": time.time()}
         return (
@@ -393,6 +412,7 @@ class Deliveries:
                 keys.outcomes(change.event_id),
                 keys.dlq,
                 keys.dead_letter(letter.id if letter else ""),
+                keys.inflight,
             ],
             [
                 change.handler,
@@ -410,11 +430,24 @@ class Deliveries:
 
     def get(self, event_id: str, handler: str) -> Delivery | None:
         """One delivery's record, None when there is none."""
+        return self.get_many([(event_id, handler)])[0]
+
+    def get_many(self, pairs: list[tuple[str, str]]) -> list[Delivery | None]:
+        """The records of these (event id, handler) deliveries, in one round trip."""
         pipe = self.store.redis.pipeline(transaction=False)
-        pipe.hget(self.keys.deliveries(event_id), handler)
-        pipe.hgetall(self.keys.outcomes(event_id))
-        raw, outcomes = self.store.execute(pipe)
-        return Delivery.parse(raw, outcomes) if raw else None
+        for event_id, handler in pairs:
+            pipe.hget(self.keys.deliveries(event_id), handler)
+            pipe.hgetall(self.keys.outcomes(event_id))
+        replies = self.store.execute(pipe)
+        return [
+            Delivery.parse(raw, outcomes) if raw else None
+            for raw, outcomes in zip(replies[::2], replies[1::2], strict=True)
+        ]
+
+
+def inflight_member(event_id: str, handler: str) -> str:
+    """A delivery as the in-flight index names it (handler names hold no spaces)."""
+    return f"{event_id} {handler}"
 
 
 def _json(outcome: dict[str, Any] | None) -> str:
@@ -453,25 +486,33 @@ class Verdict:
     attempt: int = 0
     delay: float = 0.0
     reason: str = ""
+    #: The failure, for a retry or a dead letter: ``module.Class: message`` (bounded).
+    error: str = ""
 
 
 def run_attempt(core: Core, event_id: str, handler: str, task_id: str, worker: str = "") -> Verdict:
     """Run one attempt of a delivery and record how it ended; the verdict for the adapter.
 
-    Raises StoreUnavailable when the store cannot be reached: then nothing was
-    recorded (the attempt, when started, restarts in place and spends nothing).
+    A store that does not answer is waited for, up to ``EDA_STORE_WAIT`` seconds
+    at each step, so that a handler that ran is not run again for a blink. Raises
+    StoreUnavailable past that: then the attempt is left open, and recovery sends
+    the delivery again once nobody holds it (the attempt restarts in place and
+    spends nothing).
     """
     steps = core.deliveries
     try:
-        started = steps.apply(
-            Change(
-                event_id,
-                handler,
-                "start",
-                Status.RUNNING,
-                task_id=task_id,
-                options={"worker": worker},
-            )
+        started = patiently(
+            core,
+            lambda: steps.apply(
+                Change(
+                    event_id,
+                    handler,
+                    "start",
+                    Status.RUNNING,
+                    task_id=task_id,
+                    options={"worker": worker},
+                )
+            ),
         )
     except NotFound:
         return Verdict(Outcome.GONE, reason="the event is no longer stored")
@@ -535,22 +576,22 @@ class Ran:
         }
         if error is not None:
             options["error"] = error_record(error)
-        applied = self.core.deliveries.apply(
-            Change(
-                self.event.id,
-                self.handler,
-                "finish",
-                status,
-                reason,
-                task_id=self.task_id,
-                options=options,
-                outcome=record,
-                letter=letter,
-            )
+        change = Change(
+            self.event.id,
+            self.handler,
+            "finish",
+            status,
+            reason,
+            task_id=self.task_id,
+            options=options,
+            outcome=record,
+            letter=letter,
         )
+        applied = patiently(self.core, lambda: self.core.deliveries.apply(change))
         if not applied.ok:
             return Verdict(Outcome.NOT_RUN, self.attempt, reason=f"{applied.result} on the way out")
-        return Verdict(outcome, self.attempt, delay, reason)
+        failure = f"{type(error).__module__}.{logs.error_summary(error)}" if error else ""
+        return Verdict(outcome, self.attempt, delay, reason, failure)
 
     def failed(self, exc: BaseException, policy: RetryPolicy) -> Verdict:
         """Retry a transient failure with backoff; dead-letter a permanent or exhausted one."""
@@ -591,6 +632,23 @@ class Ran:
         record = self.core.deliveries.get(self.event.id, self.handler)
         ended = [a.ended_at for a in (record.attempts if record else []) if a.ended_at]
         return ended[0] if ended else now_iso()
+
+
+T = TypeVar("T")
+
+
+def patiently(core: Core, step: Callable[[], T]) -> T:
+    """Run a store step, waiting out a store that does not answer, up to ``store_wait``."""
+    deadline = time.monotonic() + core.settings.store_wait
+    pause = 0.05
+    while True:
+        try:
+            return step()
+        except StoreUnavailable:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def error_record(exc: BaseException) -> dict[str, str]:

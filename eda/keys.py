@@ -13,6 +13,10 @@ Layout (``P`` is the configured prefix)::
     P:dlq                       sorted set: dead-letter ids by time of death
     P:dlq:<event id>:<handler>  hash-free string: the dead letter's JSON
     P:subscriptions             hash: "<pattern> <handler>" -> subscription JSON
+    P:inflight                  sorted set: "<event id> <handler>" of deliveries queued,
+                                running or retrying, by the time of their last step (ms)
+    P:alive                     hash: "<kind>:<name>" of a worker or relay -> its heartbeat
+                                JSON (when it expires, the task ids it holds)
 """
 
 from __future__ import annotations
@@ -63,6 +67,14 @@ class Keys:
     @property
     def subscriptions(self) -> str:
         return f"{self.prefix}:subscriptions"
+
+    @property
+    def inflight(self) -> str:
+        return f"{self.prefix}:inflight"
+
+    @property
+    def alive(self) -> str:
+        return f"{self.prefix}:alive"
 
     @property
     def event_prefix(self) -> str:

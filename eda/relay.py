@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 
+from eda import logs
 from eda.core import Core
 from eda.errors import EdaError, NotFound
 from eda.event import Event
@@ -35,10 +36,15 @@ RETRY_AFTER = 0.2
 class Relay:
     """Takes handed-over events off the dispatch queue and dispatches them."""
 
-    def __init__(self, core: Core, batch: int = BATCH, wait: float = WAIT) -> None:
+    def __init__(
+        self, core: Core, batch: int = BATCH, wait: float = WAIT, name: str = "relay"
+    ) -> None:
         self.core = core
         self.batch = batch
         self.wait = wait
+        #: How this relay's heartbeat names it (the sweeper leaves a live relay its queue).
+        self.name = name
+        self._beaten = 0.0
 
     def dispatch_batch(self) -> int:
         """Dispatch one batch (waiting up to ``wait`` for the first event); how many were taken."""
@@ -68,9 +74,22 @@ class Relay:
 
     def run(self, stop: threading.Event) -> None:
         """Dispatch until ``stop`` is set; an unreachable Redis or broker is waited out."""
+        waiting = False
         while not stop.is_set():
             try:
+                self._beat()
                 self.dispatch_batch()
+                if waiting:
+                    log.info("the relay reaches the store again")
+                waiting = False
             except Exception as exc:
-                log.warning("the relay waits for the store: %s", exc)
+                if not waiting:  # one line when an outage starts, one when it ends
+                    log.warning("the relay waits for the store: %s", logs.error_summary(exc))
+                waiting = True
                 stop.wait(1.0)
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if now - self._beaten >= self.core.liveness.interval:
+            self.core.liveness.beat("relay", self.name)
+            self._beaten = now

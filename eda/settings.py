@@ -47,6 +47,9 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_VISIBILITY_TIMEOUT": "visibility_timeout",
     "EDA_OUTBOX_GRACE": "outbox_grace",
     "EDA_SWEEP_INTERVAL": "sweep_interval",
+    "EDA_RECOVERY_GRACE": "recovery_grace",
+    "EDA_HEARTBEAT_INTERVAL": "heartbeat_interval",
+    "EDA_STORE_WAIT": "store_wait",
     "EDA_REPLAY_RATE": "replay_rate",
     "EDA_TOOL_TIMEOUT": "tool_timeout",
     "EDA_MCP_HOST": "mcp_host",
@@ -114,6 +117,13 @@ class Settings(BaseModel):
     #: A stored event still pending after this many seconds is dispatched by the sweeper.
     outbox_grace: float = Field(default=30.0, ge=0)
     sweep_interval: float = Field(default=15.0, gt=0)
+    #: A delivery queued, running or retrying this long with no message and no live
+    #: worker holding it is sent again by the sweep, under a new task id.
+    recovery_grace: float = Field(default=30.0, ge=0)
+    #: Seconds between a worker's (or relay's) heartbeats; three missed and it is gone.
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    #: Seconds a delivery waits, at each of its steps, for a store that does not answer.
+    store_wait: float = Field(default=60.0, ge=0)
     #: Replay and retry-all enqueue at most this many deliveries a second.
     replay_rate: float = Field(default=200.0, gt=0)
     #: Default time limit of a gantz.yaml tool's script, in seconds.

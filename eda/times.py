@@ -26,6 +26,21 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: A position in the event stream, ``<milliseconds>-<sequence>``, as a replay reports it.
+STREAM_POSITION = re.compile(r"^\d{1,15}-\d{1,15}$")
+
+
+def parse_bound(text: str, *, field: str) -> datetime | str:
+    """A ``since``/``until`` bound: a time (as :func:`parse_time`) or an exact stream position.
+
+    A replay that its limit cut says where to go on as a stream position
+    (``1764687600000-3``): unlike a time, it names one event exactly.
+    """
+    if STREAM_POSITION.fullmatch(text.strip()):
+        return text.strip()
+    return parse_time(text, field=field)
+
+
 def parse_time(text: str, *, field: str, now: datetime | None = None) -> datetime:
     """Read an absolute time or a duration ago as an aware UTC datetime.
 

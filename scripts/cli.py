@@ -10,7 +10,6 @@ of one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from rich.console import Console
 from eda import settings as eda_settings
 from eda.core import Core
 from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, StoreUnavailable
-from eda.times import parse_time
+from eda.times import parse_bound
 from scripts import cli_render as render
 from scripts.cli_progress import tracked
 from scripts.gantz import EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE
@@ -92,7 +91,7 @@ class TimeType(click.ParamType):
         if isinstance(value, datetime):
             return value
         try:
-            return parse_time(str(value), field=param.name if param and param.name else "time")
+            return parse_bound(str(value), field=param.name if param and param.name else "time")
         except InvalidInput as exc:
             self.fail(exc.reason, param, ctx)
 
@@ -283,28 +282,29 @@ def dlq_retry(ctx: click.Context, dead_letter_id: str, as_json: bool) -> None:
 
 @dlq.command("retry-all")
 @letter_filters(limit=1000)
+@click.option(
+    "--until-empty",
+    is_flag=True,
+    help="Go on, batch after batch, until no matching letter is left.",
+)
 @click.pass_context
 def dlq_retry_all(
-    ctx: click.Context, event_type: str | None, handler: str | None, limit: int, as_json: bool
+    ctx: click.Context,
+    event_type: str | None,
+    handler: str | None,
+    limit: int,
+    until_empty: bool,
+    as_json: bool,
 ) -> None:
     """Retry a filtered batch of dead letters (Ctrl-C stops between two)."""
     core = core_of(ctx)
-    retried: list[dict[str, Any]] | None = None
-    # Ctrl-C stops it between two dead letters: what was retried so far is reported
-    with tracked("retrying", quiet=as_json) as progress, contextlib.suppress(KeyboardInterrupt):
-        retried = core.retry_dead_letters(event_type, handler, limit, progress)
-    if retried is None:
-        if as_json:
-            emit_json({"retried": progress.done, "interrupted": True})
-        _fail(
-            f"interrupted: retried {progress.done} of {progress.total} dead letters",
-            EXIT_INTERRUPTED,
+    with tracked("retrying", quiet=as_json) as progress:
+        report = core.retry_dead_letters(
+            event_type, handler, limit, progress, until_empty=until_empty
         )
-    answer(
-        as_json,
-        {"retried": len(retried), "interrupted": False, "items": retried},
-        lambda out: out.print(f"retried {len(retried)} dead letters"),
-    )
+    answer(as_json, report.as_dict(), lambda out: render.retry_report(out, report))
+    if report.interrupted:
+        ctx.exit(EXIT_INTERRUPTED)
 
 
 @dlq.command("discard")

@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from eda.core import ReplayReport
+from eda.core import ReplayReport, RetryReport
 from eda.dead_letters import DeadLetter
 from eda.store import StoredEvent
 
@@ -233,6 +233,19 @@ def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
     totals.add_column(justify="right")
     for key in ("stored", "pending", "dead_letters"):
         totals.add_row(key.replace("_", " "), str(stats.get(key, 0)))
+    relay = stats.get("relay") or {}
+    if relay:
+        alive = ", ".join(relay.get("alive") or []) or "none alive"
+        totals.add_row(
+            "relay queue", f"{relay.get('queue', 0)} (oldest {relay.get('oldest_age_s', 0)} s)"
+        )
+        totals.add_row("relays", alive)
+    if "workers" in stats:
+        totals.add_row("workers", ", ".join(stats["workers"]) or "none alive")
+    stuck = stats.get("stuck") or {}
+    totals.add_row(
+        "stuck", ", ".join(f"{n} {status}" for status, n in sorted(stuck.items())) or "none"
+    )
     console.print(totals)
     lanes = stats.get("lanes") or {}
     if lanes:
@@ -250,8 +263,23 @@ def replay_report(console: Console, report: ReplayReport) -> None:
         if report.items:
             console.print(table)
         console.print(
-            f"dry run: would replay {report.deliveries} deliveries of {report.events} events"
+            f"dry run: would replay {report.deliveries} deliveries of {report.events} of "
+            f"{report.matched} events"
         )
-        return
-    verb = "interrupted after replaying" if report.interrupted else "replayed"
-    console.print(f"{verb} {report.deliveries} deliveries of {report.events} events")
+    else:
+        verb = "interrupted after replaying" if report.interrupted else "replayed"
+        console.print(
+            f"{verb} {report.deliveries} deliveries of {report.events} of {report.matched} events"
+        )
+    if report.left:
+        console.print(
+            f"{report.left} more matched: run again with --since {report.next_since} "
+            "(or raise --limit)"
+        )
+
+
+def retry_report(console: Console, report: RetryReport) -> None:
+    verb = "interrupted after retrying" if report.interrupted else "retried"
+    console.print(f"{verb} {len(report.retried)} dead letters")
+    if report.left:
+        console.print(f"{report.left} matching dead letters left: run again, or with --until-empty")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from eda.errors import InvalidInput
-from eda.times import parse_time
+from eda.times import parse_bound
 from scripts.gantz import arguments, connect, run, whole_number
 
 #: How many events a replay takes at most when the caller does not say.
@@ -34,8 +34,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     event_type, since, until, limit, dry_run, handler = arguments(argv, names)
     report = connect().replay(
         event_type,
-        since=parse_time(since, field="since") if since else None,
-        until=parse_time(until, field="until") if until else None,
+        since=parse_bound(since, field="since") if since else None,
+        until=parse_bound(until, field="until") if until else None,
         limit=whole_number(limit, "limit", DEFAULT_LIMIT),
         handler=handler,
         dry_run=flag(dry_run, "dry_run"),

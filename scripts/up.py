@@ -185,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     manager = Manager()
     procfile = parse_procfile((ROOT / "Procfile").read_text())
     for name, process in procfile.processes.items():
-        manager.add_process(name, process, env=env, cwd=str(ROOT))
+        # One process exiting (a worker that lost Redis, say) is started again with a
+        # back-off, instead of honcho stopping them all.
+        supervised = f"{sys.executable} -m scripts.restart {name} -- {process}"
+        manager.add_process(name, supervised, env=env, cwd=str(ROOT))
     web = f"http://127.0.0.1:{args.web_port}"
     flower = f"http://127.0.0.1:{args.flower_port}"
     threading.Thread(

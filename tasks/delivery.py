@@ -51,6 +51,14 @@ def _check_configuration(**_: object) -> None:
         raise SystemExit(f"eda: configuration error: {exc}") from None
 
 
+class DeadLettered(Exception):
+    """Ends a dead-lettered delivery's task as failed, with the handler's error class and text.
+
+    A dead letter is a failure to whoever watches Celery (Flower's FAILURE state, its
+    failure counts and metrics); Celery logs it as expected, without a traceback.
+    """
+
+
 @app.task(
     name="eda.deliver",
     bind=True,
@@ -58,6 +66,7 @@ def _check_configuration(**_: object) -> None:
     reject_on_worker_lost=True,
     max_retries=None,
     ignore_result=True,
+    throws=(DeadLettered,),
 )
 def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> str:
     """Run one attempt of one delivery; ``replay`` is kept for messages sent before runs."""
@@ -69,13 +78,11 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
         try:
             verdict = run_attempt(core, event_id, handler, task_id, self.request.hostname or "")
         except (StoreUnavailable, redis.RedisError) as exc:
-            # Nothing was recorded, so the attempt starts again in place once the store
-            # answers, spending none of the handler's retries.
-            countdown = core.default_policy.delay(min(self.request.retries, 8))
-            log.warning(
-                "event store unreachable, again in %.3f s: %s", countdown, logs.error_summary(exc)
-            )
-            raise self.retry(countdown=countdown, max_retries=None) from None
+            # The store stayed away past EDA_STORE_WAIT. Retrying through the broker would
+            # need the same Redis (and a failed publish drops the message): the delivery is
+            # left queued or running, and recovery sends it again once nobody holds it.
+            log.warning("event store unreachable, left for recovery: %s", logs.error_summary(exc))
+            return "left for recovery"
         if verdict.outcome is Outcome.RETRY:
             log.info(
                 "retrying in %.3f s after attempt %d: %s",
@@ -90,6 +97,7 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
             log.debug("succeeded on attempt %d", verdict.attempt)
         elif verdict.outcome is Outcome.DEAD:
             log.warning("dead-lettered on attempt %d: %s", verdict.attempt, verdict.reason)
+            raise DeadLettered(verdict.error)
         else:
             log.info("%s: %s", verdict.outcome, verdict.reason)
         return str(verdict.outcome)
@@ -97,8 +105,12 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
 
 @app.task(name="eda.sweep", ignore_result=True)
 def sweep() -> int:
-    """Dispatch events left pending (the broker was down when they were stored)."""
-    dispatched = worker_core().sweep()
+    """Dispatch events left pending, then recover deliveries nobody will run."""
+    core = worker_core()
+    dispatched = core.sweep()
     if dispatched:
         log.info("outbox sweeper dispatched %d pending events", dispatched)
-    return dispatched
+    recovered = core.recover()
+    if recovered:
+        log.warning("recovered %d stuck deliveries", recovered)
+    return dispatched + recovered

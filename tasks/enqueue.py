@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 from typing import Any
 
@@ -84,6 +86,28 @@ class CeleryEnqueuer:
         queue.bind_to(exchange=self.exchange, routing_key=event_type)
         with self._lock:
             self._bound.add(event_type)
+
+    def waiting_task_ids(self) -> set[str] | None:
+        """Task ids of the messages waiting in the lanes (Redis broker); None elsewhere.
+
+        On Redis a lane is a list per priority step; each message names its task in
+        its headers. RabbitMQ keeps and redelivers unacknowledged messages itself.
+        """
+        with self.app.connection_for_read(self.broker_url) as connection:
+            channel = connection.default_channel
+            if not hasattr(channel, "_q_for_pri"):
+                return None
+            client = channel.client
+            pipe = client.pipeline(transaction=False)
+            for name in self.queues:
+                for priority in channel.priority_steps:
+                    pipe.lrange(channel._q_for_pri(name, priority), 0, -1)
+            waiting: set[str] = set()
+            for messages in pipe.execute():
+                for raw in messages:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        waiting.add(str(json.loads(raw)["headers"]["id"]))
+            return waiting
 
     def queue_lengths(self) -> dict[str, int]:
         """Messages waiting in each lane (not counting those a worker has reserved)."""

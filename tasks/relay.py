@@ -13,7 +13,9 @@ module, so that ``python -m tasks.relay`` runs it once, as ``__main__``.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 from typing import Any
 
@@ -30,6 +32,7 @@ class RelayStep(bootsteps.StartStopStep):
     def __init__(self, parent: Any, without_relay: bool = False, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.enabled = not without_relay
+        self.name = str(getattr(parent, "hostname", "worker"))
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -40,7 +43,7 @@ class RelayStep(bootsteps.StartStopStep):
     def _run(self) -> None:
         from tasks.delivery import worker_core
 
-        Relay(worker_core()).run(self.stopping)
+        Relay(worker_core(), name=self.name).run(self.stopping)
 
     def stop(self, parent: Any) -> None:
         self.stopping.set()
@@ -57,7 +60,7 @@ def main() -> None:
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stopping.set())
     log.info("relay started")
-    Relay(connect()).run(stopping)
+    Relay(connect(), name=f"{socket.gethostname()}:{os.getpid()}").run(stopping)
     log.info("relay stopped")
 
 

@@ -229,7 +229,7 @@ def test_retrying_without_a_broker_is_a_misconfiguration_not_a_503_and_keeps_the
 
 def test_a_batch_retry_that_matches_nothing_retries_nothing(api: FlaskClient) -> None:
     response = api.post("/api/dead-letters/retry-batch", headers=AUTH, json={"handler": "nobody"})
-    assert (response.status_code, response.json) == (200, {"retried": []})
+    assert (response.status_code, response.json) == (200, {"retried": [], "left": 0})
 
 
 # -- replay, subscriptions, stats -------------------------------------------------------------

@@ -18,12 +18,13 @@ from click.testing import CliRunner, Result
 
 from eda.core import Core
 from eda.dead_letters import DeadLetter
-from eda.delivery import Status
+from eda.delivery import Change, Status
+from eda.event import Event
 from eda.settings import Settings
 from scripts.cli import main
 from scripts.cli_progress import Interrupts
 from tests.conftest import wait_for
-from tests.lifecycle import finish, kill, queue, start
+from tests.lifecycle import finish, kill, letter_for, queue, start
 
 #: A wide terminal, so that ids are never folded in tables.
 WIDE = {"COLUMNS": "250"}
@@ -37,16 +38,32 @@ AGENT_OUTCOME = {
     "outcome": "completed",
     "text": "Paged the on-call engineer.",
     "tool_calls": [
-        {"name": "publish_event", "input": {"event_type": "alert.paged"}, "result": "{}",
-         "is_error": False, "duration_ms": 42, "refused": False},
-        {"name": "delete_everything", "input": {}, "result": "not allowed",
-         "is_error": True, "duration_ms": 0, "refused": True},
+        {
+            "name": "publish_event",
+            "input": {"event_type": "alert.paged"},
+            "result": "{}",
+            "is_error": False,
+            "duration_ms": 42,
+            "refused": False,
+        },
+        {
+            "name": "delete_everything",
+            "input": {},
+            "result": "not allowed",
+            "is_error": True,
+            "duration_ms": 0,
+            "refused": True,
+        },
     ],
     "stop_reason": "end_turn",
     "turns": 2,
-    "usage": {"input_tokens": 1234, "output_tokens": 56, "cache_creation_input_tokens": 0,
-              "cache_read_input_tokens": 789},
-}  # fmt: skip
+    "usage": {
+        "input_tokens": 1234,
+        "output_tokens": 56,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 789,
+    },
+}
 
 
 @pytest.fixture
@@ -182,10 +199,18 @@ def test_event_shows_tool_calls_and_token_usage(core: Core) -> None:
     result = run(core, "event", agent_event(core))
     assert result.exit_code == 0, result.output
     for text in (
-        "AlertResponder", "claude-sonnet-5-5", "end_turn", "publish_event",
-        "delete_everything (refused)", "in 1234", "out 56", "cache read 789",
-        "Paged the on-call engineer.", '"severity": "high"', "attempt 1 succeeded",
-    ):  # fmt: skip
+        "AlertResponder",
+        "claude-sonnet-5-5",
+        "end_turn",
+        "publish_event",
+        "delete_everything (refused)",
+        "in 1234",
+        "out 56",
+        "cache read 789",
+        "Paged the on-call engineer.",
+        '"severity": "high"',
+        "attempt 1 succeeded",
+    ):
         assert text in result.stdout
 
 
@@ -200,8 +225,9 @@ def test_publish_reads_the_payload_from_stdin(core: Core) -> None:
 
 
 def test_publish_takes_source_and_subject(core: Core) -> None:
-    result = run(core, "publish", "order.created", "--source", "shop", "--subject", "o-1",
-                 input="[1, 2]")  # fmt: skip
+    result = run(
+        core, "publish", "order.created", "--source", "shop", "--subject", "o-1", input="[1, 2]"
+    )
     assert result.exit_code == 0, result.output
     event_id = result.stdout.split()[-1]
     stored = core.get_event(event_id).event
@@ -279,7 +305,8 @@ def test_replay_dry_run_lists_what_would_be_delivered(core: Core) -> None:
     forced = run_json(core, "replay", "--dry-run", "--handler", "tests.handlers:flaky")
     assert (forced["events"], forced["deliveries"]) == (3, 3)
     limited = run(core, "replay", "--dry-run", "--type", "order.created", "--limit", "1")
-    assert "would replay 1 deliveries of 1 events" in limited.stdout
+    assert "would replay 1 deliveries of 1 of 2 events" in limited.stdout
+    assert "1 more matched: run again with --since" in limited.stdout
     assert ids[0] in limited.stdout
 
 
@@ -290,8 +317,15 @@ def test_replay_refuses_an_unknown_handler(core: Core) -> None:
 
 def test_subscriptions_subscribe_list_and_unsubscribe(core: Core) -> None:
     assert run_json(core, "subscriptions") == []
-    created = run_json(core, "subscriptions", "subscribe", "order.*", "refund.*",
-                       "--handler", "tests.handlers:succeed")  # fmt: skip
+    created = run_json(
+        core,
+        "subscriptions",
+        "subscribe",
+        "order.*",
+        "refund.*",
+        "--handler",
+        "tests.handlers:succeed",
+    )
     assert [item["pattern"] for item in created] == ["order.*", "refund.*"]
     listed = run_json(core, "subscriptions")
     assert {(s["pattern"], s["handler"]) for s in listed} == {
@@ -369,15 +403,23 @@ def test_the_console_script_runs_against_the_configured_store(core: Core) -> Non
     env = {**os.environ, "REDIS_URL": str(settings.redis_url), "EDA_PREFIX": settings.prefix}
     eda = Path(sys.executable).parent / "eda"
     published = subprocess.run(
-        [str(eda), "publish", "order.created", "--json"], input='{"a": 1}',
-        env=env, capture_output=True, text=True, timeout=30, check=True,
-    )  # fmt: skip
+        [str(eda), "publish", "order.created", "--json"],
+        input='{"a": 1}',
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     event_id = json.loads(published.stdout)["event_id"]
     assert core.get_event(event_id).event.payload == {"a": 1}
     bad = subprocess.run(
-        [str(eda), "events", "--since", "never"], env=env, capture_output=True, text=True,
+        [str(eda), "events", "--since", "never"],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=30,
-    )  # fmt: skip
+    )
     assert (bad.returncode, len(bad.stderr.splitlines())) == (2, 1)
 
 
@@ -406,8 +448,10 @@ def test_dlq_retry_and_retry_all_deliver_again(
 ) -> None:
     event_type = unique_type("dlq")
     live.subscribe([event_type], "tests.handlers:flaky")
-    ids = [live.publish(event_type, {"fail_times": 1, "mode": "permanent"}, "t").event_id
-           for _ in range(3)]  # fmt: skip
+    ids = [
+        live.publish(event_type, {"fail_times": 1, "mode": "permanent"}, "t").event_id
+        for _ in range(3)
+    ]
 
     def dead() -> list[DeadLetter]:
         return live.dead_letter_list(10, event_type)
@@ -433,8 +477,9 @@ def test_replay_redelivers_and_ctrl_c_stops_between_deliveries(
     wait_for(lambda: all(slow.get_event(e).status == "unrouted" for e in ids))
     timer = threading.Timer(0.35, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
-    result = run(slow, "replay", "--type", event_type, "--handler", "tests.handlers:succeed",
-                 "--json")  # fmt: skip
+    result = run(
+        slow, "replay", "--type", event_type, "--handler", "tests.handlers:succeed", "--json"
+    )
     timer.join()
     assert result.exit_code == 130, result.output
     report = json.loads(result.stdout)
@@ -457,8 +502,11 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(core: Core) -> None:
 
     for n in range(400):
         core.publish("pipe.checked", {"n": n, "padding": "x" * 200}, "test")
-    environment = {**os.environ, "REDIS_URL": str(core.settings.redis_url),
-                   "EDA_PREFIX": core.settings.prefix}  # fmt: skip
+    environment = {
+        **os.environ,
+        "REDIS_URL": str(core.settings.redis_url),
+        "EDA_PREFIX": core.settings.prefix,
+    }
     command = [sys.executable, "-m", "scripts.cli", "events", "--json", "--limit", "400"]
     with subprocess.Popen(
         command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -469,3 +517,68 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(core: Core) -> None:
         stderr = process.stderr.read().decode()
         process.wait(timeout=30)
     assert stderr == ""  # no traceback, no BrokenPipeError: the command just stops
+
+
+# -- limits say what they left ----------------------------------------------------------------
+
+
+def many_dead(core: Core, events: list[Event], handler: str) -> None:
+    """Dead deliveries with their letters for many events, in three pipelines."""
+    steps = core.deliveries
+    steps.apply_many(
+        [Change(e.id, handler, "dispatch", Status.QUEUED, "d", task_id="t") for e in events]
+    )
+    steps.apply_many([Change(e.id, handler, "start", Status.RUNNING, task_id="t") for e in events])
+    steps.apply_many(
+        [
+            Change(
+                e.id,
+                handler,
+                "finish",
+                Status.DEAD,
+                "boom",
+                task_id="t",
+                options={"attempt": 1},
+                letter=letter_for(e, handler, "boom", "t"),
+            )
+            for e in events
+        ]
+    )
+
+
+def test_replay_and_retry_all_over_2500_say_what_is_left_and_retry_all_can_empty_the_queue(
+    settings: Settings, client: Any, idle_broker: Any
+) -> None:
+    from tasks import app, handlers
+    from tasks.enqueue import CeleryEnqueuer
+
+    url, _ = idle_broker
+    registry, routes = handlers(settings)
+    fast = settings.model_copy(update={"replay_rate": 1_000_000.0})
+    core = Core(fast, client, CeleryEnqueuer(app, url), routes, registry)
+    handler = "tests.handlers:succeed"
+    events = [Event.create(type="bulk.thing", source="t") for _ in range(2500)]
+    for event in events:
+        core.store.publish(event)
+
+    replayed: list[str] = []
+    first = run_json(core, "replay", "--handler", handler)
+    assert (first["events"], first["matched"], first["left"]) == (1000, 2500, 1500)
+    replayed += [item["event_id"] for item in first["items"]]
+    since = first["next_since"]
+    while since:
+        report = run_json(core, "replay", "--handler", handler, "--since", since)
+        replayed += [item["event_id"] for item in report["items"]]
+        since = report["next_since"]
+    assert sorted(replayed) == sorted(e.id for e in events)  # each once, none left out
+    table = run(core, "replay", "--handler", handler, "--limit", "2000", "--dry-run").stdout
+    assert "500 more matched: run again with --since" in table
+
+    many_dead(core, events, handler)
+    batch = run_json(core, "dlq", "retry-all")
+    assert (batch["retried"], batch["left"]) == (1000, 1500)
+    said = run(core, "dlq", "retry-all", "--limit", "500").stdout
+    assert "retried 500 dead letters" in said and "1000 matching dead letters left" in said
+    rest = run_json(core, "dlq", "retry-all", "--until-empty")
+    assert (rest["retried"], rest["left"]) == (1000, 0)
+    assert core.dead_letters.count() == 0

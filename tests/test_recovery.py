@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from eda.core import Core
+from eda.delivery import Status
+from eda.event import Event
+from eda.recovery import stuck
 from eda.redis_server import free_port
 from eda.settings import Settings
 from tasks import app
@@ -14,6 +17,7 @@ from tasks.delivery import sweep
 from tasks.enqueue import CeleryEnqueuer
 from tests.conftest import wait_for
 from tests.handlers import attempts
+from tests.lifecycle import finish, queue, start
 from tests.workers import Worker
 
 #: A worker whose unacknowledged messages come back after two seconds.
@@ -79,3 +83,107 @@ def test_events_stored_while_the_broker_is_down_are_swept_once_it_is_back(
     assert len(attempts(client, event_id, "succeed")) == 1
     assert event_id not in live.store.pending(older_than=0)
     assert live.sweep() == 0
+
+
+# -- stuck deliveries ---------------------------------------------------------------------------
+
+
+def _stored(core: Core) -> Event:
+    event = Event.create(type="stuck.case", source="test")
+    core.store.publish(event)
+    return event
+
+
+def test_a_delivery_is_stuck_only_past_the_grace_and_when_nobody_holds_or_queues_it(
+    make_settings: Any, client: Any
+) -> None:
+    core = Core(make_settings(recovery_grace=0.2, heartbeat_interval=0.1), client)
+    running, waiting, held, young, done = (_stored(core) for _ in range(5))
+    for event, task in [(running, "r"), (waiting, "w"), (held, "h"), (young, "y"), (done, "d")]:
+        queue(core.deliveries, event.id, "h", task)
+    start(core.deliveries, running.id, "h", "r", worker="gone")
+    start(core.deliveries, held.id, "h", "h", worker="alive")
+    start(core.deliveries, done.id, "h", "d")
+    finish(core.deliveries, done.id, "h", Status.SUCCEEDED, task="d")
+    time.sleep(0.3)  # past the grace
+    queue(core.deliveries, young.id, "h", "y2", only_unsent=False)  # a step just now
+    core.liveness.beat("worker", "alive", ["h"])
+
+    found = {item.event_id: item for item in stuck(core, waiting={"w"})}
+    assert set(found) == {running.id}
+    assert found[running.id].why == "its worker is gone"
+
+    found = {item.event_id: item for item in stuck(core, waiting=set())}
+    assert set(found) == {running.id, waiting.id}
+    assert "in no lane" in found[waiting.id].why
+    assert {item.event_id for item in stuck(core, waiting=None)} == {running.id}
+    members = client.zrange(core.keys.inflight, 0, -1)
+    assert f"{done.id} h" not in members  # finished deliveries leave the index
+
+    time.sleep(0.4)  # the live worker's heartbeat expires (three intervals)
+    assert held.id in {item.event_id for item in stuck(core, waiting=set())}
+
+
+def test_recovery_sends_a_stuck_delivery_again_and_the_old_message_is_superseded(
+    private_broker: Any, client: Any, unique_type: Any, idle_broker: Any
+) -> None:
+    url, broker = idle_broker
+    base = private_broker(7)[1]
+    core = Core(
+        base.settings.model_copy(update={"recovery_grace": 0.0}),
+        client,
+        CeleryEnqueuer(app, url),
+        base.routes,
+    )
+    event = Event.create(type=unique_type(), source="test")
+    core.store.publish(event)
+    queue(core.deliveries, event.id, "tests.handlers:succeed", "lost-task")
+    start(core.deliveries, event.id, "tests.handlers:succeed", "lost-task", worker="killed")
+
+    assert core.recover() == 1
+
+    record = core.get_event(event.id).deliveries["tests.handlers:succeed"]
+    assert record["status"] == "queued" and record["task_id"] != "lost-task"
+    assert "recovered: its worker is gone" in record["history"][-1]["reason"]
+    assert broker.llen("default") == 1  # the new message waits in its lane
+    assert record["task_id"] in (core.enqueuer.waiting_task_ids() or set())
+    assert core.recover() == 0  # its message waits: nothing more to do
+    late = start(core.deliveries, event.id, "tests.handlers:succeed", "lost-task")
+    assert late.result == "superseded"  # the old message, should it come back
+
+
+def test_a_killed_workers_deliveries_resume_long_before_the_visibility_timeout(
+    private_broker: Any, client: Any, unique_type: Any, tmp_path: Path
+) -> None:
+    broker, base = private_broker(4)
+    fast = {"EDA_HEARTBEAT_INTERVAL": "0.2", "EDA_RECOVERY_GRACE": "1"}
+    core = Core(
+        base.settings.model_copy(update={"recovery_grace": 1.0, "heartbeat_interval": 0.2}),
+        client,
+        base.enqueuer,
+        base.routes,
+    )
+    env = {"CELERY_BROKER_URL": broker, **fast}  # the default visibility timeout: an hour
+    first = Worker(tmp_path / "first.log", env, name="doomed", concurrency=2)
+    event_type = unique_type()
+    core.subscribe([event_type], "tests.handlers:slow")
+    ids = [core.publish(event_type, {"seconds": 0.6}, "test").event_id for _ in range(6)]
+    wait_for(lambda: sum(bool(attempts(client, i, "slow")) for i in ids) >= 2)
+    first.kill()
+    second = Worker(tmp_path / "second.log", env, name="rescuer", concurrency=2)
+    try:
+
+        def settled() -> bool:
+            core.recover()  # what beat's sweep does every EDA_SWEEP_INTERVAL
+            statuses = [core.get_event(i).deliveries["tests.handlers:slow"]["status"] for i in ids]
+            return all(status == "succeeded" for status in statuses)
+
+        wait_for(settled, timeout=40, interval=0.3)
+        runs = [len(attempts(client, i, "slow")) for i in ids]
+        assert all(count in (1, 2) for count in runs)  # at least once; twice only if cut off
+        assert sum(count == 2 for count in runs) <= 2  # at most the two it was running
+        assert client.zcard(core.keys.inflight) == 0 or all(
+            f"{i} tests.handlers:slow" not in client.zrange(core.keys.inflight, 0, -1) for i in ids
+        )
+    finally:
+        second.stop()

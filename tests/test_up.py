@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from eda.redis_server import free_port
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, wait_for
 from tests.workers import ROOT
 
 pytestmark = pytest.mark.timeout(180)
@@ -130,3 +130,24 @@ def test_up_runs_every_process_sends_the_demo_and_stops_cleanly_on_ctrl_c(
     assert process.returncode in (0, 130)
     left = [pid for pid in family if alive(pid)]
     assert left == [], f"processes left behind: {left}"
+
+
+def test_a_process_that_exits_is_started_again_with_a_back_off_until_told_to_stop(
+    tmp_path: Path,
+) -> None:
+    runs = tmp_path / "runs"
+    command = f"{sys.executable} -c \"open('{runs}', 'a').write('run\\\\n'); raise SystemExit(3)\""
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "scripts.restart", "crashy", "--", command],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: runs.exists() and runs.read_text().count("run") >= 2, timeout=10)
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        _, errors = supervisor.communicate(timeout=10)
+    assert "crashy exited with 3; starting it again in 1 s" in errors
+    assert "again in 2 s" in errors or runs.read_text().count("run") == 2
+    assert supervisor.returncode is not None  # stopped means stopped, not started again

@@ -20,7 +20,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from eda.errors import EdaError, InvalidInput, NotFound
 from eda.event import Event
-from eda.times import parse_time
+from eda.times import parse_bound
 from webhooks import dedupe
 from webhooks.answers import error, publish, published
 from webhooks.extension import services
@@ -87,9 +87,9 @@ def _int(name: str, default: int, source: dict[str, Any] | None = None) -> int:
         raise InvalidInput(name, "must be a whole number") from None
 
 
-def _time(name: str, source: dict[str, Any] | None = None) -> datetime | None:
+def _time(name: str, source: dict[str, Any] | None = None) -> datetime | str | None:
     text = _text(name, source)
-    return None if text is None else parse_time(text, field=name)
+    return None if text is None else parse_bound(text, field=name)
 
 
 def _body() -> dict[str, Any]:
@@ -187,12 +187,18 @@ def retry_dead_letter(letter_id: str) -> Response:
 @blueprint.post("/dead-letters/retry-batch")
 def retry_dead_letters() -> Response:
     body = _body()
-    retried = _dispatching(
+    until_empty = body.get("until_empty", False)
+    if not isinstance(until_empty, bool):
+        raise InvalidInput("until_empty", "must be true or false")
+    report = _dispatching(
         lambda: services().core.retry_dead_letters(
-            _text("type", body), _text("handler", body), _int("limit", 1000, body)
+            _text("type", body),
+            _text("handler", body),
+            _int("limit", 1000, body),
+            until_empty=until_empty,
         )
     )
-    return jsonify({"retried": retried})
+    return jsonify({"retried": report.retried, "left": report.left})
 
 
 @blueprint.post("/dead-letters/<path:letter_id>/discard")

@@ -40,12 +40,26 @@ def _broker_state() -> str:
     return "ok"
 
 
+def _relay_state() -> dict[str, object] | str:
+    try:
+        return services().core.relay_state()
+    except Exception as exc:
+        log.warning("readiness: the relay's queue cannot be read: %s", type(exc).__name__)
+        return "unreachable"
+
+
 @blueprint.get("/readyz")
 def readyz() -> Response:
-    """200 when the event store and the broker answer, 503 (with what failed) otherwise."""
+    """200 when the event store and the broker answer, 503 (with what failed) otherwise.
+
+    The relay's queue (length, oldest event's age, relays alive) is reported too, but
+    does not make the web unready: what it stores waits for a relay or the sweeper.
+    """
     checks = {"redis": _redis_state(), "broker": _broker_state()}
     ready = "unreachable" not in checks.values()
-    response = jsonify({"status": "ready" if ready else "unavailable", "checks": checks})
+    response = jsonify(
+        {"status": "ready" if ready else "unavailable", "checks": checks, "relay": _relay_state()}
+    )
     response.status_code = 200 if ready else 503
     if not ready:
         response.headers["Retry-After"] = "5"

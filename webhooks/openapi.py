@@ -221,8 +221,26 @@ def _dead_letter_paths() -> dict[str, Any]:
         "/api/dead-letters/retry-batch": {
             "post": _operation(
                 "Retry a filtered batch of dead letters",
-                {"200": _json(_list_of("retried", _ANY_OBJECT), "The deliveries enqueued again.")},
-                body=_ref("Filter"),
+                {
+                    "200": _json(
+                        _object(
+                            {
+                                "retried": {"type": "array", "items": _ANY_OBJECT},
+                                "left": {"type": "integer"},
+                            },
+                            ("retried", "left"),
+                        ),
+                        "The deliveries enqueued again, and the matching dead letters left.",
+                    )
+                },
+                body=_object(
+                    {
+                        "type": _STRING,
+                        "handler": _STRING,
+                        "limit": {"type": "integer"},
+                        "until_empty": {"type": "boolean"},
+                    }
+                ),
             )
         },
     }

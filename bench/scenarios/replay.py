@@ -62,7 +62,7 @@ def _replay(bench: Bench, count: int) -> float:
 def _retry(bench: Bench, count: int) -> float:
     _kill(bench, store_events(bench, count))
     started = time.perf_counter()
-    retried = bench.core.retry_dead_letters(limit=count)
+    retried = bench.core.retry_dead_letters(limit=count).retried
     elapsed = time.perf_counter() - started
     require(len(retried) == count, f"retried {len(retried)} of {count} dead letters")
     return count / elapsed

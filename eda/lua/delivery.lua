@@ -4,17 +4,19 @@
 -- a handler's outcome, and on a move to dead the dead letter.
 --
 -- KEYS: 1 deliveries hash of the event, 2 event record, 3 outcomes hash of the event,
---       4 dead-letter index (sorted set), 5 the dead letter's key
+--       4 dead-letter index (sorted set), 5 the dead letter's key, 6 the in-flight index
+--       (sorted set of "<event id> <handler>" queued, running or retrying, by last step)
 -- ARGV: 1 handler, 2 step: queue | skip | start | finish | note, 3 now (RFC 3339),
 --       4 reason, 5 statuses the step is legal from, comma-separated ("new": no record),
 --       6 status after the step, 7 task id (queue: the new one; others: the expected one,
 --       "" for any), 8 JSON options (below), 9 the handler's outcome as JSON ("" none),
 --       10 the dead letter as JSON ("" none)
 -- Options: new_run, replay, enqueue_failed (queue, note), only_unsent (queue: a queued
---   delivery is taken only while its message is unsent), worker (start), attempt (finish:
+--   delivery is taken only while its message is unsent), expect_task (queue: only while
+--   the delivery still belongs to that task), worker (start), attempt (finish:
 --   the attempt it ends), error {class, message, traceback} (finish), max_attempts,
---   max_runs (what is kept), letter_id, letter_score (dead letter), read (start: return
---   the event's data).
+--   max_runs (what is kept), letter_id, letter_score (dead letter), member and now_ms
+--   (the delivery in the in-flight index, and its score).
 -- Returns {previous status or "new", event status, "ok" | "refused" | "superseded"}; a
 -- start that was applied adds {event data, attempt number, times this attempt started, run}.
 --
@@ -52,6 +54,9 @@ if step == 'queue' and options.only_unsent and previous == 'queued' and not deli
   return refuse('refused')
 end
 if step ~= 'queue' and task_id ~= '' and delivery and delivery.task_id ~= task_id then
+  return refuse('superseded')
+end
+if options.expect_task and delivery and delivery.task_id ~= options.expect_task then
   return refuse('superseded')
 end
 
@@ -110,16 +115,21 @@ if step == 'queue' or step == 'skip' then
   note(target, reason)
   if step == 'queue' then
     delivery.task_id = task_id
-    delivery.replay = options.replay or false
+    if options.replay ~= nil then
+      delivery.replay = options.replay
+    elseif delivery.replay == nil then
+      delivery.replay = false
+    end
     delivery.enqueue_failed = options.enqueue_failed or false
   end
 elseif step == 'start' then
   local attempts = list(run.attempts)
   run.attempts = attempts
   local attempt = attempts[#attempts]
-  if previous == 'running' and attempt and not attempt.ended_at then
-    -- The message came back without an end recorded: its worker died, or could not
-    -- record. The same attempt starts again; it does not spend the retry budget.
+  if attempt and not attempt.ended_at then
+    -- The attempt never recorded an end: its worker died, or could not reach the store,
+    -- and the message came back (or recovery sent a new one). The same attempt starts
+    -- again; it spends none of the retry budget.
     attempt.starts = (attempt.starts or 1) + 1
   else
     run.count = (run.count or #attempts) + 1
@@ -163,6 +173,12 @@ delivery.status = target
 delivery.updated_at = now
 delivery.history = nil -- the shape before runs were kept
 redis.call('HSET', KEYS[1], handler, cjson.encode(delivery))
+local member = options.member
+if target == 'queued' or target == 'running' or target == 'retrying' then
+  redis.call('ZADD', KEYS[6], options.now_ms, member)
+else
+  redis.call('ZREM', KEYS[6], member)
+end
 
 -- The event's status follows from all of its deliveries, unless an operator set it by hand.
 local counts = {}

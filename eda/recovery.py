@@ -1,0 +1,145 @@
+"""Recovery of stuck deliveries: no message behind them, or held by a process that is gone.
+
+Every delivery that is queued, running or retrying is in the in-flight index
+(``P:inflight``, kept by the delivery step itself). A recovery pass (beat's
+sweep, every ``EDA_SWEEP_INTERVAL`` s) looks at those whose last step is older
+than ``EDA_RECOVERY_GRACE`` and re-enqueues, under a new task id, each whose
+task no live worker holds (heartbeats: ``eda/liveness.py``) and, when it waits
+for a worker, whose message is not waiting in its lane either. The old message,
+should it ever come back (the broker restores unacknowledged messages after its
+visibility timeout), is refused as superseded, so recovery never runs a
+delivery twice: it only ends the wait for one nobody will run.
+
+When the broker cannot say which messages wait (RabbitMQ keeps unacknowledged
+messages itself and redelivers them), only deliveries held by a gone worker are
+recovered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from eda.delivery import Change, Delivery, Status, inflight_member
+from eda.errors import EdaError, reaching_redis
+
+if TYPE_CHECKING:
+    from eda.core import Core
+
+log = logging.getLogger(__name__)
+
+#: Most in-flight deliveries one pass looks at.
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """A delivery nobody will run unless it is sent again, and why."""
+
+    event_id: str
+    handler: str
+    status: Status
+    task_id: str
+    why: str
+
+
+def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> list[Stuck]:
+    """The in-flight deliveries past the grace period that nobody holds or will run.
+
+    ``waiting`` are the task ids of messages waiting in the lanes (None: the broker
+    cannot tell, so waiting deliveries are trusted to it).
+    """
+    now = time.time() if now is None else now
+    cutoff = int((now - core.settings.recovery_grace) * 1000)
+    with reaching_redis():
+        members = core.redis.zrangebyscore(core.keys.inflight, "-inf", cutoff, start=0, num=BATCH)
+    if not members:
+        return []
+    pairs = [str(member).split(" ", 1) for member in members]
+    records = core.deliveries.get_many([(event_id, handler) for event_id, handler in pairs])
+    held = core.liveness.held()
+    found, finished = [], []
+    for (event_id, handler), record in zip(pairs, records, strict=True):
+        if record is None or record.status not in IN_FLIGHT:
+            finished.append(inflight_member(event_id, handler))  # retention took it, or done
+            continue
+        why = _why_stuck(record, held, waiting)
+        if why:
+            found.append(Stuck(event_id, handler, record.status, record.task_id, why))
+    if finished:
+        with reaching_redis():
+            core.redis.zrem(core.keys.inflight, *finished)
+    return found
+
+
+#: Statuses of a delivery that waits for, or is in, a worker.
+IN_FLIGHT = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
+
+
+def _why_stuck(record: Delivery, held: set[str], waiting: set[str] | None) -> str:
+    if record.task_id in held:
+        return ""
+    if record.status is Status.RUNNING:
+        return "its worker is gone"
+    if waiting is None or record.task_id in waiting:
+        return ""
+    return "its message is in no lane and no live worker holds it"
+
+
+def recover(core: Core, waiting: set[str] | None) -> list[Stuck]:
+    """Re-enqueue every stuck delivery under a new task id; those recovered."""
+    enqueuer = core._enqueuer()
+    recovered = []
+    for item in stuck(core, waiting):
+        step = "recover_running" if item.status is Status.RUNNING else "recover_waiting"
+        task_id = uuid.uuid4().hex
+        applied = core.deliveries.apply(
+            Change(
+                item.event_id,
+                item.handler,
+                step,
+                Status.QUEUED,
+                f"recovered: {item.why}",
+                task_id=task_id,
+                options={"expect_task": item.task_id},
+            )
+        )
+        if not applied.ok:
+            continue  # it moved on meanwhile
+        try:
+            event = core.store.get(item.event_id).event
+            enqueuer.deliver(event, item.handler, task_id)
+        except (EdaError, Exception) as exc:  # the next pass tries it again
+            log.warning(
+                "could not recover a delivery yet: %s",
+                exc,
+                extra={"event_id": item.event_id, "handler": item.handler},
+            )
+            core.deliveries.apply(
+                Change(
+                    item.event_id,
+                    item.handler,
+                    "unsent",
+                    Status.QUEUED,
+                    f"recovery: {exc}",
+                    task_id=task_id,
+                    options={"enqueue_failed": True},
+                )
+            )
+            continue
+        log.warning(
+            "recovered a stuck delivery: %s",
+            item.why,
+            extra={"event_id": item.event_id, "handler": item.handler},
+        )
+        recovered.append(item)
+    return recovered
+
+
+def stuck_counts(core: Core, waiting: set[str] | None) -> dict[str, int]:
+    """Deliveries stuck past the grace period, by status (what the next pass recovers)."""
+    return dict(Counter(str(item.status) for item in stuck(core, waiting)))
