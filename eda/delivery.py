@@ -644,9 +644,15 @@ def patiently(core: Core, step: Callable[[], T]) -> T:
     while True:
         try:
             return step()
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             if time.monotonic() + pause > deadline:
                 raise
+            if pause == 0.05:  # once per wait, not once per try
+                log.warning(
+                    "event store unreachable, waiting up to %g s: %s",
+                    core.settings.store_wait,
+                    logs.error_summary(exc),
+                )
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
 

@@ -114,7 +114,10 @@ def test_up_runs_every_process_sends_the_demo_and_stops_cleanly_on_ctrl_c(
         failure_id = by_type["demo.failure"][0]["id"]
         (failure,) = [t for t in delivered if failure_id in t["args"]]
         assert failure["args"] == repr((failure_id, "tasks.builtin:fail_permanently"))
-        assert failure["state"] == "SUCCESS" and failure["result"] == "'dead'"
+        # A dead letter is a failure to Flower (and so to whoever alerts on Celery failures).
+        assert failure["state"] == "FAILURE"
+        assert "eda.errors.PermanentError" in failure["exception"]
+        assert "handled by a handler that always fails" in failure["exception"]
         assert len(delivered) >= 5
     finally:
         family = descendants(process.pid)
