@@ -6,8 +6,10 @@
           (none) ──────────────────────────────────────────► skipped
             │ dispatch
             ▼          dispatch / sweeper (message unsent)
-         queued ◄───┐ ─────────────┐
-            │       └──────────────┘
+         queued ◄───┐ ─────────────┐        worker: flow control holds it
+            │       └──────────────┘  ──────────────────────────► waiting ──► start, or
+            │                                  (slot, rate, debounce,       skipped (dropped,
+            │                                   budget, model pause)        coalesced) / dead
             │ worker: start            worker: start
             ▼                     ┌──────────────────┐
          running ──────────────► retrying ◄──────────┘
