@@ -58,6 +58,9 @@ task_default_queue = eda_default_lane
 task_default_exchange = "events"
 task_default_exchange_type = "topic"
 task_create_missing_queues = False
+# Every message carries a priority (kombu's Redis transport runs one without any first):
+# routes say high (0), normal (5) or low (9) for their deliveries.
+task_default_priority = 5
 
 # Only JSON crosses a process boundary.
 task_serializer = "json"

@@ -39,5 +39,6 @@ def register_agents(register: Callable[..., Any], settings: Settings) -> list[st
     """Register a handler for every agent under its name, with its retry policy."""
     specs = load_definitions(settings)
     for name, spec in specs.items():
-        register(name, agent_handler(spec, settings), spec.retry)
+        model = spec.model or settings.agent_model
+        register(name, agent_handler(spec, settings), spec.retry, flow=spec.flow, model=model)
     return list(specs)

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from eda.errors import DeliveryError, PermanentError, TransientError
+from eda.errors import DeliveryError, ModelBusy, PermanentError, TransientError
 from eda.settings import environ
 
 if TYPE_CHECKING:
@@ -124,8 +124,11 @@ def delivery_error(exc: anthropic.AnthropicError) -> DeliveryError:
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
         message = f"Messages API {status} {exc.type or 'error'}: {exc.api_message or exc.message}"
+        wait = retry_after(exc.response.headers)
+        if status in (429, 529) and wait:
+            return ModelBusy(message, retry_after=wait)  # every delivery of the model waits
         if status in TRANSIENT_STATUSES or status >= 500:
-            return TransientError(message, retry_after=retry_after(exc.response.headers))
+            return TransientError(message, retry_after=wait)
         return PermanentError(message)
     return PermanentError(f"Messages API client: {type(exc).__name__}: {exc}")
 

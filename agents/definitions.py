@@ -51,6 +51,7 @@ from eda.config_file import (
     unique_names,
     validate,
 )
+from eda.flow import Budget, Concurrency, Debounce, FlowRules, RateLimit
 from eda.imports import import_path
 from eda.retry import RetryOverride
 from eda.routes import Condition, checked_conditions
@@ -84,6 +85,8 @@ class AgentSpec:
     token_budget: int
     stages: tuple[Stage, ...]
     retry: RetryOverride | None = None
+    #: Concurrency, rate limit, debounce and daily budget (eda/flow.py).
+    flow: FlowRules | None = None
 
 
 def _name(value: Any) -> str:
@@ -208,8 +211,17 @@ class AgentEntry(ConfigModel):
     token_budget: int | None = None
     pipeline: list[StageEntry] = []
     retry: RetryField = None
+    concurrency: Concurrency | None = None
+    rate_limit: RateLimit | None = None
+    debounce: Debounce | None = None
+    budget: Budget | None = None
 
     _range = field_validator(*LIMITS)(_in_range)
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate_shorthand(cls, value: Any) -> Any:
+        return {"rate": value} if isinstance(value, str) else value
 
     @field_validator("instructions")
     @classmethod
@@ -248,7 +260,18 @@ class AgentEntry(ConfigModel):
             token_budget=self.token_budget or defaults.token_budget,
             stages=tuple(entry.stage() for entry in self.pipeline),
             retry=self.retry,
+            flow=self.flow(),
         )
+
+    def flow(self) -> FlowRules | None:
+        """The agent's flow control, applied to each of its deliveries (routes may narrow it)."""
+        rules = FlowRules(
+            concurrency=self.concurrency,
+            rate_limit=self.rate_limit,
+            debounce=self.debounce,
+            budget=self.budget,
+        )
+        return None if rules.empty else rules
 
 
 class AgentsFile(ConfigModel):

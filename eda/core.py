@@ -24,6 +24,7 @@ from eda.dead_letters import DeadLetter, DeadLetters, letter_id
 from eda.delivery import Change, Deliveries, Status
 from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, reaching_redis
 from eda.event import Event
+from eda.flow import PRIORITIES, FlowControl, FlowRules
 from eda.handlers import HandlerRegistry
 from eda.liveness import Liveness
 from eda.redis_server import connect
@@ -44,8 +45,17 @@ Progress = Callable[[int, int], None]
 class Enqueuer(Protocol):
     """Puts one delivery (event x handler) on the broker."""
 
-    def deliver(self, event: Event, handler: str, task_id: str, *, replay: bool = False) -> None:
-        """Enqueue the delivery; raise when the broker did not take it."""
+    def deliver(
+        self,
+        event: Event,
+        handler: str,
+        task_id: str,
+        *,
+        replay: bool = False,
+        flow: dict[str, Any] | None = None,
+    ) -> None:
+        """Enqueue the delivery (``flow``: state flow control hands it); raise when the broker
+        did not take it."""
 
     def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
         """Enqueue (event, handler, task id) deliveries together; raise unless all were taken."""
@@ -139,6 +149,7 @@ class Core:
         self.deliveries = Deliveries(self.store)
         self.dead_letters = DeadLetters(self.redis, self.keys)
         self.liveness = Liveness(self.redis, self.keys, settings.heartbeat_interval)
+        self.flow = FlowControl(self.redis, self.keys, settings.flow_lease)
         self.enqueuer = enqueuer
         self.routes = routes if routes is not None else RouteTable()
         #: Who can be named and run; None (a core that only reads) checks no names.
@@ -221,6 +232,28 @@ class Core:
                 f"{handler!r} is neither a registered handler or agent, nor a function of "
                 "a module of EDA_HANDLER_MODULES or of the routes file ('package.module:function')",
             )
+
+    def flow_rules(self, handler: str, event_type: str) -> FlowRules | None:
+        """The flow control of a delivery: the handler's (an agent's), narrowed by its routes'."""
+        rules = self.handlers.flow(handler) if self.handlers is not None else None
+        for route in self.routes.matching(event_type):
+            if route.handler == handler and route.flow is not None:
+                rules = route.flow.over(rules)
+        return rules
+
+    def has_flow(self, handler: str) -> bool:
+        """True when some route or the handler itself declares flow control for it, or it calls
+        a model (whose pauses it waits out)."""
+        if self.handlers is not None and (
+            self.handlers.flow(handler) or self.handlers.model(handler)
+        ):
+            return True
+        return any(r.handler == handler and r.flow is not None for r in self.routes.routes)
+
+    def priority(self, handler: str, event_type: str) -> int:
+        """The broker priority of a delivery (its route's ``priority``, else normal)."""
+        rules = self.flow_rules(handler, event_type)
+        return PRIORITIES[(rules.priority if rules else None) or "normal"]
 
     def policy(self, handler: str, event_type: str) -> RetryPolicy:
         """The retry policy of a delivery: the defaults, the handler's, then its routes'."""
@@ -584,7 +617,20 @@ class Core:
             "relay": self.relay_state(),
             "workers": self.liveness.alive("worker"),
             "stuck": stuck_counts(self, waiting),
+            "flow": self.flow_state(),
         }
+
+    def flow_state(self) -> dict[str, Any]:
+        """Concurrency slots in use and deliveries parked per scope, and each budget's use."""
+        budgets = {}
+        for name in self.handlers.names() if self.handlers is not None else []:
+            rules = self.handlers.flow(name) if self.handlers is not None else None
+            if rules is not None and rules.budget is not None:
+                budgets[name] = {
+                    "spent": self.flow.spent(name),
+                    "tokens_per_day": rules.budget.tokens_per_day,
+                }
+        return {"concurrency": self.flow.in_use(), "budgets": budgets}
 
     # -- plumbing ---------------------------------------------------------------------------
 

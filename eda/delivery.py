@@ -6,8 +6,10 @@
           (none) ──────────────────────────────────────────► skipped
             │ dispatch
             ▼          dispatch / sweeper (message unsent)
-         queued ◄───┐ ─────────────┐
-            │       └──────────────┘
+         queued ◄───┐ ─────────────┐        worker: flow control holds it
+            │       └──────────────┘  ──────────────────────────► waiting ──► start, or
+            │                                  (slot, rate, debounce,       skipped (dropped,
+            │                                   budget, model pause)        coalesced) / dead
             │ worker: start            worker: start
             ▼                     ┌──────────────────┐
          running ──────────────► retrying ◄──────────┘
@@ -53,6 +55,7 @@ from eda.dead_letters import DeadLetter
 from eda.errors import (
     EdaError,
     InvalidInput,
+    ModelBusy,
     NotFound,
     PermanentError,
     StoreUnavailable,
@@ -89,6 +92,8 @@ class Status(StrEnum):
     """Where a delivery stands."""
 
     QUEUED = "queued"
+    #: Held by flow control: a concurrency slot, a rate, a debounce period, a budget.
+    WAITING = "waiting"
     RUNNING = "running"
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
@@ -116,7 +121,15 @@ STEPS: dict[str, Step] = {
     "plan_skip": Step((NEW,), (Status.SKIPPED,), "dispatch"),
     "requeue": Step(ALL, (Status.QUEUED,), "operator, sweeper"),
     "unsent": Step((Status.QUEUED,), (Status.QUEUED,), "dispatch"),
-    "start": Step((Status.QUEUED, Status.RETRYING, Status.RUNNING), (Status.RUNNING,), "worker"),
+    "start": Step(
+        (Status.QUEUED, Status.RETRYING, Status.WAITING, Status.RUNNING),
+        (Status.RUNNING,),
+        "worker",
+    ),
+    "wait": Step((Status.QUEUED, Status.RETRYING, Status.WAITING), (Status.WAITING,), "worker"),
+    "flow_end": Step(
+        (Status.QUEUED, Status.RETRYING, Status.WAITING), (Status.SKIPPED, Status.DEAD), "worker"
+    ),
     "finish": Step(
         (Status.RUNNING,),
         (Status.SUCCEEDED, Status.SKIPPED, Status.RETRYING, Status.DEAD),
@@ -124,7 +137,9 @@ STEPS: dict[str, Step] = {
     ),
     "discard": Step((Status.DEAD,), (Status.DEAD,), "operator"),
     "revert": Step((Status.QUEUED,), tuple(Status), "operator: the broker refused a requeue"),
-    "recover_waiting": Step((Status.QUEUED, Status.RETRYING), (Status.QUEUED,), "sweeper"),
+    "recover_waiting": Step(
+        (Status.QUEUED, Status.RETRYING, Status.WAITING), (Status.QUEUED,), "sweeper"
+    ),
     "recover_running": Step((Status.RUNNING,), (Status.QUEUED,), "sweeper"),
 }
 #: The script's own step for each lifecycle step.
@@ -139,6 +154,8 @@ SCRIPT_STEP = {
     "revert": "note",
     "recover_waiting": "queue",
     "recover_running": "queue",
+    "wait": "note",
+    "flow_end": "note",
 }
 
 
@@ -194,6 +211,8 @@ class Delivery:
     updated_at: str = ""
     runs: list[Run] = field(default_factory=list)
     dropped_runs: int = 0
+    #: Waiting with no message: parked for a concurrency slot, which wakes it.
+    parked: bool = False
 
     @classmethod
     def parse(cls, raw: str, outcomes: Mapping[str, str]) -> Delivery:
@@ -229,6 +248,7 @@ class Delivery:
             updated_at=data.get("updated_at", ""),
             runs=runs,
             dropped_runs=data.get("dropped_runs", 0),
+            parked=bool(data.get("parked")),
         )
 
     @property
@@ -474,6 +494,7 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
     RETRY = "retry"
     DEAD = "dead"
+    WAIT = "wait"  # flow control holds it: again after ``delay``, or when a slot frees
     NOT_RUN = "not run"  # already done, or another task holds the delivery
     GONE = "gone"  # the event is no longer stored
 
@@ -488,17 +509,128 @@ class Verdict:
     reason: str = ""
     #: The failure, for a retry or a dead letter: ``module.Class: message`` (bounded).
     error: str = ""
+    #: WAIT: what the delivery carries to its next pass, and whether it waits parked
+    #: (no message: a freed concurrency slot sends it again).
+    state: dict[str, Any] = field(default_factory=dict)
+    parked: bool = False
 
 
-def run_attempt(core: Core, event_id: str, handler: str, task_id: str, worker: str = "") -> Verdict:
+def run_attempt(
+    core: Core,
+    event_id: str,
+    handler: str,
+    task_id: str,
+    worker: str = "",
+    flow_state: dict[str, Any] | None = None,
+) -> Verdict:
     """Run one attempt of a delivery and record how it ended; the verdict for the adapter.
 
+    A delivery under flow control passes its gate first (``eda/flow.py``): it may
+    wait (``WAIT``: come back after ``delay`` with ``state``, or, parked, be sent
+    again when a slot frees), or end without running (dropped, coalesced, budget).
     A store that does not answer is waited for, up to ``EDA_STORE_WAIT`` seconds
     at each step, so that a handler that ran is not run again for a blink. Raises
     StoreUnavailable past that: then the attempt is left open, and recovery sends
     the delivery again once nobody holds it (the attempt restarts in place and
     spends nothing).
     """
+    lease = ""
+    if core.has_flow(handler):
+        gated = _through_gate(core, event_id, handler, task_id, dict(flow_state or {}))
+        if isinstance(gated, Verdict):
+            return gated
+        lease = gated
+    try:
+        return _attempt(core, event_id, handler, task_id, worker)
+    finally:
+        if lease:
+            _give_back(core, lease, event_id, handler)
+
+
+def _through_gate(
+    core: Core, event_id: str, handler: str, task_id: str, state: dict[str, Any]
+) -> Verdict | str:
+    """The gate's verdict, recorded; or the concurrency lease taken ("" for none) to go on."""
+    from eda import flow
+
+    try:
+        event = core.store.get(event_id).event
+    except NotFound:
+        return Verdict(Outcome.GONE, reason="the event is no longer stored")
+    verdict = flow.gate(core, event, handler, task_id, state)
+    if verdict.go:
+        return verdict.lease
+    if verdict.end:
+        status = Status(verdict.end)
+        letter = (
+            _flow_letter(event, handler, task_id, verdict.reason) if verdict.end == "dead" else None
+        )
+        applied = core.deliveries.apply(
+            Change(
+                event_id,
+                handler,
+                "flow_end",
+                status,
+                verdict.reason,
+                task_id=task_id,
+                letter=letter,
+            )
+        )
+        if not applied.ok:
+            return Verdict(Outcome.NOT_RUN, reason=f"{applied.result}: it is {applied.previous}")
+        outcome = Outcome.DEAD if status is Status.DEAD else Outcome.SKIPPED
+        return Verdict(outcome, reason=verdict.reason, error=f"eda.flow: {verdict.reason}")
+    applied = core.deliveries.apply(
+        Change(
+            event_id,
+            handler,
+            "wait",
+            Status.WAITING,
+            verdict.reason,
+            task_id=task_id,
+            options={"parked": verdict.parked},
+        )
+    )
+    if not applied.ok:
+        return Verdict(Outcome.NOT_RUN, reason=f"{applied.result}: it is {applied.previous}")
+    # A countdown past the broker's visibility timeout would bring the message back twice.
+    delay = min(verdict.wait, core.settings.visibility_timeout / 2)
+    return Verdict(
+        Outcome.WAIT, delay=delay, reason=verdict.reason, state=verdict.state, parked=verdict.parked
+    )
+
+
+def _flow_letter(event: Event, handler: str, task_id: str, reason: str) -> DeadLetter:
+    return DeadLetter(
+        event_id=event.id,
+        event_type=event.type,
+        handler=handler,
+        error_class="eda.flow.BudgetSpent",
+        error=reason,
+        traceback="",
+        attempts=0,
+        first_failure_at=now_iso(),
+        last_failure_at=now_iso(),
+        task_id=task_id,
+    )
+
+
+def _give_back(core: Core, lease: str, event_id: str, handler: str) -> None:
+    """Free a concurrency slot; should the store be away, the lease runs out by itself."""
+    from eda import flow
+
+    try:
+        flow.release(core, lease, event_id, handler)
+    except Exception as exc:
+        log.warning(
+            "a concurrency slot is left to expire: %s",
+            logs.error_summary(exc),
+            extra={"event_id": event_id, "handler": handler},
+        )
+
+
+def _attempt(core: Core, event_id: str, handler: str, task_id: str, worker: str) -> Verdict:
+    """Start the attempt, run the handler, record its end."""
     steps = core.deliveries
     try:
         started = patiently(
@@ -588,10 +720,30 @@ class Ran:
             letter=letter,
         )
         applied = patiently(self.core, lambda: self.core.deliveries.apply(change))
+        self._count_tokens(record)
         if not applied.ok:
             return Verdict(Outcome.NOT_RUN, self.attempt, reason=f"{applied.result} on the way out")
         failure = f"{type(error).__module__}.{logs.error_summary(error)}" if error else ""
         return Verdict(outcome, self.attempt, delay, reason, failure)
+
+    def _count_tokens(self, record: dict[str, Any] | None) -> None:
+        """Add what an agent's attempt used to its day's budget (tokens, as the API counts)."""
+        usage = (record or {}).get("usage")
+        if not isinstance(usage, Mapping):
+            return
+        tokens = sum(v for k, v in usage.items() if k in TOTALS and isinstance(v, int))
+        if tokens:
+            try:
+                self.core.flow.spend(self.handler, tokens)
+            except StoreUnavailable as exc:
+                log.warning("tokens not counted: %s", logs.error_summary(exc))
+
+    def _pause_model(self, exc: BaseException) -> None:
+        """A model that asked to wait (429, 529 with retry-after) holds every caller back."""
+        model = self.core.handlers.model(self.handler) if self.core.handlers else None
+        if isinstance(exc, ModelBusy) and exc.retry_after and model:
+            self.core.flow.pause_model(model, exc.retry_after)
+            log.warning("model %s paused for %.1f s for every delivery", model, exc.retry_after)
 
     def failed(self, exc: BaseException, policy: RetryPolicy) -> Verdict:
         """Retry a transient failure with backoff; dead-letter a permanent or exhausted one."""
@@ -599,6 +751,7 @@ class Ran:
         record = reported if isinstance(reported, dict) else None
         message = logs.error_summary(exc)
         retries = self.attempt - 1
+        self._pause_model(exc)
         if not policy.gives_up(exc, retries):
             retry_after = exc.retry_after if isinstance(exc, TransientError) else None
             delay = policy.delay(retries, retry_after)

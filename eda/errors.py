@@ -10,6 +10,7 @@
      │                       misconfiguration an operator fixes; retrying cannot help
      └── DeliveryError       raised by handlers
           ├── TransientError  retry with backoff (timeouts, 429, 5xx, a flaky peer)
+          │    └── ModelBusy  the model API asked everyone to wait: its deliveries pause
           └── PermanentError  dead-letter at once, retrying cannot help
 
 A retry that a handler asks for with a delay is not an error: it is
@@ -76,6 +77,13 @@ class TransientError(DeliveryError):
     def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ModelBusy(TransientError):
+    """The model API asked every caller to wait (a 429 or 529 with ``retry-after``).
+
+    Beside the retry of the one delivery, every delivery of that model waits.
+    """
 
 
 class PermanentError(DeliveryError):

@@ -26,13 +26,16 @@ import inspect
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eda.errors import InvalidInput, PermanentError
 from eda.event import Event
 from eda.imports import IMPORT_PATH
 from eda.retry import RetryOverride
 from eda.routes import Route, check_pattern
+
+if TYPE_CHECKING:
+    from eda.flow import FlowRules
 
 #: The signature every handler has.
 Handler = Callable[[Event], "dict[str, Any] | None"]
@@ -51,6 +54,15 @@ class Skip(Exception):
         self.outcome = outcome
 
 
+@dataclass(frozen=True)
+class HandlerMeta:
+    """What an agent declares beside its function: retry policy, flow rules, model."""
+
+    retry: RetryOverride | None = None
+    flow: FlowRules | None = None
+    model: str | None = None
+
+
 @dataclass
 class HandlerRegistry:
     """Handler names of one deployment: what routes and subscriptions may name."""
@@ -60,12 +72,23 @@ class HandlerRegistry:
     #: Import paths the routes file names (trusted: operators write it).
     trusted: set[str] = field(default_factory=set)
     _handlers: dict[str, Handler] = field(default_factory=dict)
-    _retry: dict[str, RetryOverride] = field(default_factory=dict)
+    _meta: dict[str, HandlerMeta] = field(default_factory=dict)
     _routes: list[Route] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def register(self, name: str, fn: Handler, retry: RetryOverride | None = None) -> Handler:
-        """Name a handler so routes and subscriptions can use the name."""
+    def register(
+        self,
+        name: str,
+        fn: Handler,
+        retry: RetryOverride | None = None,
+        *,
+        flow: FlowRules | None = None,
+        model: str | None = None,
+    ) -> Handler:
+        """Name a handler so routes and subscriptions can use the name.
+
+        An agent registers with its retry policy, flow rules and model.
+        """
         if not name or any(c.isspace() for c in name):
             raise InvalidInput("handler", f"{name!r} is not a handler name")
         with self._lock:
@@ -73,8 +96,8 @@ class HandlerRegistry:
             if existing is not None and existing is not fn:
                 raise InvalidInput("handler", f"{name!r} is already registered")
             self._handlers[name] = fn
-            if retry is not None:
-                self._retry[name] = retry
+            if retry is not None or flow is not None or model is not None:
+                self._meta[name] = HandlerMeta(retry, flow, model)
         return fn
 
     def register_handler(self, pattern: str, fn: Handler, name: str | None = None) -> Handler:
@@ -88,7 +111,8 @@ class HandlerRegistry:
     def include(self, other: HandlerRegistry) -> None:
         """Take every name and code route of ``other`` (the process-wide registrations)."""
         for name, fn in list(other._handlers.items()):
-            self.register(name, fn, other._retry.get(name))
+            meta = other._meta.get(name, HandlerMeta())
+            self.register(name, fn, meta.retry, flow=meta.flow, model=meta.model)
         self._routes.extend(other._routes)
 
     def code_routes(self) -> list[Route]:
@@ -99,7 +123,15 @@ class HandlerRegistry:
 
     def retry(self, name: str) -> RetryOverride | None:
         """The retry policy registered with a handler (an agent's ``retry:``), if any."""
-        return self._retry.get(name)
+        return self._meta.get(name, HandlerMeta()).retry
+
+    def flow(self, name: str) -> FlowRules | None:
+        """The flow rules registered with a handler (an agent's), if any."""
+        return self._meta.get(name, HandlerMeta()).flow
+
+    def model(self, name: str) -> str | None:
+        """The model a handler calls (an agent's), whose pauses it waits out."""
+        return self._meta.get(name, HandlerMeta()).model
 
     def known(self, name: str, *, trusted: bool = False) -> bool:
         """True when ``name`` can be run: registered, or an allowed importable function.

@@ -15,6 +15,13 @@ Layout (``P`` is the configured prefix)::
     P:subscriptions             hash: "<pattern> <handler>" -> subscription JSON
     P:inflight                  sorted set: "<event id> <handler>" of deliveries queued,
                                 running or retrying, by the time of their last step (ms)
+    P:flow:leases:<scope>       sorted set: deliveries holding a concurrency slot -> lease end
+    P:flow:parked:<scope>       list: deliveries waiting for a slot (JSON: what wakes them)
+    P:flow:scopes               hash: concurrency scopes with parked deliveries -> limit
+    P:flow:rate:<scope>         string: a rate limit's next theoretical arrival time
+    P:flow:debounce:<scope>     hash: a debounce key's burst (latest event, first, last)
+    P:flow:pauses               sorted set: model -> until when its deliveries wait (epoch s)
+    P:flow:budget:<agent>:<day> string: tokens the agent used that day (UTC)
     P:alive                     hash: "<kind>:<name>" of a worker or relay -> its heartbeat
                                 JSON (when it expires, the task ids it holds)
 """
@@ -75,6 +82,29 @@ class Keys:
     @property
     def alive(self) -> str:
         return f"{self.prefix}:alive"
+
+    def flow_leases(self, scope: str) -> str:
+        return f"{self.prefix}:flow:leases:{scope}"
+
+    def flow_parked(self, scope: str) -> str:
+        return f"{self.prefix}:flow:parked:{scope}"
+
+    @property
+    def flow_scopes(self) -> str:
+        return f"{self.prefix}:flow:scopes"
+
+    def flow_rate(self, scope: str) -> str:
+        return f"{self.prefix}:flow:rate:{scope}"
+
+    def flow_debounce(self, scope: str) -> str:
+        return f"{self.prefix}:flow:debounce:{scope}"
+
+    @property
+    def flow_pauses(self) -> str:
+        return f"{self.prefix}:flow:pauses"
+
+    def flow_budget(self, agent: str, day: str) -> str:
+        return f"{self.prefix}:flow:budget:{agent}:{day}"
 
     @property
     def event_prefix(self) -> str:

@@ -77,11 +77,11 @@ def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> lis
 
 
 #: Statuses of a delivery that waits for, or is in, a worker.
-IN_FLIGHT = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
+IN_FLIGHT = (Status.QUEUED, Status.WAITING, Status.RUNNING, Status.RETRYING)
 
 
 def _why_stuck(record: Delivery, held: set[str], waiting: set[str] | None) -> str:
-    if record.task_id in held:
+    if record.task_id in held or record.parked:  # a parked delivery is flow control's to wake
         return ""
     if record.status is Status.RUNNING:
         return "its worker is gone"

@@ -33,12 +33,13 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import PlainValidator, ValidationInfo, field_validator
 
 from eda.config_file import ConfigModel, RetryField, given, problem, read_yaml, validate
 from eda.errors import InvalidInput
+from eda.flow import Concurrency, Debounce, FlowRules, RateLimit
 from eda.retry import RetryOverride
 
 #: A route pattern: dotted lower-case words, where any word may hold ``*``.
@@ -167,6 +168,8 @@ class Route:
     conditions: tuple[Condition, ...] = ()
     retry: RetryOverride | None = None
     origin: str = "code"
+    #: Flow control for this route's deliveries (concurrency, rate, debounce, priority).
+    flow: FlowRules | None = None
 
     @property
     def permanent(self) -> tuple[str, ...]:
@@ -215,6 +218,15 @@ class RouteEntry(ConfigModel):
     when: Annotated[tuple[Condition, ...], PlainValidator(checked_conditions)] = ()
     permanent: list[str] = []
     retry: RetryField = None
+    concurrency: Concurrency | None = None
+    rate_limit: RateLimit | None = None
+    debounce: Debounce | None = None
+    priority: Literal["high", "normal", "low"] | None = None
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate_shorthand(cls, value: Any) -> Any:
+        return {"rate": value} if isinstance(value, str) else value
 
     @field_validator("handler")
     @classmethod
@@ -232,7 +244,15 @@ class RouteEntry(ConfigModel):
             base = retry or RetryOverride()
             names = tuple(dict.fromkeys([*base.permanent, *self.permanent]))
             retry = base.model_copy(update={"permanent": names})
-        return Route(self.events, self.handler, self.when, retry, origin)
+        flow = FlowRules(
+            concurrency=self.concurrency,
+            rate_limit=self.rate_limit,
+            debounce=self.debounce,
+            priority=self.priority,
+        )
+        return Route(
+            self.events, self.handler, self.when, retry, origin, None if flow.empty else flow
+        )
 
 
 class RoutesFile(ConfigModel):

@@ -246,6 +246,13 @@ def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
     totals.add_row(
         "stuck", ", ".join(f"{n} {status}" for status, n in sorted(stuck.items())) or "none"
     )
+    flow = stats.get("flow") or {}
+    for scope, use in sorted((flow.get("concurrency") or {}).items()):
+        totals.add_row(
+            f"slots {scope}", f"{use['running']} of {use['limit']}, {use['waiting']} waiting"
+        )
+    for agent, budget in sorted((flow.get("budgets") or {}).items()):
+        totals.add_row(f"budget {agent}", f"{budget['spent']} of {budget['tokens_per_day']} today")
     console.print(totals)
     lanes = stats.get("lanes") or {}
     if lanes:

@@ -79,13 +79,12 @@ def connect(settings: Settings | None = None, *, defer_dispatch: bool = False) -
 
     settings = settings or load()
     registry, routes = handlers(settings)
-    return Core(
-        settings,
-        enqueuer=CeleryEnqueuer(app),
-        routes=routes,
-        handlers=registry,
-        defer_dispatch=defer_dispatch,
+    enqueuer = CeleryEnqueuer(app)
+    core = Core(
+        settings, enqueuer=enqueuer, routes=routes, handlers=registry, defer_dispatch=defer_dispatch
     )
+    enqueuer.priority_of = core.priority
+    return core
 
 
 from tasks import delivery  # noqa: E402,F401  (registers the tasks)

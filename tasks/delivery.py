@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import redis
 from celery import Task, signals
 
-from eda import logs
+from eda import flow, logs
 from eda.core import Core
-from eda.delivery import Outcome, run_attempt
+from eda.delivery import Outcome, Verdict, run_attempt
 from eda.errors import EdaError, StoreUnavailable
 from tasks import app
 
@@ -68,39 +69,62 @@ class DeadLettered(Exception):
     ignore_result=True,
     throws=(DeadLettered,),
 )
-def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> str:
-    """Run one attempt of one delivery; ``replay`` is kept for messages sent before runs."""
+def deliver(
+    self: Task,
+    event_id: str,
+    handler: str,
+    replay: bool = False,
+    flow: dict[str, Any] | None = None,
+) -> str:
+    """Run one attempt of one delivery.
+
+    ``flow`` is what flow control handed the delivery on an earlier pass (a debounce
+    passed, a rate slot reserved); ``replay`` is kept for messages sent before runs.
+    """
     core = worker_core()
     task_id = str(self.request.id)
     with logs.context(
         event_id=event_id, handler=handler, delivery=f"{event_id}:{handler}", task_id=task_id
     ):
         try:
-            verdict = run_attempt(core, event_id, handler, task_id, self.request.hostname or "")
+            verdict = run_attempt(
+                core, event_id, handler, task_id, self.request.hostname or "", flow
+            )
         except (StoreUnavailable, redis.RedisError) as exc:
             # The store stayed away past EDA_STORE_WAIT. Retrying through the broker would
             # need the same Redis (and a failed publish drops the message): the delivery is
             # left queued or running, and recovery sends it again once nobody holds it.
             log.warning("event store unreachable, left for recovery: %s", logs.error_summary(exc))
             return "left for recovery"
-        if verdict.outcome is Outcome.RETRY:
-            log.info(
-                "retrying in %.3f s after attempt %d: %s",
-                verdict.delay,
-                verdict.attempt,
-                verdict.reason,
-            )
-            raise self.retry(countdown=verdict.delay, max_retries=None)
-        if verdict.outcome is Outcome.SUCCEEDED:
-            # A success only at DEBUG: the store keeps it, and a line per success cost a
-            # busy worker a tenth of its deliveries a second.
-            log.debug("succeeded on attempt %d", verdict.attempt)
-        elif verdict.outcome is Outcome.DEAD:
-            log.warning("dead-lettered on attempt %d: %s", verdict.attempt, verdict.reason)
-            raise DeadLettered(verdict.error)
-        else:
-            log.info("%s: %s", verdict.outcome, verdict.reason)
-        return str(verdict.outcome)
+        return _conclude(self, verdict, flow or {})
+
+
+def _conclude(task: Task, verdict: Verdict, flow: dict[str, Any]) -> str:
+    """Map the core's verdict onto Celery: a retry or a wait, a failure, or done."""
+    if verdict.outcome is Outcome.RETRY:
+        log.info(
+            "retrying in %.3f s after attempt %d: %s",
+            verdict.delay,
+            verdict.attempt,
+            verdict.reason,
+        )
+        # A retry passes its gate again, but a debounce it passed stays passed.
+        carried = {"flow": {"debounced": True}} if flow.get("debounced") else {}
+        raise task.retry(countdown=verdict.delay, kwargs=carried, max_retries=None)
+    if verdict.outcome is Outcome.WAIT:
+        if verdict.parked:  # no message: the delivery that frees a slot sends it again
+            return "parked"
+        raise task.retry(countdown=verdict.delay, kwargs={"flow": verdict.state}, max_retries=None)
+    if verdict.outcome is Outcome.SUCCEEDED:
+        # A success only at DEBUG: the store keeps it, and a line per success cost a
+        # busy worker a tenth of its deliveries a second.
+        log.debug("succeeded on attempt %d", verdict.attempt)
+    elif verdict.outcome is Outcome.DEAD:
+        log.warning("dead-lettered on attempt %d: %s", verdict.attempt, verdict.reason)
+        raise DeadLettered(verdict.error)
+    else:
+        log.info("%s: %s", verdict.outcome, verdict.reason)
+    return str(verdict.outcome)
 
 
 @app.task(name="eda.sweep", ignore_result=True)
@@ -110,6 +134,9 @@ def sweep() -> int:
     dispatched = core.sweep()
     if dispatched:
         log.info("outbox sweeper dispatched %d pending events", dispatched)
+    woken = flow.tick(core)
+    if woken:
+        log.warning("handed %d expired concurrency slots to waiting deliveries", woken)
     recovered = core.recover()
     if recovered:
         log.warning("recovered %d stuck deliveries", recovered)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -13,6 +14,9 @@ from kombu import Exchange, Queue, pools
 from eda.event import Event
 from eda.lanes import LaneTable
 
+#: The priority of a delivery whose route gives none ("normal"; kombu's Redis transport
+#: takes a message without one as the highest).
+DEFAULT_PRIORITY = 5
 #: How hard a publish tries before the event is left to the outbox sweeper.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 #: Most broker commands a batch holds before sending them (two per delivery on Redis):
@@ -34,6 +38,8 @@ class CeleryEnqueuer:
         self._lock = threading.Lock()
         # Only a key for kombu's pools: it never connects itself.
         self._connection = app.connection_for_write(broker_url) if broker_url else None
+        #: A delivery's broker priority (the core's, from its route's ``priority``).
+        self.priority_of: Callable[[str, str], int] = lambda handler, event_type: DEFAULT_PRIORITY
 
     def producers(self) -> Any:
         """Producers on long-lived broker connections, shared by this process's threads.
@@ -45,10 +51,19 @@ class CeleryEnqueuer:
             return self.app.producer_pool
         return pools.producers[self._connection]
 
-    def deliver(self, event: Event, handler: str, task_id: str, *, replay: bool = False) -> None:
-        """Enqueue one delivery; raises when the broker did not take it."""
+    def deliver(
+        self,
+        event: Event,
+        handler: str,
+        task_id: str,
+        *,
+        replay: bool = False,
+        flow: dict[str, Any] | None = None,
+    ) -> None:
+        """Enqueue one delivery (``flow``: what flow control hands it); raises when the broker
+        did not take it."""
         with self.producers().acquire(block=True) as producer:
-            self._send(producer, event, handler, task_id, replay)
+            self._send(producer, event, handler, task_id, replay, flow)
 
     def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
         """Enqueue (event, handler, task id) deliveries in one broker batch.
@@ -60,19 +75,36 @@ class CeleryEnqueuer:
             return
         with self.producers().acquire(block=True) as producer, producer.batch(BATCH_COMMANDS):
             for event, handler, task_id in deliveries:
-                self._send(producer, event, handler, task_id, False)
+                self._send(producer, event, handler, task_id, False, None)
 
-    def _send(self, producer: Any, event: Event, handler: str, task_id: str, replay: bool) -> None:
+    def _send(
+        self,
+        producer: Any,
+        event: Event,
+        handler: str,
+        task_id: str,
+        replay: bool,
+        flow: dict[str, Any] | None,
+    ) -> None:
         from tasks.delivery import deliver
 
         lane = self.lanes.resolve(event.type)
         if lane == self.lanes.default.name and event.type not in self._bound:
             self._bind(producer.channel, lane, event.type)
+        kwargs: dict[str, Any] = {"replay": True} if replay else {}
+        if flow:
+            kwargs["flow"] = flow
         deliver.apply_async(
-            (event.id, handler), {"replay": True} if replay else {}, producer=producer,
-            queue=self.queues[lane], exchange=self.exchange, routing_key=event.type,
-            task_id=task_id, retry_policy=PUBLISH_RETRY_POLICY,
-        )  # fmt: skip
+            (event.id, handler),
+            kwargs,
+            producer=producer,
+            queue=self.queues[lane],
+            exchange=self.exchange,
+            routing_key=event.type,
+            task_id=task_id,
+            retry_policy=PUBLISH_RETRY_POLICY,
+            priority=self.priority_of(handler, event.type),
+        )
 
     def _bind(self, channel: Any, lane: str, event_type: str) -> None:
         """Bind a default-lane type to the default queue, once per process.

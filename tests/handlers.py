@@ -94,3 +94,31 @@ def reports_its_delivery(event: Event) -> dict[str, Any]:
         raise TransientError(f"failing attempt {event.delivery.attempt}")
     info = event.delivery
     return {"key": info.idempotency_key, "run": info.run, "attempt": info.attempt}
+
+
+#: Counts deliveries running at once per key, and keeps the highest count seen.
+_PROBE = """
+local now = redis.call('INCRBY', KEYS[1], ARGV[1])
+if tonumber(ARGV[1]) > 0 and now > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], now)
+end
+return now
+"""
+
+
+def concurrent_probe(event: Event) -> dict[str, Any]:
+    """Run for ``seconds`` while counting how many run at once (per ``probe`` and ``group``)."""
+    client = worker_core().redis
+    probes = [
+        f"test-probe:{event.payload['probe']}:{event.payload.get('group', '')}",
+        f"test-probe:{event.payload['probe']}:*",
+    ]
+    for probe in probes:
+        client.eval(_PROBE, 2, f"{probe}:running", f"{probe}:max", 1)
+    try:
+        _attempt(event, "concurrent_probe")
+        time.sleep(float(event.payload.get("seconds", 0.05)))
+    finally:
+        for probe in probes:
+            client.eval(_PROBE, 2, f"{probe}:running", f"{probe}:max", -1)
+    return {"ok": True}

@@ -61,7 +61,7 @@ def test_registering_the_agents_does_not_import_the_sdk() -> None:
 def test_register_agents_hands_each_agent_to_the_register_callable(settings: Settings) -> None:
     registered: dict[str, Handler] = {}
 
-    names = register_agents(lambda name, fn, retry=None: registered.__setitem__(name, fn), settings)
+    names = register_agents(lambda name, fn, *_, **__: registered.__setitem__(name, fn), settings)
 
     assert names == ["AlertResponder", "CodeReviewer", "CustomerAgent"] == list(registered)
     assert all(callable(handler) for handler in registered.values())
@@ -84,7 +84,7 @@ def test_the_shipped_alert_responder_skips_low_severity_and_runs_dry_on_high(
     settings: Settings, core: Core, dry_run: None
 ) -> None:
     registered: dict[str, Handler] = {}
-    register_agents(lambda name, fn, retry=None: registered.__setitem__(name, fn), settings)
+    register_agents(lambda name, fn, *_, **__: registered.__setitem__(name, fn), settings)
     responder = registered["AlertResponder"]
 
     with pytest.raises(Skip) as skipped:
@@ -101,7 +101,7 @@ def test_the_default_model_is_one_setting(
 ) -> None:
     registered: dict[str, Handler] = {}
     register_agents(
-        lambda name, fn, retry=None: registered.__setitem__(name, fn),
+        lambda name, fn, *_, **__: registered.__setitem__(name, fn),
         make_settings(agent_model="claude-haiku-5-5"),
     )
 

@@ -188,3 +188,25 @@ def test_the_shipped_alert_responder_runs_dry_through_the_session_worker(live: C
     assert done["outcome"]["outcome"] == "dry_run" and done["outcome"]["backend"] == "dry_run"
     prompt = done["outcome"]["request"]["messages"][0]["content"][0]["text"]
     assert low in prompt  # the enricher read the history: the earlier alert is there
+
+
+def test_a_429_with_retry_after_pauses_every_delivery_of_the_model(
+    agents_core: Core, messages_api_server: MessagesAPI
+) -> None:
+    limited_type, other_type = routed_type(agents_core), routed_type(agents_core)
+    limited = messages_api_server.script(
+        error(429, "rate limited", {"retry-after": "3"}), message(text("one")), match=limited_type
+    )
+    other = messages_api_server.script(message(text("two")), match=other_type)
+
+    first = agents_core.publish(limited_type, {}, "monitoring").event_id
+    settled(agents_core, first, AGENT, "retrying", "waiting", "succeeded")
+    second = agents_core.publish(other_type, {}, "monitoring").event_id
+    done = [settled(agents_core, i, AGENT, "succeeded", "dead") for i in (first, second)]
+
+    assert [d["status"] for d in done] == ["succeeded", "succeeded"]
+    paused_at = limited.requests[0].at
+    assert limited.requests[1].at - paused_at >= 2.9  # its own retry waited the pause out
+    assert other.requests[0].at - paused_at >= 2.9  # and so did a delivery that never got a 429
+    reasons = [change["reason"] for change in done[1]["history"]]
+    assert "model claude-haiku-5-5 asked every caller to wait" in reasons

@@ -103,6 +103,9 @@ def _bring_to(steps: Deliveries, event: Event, status: str) -> None:
     queue(steps, event.id, "h")
     if status == Status.QUEUED:
         return
+    if status == Status.WAITING:
+        steps.apply(Change(event.id, "h", "wait", Status.WAITING, "a slot", task_id="t1"))
+        return
     start(steps, event.id, "h")
     if status != Status.RUNNING:
         finish(steps, event.id, "h", Status(status), "ended", letter=None)

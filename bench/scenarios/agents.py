@@ -24,11 +24,13 @@ from bench.scenarios.common import require, statuses, store_events
 TARGET = 0.9
 #: The agent of bench/agents.yaml.
 AGENT = "BenchAgent"
+#: The concurrency limit of the ``bench.capped`` route (bench/routes.yaml).
+CAPPED = 16
 
 
-def _run(bench: Bench, api: MessagesAPI, count: int) -> float:
+def _run(bench: Bench, api: MessagesAPI, count: int, kind: str = "agent") -> float:
     calls = api.calls
-    ids = [event.id for event in store_events(bench, count, "agent")]
+    ids = [event.id for event in store_events(bench, count, kind)]
     started = time.perf_counter()
     bench.store.rpush(bench.plain_core.keys.dispatch, *ids)
     finished = wait_settled(bench, ids)
@@ -36,6 +38,27 @@ def _run(bench: Bench, api: MessagesAPI, count: int) -> float:
     require(counts == {"succeeded": count}, f"agent deliveries ended as {counts}")
     require(api.calls - calls == count, f"{api.calls - calls} model calls for {count} deliveries")
     return count / (finished - started)
+
+
+def _capped(bench: Bench, api: MessagesAPI, count: int) -> Figure:
+    """A burst to an agent whose route allows 16 at once: against 16 / the model's delay.
+
+    The worker runs more threads than the limit: the rest of the burst waits parked, with
+    no thread and no message, and is sent again as slots free.
+    """
+    burst = min(1000, max(count, 4 * CAPPED))
+    rate = _run(bench, api, burst, "capped")
+    bench.reset()
+    ideal = CAPPED / api.delay
+    return Figure(
+        "agents_capped",
+        f"agents: a burst under concurrency {CAPPED}",
+        "/s",
+        rate,
+        ideal,
+        f"ideal {CAPPED}/{api.delay:g} s",
+        details={"deliveries": burst},
+    )
 
 
 def _raw_sdk(api: MessagesAPI, threads: int, rounds: int) -> float:
@@ -74,6 +97,7 @@ def measure(bench: Bench, api: MessagesAPI) -> list[Figure]:
     bench.reset()
     raw = _raw_sdk(api, concurrency, bench.sizes.agent_rounds)
     ours, _ = median_run(runs)
+    capped = _capped(bench, api, count)
     details = {"pool": bench.stack.procfile.pool, "concurrency": concurrency,
                "model_delay_s": api.delay, "deliveries": count}  # fmt: skip
     return [
@@ -82,4 +106,5 @@ def measure(bench: Bench, api: MessagesAPI) -> list[Figure]:
                met=ours >= TARGET * ideal, runs=runs, details=details),
         Figure("agents_vs_sdk", "agents: the same, against the SDK called from threads", "/s",
                ours, raw, f"SDK alone, {concurrency} threads, no Celery"),
+        capped,
     ]  # fmt: skip

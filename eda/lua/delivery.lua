@@ -11,7 +11,7 @@
 --       6 status after the step, 7 task id (queue: the new one; others: the expected one,
 --       "" for any), 8 JSON options (below), 9 the handler's outcome as JSON ("" none),
 --       10 the dead letter as JSON ("" none)
--- Options: new_run, replay, enqueue_failed (queue, note), only_unsent (queue: a queued
+-- Options: parked (note: waiting with no message), new_run, replay, enqueue_failed (queue, note), only_unsent (queue: a queued
 --   delivery is taken only while its message is unsent), expect_task (queue: only while
 --   the delivery still belongs to that task), worker (start), attempt (finish:
 --   the attempt it ends), error {class, message, traceback} (finish), max_attempts,
@@ -158,15 +158,23 @@ elseif step == 'finish' then
   if ARGV[9] ~= '' then
     redis.call('HSET', KEYS[3], outcome_field(run, attempt), ARGV[9])
   end
-  if ARGV[10] ~= '' then
-    redis.call('SET', KEYS[5], ARGV[10])
-    redis.call('ZADD', KEYS[4], options.letter_score, options.letter_id)
+else -- note: a change that is not an attempt (an enqueue that failed, a discard, a wait)
+  local notes = list(run.notes)
+  local last = notes[#notes]
+  if previous == target and last and last.status == target and last.reason == reason then
+    last.at = now -- the same wait again: one note, counted
+    last.times = (last.times or 1) + 1
+  else
+    note(target, reason)
   end
-else -- note: a change that is not an attempt (an enqueue that failed, a discard)
-  note(target, reason)
   if options.enqueue_failed ~= nil then
     delivery.enqueue_failed = options.enqueue_failed
   end
+end
+delivery.parked = options.parked or nil
+if ARGV[10] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[10])
+  redis.call('ZADD', KEYS[4], options.letter_score, options.letter_id)
 end
 
 delivery.status = target
@@ -174,7 +182,7 @@ delivery.updated_at = now
 delivery.history = nil -- the shape before runs were kept
 redis.call('HSET', KEYS[1], handler, cjson.encode(delivery))
 local member = options.member
-if target == 'queued' or target == 'running' or target == 'retrying' then
+if target == 'queued' or target == 'running' or target == 'retrying' or target == 'waiting' then
   redis.call('ZADD', KEYS[6], options.now_ms, member)
 else
   redis.call('ZREM', KEYS[6], member)
@@ -189,7 +197,7 @@ end
 local derived
 if (counts.running or 0) + (counts.retrying or 0) > 0 then
   derived = 'processing'
-elseif (counts.queued or 0) > 0 then
+elseif (counts.queued or 0) + (counts.waiting or 0) > 0 then
   derived = 'queued'
 elseif (counts.dead or 0) > 0 then
   derived = 'failed'

@@ -1,0 +1,180 @@
+"""Flow control across real workers: concurrency, rate limits, debounce, priority, budgets."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eda.core import Core
+from eda.delivery import Outcome, run_attempt
+from eda.event import Event
+from eda.flow import Budget, FlowRules
+from eda.handlers import HandlerRegistry
+from eda.settings import Settings
+from tests.conftest import wait_for
+from tests.handlers import attempts
+from tests.lifecycle import queue
+from tests.workers import Worker
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def second_worker(worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """A second worker process on the session's broker: limits must hold across both."""
+    started = Worker(tmp_path_factory.mktemp("flow") / "second.log", name="second", concurrency=8)
+    yield started
+    started.stop()
+
+
+def all_ended(core: Core, ids: list[str], handler: str, *statuses: str) -> bool:
+    wanted = statuses or ("succeeded",)
+    return all(core.get_event(i).deliveries[handler]["status"] in wanted for i in ids)
+
+
+def peak(client: Any, probe: str, group: str = "") -> int:
+    return int(client.get(f"test-probe:{probe}:{group}:max") or 0)
+
+
+def test_a_concurrency_limit_holds_across_two_workers_and_every_delivery_succeeds(
+    live: Core, second_worker: Worker, client: Any, unique_type: Any
+) -> None:
+    probe, handler = uuid.uuid4().hex, "tests.handlers:concurrent_probe"
+    event_type = unique_type("cap", "flowcap")
+    ids = [live.publish(event_type, {"probe": probe}, "t").event_id for _ in range(200)]
+
+    wait_for(lambda: all_ended(live, ids, handler), timeout=80, interval=0.2)
+
+    assert 2 <= peak(client, probe) <= 4  # never more than the limit, across both workers
+    waited = [
+        change["reason"]
+        for i in ids
+        for change in live.get_event(i).deliveries[handler]["history"]
+        if change["status"] == "waiting"
+    ]
+    assert waited and all("concurrency: all 4 slots in use" in reason for reason in waited)
+    assert live.flow.in_use().get(handler, {"running": 0})["running"] == 0  # all given back
+
+
+def test_a_keyed_concurrency_limit_holds_for_each_key_apart(
+    live: Core, second_worker: Worker, client: Any, unique_type: Any
+) -> None:
+    probe, handler = uuid.uuid4().hex, "tests.handlers:concurrent_probe"
+    event_type = unique_type("key", "flowkey")
+    ids = [
+        live.publish(event_type, {"probe": probe, "group": group, "seconds": 0.1}, "t").event_id
+        for _ in range(12)
+        for group in ("a", "b", "c")
+    ]
+
+    wait_for(lambda: all_ended(live, ids, handler), timeout=60, interval=0.2)
+
+    assert all(peak(client, probe, group) <= 2 for group in ("a", "b", "c"))
+    assert peak(client, probe, "*") > 2  # the keys did not share one limit
+
+
+def test_a_rate_limit_holds_across_two_workers(
+    live: Core, second_worker: Worker, client: Any, unique_type: Any
+) -> None:
+    event_type = unique_type("rate", "flowrate")
+    ids = [live.publish(event_type, {}, "t").event_id for _ in range(400)]
+
+    wait_for(lambda: all_ended(live, ids, "tests.handlers:succeed"), timeout=80, interval=0.5)
+
+    starts = sorted(attempts(client, i, "succeed")[0] for i in ids)
+    rate = (len(starts) - 1) / (starts[-1] - starts[0])
+    assert 18 <= rate <= 22, rate  # 20/s, within 10%, measured by the handler itself
+
+
+def test_over_a_dropping_rate_limit_deliveries_are_recorded_dropped(
+    live: Core, unique_type: Any
+) -> None:
+    event_type = unique_type("drop", "flowdrop")
+    ids = [live.publish(event_type, {}, "t").event_id for _ in range(4)]
+    handler = "tests.handlers:succeed"
+
+    wait_for(lambda: all_ended(live, ids, handler, "succeeded", "skipped"))
+
+    records = [live.get_event(i).deliveries[handler] for i in ids]
+    assert sorted(r["status"] for r in records) == ["skipped"] * 3 + ["succeeded"]
+    dropped = [r["history"][-1]["reason"] for r in records if r["status"] == "skipped"]
+    assert dropped == ["rate limit 2/m: dropped"] * 3
+
+
+def test_debounce_turns_a_burst_into_one_delivery_of_the_newest_event(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    event_type = unique_type("push", "flowdebounce")
+    handler = "tests.handlers:succeed"
+    first = datetime.now(UTC)
+    ids = [
+        live.publish(event_type, {"pr": 7}, "t", time=first + timedelta(milliseconds=n)).event_id
+        for n in range(5)
+    ]
+
+    wait_for(lambda: all_ended(live, ids, handler, "succeeded", "skipped"), timeout=20)
+
+    records = {i: live.get_event(i).deliveries[handler] for i in ids}
+    assert records[ids[-1]]["status"] == "succeeded"
+    assert len(attempts(client, ids[-1], "succeed")) == 1
+    for index, earlier in enumerate(ids[:-1]):
+        assert records[earlier]["status"] == "skipped"
+        reason = records[earlier]["history"][-1]["reason"]
+        assert reason.startswith("debounce: coalesced into event ")
+        assert reason.rsplit(" ", 1)[1] in ids[index + 1 :]  # a newer one of the burst
+        assert attempts(client, earlier, "succeed") == []
+
+
+def test_a_high_priority_delivery_overtakes_a_backlog_of_low_ones_in_its_lane(
+    private_broker: Any, live: Core, client: Any, unique_type: Any, tmp_path: Path
+) -> None:
+    broker, core = private_broker(5)
+    core.enqueuer.priority_of = core.priority
+    low, high = unique_type("backlog", "flowlow"), unique_type("urgent", "flowhigh")
+    backlog = [core.publish(low, {}, "t").event_id for _ in range(30)]
+    urgent = core.publish(high, {}, "t").event_id
+    worker = Worker(tmp_path / "priority.log", {"CELERY_BROKER_URL": broker}, concurrency=1)
+    try:
+        wait_for(lambda: all_ended(core, [*backlog, urgent], "tests.handlers:succeed"), timeout=60)
+    finally:
+        worker.stop()
+    order = sorted([*backlog, urgent], key=lambda i: attempts(client, i, "succeed")[0])
+    assert order.index(urgent) <= 1  # at most the one message the worker had already taken
+
+
+def test_a_daily_token_budget_holds_an_agent_once_spent_and_resumes_the_next_day(
+    settings: Settings, client: Any
+) -> None:
+    registry = HandlerRegistry()
+    registry.register(
+        "Spender",
+        lambda event: {"usage": {"input_tokens": 4000, "output_tokens": 1000}},
+        flow=FlowRules(budget=Budget(tokens_per_day=10_000)),
+    )
+    core = Core(settings, client, handlers=registry)
+    today = datetime(2026, 12, 2, 10, 0, tzinfo=UTC).timestamp()
+    clock = [today]
+    core.flow.clock = lambda: clock[0]
+    events = [Event.create(type="spend.it", source="t") for _ in range(3)]
+    for event in events:
+        core.store.publish(event)
+        queue(core.deliveries, event.id, "Spender", task="t1")
+
+    verdicts = [run_attempt(core, e.id, "Spender", "t1", "here") for e in events]
+
+    assert [v.outcome for v in verdicts] == [Outcome.SUCCEEDED, Outcome.SUCCEEDED, Outcome.WAIT]
+    # Until midnight UTC, asked again at most every half visibility timeout meanwhile.
+    assert verdicts[2].delay == pytest.approx(min(14 * 3600, settings.visibility_timeout / 2))
+    held = core.get_event(events[2].id).deliveries["Spender"]
+    assert held["status"] == "waiting"
+    assert "budget: 10000 of 10000 tokens used today (UTC)" in held["history"][-1]["reason"]
+    assert core.flow_state()["budgets"]["Spender"] == {"spent": 10_000, "tokens_per_day": 10_000}
+
+    clock[0] = today + 86_400  # the next day
+    assert run_attempt(core, events[2].id, "Spender", "t1", "here").outcome is Outcome.SUCCEEDED
+    assert core.flow_state()["budgets"]["Spender"]["spent"] == 5000
