@@ -15,6 +15,7 @@ from eda.event import Event
 from tasks import app
 from tasks import broker as broker_module
 from tasks.enqueue import CeleryEnqueuer
+from tests.lanes import lane_length, lane_messages
 from tests.workers import ROOT
 
 
@@ -35,8 +36,7 @@ def test_many_deliveries_share_a_few_broker_connections(
         enqueuer.deliver(event, "tests.handlers:succeed", f"task-{n}")
 
     assert connections_made(broker) - before <= 2
-    prefix = app.conf.broker_transport_options.get("global_keyprefix", "")
-    assert broker.llen(f"{prefix}default") == 41
+    assert lane_length(broker) == 41
 
 
 def test_a_batch_of_deliveries_reaches_the_broker_with_their_sent_events(
@@ -52,8 +52,7 @@ def test_a_batch_of_deliveries_reaches_the_broker_with_their_sent_events(
 
     enqueuer.deliver_many([(e, "tests.handlers:succeed", f"task-{e.id}") for e in events])
 
-    prefix = app.conf.broker_transport_options.get("global_keyprefix", "")
-    queued = [json.loads(m) for m in broker.lrange(f"{prefix}default", 0, -1)]
+    queued = lane_messages(broker)
     assert sorted(m["headers"]["id"] for m in queued) == sorted(f"task-{e.id}" for e in events)
     assert {m["properties"]["delivery_info"]["routing_key"] for m in queued} == {kind}
     sent = [monitor.get_message(timeout=1) for _ in events]

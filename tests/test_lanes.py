@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from eda.lanes import LaneTable
 from tasks import app
 from tests.conftest import wait_for
 from tests.handlers import attempts
+from tests.lanes import lane_length, lane_messages
 from tests.workers import ROOT, Worker
 
 
@@ -113,13 +113,11 @@ def test_a_worker_on_one_lane_never_runs_another_lanes_delivery(
 
         assert core.get_event(code_id).status == "queued"
         assert attempts(client, code_id, "succeed") == []
-        waiting = redis.Redis.from_url(broker).lrange("code", 0, -1)
-        assert len(waiting) == 1
-        message = json.loads(waiting[0])
+        (message,) = lane_messages(redis.Redis.from_url(broker), "code")
         assert message["properties"]["delivery_info"] == {"exchange": "events", "routing_key": code}
         assert message["headers"]["task"] == "eda.deliver"
         assert message["headers"]["argsrepr"] == repr((code_id, "tests.handlers:succeed"))
-        assert redis.Redis.from_url(broker).llen("alerts") == 0
+        assert lane_length(redis.Redis.from_url(broker), "alerts") == 0
     finally:
         lane_worker.stop()
 

@@ -17,6 +17,7 @@ from tasks.delivery import sweep
 from tasks.enqueue import CeleryEnqueuer
 from tests.conftest import wait_for
 from tests.handlers import attempts
+from tests.lanes import lane_length
 from tests.lifecycle import finish, queue, start
 from tests.workers import Worker
 
@@ -125,16 +126,10 @@ def test_a_delivery_is_stuck_only_past_the_grace_and_when_nobody_holds_or_queues
 
 
 def test_recovery_sends_a_stuck_delivery_again_and_the_old_message_is_superseded(
-    private_broker: Any, client: Any, unique_type: Any, idle_broker: Any
+    make_settings: Any, client: Any, unique_type: Any, idle_broker: Any
 ) -> None:
-    url, broker = idle_broker
-    base = private_broker(7)[1]
-    core = Core(
-        base.settings.model_copy(update={"recovery_grace": 0.0}),
-        client,
-        CeleryEnqueuer(app, url),
-        base.routes,
-    )
+    url, broker = idle_broker  # a prefix and a broker of this test's own: nobody else's
+    core = Core(make_settings(recovery_grace=0.0), client, CeleryEnqueuer(app, url))
     event = Event.create(type=unique_type(), source="test")
     core.store.publish(event)
     queue(core.deliveries, event.id, "tests.handlers:succeed", "lost-task")
@@ -145,7 +140,7 @@ def test_recovery_sends_a_stuck_delivery_again_and_the_old_message_is_superseded
     record = core.get_event(event.id).deliveries["tests.handlers:succeed"]
     assert record["status"] == "queued" and record["task_id"] != "lost-task"
     assert "recovered: its worker is gone" in record["history"][-1]["reason"]
-    assert broker.llen("default") == 1  # the new message waits in its lane
+    assert lane_length(broker) == 1  # the new message waits in its lane
     assert record["task_id"] in (core.enqueuer.waiting_task_ids() or set())
     assert core.recover() == 0  # its message waits: nothing more to do
     late = start(core.deliveries, event.id, "tests.handlers:succeed", "lost-task")

@@ -21,6 +21,7 @@ from eda.store import EventStore
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
 from tests.conftest import wait_for
+from tests.lanes import lane_length
 from tests.workers import ROOT
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,8 +50,7 @@ def cores(
 
 def waiting(broker: redis.Redis, lane: str = "default") -> int:
     """Messages waiting in a lane of the broker."""
-    prefix = app.conf.broker_transport_options.get("global_keyprefix", "")
-    return int(broker.llen(f"{prefix}{lane}"))
+    return lane_length(broker, lane)
 
 
 def event(kind: str = "thing.happened", **fields: Any) -> Event:
