@@ -11,7 +11,10 @@
         model: claude-haiku-5-5     # optional; EDA_AGENT_MODEL otherwise
         tools:                      # the allow-list: gantz.yaml tool names and Python tools
           - get_event_history
+          - publish_event
           - mypackage.tools:lookup_service     # a PythonTool, by import path
+        publishes: [notification.requested, "alert.escalated"]   # what publish_event may
+                                    # publish (patterns); none when left out
         pipeline:                   # optional stages before the agent, in order
           - name: high_severity
             filter: {severity: {in: [critical, high]}}   # or an import path to a callable
@@ -53,7 +56,7 @@ from eda.config_file import (
 )
 from eda.imports import import_path
 from eda.retry import RetryOverride
-from eda.routes import Condition, checked_conditions
+from eda.routes import Condition, checked_conditions, checked_patterns
 from eda.tools import Tool
 
 #: Limits: (smallest, largest, default). Output above 32000 tokens needs streaming.
@@ -84,6 +87,8 @@ class AgentSpec:
     token_budget: int
     stages: tuple[Stage, ...]
     retry: RetryOverride | None = None
+    #: Event-type patterns ``publish_event`` may publish; empty: none.
+    publishes: tuple[str, ...] = ()
 
 
 def _name(value: Any) -> str:
@@ -208,6 +213,7 @@ class AgentEntry(ConfigModel):
     token_budget: int | None = None
     pipeline: list[StageEntry] = []
     retry: RetryField = None
+    publishes: Annotated[tuple[str, ...], PlainValidator(checked_patterns)] = ()
 
     _range = field_validator(*LIMITS)(_in_range)
 
@@ -248,6 +254,7 @@ class AgentEntry(ConfigModel):
             token_budget=self.token_budget or defaults.token_budget,
             stages=tuple(entry.stage() for entry in self.pipeline),
             retry=self.retry,
+            publishes=self.publishes,
         )
 
 

@@ -122,9 +122,16 @@ class Core:
 
         The store write is what counts: once it returns, the event is safe and the
         caller is told so. When dispatching fails (the broker or Redis is down) the
-        event stays ``pending`` and the sweeper dispatches it later.
+        event stays ``pending`` and the sweeper dispatches it later. An event past the
+        causation depth limit or its chain's budget is stored ``blocked`` and not
+        dispatched (``published.blocked`` says why).
         """
         published = self.store.publish(event, notify=self.defer_dispatch)
+        if published.blocked:
+            log.warning(
+                "event blocked, not dispatched: %s", published.blocked, extra={"event_id": event.id}
+            )
+            return published
         if not published.duplicate and self.enqueuer is not None and not self.defer_dispatch:
             try:
                 self.dispatch(event)
@@ -461,16 +468,20 @@ class Core:
     # -- stats ------------------------------------------------------------------------------
 
     def stats(self, sample: int = 1000) -> dict[str, Any]:
-        """Events per type and status (over the newest ``sample``), lanes and DLQ size."""
+        """Events per type and status and per status alone (over the newest ``sample``;
+        ``blocked`` and ``stopped`` among them), lanes and DLQ size."""
         by_type: dict[str, dict[str, int]] = {}
+        by_status: dict[str, int] = {}
         for stored in self.store.history(limit=sample):
             counts = by_type.setdefault(stored.event.type, {})
             counts[stored.status] = counts.get(stored.status, 0) + 1
+            by_status[stored.status] = by_status.get(stored.status, 0) + 1
         with reaching_redis():
             length = int(self.redis.xlen(self.keys.stream))
             pending = int(self.redis.zcard(self.keys.pending))
         return {
             "events": by_type,
+            "statuses": dict(sorted(by_status.items())),
             "stored": length,
             "pending": pending,
             "dead_letters": self.dead_letters.count(),

@@ -14,6 +14,8 @@
             │  ▲ worker: the same attempt again (its worker died, or could not record)
             │  └─┘
             ├── worker: finish ──► succeeded | skipped (a filter said no)
+            ├── worker: finish ──► stopped  (the handler stopped on a limit: an agent's
+            │                                turns, token budget, output or a refusal)
             └── worker: finish ──► dead  (permanent, out of retries, or its worker kept
                                          dying; the dead letter is written in the same step)
 
@@ -49,7 +51,7 @@ from eda import logs
 from eda.dead_letters import DeadLetter
 from eda.errors import EdaError, InvalidInput, NotFound, PermanentError, TransientError
 from eda.event import DeliveryInfo, Event
-from eda.handlers import Skip
+from eda.handlers import Skip, Stop
 from eda.retry import RetryPolicy
 from eda.times import now_iso
 
@@ -71,6 +73,7 @@ TOTALS = (
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
     "tool_calls",
+    "refused_tool_calls",
     "turns",
 )
 
@@ -83,6 +86,7 @@ class Status(StrEnum):
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     SKIPPED = "skipped"
+    STOPPED = "stopped"
     DEAD = "dead"
 
 
@@ -109,7 +113,7 @@ STEPS: dict[str, Step] = {
     "start": Step((Status.QUEUED, Status.RETRYING, Status.RUNNING), (Status.RUNNING,), "worker"),
     "finish": Step(
         (Status.RUNNING,),
-        (Status.SUCCEEDED, Status.SKIPPED, Status.RETRYING, Status.DEAD),
+        (Status.SUCCEEDED, Status.SKIPPED, Status.STOPPED, Status.RETRYING, Status.DEAD),
         "worker",
     ),
     "discard": Step((Status.DEAD,), (Status.DEAD,), "operator"),
@@ -309,9 +313,14 @@ def _add_usage(totals: dict[str, float], outcome: Mapping[str, Any] | None) -> N
         *(usage.items() if isinstance(usage, Mapping) else ()),
         ("turns", outcome.get("turns")),
         ("tool_calls", len(outcome.get("tool_calls") or ())),
+        ("refused_tool_calls", sum(1 for c in outcome.get("tool_calls") or () if _refused(c))),
     ]:
         if key in TOTALS and isinstance(value, int | float) and not isinstance(value, bool):
             totals[key] = totals.get(key, 0) + value
+
+
+def _refused(call: Any) -> bool:
+    return isinstance(call, Mapping) and bool(call.get("refused"))
 
 
 # -- the steps, as store calls ------------------------------------------------------------------
@@ -439,6 +448,7 @@ class Outcome(StrEnum):
 
     SUCCEEDED = "succeeded"
     SKIPPED = "skipped"
+    STOPPED = "stopped"  # on a limit: terminal, not retried
     RETRY = "retry"
     DEAD = "dead"
     NOT_RUN = "not run"  # already done, or another task holds the delivery
@@ -496,6 +506,8 @@ def run_attempt(core: Core, event_id: str, handler: str, task_id: str, worker: s
     except Skip as skip:
         reason = f"{skip.stage}: {skip.reason}" if skip.stage else skip.reason
         return ran.end(Outcome.SKIPPED, Status.SKIPPED, reason, record=skip.outcome)
+    except Stop as stop:
+        return ran.end(Outcome.STOPPED, Status.STOPPED, stop.reason, record=stop.outcome)
     except Exception as exc:
         return ran.failed(exc, policy)
     return ran.end(

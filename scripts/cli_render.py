@@ -35,6 +35,8 @@ COLOURS = {
     "dead": "red",
     "failed": "red",
     "unrouted": "magenta",
+    "stopped": "magenta",
+    "blocked": "red",
 }
 
 
@@ -83,6 +85,8 @@ def event_detail(console: Console, stored: StoredEvent) -> None:
         ("source", event.source),
         ("time", event.timestamp),
         ("status", status(stored.status)),
+        ("blocked", stored.blocked),
+        ("depth", stored.depth or None),
         ("stream id", stored.stream_id),
         ("subject", event.subject),
         ("correlation id", event.correlation_id),
@@ -233,6 +237,8 @@ def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
     totals.add_column(justify="right")
     for key in ("stored", "pending", "dead_letters"):
         totals.add_row(key.replace("_", " "), str(stats.get(key, 0)))
+    for name, count in (stats.get("statuses") or {}).items():
+        totals.add_row(f"{name} (newest)", str(count))
     console.print(totals)
     lanes = stats.get("lanes") or {}
     if lanes:

@@ -90,6 +90,8 @@ def deliver(self: Task, event_id: str, handler: str, replay: bool = False) -> st
             log.debug("succeeded on attempt %d", verdict.attempt)
         elif verdict.outcome is Outcome.DEAD:
             log.warning("dead-lettered on attempt %d: %s", verdict.attempt, verdict.reason)
+        elif verdict.outcome is Outcome.STOPPED:
+            log.warning("stopped on attempt %d: %s", verdict.attempt, verdict.reason)
         else:
             log.info("%s: %s", verdict.outcome, verdict.reason)
         return str(verdict.outcome)

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from eda.core import Core
+from eda.handlers import Stop
 from tests.agent_fixtures import dry_run, make_agent, stored_event
 from tests.agent_tools import executed
 from tests.messages_api import MessagesAPI, message, messages_api, text, tool_use
@@ -22,6 +25,14 @@ def last_message(request: Any) -> dict[str, Any]:
 
 def tool_results(request: Any) -> list[dict[str, Any]]:
     return [b for b in last_message(request)["content"] if b["type"] == "tool_result"]
+
+
+def stopped(handler: Any, event: Any) -> dict[str, Any]:
+    """The outcome of a run that had to stop on a limit (it raises Stop, never succeeds)."""
+    with pytest.raises(Stop) as stop:
+        handler(event)
+    assert isinstance(stop.value.outcome, dict)
+    return stop.value.outcome
 
 
 def test_a_two_tool_conversation_runs_both_tools_and_records_everything(
@@ -115,7 +126,7 @@ def test_the_turn_limit_ends_the_loop_without_running_the_last_turns_tools(
     )
     event = stored_event(core, "alert.triggered", {})
 
-    outcome = handler(event)
+    outcome = stopped(handler, event)
 
     assert outcome["outcome"] == "max_turns" and outcome["turns"] == 2
     assert outcome["stop_reason"] == "tool_use"
@@ -136,7 +147,7 @@ def test_the_token_budget_ends_the_loop_once_spent(
                   output_tokens=20) for _ in range(4))
     )  # fmt: skip
 
-    outcome = handler(stored_event(core, "alert.triggered", {}))
+    outcome = stopped(handler, stored_event(core, "alert.triggered", {}))
 
     assert outcome["outcome"] == "token_budget"
     assert outcome["turns"] == 3 and len(script.requests) == 3  # 120, 240, then 360 >= 250
@@ -149,7 +160,7 @@ def test_the_max_tokens_stop_reason_ends_the_loop(
     handler = make_agent(max_tokens=16)
     script = messages_api.script(message(text("The alert is"), stop_reason="max_tokens"))
 
-    outcome = handler(stored_event(core, "alert.triggered", {}))
+    outcome = stopped(handler, stored_event(core, "alert.triggered", {}))
 
     assert outcome["outcome"] == "max_tokens" and outcome["text"] == "The alert is"
     assert script.requests[0].body["max_tokens"] == 16
@@ -308,7 +319,7 @@ def test_tool_scripts_run_with_the_lineage_of_the_event_being_handled(
 def test_events_an_agent_publishes_carry_the_causing_event_and_its_correlation(
     messages_api: MessagesAPI, make_agent: Any, core: Core
 ) -> None:
-    handler = make_agent(tools=["publish_event"])
+    handler = make_agent(tools=["publish_event"], publishes=["notification.*"])
     notify = {"event_type": "notification.requested", "payload": '{"team": "payments"}'}
     messages_api.script(message(tool_use("publish_event", notify)), message(text("Notified.")))
     cause = stored_event(core, "alert.triggered", {}, correlation_id="chain-9")
@@ -320,3 +331,4 @@ def test_events_an_agent_publishes_carry_the_causing_event_and_its_correlation(
     assert published.event.payload == {"team": "payments"}
     assert published.event.causation_id == cause.id
     assert published.event.correlation_id == "chain-9"
+    assert published.event.source == "Responder"  # the runner's, never the model's
