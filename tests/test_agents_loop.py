@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 
 from eda.core import Core
+from eda.errors import TransientError
+from eda.event import DeliveryInfo
 from eda.handlers import Stop
+from eda.journal import journal_runs
 from tests.agent_fixtures import dry_run, make_agent, stored_event
 from tests.agent_tools import executed
-from tests.messages_api import MessagesAPI, message, messages_api, text, tool_use
+from tests.messages_api import MessagesAPI, error, message, messages_api, text, tool_use
 
 __all__ = ["dry_run", "make_agent", "messages_api"]  # fixtures used by the tests below
 
@@ -332,3 +335,80 @@ def test_events_an_agent_publishes_carry_the_causing_event_and_its_correlation(
     assert published.event.causation_id == cause.id
     assert published.event.correlation_id == "chain-9"
     assert published.event.source == "Responder"  # the runner's, never the model's
+
+
+def delivered(event: Any, run: int, attempt: int = 1) -> Any:
+    """The event as a delivery of run ``run`` hands it to the agent."""
+    info = DeliveryInfo(f"{event.id}:Responder", "Responder", run, attempt, f"task-{run}")
+    return event.delivered(info)
+
+
+def test_a_new_attempt_resumes_the_run_and_a_replay_starts_a_fresh_journal(
+    messages_api: MessagesAPI, make_agent: Any, core: Core, client: Any
+) -> None:
+    handler = make_agent(tools=[LOOKUP])
+    event = stored_event(core, "alert.triggered", {"service": "checkout"})
+    script = messages_api.script(
+        message(tool_use("lookup_service", {"service": "checkout"})),
+        error(500, "internal"),
+        message(text("resumed")),
+        message(tool_use("lookup_service", {"service": "again"})),
+        message(text("replayed")),
+    )
+
+    with pytest.raises(TransientError):
+        handler(delivered(event, run=1, attempt=1))
+    resumed = handler(delivered(event, run=1, attempt=2))
+    replayed = handler(delivered(event, run=2))
+
+    assert resumed["text"] == "resumed" and resumed["turns"] == 1
+    assert resumed["resumed_after_turns"] == 1 and resumed["tool_calls"] == []
+    assert replayed["text"] == "replayed" and replayed["turns"] == 2
+    assert [len(r.body["messages"]) for r in script.requests] == [1, 3, 3, 1, 3]
+    assert [
+        run["input"]["service"] for run in executed(client, core.settings.prefix, event.id)
+    ] == [
+        "checkout",
+        "again",
+    ]
+    runs = journal_runs(core.store, event.id)["Responder"]
+    kinds = ["request", "response", "tool_start", "tool_result", "response"]
+    assert [e["kind"] for e in runs[1]] == kinds
+    assert len(runs[2]) == 5  # the replay's own journal; the first run's is kept
+
+
+def test_a_run_whose_journal_is_full_stops(
+    messages_api: MessagesAPI, make_agent: Any, make_settings: Any, core: Core
+) -> None:
+    handler = make_agent(tools=[LOOKUP], settings_overrides={"journal_max_bytes": 8192})
+    messages_api.script(message(text("x" * 9000), stop_reason="end_turn"))
+
+    outcome = stopped(handler, delivered(stored_event(core, "alert.triggered", {}), run=1))
+
+    assert outcome["outcome"] == "journal_limit"
+
+
+def test_an_agent_that_republishes_its_trigger_stops_at_the_depth_limit_blocked(
+    messages_api: MessagesAPI, make_agent: Any, core: Core
+) -> None:
+    handler = make_agent(
+        tools=["publish_event"],
+        publishes=["alert.triggered"],
+        settings_overrides={"max_causation_depth": 3},
+    )
+    again = {"event_type": "alert.triggered", "payload": '{"severity": "high"}'}
+    generation = (message(tool_use("publish_event", again)), message(text("Re-raised.")))
+    messages_api.script(*generation * 4)
+    event = stored_event(core, "alert.triggered", {"severity": "high"})
+
+    for _ in range(4):
+        handler(event)
+        (child,) = [s for s in core.history("alert.triggered") if s.event.causation_id == event.id]
+        event = child.event
+
+    chain = sorted(core.history("alert.triggered"), key=lambda s: s.depth)
+    assert [s.depth for s in chain] == [0, 1, 2, 3, 4]
+    assert [s.status for s in chain][-1] == "blocked"
+    assert "causation depth 4 is over the limit of 3" in (chain[-1].blocked or "")
+    assert chain[-1].event.id not in core.store.pending(older_than=0)
+    assert all(s.status != "blocked" for s in chain[:-1])
