@@ -25,6 +25,7 @@ from eda.delivery import Change, Deliveries, Status
 from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, reaching_redis
 from eda.event import Event
 from eda.handlers import HandlerRegistry
+from eda.journal import transcripts
 from eda.redis_server import connect
 from eda.retry import RetryOverride, RetryPolicy
 from eda.routes import Route, RouteTable, check_pattern, subscription_routes
@@ -145,6 +146,11 @@ class Core:
 
     def get_event(self, event_id: str) -> StoredEvent:
         return self.store.get(event_id)
+
+    def transcripts(self, event_id: str, *, full: bool = False) -> dict[str, Any]:
+        """What each agent run of an event did, turn by turn, from the runs' journals
+        (see :func:`eda.journal.transcripts`); compact unless ``full``."""
+        return transcripts(self.store, event_id, full=full)
 
     def history(
         self,

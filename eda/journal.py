@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 #: Entry kinds, in the order a turn writes them.
 KINDS = ("request", "response", "tool_start", "tool_result", "end")
+#: Characters of a text or tool result a compact transcript shows.
+COMPACT_CHARS = 300
 
 
 def run_key(handler: str, run: int) -> str:
@@ -101,3 +103,80 @@ def _parse(fields: Iterable[tuple[str, str]]) -> dict[str, dict[int, list[dict[s
         handler: {run: [entry for _, entry in sorted(items)] for run, items in sorted(runs.items())}
         for handler, runs in numbered.items()
     }
+
+
+def transcripts(
+    store: EventStore, event_id: str, *, full: bool = False
+) -> dict[str, list[dict[str, Any]]]:
+    """What each agent run of the event did, turn by turn: by handler, one item a run.
+
+    Compact by default (what was sent, by tool name; each turn's attempt, stop reason,
+    tokens, duration, text and tool calls with inputs and trimmed results); ``full``
+    adds the system prompt, the first message (the event and its enrichment) and every
+    entry as journaled.
+    """
+    shown: dict[str, list[dict[str, Any]]] = {}
+    for handler, runs in journal_runs(store, event_id).items():
+        shown[handler] = [_transcript(run, entries, full) for run, entries in runs.items()]
+    return shown
+
+
+def _transcript(run: int, entries: list[dict[str, Any]], full: bool) -> dict[str, Any]:
+    sent: dict[str, Any] = {}
+    turns: list[dict[str, Any]] = []
+    for entry in entries:
+        if entry["kind"] == "request":
+            sent = {"model": entry.get("model"), "tools": entry.get("tool_names", [])}
+            if full:
+                sent |= {"system": entry.get("system"), "messages": entry.get("messages")}
+        elif entry["kind"] == "response":
+            turns.append(_turn(entry, full))
+        elif entry["kind"] == "tool_result" and turns:
+            turns[-1]["tool_calls"].append(_tool_call(entry, full))
+    transcript = {"run": run, "sent": sent, "turns": turns, "totals": _totals(turns)}
+    if full:
+        transcript["entries"] = entries
+    return transcript
+
+
+def _turn(entry: dict[str, Any], full: bool) -> dict[str, Any]:
+    content = entry.get("content") or []
+    text = "\n".join(str(b.get("text", "")) for b in content if b.get("type") == "text")
+    return {
+        "attempt": entry.get("attempt"),
+        "at": entry.get("at"),
+        "stop_reason": entry.get("stop_reason"),
+        "usage": entry.get("usage") or {},
+        "duration_ms": entry.get("duration_ms"),
+        "text": text if full else _short(text),
+        "tool_calls": [],
+    }
+
+
+def _tool_call(entry: dict[str, Any], full: bool) -> dict[str, Any]:
+    result = str(entry.get("result", ""))
+    return {
+        "attempt": entry.get("attempt"),
+        "name": entry.get("name"),
+        "input": entry.get("input"),
+        "result": result if full else _short(result),
+        "is_error": entry.get("is_error", False),
+        "refused": entry.get("refused", False),
+        "duration_ms": entry.get("duration_ms"),
+    }
+
+
+def _totals(turns: list[dict[str, Any]]) -> dict[str, int]:
+    totals: dict[str, int] = {"turns": len(turns), "tool_calls": 0, "refused_tool_calls": 0}
+    for turn in turns:
+        for name, value in turn["usage"].items():
+            totals[name] = totals.get(name, 0) + int(value or 0)
+        totals["tool_calls"] += len(turn["tool_calls"])
+        totals["refused_tool_calls"] += sum(1 for c in turn["tool_calls"] if c["refused"])
+    return totals
+
+
+def _short(text: str) -> str:
+    if len(text) <= COMPACT_CHARS:
+        return text
+    return f"{text[:COMPACT_CHARS]}… [{len(text) - COMPACT_CHARS} more characters]"

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import tasks
 from eda.core import Core
 from eda.redis_server import free_port, start_server, wait_until_ready
 from eda.settings import load
+from scripts.cli import main
 from tasks.enqueue import CeleryEnqueuer
 from tests.conftest import wait_for
 from tests.messages_api import (
@@ -34,7 +36,7 @@ from tests.workers import FAST, ROOT, Worker
 
 __all__ = ["messages_api_server"]  # a fixture used below
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(120)
 
 AGENT = "DurableResponder"
 #: Unacknowledged messages come back after two seconds (a killed worker's, here).
@@ -86,14 +88,14 @@ def worker(
     running.stop()
 
 
-def delivery(core: Core, event_id: str, *statuses: str) -> dict[str, Any]:
+def delivery(core: Core, event_id: str, *statuses: str, timeout: float = 30) -> dict[str, Any]:
     """The agent's delivery once it reaches one of ``statuses``."""
 
     def reached() -> dict[str, Any] | None:
         found = core.get_event(event_id).deliveries.get(AGENT, {})
         return found if found.get("status") in statuses else None
 
-    return wait_for(reached, timeout=30)
+    return wait_for(reached, timeout=timeout)
 
 
 def routed(core: Core) -> tuple[str, str]:
@@ -133,6 +135,16 @@ def test_a_retry_after_a_tool_call_resumes_the_run_and_publishes_once(
     assert len(resumed) == 3 and resumed[2]["content"][0]["type"] == "tool_result"
     (published,) = durable_core.history(followup)
     assert published.event.source == AGENT and published.event.causation_id == event_id
+    (run,) = durable_core.transcripts(event_id)[AGENT]
+    assert [turn["attempt"] for turn in run["turns"]] == [1, 2]
+    assert run["turns"][0]["tool_calls"][0]["name"] == "publish_event"
+    assert run["totals"]["input_tokens"] == 2200 and run["sent"]["tools"] == [
+        "publish_event",
+        "get_event_history",
+    ]
+    shown = CliRunner().invoke(main, ["event", event_id], obj=durable_core, env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert f"{AGENT}, run 1" in shown.stdout and "Notified the db team." in shown.stdout
 
 
 def test_a_worker_killed_after_a_tool_call_is_resumed_without_asking_the_first_turn_again(
@@ -161,7 +173,8 @@ def test_a_worker_killed_after_a_tool_call_is_resumed_without_asking_the_first_t
         doomed.kill()
     rescuer = Worker(tmp_path / "rescuer.log", env, name="rescuer")
     try:
-        record = delivery(core, event_id, "succeeded", "dead", "stopped")
+        # the message comes back once its visibility timeout passed and a worker restores it
+        record = delivery(core, event_id, "succeeded", "dead", "stopped", timeout=60)
     finally:
         rescuer.stop()
 
