@@ -313,7 +313,11 @@ def _add_usage(totals: dict[str, float], outcome: Mapping[str, Any] | None) -> N
         *(usage.items() if isinstance(usage, Mapping) else ()),
         ("turns", outcome.get("turns")),
         ("tool_calls", len(outcome.get("tool_calls") or ())),
-        ("refused_tool_calls", sum(1 for c in outcome.get("tool_calls") or () if _refused(c))),
+        # counted only when there were any: totals keep their shape for other handlers
+        (
+            "refused_tool_calls",
+            sum(1 for c in outcome.get("tool_calls") or () if _refused(c)) or None,
+        ),
     ]:
         if key in TOTALS and isinstance(value, int | float) and not isinstance(value, bool):
             totals[key] = totals.get(key, 0) + value

@@ -153,7 +153,14 @@ def test_a_worker_killed_after_a_tool_call_is_resumed_without_asking_the_first_t
     messages_api_server: MessagesAPI,
     tmp_path: Path,
 ) -> None:
-    env = {**worker_env, "CELERY_BROKER_URL": f"{broker_server}/1"}
+    # Long enough that the doomed worker, slow to make its first delivery under load,
+    # never gets its own unacknowledged message back before it is killed.
+    slower = {
+        "EDA_VISIBILITY_TIMEOUT": "6",
+        "EDA_TASK_TIME_LIMIT": "5",
+        "EDA_TASK_SOFT_TIME_LIMIT": "4.5",
+    }
+    env = {**worker_env, "CELERY_BROKER_URL": f"{broker_server}/1", **slower}
     core = Core(
         load({**os.environ, **FAST, **env}),
         enqueuer=CeleryEnqueuer(tasks.app, env["CELERY_BROKER_URL"]),
