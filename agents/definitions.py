@@ -11,7 +11,10 @@
         model: claude-haiku-5-5     # optional; EDA_AGENT_MODEL otherwise
         tools:                      # the allow-list: gantz.yaml tool names and Python tools
           - get_event_history
+          - publish_event
           - mypackage.tools:lookup_service     # a PythonTool, by import path
+        publishes: [notification.requested, "alert.escalated"]   # what publish_event may
+                                    # publish (patterns); none when left out
         pipeline:                   # optional stages before the agent, in order
           - name: high_severity
             filter: {severity: {in: [critical, high]}}   # or an import path to a callable
@@ -54,7 +57,7 @@ from eda.config_file import (
 from eda.flow import Budget, Concurrency, Debounce, FlowRules, RateLimit
 from eda.imports import import_path
 from eda.retry import RetryOverride
-from eda.routes import Condition, checked_conditions
+from eda.routes import Condition, checked_conditions, checked_patterns
 from eda.tools import Tool
 
 #: Limits: (smallest, largest, default). Output above 32000 tokens needs streaming.
@@ -87,6 +90,8 @@ class AgentSpec:
     retry: RetryOverride | None = None
     #: Concurrency, rate limit, debounce and daily budget (eda/flow.py).
     flow: FlowRules | None = None
+    #: Event-type patterns ``publish_event`` may publish; empty: none.
+    publishes: tuple[str, ...] = ()
 
 
 def _name(value: Any) -> str:
@@ -215,6 +220,7 @@ class AgentEntry(ConfigModel):
     rate_limit: RateLimit | None = None
     debounce: Debounce | None = None
     budget: Budget | None = None
+    publishes: Annotated[tuple[str, ...], PlainValidator(checked_patterns)] = ()
 
     _range = field_validator(*LIMITS)(_in_range)
 
@@ -261,6 +267,7 @@ class AgentEntry(ConfigModel):
             stages=tuple(entry.stage() for entry in self.pipeline),
             retry=self.retry,
             flow=self.flow(),
+            publishes=self.publishes,
         )
 
     def flow(self) -> FlowRules | None:

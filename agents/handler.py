@@ -1,7 +1,9 @@
 """An agent as a handler: ``handler(event) -> outcome``, what routes and the registry name.
 
 One delivery: the pipeline's stages (which may skip it), then the agent loop on
-the backend the environment gives (the Messages API, or the dry run).
+the backend the environment gives (the Messages API, or the dry run). A new
+attempt of a run that already sent its first request resumes from the run's
+journal and does not run the pipeline again: its enrichment is in that request.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 from agents.backend import open_backend
 from agents.context import DeliveryContext
 from agents.definitions import AgentSpec
-from agents.loop import run_agent
+from agents.loop import journal_for, run_agent
 from agents.pipeline import run_pipeline
 from eda.event import Event
 from eda.handlers import Handler
@@ -27,9 +29,13 @@ def agent_handler(spec: AgentSpec, settings: Settings | None = None) -> Handler:
     def handle(event: Event) -> dict[str, Any]:
         current = settings or load()
         context = DeliveryContext(event, current)
-        run_pipeline(spec.stages, context)
+        journal = journal_for(context)
+        entries = journal.entries() if journal is not None else []
+        if not entries:
+            run_pipeline(spec.stages, context)
         with open_backend() as backend:
-            return run_agent(spec, spec.model or current.agent_model, context, backend)
+            model = spec.model or current.agent_model
+            return run_agent(spec, model, context, backend, journal, entries)
 
     handle.__name__ = handle.__qualname__ = spec.name
     handle.__doc__ = f"The agent {spec.name} of agents.yaml."

@@ -7,25 +7,42 @@ its turn limit or token budget. Tool calls the model asks for on a turn after
 which no further turn is allowed are not run (they are recorded as such): an
 action whose result nobody will read is not taken.
 
+**Durable runs.** With a journal (a delivery's run, :mod:`eda.journal`), the
+first request, each model response and each tool call's start and result are
+written as they happen. A new attempt of the same run rebuilds the conversation
+from it (:mod:`agents.resume`) and goes on from the last completed step: no
+model turn is asked for twice, no tool call with a recorded result runs again,
+and a call that started without a recorded result runs again with the same
+idempotency key. Turn and token limits count the whole run.
+
+**Honest ends.** A run that stops on ``max_turns``, ``token_budget``,
+``max_tokens``, a refusal, the context window or a full journal raises
+:class:`eda.handlers.Stop`: the delivery is ``stopped``, not ``succeeded``.
 On any error the record so far is attached to the exception as ``outcome``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+from typing import Any
 
 from agents.backend import Backend, DryRunBackend
 from agents.context import DeliveryContext
 from agents.definitions import AgentSpec
 from agents.prompt import event_message, system_blocks
-from agents.record import OUTCOMES, AgentRecord
-from agents.toolbox import Toolbox, ToolCall
-
-if TYPE_CHECKING:
-    from anthropic.types import Message
+from agents.record import OUTCOMES, STOPPED_OUTCOMES, AgentRecord, Turn
+from agents.resume import Resumed, resume
+from agents.toolbox import Toolbox, ToolCall, result_block
+from eda.handlers import Stop
+from eda.journal import Journal
 
 log = logging.getLogger(__name__)
+
+
+class JournalFull(Exception):
+    """The run's journal reached ``EDA_JOURNAL_MAX_BYTES``: the run stops."""
 
 
 def build_request(spec: AgentSpec, model: str, context: DeliveryContext) -> dict[str, Any]:
@@ -37,88 +54,193 @@ def build_request(spec: AgentSpec, model: str, context: DeliveryContext) -> dict
         "system": system_blocks(spec.name, spec.instructions),
         "messages": [event_message(context)],
     }
-    definitions = Toolbox(spec.tools).definitions()
+    definitions = Toolbox(spec.tools, spec.publishes, spec.name).definitions()
     if definitions:
         request["tools"] = definitions
     return request
 
 
+def journal_for(context: DeliveryContext) -> Journal | None:
+    """The journal of the delivery's run, None when the event came without a delivery."""
+    info = context.event.delivery
+    if info is None:
+        return None
+    return Journal(context.core.store, context.event.id, info.handler, info.run)
+
+
 def run_agent(
-    spec: AgentSpec, model: str, context: DeliveryContext, backend: Backend
+    spec: AgentSpec,
+    model: str,
+    context: DeliveryContext,
+    backend: Backend,
+    journal: Journal | None = None,
+    entries: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Handle one event with one agent; the record of what it did (the delivery's outcome)."""
+    """Handle one event with one agent; the record of what it did (the delivery's outcome).
+
+    ``entries`` are the journal's so far (a new attempt resumes from them). Raises
+    Stop when the run ended on a limit, with the record as its outcome.
+    """
     record = AgentRecord(agent=spec.name, model=model, backend=backend.name)
-    request = build_request(spec, model, context)
     if backend.name == DryRunBackend.name:
+        request = build_request(spec, model, context)
         record.outcome = "dry_run"
         record.request = {key: request.get(key) for key in ("system", "messages", "tools")}
-        log.info("agent %s ran dry (no API key): the request is recorded, no model was called",
-                 spec.name, extra={"event_id": context.event.id})  # fmt: skip
+        log.info(
+            "agent %s ran dry (no API key): the request is recorded, no model was called",
+            spec.name,
+            extra={"event_id": context.event.id},
+        )
         return record.as_dict()
+    attempt = context.event.delivery.attempt if context.event.delivery else 1
+    state = resume(entries or [], attempt, record)
+    run = AgentRun(spec, model, context, backend, record, journal, attempt, state)
     try:
-        _converse(spec, request, context, Toolbox(spec.tools), backend, record)
+        run.converse()
     except Exception as exc:
         exc.outcome = record.as_dict()  # type: ignore[attr-defined]
         raise
-    log.info("agent %s: %s after %d turns, %d tool calls, %d tokens", spec.name, record.outcome,
-             record.turns, len(record.tool_calls), record.tokens_used(),
-             extra={"event_id": context.event.id})  # fmt: skip
+    refused = sum(1 for call in record.tool_calls if call.refused)
+    level = logging.WARNING if refused or record.outcome in STOPPED_OUTCOMES else logging.INFO
+    log.log(
+        level,
+        "agent %s: %s after %d turns, %d tool calls (%d refused), %d tokens",
+        spec.name,
+        record.outcome,
+        state.turns + record.turns,
+        len(record.tool_calls),
+        refused,
+        record.tokens_used(),
+        extra={"event_id": context.event.id},
+    )
+    if record.outcome in STOPPED_OUTCOMES:
+        raise Stop(f"the agent stopped: {record.outcome}", outcome=record.as_dict())
     return record.as_dict()
 
 
-def _converse(
-    spec: AgentSpec,
-    request: dict[str, Any],
-    context: DeliveryContext,
-    toolbox: Toolbox,
-    backend: Backend,
-    record: AgentRecord,
-) -> None:
-    messages: list[dict[str, Any]] = request["messages"]
-    while True:
-        reply = backend.create(request)
-        record.count(reply)
-        messages.append({"role": "assistant", "content": _blocks(reply)})
-        limit = _limit_reached(spec, record)
-        if reply.stop_reason == "pause_turn" and limit is None:
-            continue  # the API paused a long turn: sending it back lets the model go on
-        if reply.stop_reason not in ("tool_use", "pause_turn"):
-            record.outcome = OUTCOMES.get(str(reply.stop_reason), str(reply.stop_reason))
-            return
-        uses = [block for block in reply.content if block.type == "tool_use"]
+@dataclasses.dataclass
+class AgentRun:
+    """One attempt at a run: the conversation so far, and what this attempt adds."""
+
+    spec: AgentSpec
+    model: str
+    context: DeliveryContext
+    backend: Backend
+    record: AgentRecord
+    journal: Journal | None
+    attempt: int
+    state: Resumed
+
+    def converse(self) -> None:
+        request = self._request()
+        turn = self.state.pending
+        try:
+            while True:
+                if turn is None:
+                    turn = self._ask(request)
+                if not self._handle(turn, request["messages"]):
+                    return
+                turn = None
+        except JournalFull:
+            self.record.outcome = "journal_limit"
+
+    def _request(self) -> dict[str, Any]:
+        """The request: rebuilt from the journal, or new (and journaled)."""
+        if self.state.request is not None:
+            request = {**self.state.request, "messages": list(self.state.messages)}
+            request.pop("tool_names", None)
+            tools = Toolbox(self.spec.tools, self.spec.publishes, self.spec.name).definitions()
+            if tools:
+                request["tools"] = tools
+            return request
+        request = build_request(self.spec, self.model, self.context)
+        names = [tool["name"] for tool in request.get("tools", [])]
+        sent = {key: value for key, value in request.items() if key != "tools"}
+        self._write("request", **sent, tool_names=names)
+        return request
+
+    def _ask(self, request: dict[str, Any]) -> Turn:
+        """One model call, journaled before anything acts on it."""
+        started = time.monotonic()
+        reply = self.backend.create(request)
+        content = [block.to_dict(mode="json", exclude_none=True) for block in reply.content]
+        usage = {name: getattr(reply.usage, name, None) or 0 for name in self.record.usage}
+        turn = Turn(content, str(reply.stop_reason), usage)
+        self.record.count(turn)
+        duration = round((time.monotonic() - started) * 1000, 1)
+        self._write(
+            "response",
+            content=content,
+            stop_reason=turn.stop_reason,
+            usage=usage,
+            duration_ms=duration,
+        )
+        request["messages"].append({"role": "assistant", "content": content})
+        return turn
+
+    def _handle(self, turn: Turn, messages: list[dict[str, Any]]) -> bool:
+        """Act on a model turn; False when the run is over."""
+        limit = self._limit()
+        if turn.stop_reason == "pause_turn" and limit is None:
+            return True  # the API paused a long turn: sending it back lets the model go on
+        if turn.stop_reason not in ("tool_use", "pause_turn"):
+            self.record.outcome = OUTCOMES.get(turn.stop_reason, turn.stop_reason)
+            return False
+        uses = [block for block in turn.content if block.get("type") == "tool_use"]
         if limit is not None:
-            record.tool_calls.extend(_not_run(block, limit) for block in uses)
-            record.outcome = limit
-            return
-        calls = [toolbox.call(block.name, block.input, context) for block in uses]
-        record.tool_calls.extend(calls)
-        messages.append({"role": "user", "content": [
-            _tool_result(block.id, call) for block, call in zip(uses, calls, strict=True)
-        ]})  # fmt: skip
+            self.record.tool_calls.extend(_not_run(block, limit) for block in uses)
+            self.record.outcome = limit
+            return False
+        toolbox = Toolbox(self.spec.tools, self.spec.publishes, self.spec.name)
+        results = []
+        for block in uses:
+            call = turn.results.get(block["id"]) or self._call(toolbox, block)
+            results.append(result_block(block["id"], call))
+        messages.append({"role": "user", "content": results})
+        return True
+
+    def _call(self, toolbox: Toolbox, block: dict[str, Any]) -> ToolCall:
+        """Run one tool call with its idempotency key, journaling its start and result."""
+        key = self._idempotency_key(block["id"])
+        self._write(
+            "tool_start",
+            tool_use_id=block["id"],
+            name=block["name"],
+            input=block["input"],
+            idempotency_key=key,
+        )
+        context = dataclasses.replace(self.context, idempotency_key=key)
+        call = toolbox.call(block["name"], block["input"], context)
+        if call.refused:
+            log.warning(
+                "agent %s: tool call %s",
+                self.spec.name,
+                call.result,
+                extra={"event_id": self.context.event.id},
+            )
+        self.record.tool_calls.append(call)
+        self._write("tool_result", tool_use_id=block["id"], **call.as_entry())
+        return call
+
+    def _idempotency_key(self, tool_use_id: str) -> str:
+        info = self.context.event.delivery
+        if info is None:
+            return f"{self.context.event.id}:{self.spec.name}:0:{tool_use_id}"
+        return f"{info.idempotency_key}:{info.run}:{tool_use_id}"
+
+    def _limit(self) -> str | None:
+        """Which limit forbids another model call, counted over the whole run."""
+        if self.state.turns + self.record.turns >= self.spec.max_turns:
+            return "max_turns"
+        if self.state.tokens + self.record.tokens_used() >= self.spec.token_budget:
+            return "token_budget"
+        return None
+
+    def _write(self, kind: str, **data: Any) -> None:
+        if self.journal is not None and not self.journal.append(kind, self.attempt, **data):
+            raise JournalFull(kind)
 
 
-def _limit_reached(spec: AgentSpec, record: AgentRecord) -> str | None:
-    """Which limit forbids another model call, if any."""
-    if record.turns >= spec.max_turns:
-        return "max_turns"
-    if record.tokens_used() >= spec.token_budget:
-        return "token_budget"
-    return None
-
-
-def _blocks(reply: Message) -> list[dict[str, Any]]:
-    """The reply's content as sent back to the API (and as JSON for the record)."""
-    return [block.to_dict(mode="json", exclude_none=True) for block in reply.content]
-
-
-def _tool_result(tool_use_id: str, call: ToolCall) -> dict[str, Any]:
-    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id,
-                              "content": call.result or "(no output)"}  # fmt: skip
-    if call.is_error:
-        result["is_error"] = True
-    return result
-
-
-def _not_run(block: Any, limit: str) -> ToolCall:
+def _not_run(block: dict[str, Any], limit: str) -> ToolCall:
     reason = f"not run: the delivery reached its {limit.replace('_', ' ')} limit"
-    return ToolCall(block.name, block.input, reason, is_error=True)
+    return ToolCall(block["name"], block["input"], reason, is_error=True)

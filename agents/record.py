@@ -4,25 +4,25 @@
 
     {"agent", "model", "backend": "anthropic" | "dry_run",
      "outcome": "completed" | "max_turns" | "max_tokens" | "token_budget" | "refusal"
-                | "context_window_exceeded" | "dry_run" | "failed",
+                | "context_window_exceeded" | "journal_limit" | "dry_run" | "failed",
      "text", "tool_calls": [{"name", "input", "result", "is_error", "duration_ms", "refused"}],
      "stop_reason", "turns",
+     "resumed_after_turns",     # a resumed attempt: the run's turns made before it
      "usage": {"input_tokens", "output_tokens", "cache_creation_input_tokens",
                "cache_read_input_tokens"},
      "request": {...}}          # dry run only: what would have been sent
 
-Token counts are summed over every model call of the delivery.
+Turns, tool calls and token counts are those of the attempt (of every incarnation
+of it, when its worker died and it started again): the delivery's ``totals`` sum
+them over all attempts and runs. The stop reason and text are the run's last.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agents.toolbox import ToolCall
-
-if TYPE_CHECKING:
-    from anthropic.types import Message
 
 #: The token counters of the Messages API's ``usage``, summed over turns.
 USAGE_FIELDS = (
@@ -39,6 +39,27 @@ OUTCOMES = {
     "refusal": "refusal",
     "model_context_window_exceeded": "context_window_exceeded",
 }
+#: Outcomes of a run that stopped short on a limit: its delivery is ``stopped``.
+STOPPED_OUTCOMES = frozenset(
+    {
+        "max_turns",
+        "token_budget",
+        "max_tokens",
+        "refusal",
+        "context_window_exceeded",
+        "journal_limit",
+    }
+)
+
+
+@dataclass
+class Turn:
+    """One model response as the journal keeps it, and the results of its tool calls."""
+
+    content: list[dict[str, Any]]
+    stop_reason: str
+    usage: dict[str, int]
+    results: dict[str, ToolCall] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,14 +76,19 @@ class AgentRecord:
     tool_calls: list[ToolCall] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_FIELDS, 0))
     request: dict[str, Any] | None = None
+    resumed_after_turns: int = 0
 
-    def count(self, reply: Message) -> None:
-        """Add one model call: its tokens, stop reason and text."""
+    def count(self, turn: Turn) -> None:
+        """Add one model call of this attempt: its tokens, stop reason and text."""
         self.turns += 1
         for name in USAGE_FIELDS:
-            self.usage[name] += getattr(reply.usage, name, None) or 0
-        self.stop_reason = reply.stop_reason
-        texts = [block.text for block in reply.content if block.type == "text"]
+            self.usage[name] += turn.usage.get(name) or 0
+        self.note(turn)
+
+    def note(self, turn: Turn) -> None:
+        """A model call of the run (perhaps an earlier attempt's): its stop reason and text."""
+        self.stop_reason = turn.stop_reason
+        texts = [str(b.get("text", "")) for b in turn.content if b.get("type") == "text"]
         if texts:
             self.text = "\n".join(texts)
 
@@ -84,4 +110,6 @@ class AgentRecord:
         }
         if self.request is not None:
             record["request"] = self.request
+        if self.resumed_after_turns:
+            record["resumed_after_turns"] = self.resumed_after_turns
         return record

@@ -61,12 +61,27 @@ class MessagesAPI:
         self._process.join(timeout=10)
 
 
-def reply(model: str) -> dict[str, Any]:
-    """A finished assistant turn, as the API sends it."""
-    return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-            "model": model, "content": [{"type": "text", "text": "Acknowledged."}],
-            "stop_reason": "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": 50, "output_tokens": 3}}  # fmt: skip
+#: Tool calls the stand-in asks for in a conversation that offers tools, before it answers.
+TOOL_CALLS = 2
+#: The tool call it asks for: one of the project's own tools, reading one event.
+TOOL_USE = {"name": "get_event_history", "input": {"event_type": "bench.agent_tools", "limit": 1}}
+
+
+def reply(model: str, tool_call: bool = False) -> dict[str, Any]:
+    """An assistant turn, as the API sends it: a tool call, or a finished answer."""
+    content: dict[str, Any] = {"type": "text", "text": "Acknowledged."}
+    if tool_call:
+        content = {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", **TOOL_USE}
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [content],
+        "stop_reason": "tool_use" if tool_call else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 50, "output_tokens": 3},
+    }
 
 
 def serve(port: int, delay: float, calls: Any) -> None:
@@ -90,7 +105,8 @@ def _handler_for(delay: float, calls: Any) -> type[BaseHTTPRequestHandler]:
             with calls.get_lock():
                 calls.value += 1
             found = _MODEL.search(body)
-            data = json.dumps(reply(found.group(1).decode() if found else "")).encode()
+            tool_call = b'"tools"' in body and body.count(b'"tool_result"') < TOOL_CALLS
+            data = json.dumps(reply(found.group(1).decode() if found else "", tool_call)).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))

@@ -26,6 +26,7 @@ from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, reaching_redi
 from eda.event import Event
 from eda.flow import PRIORITIES, FlowControl, FlowRules
 from eda.handlers import HandlerRegistry
+from eda.journal import transcripts
 from eda.liveness import Liveness
 from eda.redis_server import connect
 from eda.retry import RetryOverride, RetryPolicy
@@ -171,9 +172,16 @@ class Core:
 
         The store write is what counts: once it returns, the event is safe and the
         caller is told so. When dispatching fails (the broker or Redis is down) the
-        event stays ``pending`` and the sweeper dispatches it later.
+        event stays ``pending`` and the sweeper dispatches it later. An event past the
+        causation depth limit or its chain's budget is stored ``blocked`` and not
+        dispatched (``published.blocked`` says why).
         """
         published = self.store.publish(event, notify=self.defer_dispatch)
+        if published.blocked:
+            log.warning(
+                "event blocked, not dispatched: %s", published.blocked, extra={"event_id": event.id}
+            )
+            return published
         if not published.duplicate and self.enqueuer is not None and not self.defer_dispatch:
             try:
                 self.dispatch(event)
@@ -187,6 +195,11 @@ class Core:
 
     def get_event(self, event_id: str) -> StoredEvent:
         return self.store.get(event_id)
+
+    def transcripts(self, event_id: str, *, full: bool = False) -> dict[str, Any]:
+        """What each agent run of an event did, turn by turn, from the runs' journals
+        (see :func:`eda.journal.transcripts`); compact unless ``full``."""
+        return transcripts(self.store, event_id, full=full)
 
     def history(
         self,
@@ -596,12 +609,15 @@ class Core:
     # -- stats ------------------------------------------------------------------------------
 
     def stats(self, sample: int = 1000) -> dict[str, Any]:
-        """Events per type and status (over the newest ``sample``), lanes, DLQ size, the relay's
-        queue, the live workers, and deliveries stuck past the recovery grace by status."""
+        """Events per type and status and per status alone (over the newest ``sample``;
+        ``blocked`` and ``stopped`` among them), lanes, DLQ size, the relay's queue, the
+        live workers, and deliveries stuck past the recovery grace by status."""
         by_type: dict[str, dict[str, int]] = {}
+        by_status: dict[str, int] = {}
         for stored in self.store.history(limit=sample):
             counts = by_type.setdefault(stored.event.type, {})
             counts[stored.status] = counts.get(stored.status, 0) + 1
+            by_status[stored.status] = by_status.get(stored.status, 0) + 1
         with reaching_redis():
             length = int(self.redis.xlen(self.keys.stream))
             pending = int(self.redis.zcard(self.keys.pending))
@@ -610,6 +626,7 @@ class Core:
         waiting = self.enqueuer.waiting_task_ids() if self.enqueuer else None
         return {
             "events": by_type,
+            "statuses": dict(sorted(by_status.items())),
             "stored": length,
             "pending": pending,
             "dead_letters": self.dead_letters.count(),

@@ -16,6 +16,8 @@
             │  ▲ worker: the same attempt again (its worker died, or could not record)
             │  └─┘
             ├── worker: finish ──► succeeded | skipped (a filter said no)
+            ├── worker: finish ──► stopped  (the handler stopped on a limit: an agent's
+            │                                turns, token budget, output or a refusal)
             └── worker: finish ──► dead  (permanent, out of retries, or its worker kept
                                          dying; the dead letter is written in the same step)
 
@@ -62,7 +64,7 @@ from eda.errors import (
     TransientError,
 )
 from eda.event import DeliveryInfo, Event
-from eda.handlers import Skip
+from eda.handlers import Skip, Stop
 from eda.retry import RetryPolicy
 from eda.times import now_iso
 
@@ -84,6 +86,7 @@ TOTALS = (
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
     "tool_calls",
+    "refused_tool_calls",
     "turns",
 )
 
@@ -98,6 +101,7 @@ class Status(StrEnum):
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     SKIPPED = "skipped"
+    STOPPED = "stopped"
     DEAD = "dead"
 
 
@@ -132,7 +136,7 @@ STEPS: dict[str, Step] = {
     ),
     "finish": Step(
         (Status.RUNNING,),
-        (Status.SUCCEEDED, Status.SKIPPED, Status.RETRYING, Status.DEAD),
+        (Status.SUCCEEDED, Status.SKIPPED, Status.STOPPED, Status.RETRYING, Status.DEAD),
         "worker",
     ),
     "discard": Step((Status.DEAD,), (Status.DEAD,), "operator"),
@@ -343,9 +347,18 @@ def _add_usage(totals: dict[str, float], outcome: Mapping[str, Any] | None) -> N
         *(usage.items() if isinstance(usage, Mapping) else ()),
         ("turns", outcome.get("turns")),
         ("tool_calls", len(outcome.get("tool_calls") or ())),
+        # counted only when there were any: totals keep their shape for other handlers
+        (
+            "refused_tool_calls",
+            sum(1 for c in outcome.get("tool_calls") or () if _refused(c)) or None,
+        ),
     ]:
         if key in TOTALS and isinstance(value, int | float) and not isinstance(value, bool):
             totals[key] = totals.get(key, 0) + value
+
+
+def _refused(call: Any) -> bool:
+    return isinstance(call, Mapping) and bool(call.get("refused"))
 
 
 # -- the steps, as store calls ------------------------------------------------------------------
@@ -492,6 +505,7 @@ class Outcome(StrEnum):
 
     SUCCEEDED = "succeeded"
     SKIPPED = "skipped"
+    STOPPED = "stopped"  # on a limit: terminal, not retried
     RETRY = "retry"
     DEAD = "dead"
     WAIT = "wait"  # flow control holds it: again after ``delay``, or when a slot frees
@@ -669,6 +683,8 @@ def _attempt(core: Core, event_id: str, handler: str, task_id: str, worker: str)
     except Skip as skip:
         reason = f"{skip.stage}: {skip.reason}" if skip.stage else skip.reason
         return ran.end(Outcome.SKIPPED, Status.SKIPPED, reason, record=skip.outcome)
+    except Stop as stop:
+        return ran.end(Outcome.STOPPED, Status.STOPPED, stop.reason, record=stop.outcome)
     except Exception as exc:
         return ran.failed(exc, policy)
     return ran.end(

@@ -4,7 +4,8 @@ A handler is a callable ``handler(event: Event) -> dict | None``. It is run once
 per delivery (event x handler). What it returns, when a JSON object, is kept on
 the delivery's attempt as its ``outcome``. It may raise
 :class:`~eda.errors.TransientError` (retry with backoff),
-:class:`~eda.errors.PermanentError` (dead-letter at once), or :class:`Skip`.
+:class:`~eda.errors.PermanentError` (dead-letter at once), :class:`Skip`, or
+:class:`Stop` (it stopped short on a limit: recorded ``stopped``, not retried).
 Any other exception counts as transient unless its retry policy names it
 permanent. An exception may carry an ``outcome`` attribute (a JSON object): it
 is recorded too, so work done before a failure stays visible.
@@ -61,6 +62,20 @@ class HandlerMeta:
     retry: RetryOverride | None = None
     flow: FlowRules | None = None
     model: str | None = None
+
+
+class Stop(Exception):
+    """Raised by a handler that ended on a limit before finishing (an agent's turn limit,
+    token budget, output limit or a refusal): the delivery is recorded ``stopped``, a
+    terminal status apart from ``succeeded``, and is not retried (it would stop again).
+
+    ``reason`` says which limit; ``outcome`` is what the handler did until then.
+    """
+
+    def __init__(self, reason: str, *, outcome: dict[str, Any] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.outcome = outcome
 
 
 @dataclass

@@ -7,6 +7,9 @@ Layout (``P`` is the configured prefix)::
     P:event:<id>                hash: data (event JSON), status, sid (stream id), at
     P:deliveries:<id>           hash: handler -> delivery JSON (status, attempts, history)
     P:outcomes:<id>             hash: handler -> what the handler reported (JSON)
+    P:journal:<id>              hash: the agent runs' journals of the event, fields
+                                "<handler>#<run>#<n>" -> entry JSON, "...#n" count, "...#bytes"
+    P:chain:<correlation id>    string: events published in one chain (TTL: EDA_DEDUPE_TTL)
     P:dedupe:<key>              string: the event id a dedupe key was first seen with (TTL)
     P:pending                   sorted set: event ids stored but not yet dispatched, by time
     P:dispatch                  list: ids of stored events for the workers' dispatchers
@@ -52,6 +55,12 @@ class Keys:
 
     def outcomes(self, event_id: str) -> str:
         return f"{self.prefix}:outcomes:{event_id}"
+
+    def journal(self, event_id: str) -> str:
+        return f"{self.prefix}:journal:{event_id}"
+
+    def chain(self, correlation_id: str) -> str:
+        return f"{self.prefix}:chain:{correlation_id}"
 
     def dedupe(self, dedupe_key: str) -> str:
         return f"{self.prefix}:dedupe:{dedupe_key}"
@@ -118,3 +127,7 @@ class Keys:
     @property
     def outcomes_prefix(self) -> str:
         return f"{self.prefix}:outcomes:"
+
+    @property
+    def journal_prefix(self) -> str:
+        return f"{self.prefix}:journal:"

@@ -199,7 +199,7 @@ class RouteTable:
         return {route.handler for route in self.routes}
 
 
-def _patterns(value: Any) -> tuple[str, ...]:
+def checked_patterns(value: Any) -> tuple[str, ...]:
     patterns = [value] if isinstance(value, str) else value
     if not isinstance(patterns, list) or not patterns:
         raise problem("must be a pattern or a list of patterns")
@@ -213,7 +213,7 @@ def _patterns(value: Any) -> tuple[str, ...]:
 class RouteEntry(ConfigModel):
     """One entry of the routes file."""
 
-    events: Annotated[tuple[str, ...], PlainValidator(_patterns)]
+    events: Annotated[tuple[str, ...], PlainValidator(checked_patterns)]
     handler: str
     when: Annotated[tuple[Condition, ...], PlainValidator(checked_conditions)] = ()
     permanent: list[str] = []

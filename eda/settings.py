@@ -53,6 +53,10 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_FLOW_LEASE": "flow_lease",
     "EDA_REPLAY_RATE": "replay_rate",
     "EDA_TOOL_TIMEOUT": "tool_timeout",
+    "EDA_TOOL_MAX_OUTPUT_BYTES": "tool_max_output_bytes",
+    "EDA_JOURNAL_MAX_BYTES": "journal_max_bytes",
+    "EDA_MAX_CAUSATION_DEPTH": "max_causation_depth",
+    "EDA_CHAIN_BUDGET": "chain_budget",
     "EDA_MCP_HOST": "mcp_host",
     "EDA_MCP_PORT": "mcp_port",
     "EDA_MCP_ALLOWED_HOSTS": "mcp_allowed_hosts",
@@ -131,6 +135,17 @@ class Settings(BaseModel):
     replay_rate: float = Field(default=200.0, gt=0)
     #: Default time limit of a gantz.yaml tool's script, in seconds.
     tool_timeout: float = Field(default=30.0, gt=0)
+    #: Most bytes of a tool script's output (stdout and stderr each) read; the script is
+    #: stopped past it.
+    tool_max_output_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Most bytes of JSON one agent run's journal holds (model responses, tool results);
+    #: a run that would pass it stops (``journal_limit``).
+    journal_max_bytes: int = Field(default=4 * 1024 * 1024, ge=4096)
+    #: Events an event may have above it in its causation chain; a deeper one is stored
+    #: ``blocked``, not dispatched.
+    max_causation_depth: int = Field(default=8, ge=1)
+    #: Events one chain (a correlation id) may hold; past it they are stored ``blocked``.
+    chain_budget: int = Field(default=100, ge=1)
     #: Where the built-in MCP server listens with ``--transport http`` (loopback by default).
     mcp_host: str = Field(default="127.0.0.1", min_length=1)
     mcp_port: int = Field(default=8765, ge=1, le=65535)
@@ -259,6 +274,44 @@ def environ(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+#: Variables of the process a tool's script gets besides the settings': how to find
+#: programs, the locale and time zone, where the interpreter and temporary files are.
+CHILD_VARIABLES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "SYSTEMROOT",
+    }
+)
+#: Variables the agent runner sets for a tool call (lineage and idempotency).
+TOOL_CALL_VARIABLES = frozenset({"EDA_CAUSATION_ID", "EDA_CORRELATION_ID", "EDA_IDEMPOTENCY_KEY"})
+
+
+def child_variable(name: str) -> bool:
+    """True for a variable a tool's script may inherit: an allow-list, never a secret.
+
+    The process basics (:data:`CHILD_VARIABLES`, ``LC_*``), the project's settings that
+    are not secrets (the store's and broker's addresses, the prefix, the files), and
+    the lineage and idempotency variables. Not the model API's key, not a token, not a
+    webhook secret, not anything else the process happens to hold.
+    """
+    if secret_variable(name):
+        return False
+    return (
+        name in CHILD_VARIABLES
+        or name.startswith("LC_")
+        or name in ENVIRONMENT
+        or name in TOOL_CALL_VARIABLES
+    )
+
+
 def child_environment() -> dict[str, str]:
-    """This process's environment for a child process (a tool's script), minus our secrets."""
-    return {name: value for name, value in os.environ.items() if not secret_variable(name)}
+    """This process's environment for a child process (a tool's script): the allow-list."""
+    return {name: value for name, value in os.environ.items() if child_variable(name)}

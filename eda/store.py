@@ -40,6 +40,8 @@ class Published:
     event_id: str
     stream_id: str
     duplicate: bool
+    #: Why the event was stored but not dispatched (a runaway chain), "" when it was not.
+    blocked: str = ""
 
 
 @dataclass
@@ -51,6 +53,10 @@ class StoredEvent:
     stream_id: str
     deliveries: dict[str, dict[str, Any]] = field(default_factory=dict)
     acknowledged: dict[str, Any] | None = None
+    #: Why the event was not dispatched (its chain ran away), when it was blocked.
+    blocked: str | None = None
+    #: How many events caused it (0: a root, such as a webhook's).
+    depth: int = 0
 
     def as_dict(self, *, with_deliveries: bool = True) -> dict[str, Any]:
         data = json.loads(self.event.to_json())
@@ -58,6 +64,10 @@ class StoredEvent:
         data["stream_id"] = self.stream_id
         if self.acknowledged:
             data["acknowledged"] = self.acknowledged
+        if self.blocked:
+            data["blocked"] = self.blocked
+        if self.depth:
+            data["depth"] = self.depth
         if with_deliveries:
             data["deliveries"] = list(self.deliveries.values())
         return data
@@ -72,6 +82,7 @@ class Scripts:
         self.claim = lua.load(client, "claim")
         self.set_status = lua.load(client, "set_status")
         self.sent = lua.load(client, "sent")
+        self.journal = lua.load(client, "journal")
 
 
 def stream_bound(value: datetime | str | None, *, upper: bool) -> str:
@@ -121,6 +132,8 @@ class EventStore:
                     keys.event(event.id),
                     keys.pending,
                     keys.dispatch,
+                    keys.chain(event.correlation_id or ""),
+                    keys.event(event.causation_id or ""),
                 ],
                 args=[
                     event.id,
@@ -134,14 +147,19 @@ class EventStore:
                     keys.deliveries_prefix,
                     keys.outcomes_prefix,
                     "1" if notify else "0",
+                    keys.journal_prefix,
+                    "1" if event.causation_id else "0",
+                    "1" if event.correlation_id else "0",
+                    self.settings.max_causation_depth,
+                    self.settings.chain_budget,
                 ],
             )
         except redis.ResponseError as exc:
             if str(exc).startswith("EXISTS"):  # an ingested event that kept its own id
                 raise InvalidInput("id", f"an event {event.id!r} is already stored") from None
             raise
-        event_id, stream_id, duplicate = reply
-        return Published(str(event_id), str(stream_id), bool(int(duplicate)))
+        event_id, stream_id, duplicate, blocked = reply
+        return Published(str(event_id), str(stream_id), bool(int(duplicate)), str(blocked))
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -358,4 +376,6 @@ def _stored(
         stream_id=record.get("sid", ""),
         deliveries=by_handler,
         acknowledged=json.loads(record["ack"]) if "ack" in record else None,
+        blocked=record.get("blocked"),
+        depth=int(record.get("depth", 0)),
     )

@@ -6,6 +6,15 @@ as plain text (``{{name}}``; an omitted optional argument stays the literal
 argument as ``GANTZ_ARG_<NAME>``, and runs the command without a shell under
 a time limit. ``python``/``python3`` become the running interpreter, so the
 scripts use the project's virtualenv. Reading the file is :mod:`eda.gantz_yaml`.
+
+A script's output is read up to ``EDA_TOOL_MAX_OUTPUT_BYTES`` (stdout and stderr
+each): past it the script's process group is killed and the call fails, so a
+tool cannot make its caller hold more than that. The script's environment is an
+allow-list (:func:`eda.settings.child_environment`): no API key, token or secret.
+
+The project's own tools (a ``python scripts/<name>.py`` of this repository,
+:func:`own_script`) can also be run in process by their caller, with the same
+arguments (:func:`prepare`) and the same JSON result (``scripts.gantz``).
 """
 
 from __future__ import annotations
@@ -14,9 +23,11 @@ import contextlib
 import math
 import os
 import re
+import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from eda.errors import InvalidInput
-from eda.settings import child_environment
+from eda.settings import ROOT, child_environment
 
 #: The parameter types a tool may declare, as JSON Schema names them.
 PARAMETER_TYPES = ("string", "integer", "number", "boolean")
@@ -32,6 +43,10 @@ PARAMETER_TYPES = ("string", "integer", "number", "boolean")
 PYTHON_COMMANDS = frozenset({"python", "python3"})
 #: Seconds to wait for the pipes to close after the process group was killed.
 KILL_GRACE = 5.0
+#: Most bytes of a script's output read when the caller sets no limit.
+DEFAULT_MAX_OUTPUT = 1024 * 1024
+#: The project's own scripts: run in process by the agent runner (scripts/<name>.py).
+OWN_SCRIPTS = ROOT / "scripts"
 
 
 @dataclass(frozen=True)
@@ -174,22 +189,25 @@ def substitute(template: str, texts: Mapping[str, str]) -> str:
     return pattern.sub(lambda match: texts[match.group(0)[2:-2]], template)
 
 
-def run_tool(
-    tool: Tool, arguments: Mapping[str, Any], *, env: Mapping[str, str] | None = None
-) -> ToolResult:
-    """Run a tool's script with these arguments, exactly as Gantz would.
+@dataclass(frozen=True)
+class Prepared:
+    """A call ready to run: the command line, stdin and environment Gantz would give it."""
 
-    ``env`` adds variables for this call (over the inherited environment and the
-    tool's ``environment``; the ``GANTZ_ARG_*`` variables come last). An http
-    tool sends its request instead (:mod:`eda.http_tools`). Raises InvalidInput
-    for bad arguments; a script that cannot start, fails or times out is a
-    ToolResult with ``ok`` False.
+    argv: list[str]
+    stdin: str | None
+    env: dict[str, str]
+    texts: dict[str, str]
+
+
+def prepare(
+    tool: Tool, arguments: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> Prepared:
+    """Validate the arguments and build the call; InvalidInput naming a bad argument.
+
+    ``env`` adds variables for this call (over the allow-listed environment and the
+    tool's ``environment``; the ``GANTZ_ARG_*`` variables come last).
     """
     texts = validate_arguments(tool, arguments)
-    if tool.http is not None:
-        from eda.http_tools import run_http  # the http form lives there
-
-        return run_http(tool.http, texts)
     argv = [_executable(tool.command), *(substitute(arg, texts) for arg in tool.args)]
     stdin = substitute(tool.stdin, texts) if tool.stdin is not None else None
     environment = {
@@ -198,11 +216,50 @@ def run_tool(
         **(env or {}),
         **{f"GANTZ_ARG_{name.upper()}": text for name, text in texts.items()},
     }
-    return _run(argv, stdin, environment, tool.working_dir, tool.timeout)
+    return Prepared(argv, stdin, environment, texts)
+
+
+def own_script(tool: Tool) -> str | None:
+    """The module of the project's own script a tool runs (``scripts.publish_event``), or None."""
+    if tool.http is not None or tool.command not in PYTHON_COMMANDS or not tool.args:
+        return None
+    script = (tool.working_dir / tool.args[0]).resolve()
+    if script.parent != OWN_SCRIPTS or script.suffix != ".py" or not script.is_file():
+        return None
+    return f"scripts.{script.stem}"
+
+
+def run_tool(
+    tool: Tool,
+    arguments: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    max_output: int = DEFAULT_MAX_OUTPUT,
+) -> ToolResult:
+    """Run a tool's script with these arguments, exactly as Gantz would.
+
+    ``env`` adds variables for this call (see :func:`prepare`); at most
+    ``max_output`` bytes of stdout (and of stderr) are read, and a script that
+    writes more is stopped. An http tool sends its request instead
+    (:mod:`eda.http_tools`). Raises InvalidInput for bad arguments; a script that
+    cannot start, fails, times out or writes too much is a ToolResult with ``ok``
+    False.
+    """
+    if tool.http is not None:
+        from eda.http_tools import run_http  # the http form lives there
+
+        return run_http(tool.http, validate_arguments(tool, arguments))
+    call = prepare(tool, arguments, env)
+    return _run(call.argv, call.stdin, call.env, tool.working_dir, tool.timeout, max_output)
 
 
 def _run(
-    argv: list[str], stdin: str | None, env: dict[str, str], cwd: Path, timeout: float
+    argv: list[str],
+    stdin: str | None,
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float,
+    max_output: int = DEFAULT_MAX_OUTPUT,
 ) -> ToolResult:
     started = time.monotonic()
     try:
@@ -218,20 +275,25 @@ def _run(
     except OSError as exc:
         reason = f"cannot start {argv[0]!r} in {str(cwd)!r}: {exc.strerror or exc}"
         return ToolResult(False, "", reason, None, time.monotonic() - started, False)
-    timed_out = False
     try:
-        out, err = process.communicate(stdin.encode() if stdin is not None else None, timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(process)
-        out, err = _leftovers(process)
+        out, err, why = _bounded_output(process, stdin, started + timeout, max_output)
+        if why:
+            _kill_group(process)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=KILL_GRACE)
     finally:
         if process.poll() is None:  # interrupted (Ctrl-C): leave no script running
             _kill_group(process)
-    code = None if timed_out else process.returncode
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+    timed_out = why == "timeout"
+    code = None if why else process.returncode
     stderr = err.decode(errors="replace")
     if timed_out:
         stderr += f"\ntimed out after {timeout:g} s: the process group was killed"
+    elif why:
+        stderr += f"\nwrote more than {max_output} bytes: the process group was killed"
     return ToolResult(
         ok=code == 0,
         stdout=out.decode(errors="replace"),
@@ -247,13 +309,46 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _leftovers(process: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
-    """What the killed process wrote before it died (bounded: an escaped child may hold a pipe)."""
-    try:
-        return process.communicate(timeout=KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return b"", b""
+def _bounded_output(
+    process: subprocess.Popen[bytes], stdin: str | None, deadline: float, limit: int
+) -> tuple[bytes, bytes, str]:
+    """Read stdout and stderr until both close, the deadline, or either passes ``limit``.
+
+    Returns what was read (at most ``limit`` bytes each) and why reading stopped
+    early: "" (the pipes closed), "timeout" or "output".
+    """
+    if process.stdin is not None:
+        data = (stdin or "").encode()
+        writer = threading.Thread(target=_feed, args=(process.stdin, data), daemon=True)
+        writer.start()
+    buffers = {"out": bytearray(), "err": bytearray()}
+    with selectors.DefaultSelector() as selector:
+        assert process.stdout is not None and process.stderr is not None
+        selector.register(process.stdout, selectors.EVENT_READ, "out")
+        selector.register(process.stderr, selectors.EVENT_READ, "err")
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return bytes(buffers["out"]), bytes(buffers["err"]), "timeout"
+            for key, _ in selector.select(left):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                buffer = buffers[key.data]
+                buffer.extend(chunk)
+                if len(buffer) > limit:
+                    del buffer[limit:]
+                    return bytes(buffers["out"]), bytes(buffers["err"]), "output"
+    return bytes(buffers["out"]), bytes(buffers["err"]), ""
+
+
+def _feed(pipe: Any, data: bytes) -> None:
+    """Write a script's stdin and close it (a script that does not read it is no error)."""
+    with contextlib.suppress(OSError):
+        pipe.write(data)
+    with contextlib.suppress(OSError):
+        pipe.close()
 
 
 def _executable(command: str) -> str:

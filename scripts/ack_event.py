@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scripts.gantz import arguments, connect, run
+from scripts.gantz import arguments, reader, run
 
 #: The status set when the caller names none.
 DEFAULT_STATUS = "processed"
@@ -18,7 +18,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     """Set an event's status and say what it was."""
     event_id, status = arguments(argv, ("event_id", "status"), required=1)
     chosen = status or DEFAULT_STATUS
-    previous = connect().acknowledge(str(event_id), chosen)
+    previous = reader().acknowledge(str(event_id), chosen)
     return {"event_id": event_id, "status": chosen, "previous_status": previous}
 
 

@@ -174,12 +174,16 @@ def _summary(data: dict[str, Any], stored: Any) -> dict[str, Any]:
 
 @main.command()
 @click.argument("event_id")
+@click.option("--full", is_flag=True, help="The whole transcript: prompt, messages, results.")
 @json_option
 @click.pass_context
-def event(ctx: click.Context, event_id: str, as_json: bool) -> None:
-    """Show one event with its deliveries, what each handler (agent) did, and tokens used."""
-    stored = core_of(ctx).get_event(event_id)
-    answer(as_json, stored.as_dict(), lambda out: render.event_detail(out, stored))
+def event(ctx: click.Context, event_id: str, as_json: bool, full: bool) -> None:
+    """Show one event with its deliveries, each agent run turn by turn, and tokens used."""
+    core = core_of(ctx)
+    stored = core.get_event(event_id)
+    runs = core.transcripts(event_id, full=full)
+    shown = {**stored.as_dict(), "transcripts": runs}
+    answer(as_json, shown, lambda out: render.event_detail(out, stored, runs))
 
 
 @main.command()

@@ -35,6 +35,8 @@ COLOURS = {
     "dead": "red",
     "failed": "red",
     "unrouted": "magenta",
+    "stopped": "magenta",
+    "blocked": "red",
 }
 
 
@@ -71,8 +73,11 @@ def events_table(console: Console, events: Iterable[StoredEvent]) -> None:
     console.print(table if count else "no events match")
 
 
-def event_detail(console: Console, stored: StoredEvent) -> None:
-    """The envelope, the payload, then each delivery with what its handler did."""
+def event_detail(
+    console: Console, stored: StoredEvent, transcripts: Mapping[str, Any] | None = None
+) -> None:
+    """The envelope, the payload, then each delivery with what its handler did and, for an
+    agent, each run turn by turn."""
     event = stored.event
     envelope = Table.grid(padding=(0, 2))
     envelope.add_column(style="bold")
@@ -83,6 +88,8 @@ def event_detail(console: Console, stored: StoredEvent) -> None:
         ("source", event.source),
         ("time", event.timestamp),
         ("status", status(stored.status)),
+        ("blocked", stored.blocked),
+        ("depth", str(stored.depth) if stored.depth else None),
         ("stream id", stored.stream_id),
         ("subject", event.subject),
         ("correlation id", event.correlation_id),
@@ -105,6 +112,31 @@ def event_detail(console: Console, stored: StoredEvent) -> None:
         console.print("no deliveries yet")
     for handler, delivery in stored.deliveries.items():
         delivery_panel(console, handler, delivery)
+        for run in (transcripts or {}).get(handler, []):
+            console.print(transcript_table(handler, run))
+
+
+def transcript_table(handler: str, run: Mapping[str, Any]) -> Table:
+    """One agent run, a row a turn: attempt, stop reason, tokens, ms, tool calls, text."""
+    sent = run.get("sent") or {}
+    title = f"{handler}, run {run.get('run')}: {sent.get('model')}, tools {sent.get('tools')}"
+    table = Table("turn", "attempt", "stop", "tokens", "ms", "tool calls", "text", title=title)
+    for number, turn in enumerate(run.get("turns") or [], start=1):
+        calls = "; ".join(
+            f"{c.get('name')}{' (refused)' if c.get('refused') else ''} "
+            f"{short(c.get('input', {}), 40)} -> {short(c.get('result', ''), 40)}"
+            for c in turn.get("tool_calls") or []
+        )
+        table.add_row(
+            str(number),
+            str(turn.get("attempt")),
+            str(turn.get("stop_reason")),
+            tokens(turn.get("usage") or {}),
+            str(turn.get("duration_ms")),
+            calls,
+            short(turn.get("text", ""), 60),
+        )
+    return table
 
 
 def delivery_panel(console: Console, handler: str, delivery: Mapping[str, Any]) -> None:
@@ -233,6 +265,8 @@ def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
     totals.add_column(justify="right")
     for key in ("stored", "pending", "dead_letters"):
         totals.add_row(key.replace("_", " "), str(stats.get(key, 0)))
+    for name, count in (stats.get("statuses") or {}).items():
+        totals.add_row(f"{name} (newest)", str(count))
     relay = stats.get("relay") or {}
     if relay:
         alive = ", ".join(relay.get("alive") or []) or "none alive"

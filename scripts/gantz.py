@@ -8,19 +8,31 @@ templates of the arguments actually sent and leaves the others as literal
 reads its payload from stdin and falls back to ``GANTZ_ARG_PAYLOAD``, prints
 its answer as JSON on stdout and exits 0, or prints a JSON error on stderr and
 exits non-zero. A user's mistake never shows a traceback.
+
+The agent runner calls a script's ``main`` in process instead of starting it
+(:func:`call_in_process`): the same arguments, validation and JSON, with the
+call's stdin and environment and the runner's core in place of the process's
+(a context variable, so concurrent calls on threads never mix). A script only
+imports what it uses: the read-only ones build a core without Celery
+(:func:`reader`), the others the dispatching one (:func:`connect`).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from eda import settings
-from eda.core import Core
 from eda.errors import InvalidInput, NotFound, StoreUnavailable
+
+if TYPE_CHECKING:
+    from eda.core import Core
 
 #: A template Gantz left in place because the argument was not sent.
 UNREPLACED = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
@@ -32,6 +44,31 @@ LINEAGE_VARIABLES = {"causation_id": "EDA_CAUSATION_ID", "correlation_id": "EDA_
 EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 2, 3, 4
 #: Exit code of a failure that is not the caller's doing (no broker, a bug).
 EXIT_INTERNAL = 1
+#: Set by the agent runner for a tool call: what the call's side effects are keyed by.
+IDEMPOTENCY_VARIABLE = "EDA_IDEMPOTENCY_KEY"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A script's main called in process: its stdin, its environment, the caller's cores
+    (one to read with, one to publish through, and the dispatching one, built on demand)."""
+
+    stdin: str | None
+    env: Mapping[str, str]
+    core: Core
+    publisher: Core
+    dispatching: Callable[[], Core]
+
+
+_invocation: ContextVar[Invocation | None] = ContextVar("script_invocation", default=None)
+
+
+def variable(name: str) -> str | None:
+    """A variable of the script's environment (the in-process call's, else the process's)."""
+    invocation = _invocation.get()
+    if invocation is not None:
+        return invocation.env.get(name)
+    return settings.environ(name)
 
 
 def given(value: str | None) -> str | None:
@@ -78,12 +115,18 @@ def read_payload() -> str:
 
     Returns "" when neither holds anything (an unreplaced ``{{payload}}`` counts as nothing).
     """
-    stdin = sys.stdin
-    if stdin is not None and not stdin.isatty():
-        text = given(stdin.read())
+    invocation = _invocation.get()
+    if invocation is not None:
+        text = given(invocation.stdin or "")
         if text is not None:
             return text
-    return given(settings.environ(PAYLOAD_VARIABLE)) or ""
+    else:
+        stdin = sys.stdin
+        if stdin is not None and not stdin.isatty():
+            text = given(stdin.read())
+            if text is not None:
+                return text
+    return given(variable(PAYLOAD_VARIABLE)) or ""
 
 
 def lineage() -> dict[str, str]:
@@ -93,18 +136,71 @@ def lineage() -> dict[str, str]:
     new event can be followed.
     """
     found = {}
-    for field, variable in LINEAGE_VARIABLES.items():
-        value = given(settings.environ(variable))
+    for field, name in LINEAGE_VARIABLES.items():
+        value = given(variable(name))
         if value is not None:
             found[field] = value
     return found
 
 
+def idempotency_key() -> str | None:
+    """The key the tool call's side effects are deduplicated on, when a delivery runs us."""
+    return given(variable(IDEMPOTENCY_VARIABLE))
+
+
 def connect() -> Core:
     """The dispatching core API the scripts call, configured from the environment."""
+    invocation = _invocation.get()
+    if invocation is not None:
+        return invocation.dispatching()
     from tasks import connect as connect_tasks
 
     return connect_tasks(settings.load())
+
+
+def publisher() -> Core:
+    """The core to publish through: the dispatching one, or in process the caller's."""
+    invocation = _invocation.get()
+    return invocation.publisher if invocation is not None else connect()
+
+
+def reader() -> Core:
+    """A core for scripts that only read or set statuses: no Celery, no handlers to load."""
+    invocation = _invocation.get()
+    if invocation is not None:
+        return invocation.core
+    from eda.core import Core
+
+    return Core(settings.load())
+
+
+def call_in_process(
+    module: str, argv: Sequence[str], invocation: Invocation
+) -> tuple[str, str, int]:
+    """Run ``scripts.<name>``'s main as its process would: (stdout, stderr, exit code)."""
+    main = importlib.import_module(module).main
+    token = _invocation.set(invocation)
+    try:
+        return answer(main, list(argv))
+    finally:
+        _invocation.reset(token)
+
+
+def answer(main: Callable[[list[str]], Any], argv: list[str]) -> tuple[str, str, int]:
+    """What a script prints and its exit code: the result as JSON, or a JSON error."""
+    try:
+        result = main(argv)
+    except NotFound as exc:
+        return _failed(exc.as_dict(), EXIT_NOT_FOUND)
+    except InvalidInput as exc:
+        return _failed(exc.as_dict(), EXIT_INVALID)
+    except StoreUnavailable as exc:
+        error = {"error": "store_unavailable", "field": None, "message": str(exc)}
+        return _failed(error, EXIT_UNAVAILABLE)
+    except Exception as exc:  # a caller (a model, often) gets one JSON line, not a traceback
+        error = {"error": "internal", "field": None, "message": f"{type(exc).__name__}: {exc}"}
+        return _failed(error, EXIT_INTERNAL)
+    return json.dumps(result, indent=2) + "\n", "", 0
 
 
 def run(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> NoReturn:
@@ -113,23 +209,11 @@ def run(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> 
     Exits 0 with the result on stdout; on bad input, an unknown id or an unreachable
     store prints ``{"error", "field", "message"}`` on stderr and exits 2, 3 or 4.
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        result = main(args)
-    except NotFound as exc:
-        _fail(exc.as_dict(), EXIT_NOT_FOUND)
-    except InvalidInput as exc:
-        _fail(exc.as_dict(), EXIT_INVALID)
-    except StoreUnavailable as exc:
-        error = {"error": "store_unavailable", "field": None, "message": str(exc)}
-        _fail(error, EXIT_UNAVAILABLE)
-    except Exception as exc:  # a caller (a model, often) gets one JSON line, not a traceback
-        error = {"error": "internal", "field": None, "message": f"{type(exc).__name__}: {exc}"}
-        _fail(error, EXIT_INTERNAL)
-    print(json.dumps(result, indent=2))
-    sys.exit(0)
-
-
-def _fail(error: dict[str, Any], code: int) -> NoReturn:
-    print(json.dumps(error), file=sys.stderr)
+    out, err, code = answer(main, list(sys.argv[1:] if argv is None else argv))
+    sys.stdout.write(out)
+    sys.stderr.write(err)
     sys.exit(code)
+
+
+def _failed(error: dict[str, Any], code: int) -> tuple[str, str, int]:
+    return "", json.dumps(error) + "\n", code

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scripts.gantz import arguments, connect, run, whole_number
+from scripts.gantz import arguments, reader, run, whole_number
 
 #: How many dead letters are returned when the caller does not say.
 DEFAULT_LIMIT = 50
@@ -13,7 +13,7 @@ DEFAULT_LIMIT = 50
 def main(argv: list[str]) -> list[dict[str, Any]]:
     limit, event_type, handler = arguments(argv, ("limit", "event_type", "handler"))
     count = whole_number(limit, "limit", DEFAULT_LIMIT)
-    return [x.as_dict() for x in connect().dead_letter_list(count, event_type, handler)]
+    return [x.as_dict() for x in reader().dead_letter_list(count, event_type, handler)]
 
 
 if __name__ == "__main__":

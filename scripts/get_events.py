@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from eda.times import parse_time
-from scripts.gantz import arguments, connect, run, whole_number
+from scripts.gantz import arguments, reader, run, whole_number
 
 #: How many events are returned when the caller does not say.
 DEFAULT_LIMIT = 100
@@ -20,7 +20,7 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
     event_type, since, limit = arguments(argv, ("event_type", "since", "limit"))
     since_time = parse_time(since, field="since") if since is not None else None
     count = whole_number(limit, "limit", DEFAULT_LIMIT)
-    history = connect().history(event_type, since_time, limit=count)
+    history = reader().history(event_type, since_time, limit=count)
     return [stored.as_dict() for stored in history]
 
 

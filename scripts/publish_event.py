@@ -2,16 +2,21 @@
 
 The payload may also come in ``GANTZ_ARG_PAYLOAD`` (Gantz does not pipe stdin).
 Run by a handler's tool, the event carries the handled event's id as its cause
-(``EDA_CAUSATION_ID``, ``EDA_CORRELATION_ID``). Prints the stored event as JSON.
+(``EDA_CAUSATION_ID``, ``EDA_CORRELATION_ID``), and a tool call's idempotency key
+(``EDA_IDEMPOTENCY_KEY``) becomes its dedupe key: a call run again after a crash
+returns the event it published the first time instead of publishing another.
+Prints the stored event as JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from eda.errors import InvalidInput
-from scripts.gantz import arguments, connect, lineage, read_payload, run
+from eda.event import MAX_FIELD_LENGTH
+from scripts.gantz import arguments, idempotency_key, lineage, publisher, read_payload, run
 
 #: The source recorded when the caller names none.
 DEFAULT_SOURCE = "unknown"
@@ -27,12 +32,24 @@ def parse_payload(text: str) -> Any:
         raise InvalidInput("payload", f"is not JSON ({exc})") from None
 
 
+def dedupe_key(idempotency_key: str) -> str:
+    """The event's dedupe key for a tool call's idempotency key (hashed when too long)."""
+    key = f"tool:{idempotency_key}"
+    if len(key) > MAX_FIELD_LENGTH:
+        key = f"tool:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+    return key
+
+
 def main(argv: list[str]) -> dict[str, Any]:
     """Publish one event and return it as stored."""
     event_type, source = arguments(argv, ("event_type", "source"), required=1)
     payload = parse_payload(read_payload())
-    core = connect()
-    published = core.publish(str(event_type), payload, source or DEFAULT_SOURCE, **lineage())
+    fields: dict[str, Any] = lineage()
+    key = idempotency_key()
+    if key is not None:
+        fields["dedupe_key"] = dedupe_key(key)
+    core = publisher()
+    published = core.publish(str(event_type), payload, source or DEFAULT_SOURCE, **fields)
     return core.get_event(published.event_id).as_dict()
 
 

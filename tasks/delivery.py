@@ -122,6 +122,8 @@ def _conclude(task: Task, verdict: Verdict, flow: dict[str, Any]) -> str:
     elif verdict.outcome is Outcome.DEAD:
         log.warning("dead-lettered on attempt %d: %s", verdict.attempt, verdict.reason)
         raise DeadLettered(verdict.error)
+    elif verdict.outcome is Outcome.STOPPED:
+        log.warning("stopped on attempt %d: %s", verdict.attempt, verdict.reason)
     else:
         log.info("%s: %s", verdict.outcome, verdict.reason)
     return str(verdict.outcome)

@@ -33,11 +33,13 @@ def write_agents(folder: Path, *agents: dict[str, Any], **top: Any) -> Path:
 
 @pytest.fixture
 def make_agent(tmp_path: Path, make_settings: Callable[..., Settings]) -> Callable[..., Handler]:
-    """An agent handler from one agents.yaml entry (name ``Responder`` unless given)."""
+    """An agent handler from one agents.yaml entry (name ``Responder`` unless given), with
+    its settings' ``settings_overrides``."""
 
-    def make(**entry: Any) -> Handler:
+    def make(settings_overrides: dict[str, Any] | None = None, **entry: Any) -> Handler:
         entry.setdefault("name", "Responder")
-        settings = make_settings(agents_path=write_agents(tmp_path, entry))
+        path = write_agents(tmp_path, entry)
+        settings = make_settings(agents_path=path, **(settings_overrides or {}))
         return agent_handler(load_definitions(settings)[entry["name"]], settings)
 
     return make

@@ -57,6 +57,8 @@ class Reply:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    #: Seconds the server waits before answering (a slow model, or time to kill a worker).
+    delay: float = 0.0
 
 
 def text(content: str) -> dict[str, Any]:
@@ -77,6 +79,7 @@ def message(
     output_tokens: int = 20,
     cache_creation_input_tokens: int = 0,
     cache_read_input_tokens: int = 0,
+    delay: float = 0.0,
 ) -> Reply:
     """A 200 reply carrying an assistant message; stop_reason follows the content unless given."""
     if stop_reason is None:
@@ -90,7 +93,7 @@ def message(
     body = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
             "model": "", "content": list(content), "stop_reason": stop_reason,
             "stop_sequence": None, "usage": usage}  # fmt: skip
-    return Reply(200, body)
+    return Reply(200, body, delay=delay)
 
 
 def error(status: int, message_text: str, headers: dict[str, str] | None = None) -> Reply:
@@ -171,7 +174,7 @@ class MessagesAPI:
             reply = script.replies.popleft()
         if reply.status == 200:
             body = {**reply.body, "model": received.body.get("model", "")}
-            return Reply(200, body, reply.headers)
+            return Reply(200, body, reply.headers, reply.delay)
         return reply
 
 
@@ -230,7 +233,10 @@ def _handler_for(api: MessagesAPI) -> type[BaseHTTPRequestHandler]:
             if self.path.split("?")[0] != "/v1/messages":
                 self._send(error(404, f"no route {self.path}"))
                 return
-            self._send(api.answer(received, raw))
+            reply = api.answer(received, raw)
+            if reply.delay:
+                time.sleep(reply.delay)
+            self._send(reply)
 
         def _send(self, reply: Reply) -> None:
             data = json.dumps(reply.body).encode()

@@ -6,10 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from eda.core import Core
+from eda.errors import TransientError
+from eda.event import DeliveryInfo
+from eda.handlers import Stop
+from eda.journal import journal_runs
 from tests.agent_fixtures import dry_run, make_agent, stored_event
 from tests.agent_tools import executed
-from tests.messages_api import MessagesAPI, message, messages_api, text, tool_use
+from tests.messages_api import MessagesAPI, error, message, messages_api, text, tool_use
 
 __all__ = ["dry_run", "make_agent", "messages_api"]  # fixtures used by the tests below
 
@@ -22,6 +28,14 @@ def last_message(request: Any) -> dict[str, Any]:
 
 def tool_results(request: Any) -> list[dict[str, Any]]:
     return [b for b in last_message(request)["content"] if b["type"] == "tool_result"]
+
+
+def stopped(handler: Any, event: Any) -> dict[str, Any]:
+    """The outcome of a run that had to stop on a limit (it raises Stop, never succeeds)."""
+    with pytest.raises(Stop) as stop:
+        handler(event)
+    assert isinstance(stop.value.outcome, dict)
+    return stop.value.outcome
 
 
 def test_a_two_tool_conversation_runs_both_tools_and_records_everything(
@@ -115,7 +129,7 @@ def test_the_turn_limit_ends_the_loop_without_running_the_last_turns_tools(
     )
     event = stored_event(core, "alert.triggered", {})
 
-    outcome = handler(event)
+    outcome = stopped(handler, event)
 
     assert outcome["outcome"] == "max_turns" and outcome["turns"] == 2
     assert outcome["stop_reason"] == "tool_use"
@@ -136,7 +150,7 @@ def test_the_token_budget_ends_the_loop_once_spent(
                   output_tokens=20) for _ in range(4))
     )  # fmt: skip
 
-    outcome = handler(stored_event(core, "alert.triggered", {}))
+    outcome = stopped(handler, stored_event(core, "alert.triggered", {}))
 
     assert outcome["outcome"] == "token_budget"
     assert outcome["turns"] == 3 and len(script.requests) == 3  # 120, 240, then 360 >= 250
@@ -149,7 +163,7 @@ def test_the_max_tokens_stop_reason_ends_the_loop(
     handler = make_agent(max_tokens=16)
     script = messages_api.script(message(text("The alert is"), stop_reason="max_tokens"))
 
-    outcome = handler(stored_event(core, "alert.triggered", {}))
+    outcome = stopped(handler, stored_event(core, "alert.triggered", {}))
 
     assert outcome["outcome"] == "max_tokens" and outcome["text"] == "The alert is"
     assert script.requests[0].body["max_tokens"] == 16
@@ -308,7 +322,7 @@ def test_tool_scripts_run_with_the_lineage_of_the_event_being_handled(
 def test_events_an_agent_publishes_carry_the_causing_event_and_its_correlation(
     messages_api: MessagesAPI, make_agent: Any, core: Core
 ) -> None:
-    handler = make_agent(tools=["publish_event"])
+    handler = make_agent(tools=["publish_event"], publishes=["notification.*"])
     notify = {"event_type": "notification.requested", "payload": '{"team": "payments"}'}
     messages_api.script(message(tool_use("publish_event", notify)), message(text("Notified.")))
     cause = stored_event(core, "alert.triggered", {}, correlation_id="chain-9")
@@ -320,3 +334,81 @@ def test_events_an_agent_publishes_carry_the_causing_event_and_its_correlation(
     assert published.event.payload == {"team": "payments"}
     assert published.event.causation_id == cause.id
     assert published.event.correlation_id == "chain-9"
+    assert published.event.source == "Responder"  # the runner's, never the model's
+
+
+def delivered(event: Any, run: int, attempt: int = 1) -> Any:
+    """The event as a delivery of run ``run`` hands it to the agent."""
+    info = DeliveryInfo(f"{event.id}:Responder", "Responder", run, attempt, f"task-{run}")
+    return event.delivered(info)
+
+
+def test_a_new_attempt_resumes_the_run_and_a_replay_starts_a_fresh_journal(
+    messages_api: MessagesAPI, make_agent: Any, core: Core, client: Any
+) -> None:
+    handler = make_agent(tools=[LOOKUP])
+    event = stored_event(core, "alert.triggered", {"service": "checkout"})
+    script = messages_api.script(
+        message(tool_use("lookup_service", {"service": "checkout"})),
+        error(500, "internal"),
+        message(text("resumed")),
+        message(tool_use("lookup_service", {"service": "again"})),
+        message(text("replayed")),
+    )
+
+    with pytest.raises(TransientError):
+        handler(delivered(event, run=1, attempt=1))
+    resumed = handler(delivered(event, run=1, attempt=2))
+    replayed = handler(delivered(event, run=2))
+
+    assert resumed["text"] == "resumed" and resumed["turns"] == 1
+    assert resumed["resumed_after_turns"] == 1 and resumed["tool_calls"] == []
+    assert replayed["text"] == "replayed" and replayed["turns"] == 2
+    assert [len(r.body["messages"]) for r in script.requests] == [1, 3, 3, 1, 3]
+    assert [
+        run["input"]["service"] for run in executed(client, core.settings.prefix, event.id)
+    ] == [
+        "checkout",
+        "again",
+    ]
+    runs = journal_runs(core.store, event.id)["Responder"]
+    kinds = ["request", "response", "tool_start", "tool_result", "response"]
+    assert [e["kind"] for e in runs[1]] == kinds
+    assert len(runs[2]) == 5  # the replay's own journal; the first run's is kept
+
+
+def test_a_run_whose_journal_is_full_stops(
+    messages_api: MessagesAPI, make_agent: Any, make_settings: Any, core: Core
+) -> None:
+    handler = make_agent(tools=[LOOKUP], settings_overrides={"journal_max_bytes": 8192})
+    messages_api.script(message(text("x" * 9000), stop_reason="end_turn"))
+
+    outcome = stopped(handler, delivered(stored_event(core, "alert.triggered", {}), run=1))
+
+    assert outcome["outcome"] == "journal_limit"
+
+
+def test_an_agent_that_republishes_its_trigger_stops_at_the_depth_limit_blocked(
+    messages_api: MessagesAPI, make_agent: Any, core: Core
+) -> None:
+    handler = make_agent(
+        tools=["publish_event"],
+        publishes=["alert.triggered"],
+        settings_overrides={"max_causation_depth": 3},
+    )
+    again = {"event_type": "alert.triggered", "payload": '{"severity": "high"}'}
+    generation = (message(tool_use("publish_event", again)), message(text("Re-raised.")))
+    messages_api.script(*generation * 4)
+    event = stored_event(core, "alert.triggered", {"severity": "high"})
+
+    for _ in range(4):
+        handler(event)
+        (child,) = [s for s in core.history("alert.triggered") if s.event.causation_id == event.id]
+        event = child.event
+
+    chain = sorted(core.history("alert.triggered"), key=lambda s: s.depth)
+    assert [s.depth for s in chain] == [0, 1, 2, 3, 4]
+    assert [s.status for s in chain][-1] == "blocked"
+    assert "causation depth 4 is over the limit of 3" in (chain[-1].blocked or "")
+    assert chain[-1].event.id not in core.store.pending(older_than=0)
+    assert all(s.status != "blocked" for s in chain[:-1])

@@ -20,7 +20,7 @@ from tests.workers import ROOT
 FIGURES = {
     "ingest", "ingest_vs_store_only", "ingest_p50", "ingest_p99", "replay", "dlq_retry",
     "dispatch", "dispatch_vs_events", "redis_bytes_per_event", "agents", "agents_vs_sdk",
-    "agents_capped",
+    "agents_capped", "agents_tools", "own_tool_cpu",
     "e2e_p50", "e2e_p99", "worker_rss",
 }  # fmt: skip
 

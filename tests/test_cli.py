@@ -214,6 +214,22 @@ def test_event_shows_tool_calls_and_token_usage(core: Core) -> None:
         assert text in result.stdout
 
 
+def test_an_event_past_the_causation_depth_limit_shows_blocked_in_event_and_stats(
+    core: Core,
+) -> None:
+    cause = core.publish("chain.started", {}, "test").event_id
+    for _ in range(core.settings.max_causation_depth + 1):
+        cause = core.publish("chain.continued", {}, "agent", causation_id=cause).event_id
+
+    shown = run(core, "event", cause)
+    stats = run_json(core, "stats")
+
+    assert shown.exit_code == 0, shown.output
+    assert "blocked" in shown.stdout and "causation depth 9 is over the limit of 8" in shown.stdout
+    assert stats["statuses"]["blocked"] == 1 and stats["events"]["chain.continued"]["blocked"] == 1
+    assert cause not in core.store.pending(older_than=0)
+
+
 # -- publish ----------------------------------------------------------------------------------
 
 

@@ -128,3 +128,17 @@ def test_a_broker_that_refuses_gives_one_json_error_line_not_a_traceback(
     error = outcome.error(1)
     assert error["error"] == "internal" and "Traceback" not in outcome.stderr
     assert live.get_event(event_id).deliveries["tests.handlers:fail"]["status"] == "dead"
+
+
+def test_publish_with_an_idempotency_key_publishes_once_however_often_it_runs(
+    script: Any, live: Core, unique_type: Any
+) -> None:
+    event_type = unique_type()
+    key = {"EDA_IDEMPOTENCY_KEY": f"{'e' * 32}:Agent:1:toolu_{event_type}"}
+
+    first = script("publish_event.py", event_type, stdin='{"n": 1}', env=key).answer
+    again = script("publish_event.py", event_type, stdin='{"n": 1}', env=key).answer
+    other = script("publish_event.py", event_type, stdin='{"n": 1}').answer
+
+    assert first["id"] == again["id"] != other["id"]
+    assert len(live.history(event_type)) == 2

@@ -432,3 +432,50 @@ def _alive(pid: int) -> bool:
     # a zombie (killed, not yet reaped by its init) counts as dead
     status = Path(f"/proc/{pid}/status")
     return not (status.exists() and "\nState:\tZ" in status.read_text())
+
+
+# -- a clean environment and bounded output ---------------------------------------------------
+
+#: A script that prints its whole environment.
+ENV_SCRIPT = "import json, os\nprint(json.dumps(dict(os.environ)))\n"
+
+
+def test_no_secret_reaches_a_tool_scripts_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {
+        "ANTHROPIC_API_KEY": "sk-ant-never-a-tool-7d1e",
+        "ANTHROPIC_AUTH_TOKEN": "auth-token-never-3c9a",
+        "EDA_ADMIN_TOKEN": "admin-token-never-0123456789",
+        "EDA_MCP_TOKEN": "mcp-token-never-0123456789ab",
+        "GITHUB_WEBHOOK_SECRET": "gh-secret-never-5b2f",
+        "EDA_WEBHOOK_SECRET_ACME": "whsec_bmV2ZXIgYSB0b29s",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-never-8e4d",
+        "DATABASE_URL": "postgres://user:pw-never@db/app",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("EDA_PREFIX", "tool-prefix")
+    tool = script_tool(tmp_path, ENV_SCRIPT)
+
+    result = run_tool(tool, {}, env={"EDA_IDEMPOTENCY_KEY": "evt:Agent:1:toolu_1"})
+
+    assert result.ok, result.stderr
+    seen = json.loads(result.stdout)
+    assert not set(secrets) & set(seen)
+    assert not any(value in result.stdout for value in secrets.values())
+    assert seen["PATH"] == os.environ["PATH"] and seen["EDA_PREFIX"] == "tool-prefix"
+    assert seen["EDA_IDEMPOTENCY_KEY"] == "evt:Agent:1:toolu_1"
+
+
+def test_a_script_writing_past_the_output_limit_is_stopped(tmp_path: Path) -> None:
+    body = "import sys, time\nwhile True:\n    sys.stdout.write('x' * 65536)\n"
+    tool = script_tool(tmp_path, body, timeout="20s")
+
+    started = time.monotonic()
+    result = run_tool(tool, {}, max_output=100_000)
+
+    assert not result.ok and not result.timed_out and result.exit_code is None
+    assert len(result.stdout) == 100_000
+    assert "wrote more than 100000 bytes" in result.stderr
+    assert time.monotonic() - started < 10

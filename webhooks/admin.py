@@ -133,7 +133,12 @@ def list_events() -> Response:
 
 @blueprint.get("/events/<event_id>")
 def get_event(event_id: str) -> Response:
-    return jsonify(services().core.get_event(event_id).as_dict())
+    """The event with its deliveries and its agent runs' transcripts (``?transcript=full``)."""
+    core = services().core
+    shown = core.get_event(event_id).as_dict()
+    full = _text("transcript") == "full"
+    shown["transcripts"] = core.transcripts(event_id, full=full)
+    return jsonify(shown)
 
 
 @blueprint.post("/events")

@@ -156,12 +156,15 @@ def _event_paths() -> dict[str, Any]:
         },
         "/api/events/{event_id}": {
             "get": _operation(
-                "One event with its deliveries",
+                "One event with its deliveries and its agent runs' transcripts",
                 {
                     "200": _json(_ref("Event"), "The event."),
                     "404": _json(_ref("Error"), "No such event."),
                 },
-                parameters=[event_id],
+                parameters=[
+                    event_id,
+                    _query("transcript", "compact (default) or full: prompt, messages, results."),
+                ],
             )
         },
         "/api/events/{event_id}/acknowledge": {

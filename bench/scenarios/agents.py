@@ -7,10 +7,18 @@ clock runs from there to the last delivery recorded ``succeeded``. A second row
 compares with the same number of SDK calls made straight from as many threads of
 one process, with no Celery and no store: what this machine and the stand-in
 allow at best.
+
+With tools: the same burst for an agent that calls one of the project's own tools
+(``get_event_history``) twice before it answers, three model calls a delivery,
+against the agent without tools at the same concurrency, in model calls a second
+(what a tool costs the worker shows as calls it could not make). And the CPU of one
+own tool call, called in process as the runner does, against the same tool run as
+its script (a new interpreter), as Gantz runs it.
 """
 
 from __future__ import annotations
 
+import resource
 import threading
 import time
 from typing import Any
@@ -22,22 +30,60 @@ from bench.scenarios.common import require, statuses, store_events
 
 #: The issue's target: 0.9 of the ideal.
 TARGET = 0.9
-#: The agent of bench/agents.yaml.
+#: The agents of bench/agents.yaml: without tools, and with two own-tool calls.
 AGENT = "BenchAgent"
 #: The concurrency limit of the ``bench.capped`` route (bench/routes.yaml).
 CAPPED = 16
+TOOL_AGENT = "BenchToolAgent"
+#: Model calls a delivery of each.
+CALLS = {AGENT: 1, TOOL_AGENT: 3}
+#: The target of a delivery with two own-tool calls against one without tools.
+TOOLS_TARGET = 0.9
+#: The target of an own tool call's CPU against its script's: at least 20 times cheaper.
+OWN_TOOL_TARGET = 0.05
+#: Calls of each kind timed for the tool cost.
+TOOL_CALL_SAMPLES = 5
 
 
-def _run(bench: Bench, api: MessagesAPI, count: int, kind: str = "agent") -> float:
+def _run(bench: Bench, api: MessagesAPI, count: int, agent: str = AGENT, kind: str = "") -> float:
+    """Model calls a second of a burst of ``count`` deliveries to ``agent``."""
     calls = api.calls
+    kind = kind or ("agent" if agent == AGENT else "agent_tools")
     ids = [event.id for event in store_events(bench, count, kind)]
     started = time.perf_counter()
     bench.store.rpush(bench.plain_core.keys.dispatch, *ids)
     finished = wait_settled(bench, ids)
-    counts = statuses(bench, ids, AGENT)
+    counts = statuses(bench, ids, agent)
     require(counts == {"succeeded": count}, f"agent deliveries ended as {counts}")
-    require(api.calls - calls == count, f"{api.calls - calls} model calls for {count} deliveries")
-    return count / (finished - started)
+    made = api.calls - calls
+    require(made == count * CALLS[agent], f"{made} model calls for {count} deliveries")
+    return made / (finished - started)
+
+
+def _tool_call_cpu(bench: Bench) -> tuple[float, float]:
+    """CPU seconds of one ``get_event_history`` call: in process, and as its script."""
+    from agents.context import DeliveryContext
+    from agents.toolbox import Toolbox
+    from eda.tools import load_tools, run_tool
+
+    settings = bench.plain_core.settings
+    tool = load_tools(settings.gantz_path)["get_event_history"]
+    arguments = {"event_type": "bench.agent_tools", "limit": 1}
+    found = bench.plain_core.history("bench.agent_tools", limit=1)
+    require(bool(found), "no bench.agent_tools event to read")
+    context = DeliveryContext(found[0].event, settings)
+    toolbox = Toolbox({tool.name: tool})
+    toolbox.call(tool.name, arguments, context)  # the first call imports the script
+    began = time.process_time()
+    for _ in range(TOOL_CALL_SAMPLES):
+        require(not toolbox.call(tool.name, arguments, context).is_error, "own tool failed")
+    own = (time.process_time() - began) / TOOL_CALL_SAMPLES
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for _ in range(TOOL_CALL_SAMPLES):
+        require(run_tool(tool, arguments).ok, "the tool's script failed")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    spent = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return own, spent / TOOL_CALL_SAMPLES
 
 
 def _capped(bench: Bench, api: MessagesAPI, count: int) -> Figure:
@@ -47,7 +93,7 @@ def _capped(bench: Bench, api: MessagesAPI, count: int) -> Figure:
     no thread and no message, and is sent again as slots free.
     """
     burst = min(1000, max(count, 4 * CAPPED))
-    rate = _run(bench, api, burst, "capped")
+    rate = _run(bench, api, burst, AGENT, "capped")
     bench.reset()
     ideal = CAPPED / api.delay
     return Figure(
@@ -97,14 +143,65 @@ def measure(bench: Bench, api: MessagesAPI) -> list[Figure]:
     bench.reset()
     raw = _raw_sdk(api, concurrency, bench.sizes.agent_rounds)
     ours, _ = median_run(runs)
-    capped = _capped(bench, api, count)
     details = {"pool": bench.stack.procfile.pool, "concurrency": concurrency,
                "model_delay_s": api.delay, "deliveries": count}  # fmt: skip
+    return [
+        *_agent_figures(ours, ideal, runs, raw, details, concurrency, api),
+        *_tool_figures(bench, api, concurrency, count),
+        _capped(bench, api, count),
+    ]
+
+
+def _tool_figures(bench: Bench, api: MessagesAPI, concurrency: int, count: int) -> list[Figure]:
+    """Deliveries with two own-tool calls against none, and one tool call's CPU."""
+    _run(bench, api, concurrency, TOOL_AGENT)  # warm-up: the tool's first call imports it
+    runs = [
+        (_run(bench, api, count, TOOL_AGENT), _run(bench, api, count, AGENT))
+        for _ in range(bench.sizes.repeats)
+    ]
+    with_tools, without = median_run(runs)
+    own, script = _tool_call_cpu(bench)
+    bench.reset()
+    return [
+        Figure(
+            "agents_tools",
+            "agents: model calls/s, two own-tool calls a delivery",
+            "/s",
+            with_tools,
+            without,
+            f"no tools, {concurrency} at once",
+            target=f"≥ {TOOLS_TARGET}x",
+            met=with_tools >= TOOLS_TARGET * without,
+            runs=runs,
+            details={"deliveries": count, "model_calls_per_delivery": CALLS[TOOL_AGENT]},
+        ),
+        Figure(
+            "own_tool_cpu",
+            "tools: CPU of one own tool call, in process",
+            "ms",
+            own * 1000,
+            script * 1000,
+            "the same tool as its script",
+            higher_is_better=False,
+            target=f"≤ {OWN_TOOL_TARGET}x",
+            met=own <= OWN_TOOL_TARGET * script,
+        ),
+    ]
+
+
+def _agent_figures(
+    ours: float,
+    ideal: float,
+    runs: list[tuple[float, float]],
+    raw: float,
+    details: dict[str, Any],
+    concurrency: int,
+    api: MessagesAPI,
+) -> list[Figure]:
     return [
         Figure("agents", "agents: deliveries/s", "/s", ours, ideal,
                f"ideal {concurrency}/{api.delay:g} s", target=f"≥ {TARGET}x",
                met=ours >= TARGET * ideal, runs=runs, details=details),
         Figure("agents_vs_sdk", "agents: the same, against the SDK called from threads", "/s",
                ours, raw, f"SDK alone, {concurrency} threads, no Celery"),
-        capped,
     ]  # fmt: skip

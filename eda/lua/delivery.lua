@@ -201,6 +201,8 @@ elseif (counts.queued or 0) + (counts.waiting or 0) > 0 then
   derived = 'queued'
 elseif (counts.dead or 0) > 0 then
   derived = 'failed'
+elseif (counts.stopped or 0) > 0 then
+  derived = 'stopped'
 elseif (counts.succeeded or 0) > 0 then
   derived = 'succeeded'
 else
