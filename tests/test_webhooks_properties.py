@@ -326,8 +326,8 @@ def test_a_chunked_body_over_the_limit_is_a_413_even_when_its_first_bytes_are_si
     monkeypatch: pytest.MonkeyPatch,
     size: int,
 ) -> None:
-    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", SECRETS["GITHUB_WEBHOOK_SECRET"])
-    core = Core(make_settings(webhook_max_body_bytes=LIMIT), client)
+    secrets = {"github": SECRETS["GITHUB_WEBHOOK_SECRET"]}
+    core = Core(make_settings(webhook_max_body_bytes=LIMIT, webhook_secrets=secrets), client)
     document = b'{"action": "opened", "pad": "'
     signed_part = document + b"x" * (min(size, LIMIT) - len(document) - 2) + b'"}'
     body = signed_part + b" " * (size - len(signed_part))  # JSON still, past the signed part

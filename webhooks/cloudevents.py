@@ -113,7 +113,7 @@ def read_events() -> list[Event]:
                 raise InvalidInput(f"[{index}].{exc.field}", exc.reason) from None
         return events
     headers = lower_headers()
-    return [to_event(binary_attributes(headers), headers.get("webhook-id", "").strip() or None)]
+    return [to_event(binary_attributes(headers), verify.message_id(headers))]
 
 
 @blueprint.post("/events")
