@@ -407,8 +407,12 @@ def unsubscribe(ctx: click.Context, pattern: str, handler: str, as_json: bool) -
 @json_option
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Events per type and status, lane queue lengths, and the DLQ size."""
-    found = core_of(ctx).stats()
+    """Events per type and status, lane queue lengths, the DLQ size, and unrouted types."""
+    from webhooks.mapping import load_type_map, unrouted_types  # the web's type map, not its app
+
+    core = core_of(ctx)
+    types = load_type_map(settings_of(ctx).webhook_types_path)
+    found = {**core.stats(), "unrouted_types": unrouted_types(core, types)}
     answer(as_json, found, lambda out: render.stats_tables(out, found))
 
 

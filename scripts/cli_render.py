@@ -240,6 +240,9 @@ def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
         for lane, waiting in sorted(lanes.items()):
             lane_table.add_row(lane, str(waiting))
         console.print(lane_table)
+    unrouted = stats.get("unrouted_types") or []
+    if unrouted:
+        console.print("webhook types no route sends to a handler: " + ", ".join(unrouted))
 
 
 def replay_report(console: Console, report: ReplayReport) -> None:

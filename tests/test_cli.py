@@ -330,9 +330,11 @@ def test_stats_counts_events_by_type_and_status_and_dead_letters(core: Core) -> 
     stats = run_json(core, "stats")
     assert stats["events"] == {"order.created": {"pending": 1}, "order.paid": {"ignored": 1}}
     assert (stats["stored"], stats["dead_letters"]) == (2, 1)
+    assert "payment.succeeded" in stats["unrouted_types"]
     table = run(core, "stats").stdout
     assert "order.paid" in table
     assert "dead letters" in table
+    assert "no route sends to a handler:" in table and "payment.succeeded" in table
 
 
 def test_mcp_refuses_a_public_address_without_a_token(core: Core) -> None:

@@ -25,6 +25,7 @@ from webhooks import dedupe
 from webhooks.answers import error, publish, published
 from webhooks.extension import services
 from webhooks.ingest import parse_json, raw_body
+from webhooks.mapping import unrouted_types
 from webhooks.openapi import document
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,8 @@ def unsubscribe() -> Response:
 
 @blueprint.get("/stats")
 def stats() -> Response:
-    return jsonify(services().core.stats())
+    found = services().core.stats()
+    return jsonify({**found, "unrouted_types": unrouted_types(services().core, services().types)})
 
 
 @blueprint.get("/openapi.json")
