@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
         fail(f"there is no tool script {script}")
     if VENV_PYTHON.exists() and not in_project_environment():
         # Standard input and the GANTZ_ARG_* variables pass through exec unchanged.
-        os.execv(VENV_PYTHON, [str(VENV_PYTHON), str(Path(__file__).resolve()), *argv])
+        os.execv(VENV_PYTHON, [str(VENV_PYTHON), str(Path(__file__).resolve()), *argv])  # noqa: S606 (the same script, re-executed)
     sys.path.insert(0, str(ROOT))
     try:
         import eda.core  # noqa: F401 (the project and its dependencies are importable)

@@ -238,29 +238,48 @@ def test_publish_refuses_bad_arguments(run: Runner, args: list[str], field: str)
 # -- get_events.py -----------------------------------------------------------------------------
 
 
-def test_get_events_lists_stored_events_newest_first(run: Runner, store: EventStore) -> None:
+def test_get_events_lists_summaries_newest_first(run: Runner, store: EventStore) -> None:
     first = Event.create(type="alert.triggered", source="tests", payload={"n": 1})
     second = Event.create(type="code.pushed", source="tests", payload={"n": 2})
     third = Event.create(type="alert.triggered", source="tests", payload={"n": 3})
     for event in (first, second, third):
         store.publish(event)
 
-    everything = run("get_events.py", "{{event_type}}", "{{since}}", "{{limit}}").answer
-    assert [e["id"] for e in everything] == [third.id, second.id, first.id]
-    assert everything[0] == store.get(third.id).as_dict()
+    page = run("get_events.py", "{{event_type}}", "{{since}}", "{{limit}}", "{{cursor}}").answer
+    assert [e["id"] for e in page["events"]] == [third.id, second.id, first.id]
+    assert page["events"][0] == {
+        "id": third.id, "type": "alert.triggered", "source": "tests",
+        "time": third.timestamp, "status": "pending", "handlers": {},
+    }  # fmt: skip
+    assert page["next_cursor"] is None
 
-    alerts = run("get_events.py", "alert.triggered", "", "").answer
+    alerts = run("get_events.py", "alert.triggered", "", "").answer["events"]
     assert [e["id"] for e in alerts] == [third.id, first.id]
-    assert [e["id"] for e in run("get_events.py", "", "", "1").answer] == [third.id]
-    assert run("get_events.py").answer == everything
+    one = run("get_events.py", "", "", "1").answer
+    assert [e["id"] for e in one["events"]] == [third.id]
+    rest = run("get_events.py", "", "", "5", one["next_cursor"]).answer
+    assert [e["id"] for e in rest["events"]] == [second.id, first.id]
+    assert run("get_events.py").answer == page
+
+
+def test_get_events_gives_one_full_record_by_id(run: Runner, store: EventStore) -> None:
+    event = Event.create(type="alert.triggered", source="tests", payload={"n": 1})
+    store.publish(event)
+    full = run("get_events.py", "", "", "", "", event.id).answer
+    assert full == store.get(event.id).as_dict()
+    assert run("get_events.py", "", "", "", "", "f" * 32).error(3)["field"] == "event_id"
 
 
 def test_get_events_since_takes_a_duration_or_a_timestamp(run: Runner, store: EventStore) -> None:
     event = Event.create(type="alert.triggered", source="tests")
     store.publish(event)
-    assert [e["id"] for e in run("get_events.py", "", "1h").answer] == [event.id]
-    assert run("get_events.py", "", "2999-01-01T00:00:00Z").answer == []
-    assert [e["id"] for e in run("get_events.py", "", "2000-01-01").answer] == [event.id]
+
+    def ids(*args: str) -> list[str]:
+        return [e["id"] for e in run("get_events.py", *args).answer["events"]]
+
+    assert ids("", "1h") == [event.id]
+    assert ids("", "2999-01-01T00:00:00Z") == []
+    assert ids("", "2000-01-01") == [event.id]
 
 
 @pytest.mark.parametrize(
@@ -268,10 +287,11 @@ def test_get_events_since_takes_a_duration_or_a_timestamp(run: Runner, store: Ev
     [
         (["", "", "ten"], "limit"),
         (["", "", "0"], "limit"),
-        (["", "", "10001"], "limit"),
+        (["", "", "1001"], "limit"),
         (["", "yesterday"], "since"),
         (["Bad Type"], "type"),
-        (["a.b", "1h", "5", "extra"], "arguments"),
+        (["", "", "", "not-a-cursor"], "cursor"),
+        (["a.b", "1h", "5", "", "", "extra"], "arguments"),
     ],
 )
 def test_get_events_refuses_bad_arguments(run: Runner, args: list[str], field: str) -> None:
@@ -422,7 +442,7 @@ def test_the_tools_work_as_the_gantz_cli_calls_them(
     ).answer
     assert (published["payload"], published["source"]) == ({"a": 1}, "unknown")
 
-    history = call_as_gantz(gantz, "get_event_history", {}, script_env).answer
+    history = call_as_gantz(gantz, "get_event_history", {}, script_env).answer["events"]
     assert [e["id"] for e in history] == [published["id"]]
 
     acknowledged = call_as_gantz(
@@ -440,12 +460,12 @@ def test_the_tools_run_from_a_shell_without_the_virtualenv(
     assert bare is not None
     probe = subprocess.run([bare, "-c", "import redis"], capture_output=True, env={})
     assert probe.returncode != 0, "the system python3 has the project's packages"
-    for name, arguments in [
+    for name, sent in [
         ("publish_event", {"event_type": "alert.triggered", "payload": '{"a": 1}'}),
         ("get_event_history", {"limit": "5"}),
         ("get_dead_letters", {}),
     ]:
-        outcome = call_as_gantz(gantz, name, arguments, script_env)
+        outcome = call_as_gantz(gantz, name, sent, script_env)
         assert outcome.code == 0, (name, outcome.stderr)
         assert "ModuleNotFoundError" not in outcome.stderr
 
