@@ -11,14 +11,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: ``${NAME:-default}`` or ``${NAME}`` in a Procfile line.
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^{}]*))?\}")
 #: The app the Procfile's web line serves.
 WEB_APP = "webhooks.wsgi:app"
 
 
 def expand(line: str, values: Mapping[str, str]) -> list[str]:
-    """A Procfile line as arguments: ``${NAME:-default}`` is ``values[NAME]`` or its default."""
-    text = _VARIABLE.sub(lambda m: values.get(m.group(1), m.group(2) or ""), line)
+    """A Procfile line as arguments: ``${NAME:-default}`` is ``values[NAME]`` or its default.
+
+    Defaults may themselves be variables (``${PORT:-${EDA_WEB_PORT:-8000}}``), as in a shell:
+    the innermost are expanded first.
+    """
+    text, before = line, None
+    while text != before:
+        before, text = text, _VARIABLE.sub(lambda m: values.get(m.group(1), m.group(2) or ""), text)
     return shlex.split(text)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,6 +35,15 @@ EXTENSIONS = {
     "causation_id": "causationid",
     "dedupe_key": "dedupekey",
 }
+#: Attributes an event has fields for, and ours, never kept among a sender's ``attributes``.
+ENVELOPE_ATTRIBUTES = frozenset(
+    {"specversion", "id", "source", "type", "time", "subject", "data", "data_base64", "edaid"}
+    | set(EXTENSIONS.values())
+)
+#: A CloudEvents attribute name: lower-case letters and digits (the spec's advice: at most 20).
+ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+#: Most attributes a sender may add, and the longest text value of one.
+MAX_ATTRIBUTES, MAX_ATTRIBUTE_LENGTH = 64, 4096
 #: Deepest nesting accepted in a payload (pydantic's JSON serializer gives up past 255).
 MAX_PAYLOAD_DEPTH = 128
 #: Validation context of an event read back from the store.
@@ -115,6 +126,35 @@ class Event(BaseModel):
     correlation_id: str | None = None
     causation_id: str | None = None
     dedupe_key: str | None = None
+    #: The sender's own id of this event (a CloudEvent's ``id``), kept apart from ours.
+    origin_id: str | None = None
+    #: CloudEvents attributes the sender set that the envelope has no field for, verbatim:
+    #: ``datacontenttype``, ``dataschema``, ``traceparent``, ``tracestate``, extensions.
+    attributes: dict[str, str | int | bool] | None = None
+    #: ``base64`` when the payload is binary data as base64 text (``data_base64``).
+    payload_encoding: Literal["base64"] | None = None
+
+    @field_validator("attributes")
+    @classmethod
+    def _check_attributes(
+        cls, value: dict[str, str | int | bool] | None
+    ) -> dict[str, str | int | bool] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_ATTRIBUTES:
+            raise ValueError(f"has {len(value)} entries, at most {MAX_ATTRIBUTES} allowed")
+        for name, item in value.items():
+            if not ATTRIBUTE_NAME.match(name) or name in ENVELOPE_ATTRIBUTES:
+                raise ValueError(
+                    f"{name[:40]!r} is not an extension attribute name (a-z, 0-9, at most 20)"
+                )
+            if isinstance(item, str) and (
+                len(item) > MAX_ATTRIBUTE_LENGTH or _SURROGATE.search(item)
+            ):
+                raise ValueError(
+                    f"{name}: is not text of at most {MAX_ATTRIBUTE_LENGTH} characters"
+                )
+        return value or None
 
     @field_validator("type")
     @classmethod
@@ -125,7 +165,9 @@ class Event(BaseModel):
             raise ValueError(f"{value!r} is not dotted lower-case words such as 'alert.triggered'")
         return value
 
-    @field_validator("id", "source", "subject", "correlation_id", "causation_id", "dedupe_key")
+    @field_validator(
+        "id", "source", "subject", "correlation_id", "causation_id", "dedupe_key", "origin_id"
+    )
     @classmethod
     def _check_text(cls, value: str | None, info: Any) -> str | None:
         return _bounded_text(info.field_name, value)
@@ -192,16 +234,27 @@ class Event(BaseModel):
         return self.time.isoformat().replace("+00:00", "Z")
 
     def to_cloudevent(self) -> dict[str, Any]:
-        """This event as a CloudEvents 1.0 structured-mode JSON object."""
+        """This event as a CloudEvents 1.0 structured-mode JSON object.
+
+        An event received as a CloudEvent gives back what came in: the sender's ``id``
+        (ours is the ``edaid`` extension), its attributes and extensions, and binary data
+        as ``data_base64``.
+        """
         cloudevent: dict[str, Any] = {
             "specversion": "1.0",
-            "id": self.id,
+            "id": self.origin_id or self.id,
             "source": self.source,
             "type": self.type,
             "time": self.timestamp,
-            "datacontenttype": "application/json",
-            "data": self.payload,
         }
+        if self.origin_id is not None:
+            cloudevent["edaid"] = self.id
+        # Without datacontenttype, data in the JSON format is JSON: our own events say nothing.
+        cloudevent.update(self.attributes or {})
+        if self.payload_encoding == "base64":
+            cloudevent["data_base64"] = self.payload
+        else:
+            cloudevent["data"] = self.payload
         if self.subject is not None:
             cloudevent["subject"] = self.subject
         for field, attribute in EXTENSIONS.items():
@@ -211,8 +264,15 @@ class Event(BaseModel):
         return cloudevent
 
     @classmethod
-    def from_cloudevent(cls, cloudevent: dict[str, Any], *, keep_id: bool = True) -> Event:
-        """Read a CloudEvents 1.0 structured-mode object; InvalidInput says what is wrong."""
+    def from_cloudevent(
+        cls, cloudevent: dict[str, Any], *, keep_id: bool = True, dedupe_key: str | None = None
+    ) -> Event:
+        """Read a CloudEvents 1.0 structured-mode object; InvalidInput says what is wrong.
+
+        ``keep_id``: the event's id is the CloudEvent's (``edaid`` when there is one);
+        otherwise a new id is made, the CloudEvent's ``id`` is kept as ``origin_id`` and
+        ``dedupe_key`` is the one given. Every other attribute is kept in ``attributes``.
+        """
         if not isinstance(cloudevent, dict):
             raise InvalidInput("cloudevent", "must be a JSON object")
         if cloudevent.get("specversion") != "1.0":
@@ -220,24 +280,39 @@ class Event(BaseModel):
         for required in ("id", "source", "type"):
             if not isinstance(cloudevent.get(required), str):
                 raise InvalidInput(required, "is required by CloudEvents and must be a string")
-        if "data_base64" in cloudevent:  # dropping it would lose the payload silently
-            raise InvalidInput("data_base64", "binary data is not accepted: send JSON in 'data'")
         fields: dict[str, Any] = {
             "type": cloudevent["type"],
             "source": cloudevent["source"],
             "payload": cloudevent.get("data"),
             "subject": cloudevent.get("subject"),
+            "time": cloudevent.get("time"),
+            "attributes": {k: v for k, v in cloudevent.items() if k not in ENVELOPE_ATTRIBUTES}
+            or None,
         }
-        if keep_id:
-            fields["id"] = cloudevent["id"]
+        if "data_base64" in cloudevent:
+            fields["payload"] = _base64_text(cloudevent["data_base64"])
+            fields["payload_encoding"] = "base64"
+        if not keep_id:
+            fields["origin_id"], fields["dedupe_key"] = cloudevent["id"], dedupe_key
+        elif isinstance(cloudevent.get("edaid"), str):
+            fields["id"], fields["origin_id"] = cloudevent["edaid"], cloudevent["id"]
         else:
-            fields["dedupe_key"] = cloudevent["id"]
-        if "time" in cloudevent:
-            fields["time"] = cloudevent["time"]
+            fields["id"] = cloudevent["id"]
         for field, attribute in EXTENSIONS.items():
             if attribute in cloudevent and not (field == "dedupe_key" and not keep_id):
                 fields[field] = cloudevent[attribute]
         return cls.create(**{k: v for k, v in fields.items() if v is not None or k == "payload"})
+
+
+def _base64_text(value: Any) -> str:
+    """CloudEvents' ``data_base64``, checked to be base64; InvalidInput when it is not."""
+    try:
+        if isinstance(value, str):
+            base64.b64decode(value, validate=True)
+            return value
+    except (binascii.Error, ValueError):
+        pass
+    raise InvalidInput("data_base64", "must be base64 text")
 
 
 def _invalid(exc: ValidationError) -> InvalidInput:

@@ -70,6 +70,20 @@ def type_matches(pattern: str, event_type: str) -> bool:
     return fnmatch.fnmatchcase(event_type, pattern)
 
 
+def may_overlap(pattern: str, types: str) -> bool:
+    """True when a route ``pattern`` matches some type of ``types`` (a type, or ``*`` in words).
+
+    ``code.*`` and ``code.pr_opened`` both reach some of ``code.pr_*``; ``alert.*`` none.
+    """
+    return type_matches(pattern, types.replace("*", "x")) or type_matches(types, pattern)
+
+
+def unrouted(types: Iterable[str], routes: Iterable[Route]) -> list[str]:
+    """Those of ``types`` (types or ``*`` patterns) that no route's pattern can reach."""
+    patterns = [pattern for route in routes for pattern in route.patterns]
+    return [t for t in types if not any(may_overlap(pattern, t) for pattern in patterns)]
+
+
 def lookup(payload: Any, path: str) -> Any:
     """The value at a dotted path in the payload, or a sentinel when absent."""
     value = payload

@@ -63,6 +63,7 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_WEBHOOK_MAX_BODY_BYTES": "webhook_max_body_bytes",
     "EDA_ALLOW_UNSIGNED": "allow_unsigned",
     "EDA_WEBHOOK_TYPES": "webhook_types_path",
+    "EDA_CLOUDEVENTS_ALLOWED_ORIGINS": "cloudevents_allowed_origins",
     "EDA_SIGNATURE_TOLERANCE": "signature_tolerance",
     "EDA_HANDLER_MODULES": "handler_modules",
     "EDA_LOG_LEVEL": "log_level",
@@ -169,12 +170,17 @@ class Settings(BaseModel):
     #: Signing secrets by source name: github, stripe, slack from their own variables, any
     #: other source (``events`` for ``/events``) from ``EDA_WEBHOOK_SECRET_<SOURCE>``.
     webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    #: Origins the CloudEvents abuse-protection handshake (``OPTIONS /events``) allows;
+    #: ``*`` allows any (comma-separated; unset: none).
+    cloudevents_allowed_origins: tuple[str, ...] = ()
     #: Bearer token of the admin API; unset, the admin API is off (403).
     admin_token: SecretStr | None = None
     #: Bearer token of MCP over HTTP; unset, ``eda mcp`` listens on loopback only.
     mcp_token: SecretStr | None = None
 
-    @field_validator("handler_modules", "mcp_allowed_hosts", mode="before")
+    @field_validator(
+        "handler_modules", "mcp_allowed_hosts", "cloudevents_allowed_origins", mode="before"
+    )
     @classmethod
     def _split_modules(cls, value: object) -> object:
         if isinstance(value, str):

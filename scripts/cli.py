@@ -23,6 +23,7 @@ from rich.console import Console
 from eda import settings as eda_settings
 from eda.core import Core
 from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, StoreUnavailable
+from eda.summaries import DEFAULT_LIMIT, MAX_LIMIT, UNBOUNDED, history_page
 from eda.times import parse_bound
 from scripts import cli_render as render
 from scripts.cli_progress import tracked
@@ -145,7 +146,10 @@ def main() -> None:
 @click.option("--type", "event_type", help="Only events of this type.")
 @click.option("--since", type=TIME, help="At or after: ISO 8601 or a duration ago (15m).")
 @click.option("--until", type=TIME, help="At or before: ISO 8601 or a duration ago.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_LIMIT), default=DEFAULT_LIMIT, show_default=True
+)
+@click.option("--cursor", help="Continue after an earlier page (its next_cursor).")
 @click.option("--oldest", is_flag=True, help="Oldest first (default: newest first).")
 @json_option
 @click.pass_context
@@ -155,21 +159,28 @@ def events(
     since: datetime | None,
     until: datetime | None,
     limit: int,
+    cursor: str | None,
     oldest: bool,
     as_json: bool,
 ) -> None:
-    """List stored events."""
-    found = core_of(ctx).history(event_type, since, until, limit, newest_first=not oldest)
-    answer(
-        as_json,
-        [_summary(stored.as_dict(with_deliveries=False), stored) for stored in found],
-        lambda out: render.events_table(out, found),
+    """List stored events: a summary each (eda event ID shows one in full)."""
+    page = history_page(
+        core_of(ctx),
+        event_type,
+        since,
+        until,
+        limit=limit,
+        newest_first=not oldest,
+        cursor=cursor,
+        max_bytes=UNBOUNDED,
     )
 
+    def show(out: Console) -> None:
+        render.events_table(out, page.events)
+        if page.next_cursor:
+            out.print(f"more: eda events --cursor {page.next_cursor} (with the same filters)")
 
-def _summary(data: dict[str, Any], stored: Any) -> dict[str, Any]:
-    data["deliveries"] = {h: d.get("status") for h, d in stored.deliveries.items()}
-    return data
+    answer(as_json, page.as_dict(), show)
 
 
 @main.command()
@@ -411,8 +422,12 @@ def unsubscribe(ctx: click.Context, pattern: str, handler: str, as_json: bool) -
 @json_option
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Events per type and status, lane queue lengths, and the DLQ size."""
-    found = core_of(ctx).stats()
+    """Events per type and status, lane queue lengths, the DLQ size, and unrouted types."""
+    from webhooks.mapping import load_type_map, unrouted_types  # the web's type map, not its app
+
+    core = core_of(ctx)
+    types = load_type_map(settings_of(ctx).webhook_types_path)
+    found = {**core.stats(), "unrouted_types": unrouted_types(core, types)}
     answer(as_json, found, lambda out: render.stats_tables(out, found))
 
 

@@ -7,7 +7,7 @@ the store. ``--json`` output does not come through here.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console, Group
@@ -19,6 +19,8 @@ from eda.core import ReplayReport, RetryReport
 from eda.dead_letters import DeadLetter
 from eda.store import StoredEvent
 
+#: Columns from which events are shown as a table (below: two lines an event).
+WIDE_TABLE = 120
 #: Longest text shown in a table cell before it is cut (the JSON output keeps it all).
 CELL = 80
 #: Statuses and the colour they are shown in.
@@ -51,26 +53,48 @@ def short(value: Any, limit: int = CELL) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def events_table(console: Console, events: Iterable[StoredEvent]) -> None:
-    table = Table(title="Events", title_justify="left")
-    for column in ("time", "id", "type", "source", "status", "deliveries"):
-        table.add_column(column, no_wrap=column in ("id", "time"))
-    count = 0
-    for stored in events:
-        count += 1
-        deliveries = ", ".join(
-            f"{handler}={delivery.get('status', '?')}"
-            for handler, delivery in stored.deliveries.items()
+def events_table(console: Console, events: Sequence[Mapping[str, Any]]) -> None:
+    """Event summaries: a table where it fits, else two lines an event (80 columns, pipes)."""
+    if not events:
+        console.print("no events match")
+        return
+    if console.width >= WIDE_TABLE:
+        table = Table(title="Events", title_justify="left")
+        for column in ("time", "id", "type", "source", "status", "handlers"):
+            table.add_column(column, no_wrap=column in ("id", "time", "status"))
+        for item in events:
+            table.add_row(
+                item["time"],
+                item["id"],
+                item["type"],
+                item["source"],
+                status(item["status"]),
+                handlers_text(item["handlers"]),
+            )
+        console.print(table)
+        return
+    for item in events:
+        # id and status first: what a reader copies and scans; the rest wraps beneath.
+        head = Text.assemble(item["id"], "  ", status(item["status"]), "  ", item["time"][:19])
+        body = Text.assemble(
+            "  ",
+            (item["type"], "bold"),
+            f" from {item['source']}",
+            " → ",
+            handlers_text(item["handlers"]),
         )
-        table.add_row(
-            stored.event.timestamp,
-            stored.event.id,
-            stored.event.type,
-            stored.event.source,
-            status(stored.status),
-            deliveries or "-",
-        )
-    console.print(table if count else "no events match")
+        console.print(head, overflow="fold")
+        console.print(body, overflow="fold")
+
+
+def handlers_text(handlers: Mapping[str, str]) -> Text:
+    """``Handler=status, …`` with each status in its colour; ``-`` when none."""
+    if not handlers:
+        return Text("-")
+    parts: list[Any] = []
+    for index, (handler, state) in enumerate(handlers.items()):
+        parts.extend([", " if index else "", f"{handler}=", status(state)])
+    return Text.assemble(*parts)
 
 
 def event_detail(
@@ -294,6 +318,9 @@ def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
         for lane, waiting in sorted(lanes.items()):
             lane_table.add_row(lane, str(waiting))
         console.print(lane_table)
+    unrouted = stats.get("unrouted_types") or []
+    if unrouted:
+        console.print("webhook types no route sends to a handler: " + ", ".join(unrouted))
 
 
 def replay_report(console: Console, report: ReplayReport) -> None:

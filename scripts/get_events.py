@@ -1,27 +1,31 @@
-"""Event history: ``get_events.py [EVENT_TYPE] [SINCE] [LIMIT]``, newest first, as JSON.
+"""Event history: ``get_events.py [EVENT_TYPE] [SINCE] [LIMIT] [CURSOR] [EVENT_ID]`` as JSON.
 
-SINCE is an RFC 3339 time or a duration ago (``15m``, ``2h``, ``1d``); LIMIT
-defaults to 100.
+Summaries, newest first (id, type, source, time, status, each handler's status),
+at most LIMIT (default 20) and about 6,000 bytes of them: ``next_cursor``, passed
+back as CURSOR, continues after the last. With EVENT_ID, that one event's full
+record instead: payload, deliveries, runs, attempts and what each handler did.
+SINCE is an RFC 3339 time or a duration ago (``15m``, ``2h``, ``1d``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from eda.summaries import DEFAULT_LIMIT, history_page
 from eda.times import parse_time
 from scripts.gantz import arguments, reader, run, whole_number
 
-#: How many events are returned when the caller does not say.
-DEFAULT_LIMIT = 100
 
-
-def main(argv: list[str]) -> list[dict[str, Any]]:
-    """The stored events of a type (or of every type) since a time, newest first."""
-    event_type, since, limit = arguments(argv, ("event_type", "since", "limit"))
+def main(argv: list[str]) -> dict[str, Any]:
+    """A page of summaries of a type (or of every type) since a time, or one full record."""
+    names = ("event_type", "since", "limit", "cursor", "event_id")
+    event_type, since, limit, cursor, event_id = arguments(argv, names)
+    if event_id is not None:
+        return reader().get_event(event_id).as_dict()
     since_time = parse_time(since, field="since") if since is not None else None
     count = whole_number(limit, "limit", DEFAULT_LIMIT)
-    history = reader().history(event_type, since_time, limit=count)
-    return [stored.as_dict() for stored in history]
+    page = history_page(reader(), event_type, since_time, limit=count, cursor=cursor)
+    return page.as_dict()
 
 
 if __name__ == "__main__":

@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         "PATH": path,
         **values,
         "EDA_WEB_PORT": str(args.web_port),
+        # The Procfile's web reads $PORT first, as platforms hand it over: ours wins here.
+        "PORT": str(args.web_port),
         "EDA_FLOWER_PORT": str(args.flower_port),
         "EDA_DATA_DIR": str(settings.data_dir),
     }

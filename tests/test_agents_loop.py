@@ -90,8 +90,8 @@ def test_requests_cache_the_system_prompt_and_offer_only_the_allowed_tools(
     history_schema = request.body["tools"][1]["input_schema"]
     assert history_schema["additionalProperties"] is False
     assert history_schema["properties"]["limit"] == {
-        "type": "integer", "description": "The most events to return, from 1 to 10000.",
-        "default": 100,
+        "type": "integer", "description": "The most events to summarise, from 1 to 1000.",
+        "default": 20,
     }  # fmt: skip
     assert not {"temperature", "top_p", "top_k"} & set(request.body)
     assert request.headers["anthropic-version"] and request.headers["authorization"] == "***"

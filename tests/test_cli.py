@@ -111,23 +111,54 @@ def dead(core: Core, event_id: str, handler: str = "tests.handlers:fail") -> Dea
 # -- events -----------------------------------------------------------------------------------
 
 
-def test_events_lists_newest_first_as_json(core: Core) -> None:
+def events_of(core: Core, *args: str) -> list[dict[str, Any]]:
+    page = run_json(core, "events", *args)
+    assert set(page) == {"events", "next_cursor"}
+    return list(page["events"])
+
+
+def test_events_lists_summaries_newest_first_as_json(core: Core) -> None:
     ids = [core.publish("order.created", {"n": n}, "shop").event_id for n in range(3)]
-    listed = run_json(core, "events")
+    listed = events_of(core)
     assert [item["id"] for item in listed] == ids[::-1]
-    assert listed[0]["status"] == "pending"
-    assert listed[0]["payload"] == {"n": 2}
+    assert set(listed[0]) == {"id", "type", "source", "time", "status", "handlers"}
+    assert (listed[0]["status"], listed[0]["handlers"]) == ("pending", {})
 
 
 def test_events_filters_by_type_limit_order_and_time(core: Core) -> None:
     first = core.publish("order.created", {}, "shop").event_id
     core.publish("order.paid", {}, "shop")
     last = core.publish("order.created", {}, "shop").event_id
-    assert [e["id"] for e in run_json(core, "events", "--type", "order.created")] == [last, first]
-    assert [e["id"] for e in run_json(core, "events", "--oldest", "--limit", "1")] == [first]
-    assert len(run_json(core, "events", "--since", "1h")) == 3
-    assert run_json(core, "events", "--until", "1h") == []
-    assert run_json(core, "events", "--since", "2999-01-01T00:00:00Z") == []
+    assert [e["id"] for e in events_of(core, "--type", "order.created")] == [last, first]
+    assert [e["id"] for e in events_of(core, "--oldest", "--limit", "1")] == [first]
+    assert len(events_of(core, "--since", "1h")) == 3
+    assert events_of(core, "--until", "1h") == []
+    assert events_of(core, "--since", "2999-01-01T00:00:00Z") == []
+
+
+def test_events_pages_on_with_the_cursor(core: Core) -> None:
+    ids = [core.publish("order.created", {"n": n}, "shop").event_id for n in range(5)]
+    first = run_json(core, "events", "--limit", "2")
+    second = run_json(core, "events", "--limit", "2", "--cursor", first["next_cursor"])
+    third = run_json(core, "events", "--limit", "2", "--cursor", second["next_cursor"])
+    pages = [first, second, third]
+    assert [e["id"] for page in pages for e in page["events"]] == ids[::-1]
+    assert third["next_cursor"] is None
+    assert "--cursor" in run(core, "events", "--limit", "2").stdout
+    assert_one_line_error(run(core, "events", "--cursor", "nope"), 2, "cursor")
+
+
+def test_events_at_80_columns_keep_type_status_and_handlers_readable(core: Core) -> None:
+    event_id = core.publish("customer.churn_risk", {"customer": "c1"}, "crm").event_id
+    queue(core.deliveries, event_id, "CustomerAgent")
+    for env in ({"COLUMNS": "80"}, {"COLUMNS": "80", "TERM": "dumb"}):
+        result = CliRunner().invoke(main, ["events"], obj=core, env=env)
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert all(len(line) <= 80 for line in lines), lines
+        assert "…" not in result.stdout
+        for needed in (event_id, "customer.churn_risk", "CustomerAgent="):
+            assert needed in result.stdout
 
 
 def test_events_table_shows_each_event(core: Core) -> None:
@@ -380,9 +411,11 @@ def test_stats_counts_events_by_type_and_status_and_dead_letters(core: Core) -> 
     stats = run_json(core, "stats")
     assert stats["events"] == {"order.created": {"pending": 1}, "order.paid": {"ignored": 1}}
     assert (stats["stored"], stats["dead_letters"]) == (2, 1)
+    assert "payment.succeeded" in stats["unrouted_types"]
     table = run(core, "stats").stdout
     assert "order.paid" in table
     assert "dead letters" in table
+    assert "no route sends to a handler:" in table and "payment.succeeded" in table
 
 
 def test_mcp_refuses_a_public_address_without_a_token(core: Core) -> None:

@@ -104,7 +104,10 @@ def test_listed_tools_and_schemas_are_those_of_gantz_yaml(core: Core) -> None:
         assert schema.get("required", []) == [p["name"] for p in parameters if p.get("required")]
         for p in parameters:
             prop = schema["properties"][p["name"]]
-            assert prop["type"] == p["type"]
+            if p["name"] == "payload":  # JSON text, or the JSON value itself
+                assert prop["type"] == [p["type"], "object", "array"]
+            else:
+                assert prop["type"] == p["type"]
             assert " ".join(prop["description"].split()) == " ".join(p["description"].split())
             if "default" in p:  # text in gantz.yaml, a value of the parameter's type here
                 assert prop["default"] == typed_default(p["type"], str(p["default"]))
@@ -131,7 +134,7 @@ def test_publish_then_history_then_acknowledge(core: Core) -> None:
     stored = core.get_event(event_id)
     assert (stored.event.payload, stored.event.source) == ({"severity": "high"}, "mcp")
     assert not history.is_error
-    (listed,) = json.loads(text_of(history))
+    (listed,) = json.loads(text_of(history))["events"]
     assert listed["id"] == event_id
     assert not acked.is_error
     assert acked.structured_content == {
@@ -170,7 +173,7 @@ def test_a_failing_script_comes_back_as_an_error_result_with_stderr(core: Core) 
     ("arguments", "named"),
     [
         ({"event_type": "alert.triggered"}, "payload"),
-        ({"event_type": "alert.triggered", "payload": {"a": 1}}, "payload"),
+        ({"event_type": "alert.triggered", "payload": 7}, "payload"),
         ({"event_type": "alert.triggered", "payload": "{}", "colour": "red"}, "colour"),
     ],
 )
@@ -256,8 +259,10 @@ def test_every_tool_of_gantz_yaml_works_against_a_real_store_and_worker(
         assert [item["event_id"] for item in planned["items"]] == [event_id]
         await call(client, "replay_events", event_type=event_type, handler="tests.handlers:succeed")
         await settle(lambda: replayed(live, event_id))
-        (listed,) = await call(client, "get_event_history", event_type=event_type)
+        (listed,) = (await call(client, "get_event_history", event_type=event_type))["events"]
         assert listed["id"] == event_id
+        full = await call(client, "get_event_history", event_id=event_id)
+        assert full["deliveries"] and full["payload"] == json.loads(payload)
         await call(client, "acknowledge_event", event_id=event_id, status="ignored")
         return str(event_id)
 
@@ -499,3 +504,71 @@ def test_no_token_on_a_public_address_refuses_to_start(core: Core) -> None:
     assert started.returncode == 2
     assert len(started.stderr.strip().splitlines()) == 1
     assert "without a token" in started.stderr
+
+
+# -- answers that fit a client's context --------------------------------------------------------
+
+
+def test_publish_takes_the_payload_as_an_object_as_well_as_as_text(core: Core) -> None:
+    async def session(client: mcp.Client) -> Any:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        schema = tools["publish_event"].input_schema["properties"]["payload"]
+        as_object = await client.call_tool(
+            "publish_event", {"event_type": "alert.triggered", "payload": {"severity": "high"}}
+        )
+        as_list = await client.call_tool(
+            "publish_event", {"event_type": "alert.triggered", "payload": [1, 2]}
+        )
+        return schema, as_object, as_list
+
+    schema, as_object, as_list = in_process(core, session)
+    assert "object" in schema["type"] and "string" in schema["type"]
+    for result, payload in ((as_object, {"severity": "high"}), (as_list, [1, 2])):
+        assert not result.is_error, text_of(result)
+        assert core.get_event(result.structured_content["id"]).event.payload == payload
+
+
+AGENT_OUTCOME = {
+    "agent": "CustomerAgent",
+    "backend": "anthropic",
+    "text": "Drafted a message to the customer. " * 120,
+    "tool_calls": [{"name": "get_event_history", "input": {}, "result": "x" * 6000}],
+    "usage": {"input_tokens": 4000, "output_tokens": 300},
+}
+
+
+def test_default_history_over_stdio_of_a_hundred_agent_handled_events_fits_a_context(
+    core: Core, tmp_path: Path
+) -> None:
+    from eda.delivery import Status
+    from tests.lifecycle import finish, queue, start
+
+    assert len(json.dumps(AGENT_OUTCOME)) > 10_000
+    for n in range(100):
+        event_id = core.publish("customer.signup", {"customer": f"c{n}"}, "stripe").event_id
+        queue(core.deliveries, event_id, "CustomerAgent")
+        start(core.deliveries, event_id, "CustomerAgent")
+        finish(core.deliveries, event_id, "CustomerAgent", Status.SUCCEEDED,
+               outcome=AGENT_OUTCOME)  # fmt: skip
+    parameters = StdioServerParameters(
+        command=sys.executable, args=["-m", "scripts.mcp_server"], env=store_env(core),
+        cwd=str(ROOT),
+    )  # fmt: skip
+
+    async def main() -> Any:
+        async with mcp.Client(parameters) as client:
+            first = await client.call_tool("get_event_history", {})
+            page = json.loads(text_of(first))
+            more = await client.call_tool("get_event_history", {"cursor": page["next_cursor"]})
+            full = await client.call_tool(
+                "get_event_history", {"event_id": page["events"][0]["id"]}
+            )
+            return first, more, full
+
+    first, more, full = anyio.run(main)
+    assert len(text_of(first)) < 8000
+    page, next_page = json.loads(text_of(first)), json.loads(text_of(more))
+    assert len(page["events"]) >= 10 and page["next_cursor"]
+    assert page["events"][0]["handlers"] == {"CustomerAgent": "succeeded"}
+    assert not {e["id"] for e in page["events"]} & {e["id"] for e in next_page["events"]}
+    assert json.loads(text_of(full))["deliveries"][0]["runs"]

@@ -210,3 +210,40 @@ def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
                 thread.join(timeout=TRICKLE_SECONDS + 10)
     assert max(timings) < PROMPT
     assert len(core.history(limit=100)) == 20
+
+
+# -- the port ----------------------------------------------------------------------------------
+
+
+def test_web_listens_on_port_as_platforms_hand_it_over_before_eda_web_port(
+    tmp_path: Path, prefix: str
+) -> None:
+    # Heroku, Dokku, honcho and foreman run each line with a shell and give web $PORT.
+    line = next(
+        raw.partition(":")[2]
+        for raw in (ROOT / "Procfile").read_text().splitlines()
+        if raw.startswith("web:")
+    )
+    port, other = free_port(), free_port()
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(ROOT), "EDA_PREFIX": prefix,
+           "PORT": str(port), "EDA_WEB_PORT": str(other),
+           "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml")}  # fmt: skip
+    with running(["/bin/sh", "-c", line.strip()], env, tmp_path / "web.log") as process:
+
+        def up() -> bool:
+            assert process.poll() is None, (tmp_path / "web.log").read_text()
+            try:
+                return http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(up, timeout=40, interval=0.1)
+        with pytest.raises(OSError):
+            http("GET", f"http://127.0.0.1:{other}/healthz", timeout=2)
+
+
+def test_the_web_line_falls_back_to_eda_web_port_then_8000() -> None:
+    assert "127.0.0.1:8123" in procfile_line("web", {"EDA_WEB_PORT": "8123"})
+    assert "127.0.0.1:8000" in procfile_line("web", {})
+    assert "127.0.0.1:9000" in procfile_line("web", {"PORT": "9000", "EDA_WEB_PORT": "8123"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -237,29 +238,48 @@ def test_publish_refuses_bad_arguments(run: Runner, args: list[str], field: str)
 # -- get_events.py -----------------------------------------------------------------------------
 
 
-def test_get_events_lists_stored_events_newest_first(run: Runner, store: EventStore) -> None:
+def test_get_events_lists_summaries_newest_first(run: Runner, store: EventStore) -> None:
     first = Event.create(type="alert.triggered", source="tests", payload={"n": 1})
     second = Event.create(type="code.pushed", source="tests", payload={"n": 2})
     third = Event.create(type="alert.triggered", source="tests", payload={"n": 3})
     for event in (first, second, third):
         store.publish(event)
 
-    everything = run("get_events.py", "{{event_type}}", "{{since}}", "{{limit}}").answer
-    assert [e["id"] for e in everything] == [third.id, second.id, first.id]
-    assert everything[0] == store.get(third.id).as_dict()
+    page = run("get_events.py", "{{event_type}}", "{{since}}", "{{limit}}", "{{cursor}}").answer
+    assert [e["id"] for e in page["events"]] == [third.id, second.id, first.id]
+    assert page["events"][0] == {
+        "id": third.id, "type": "alert.triggered", "source": "tests",
+        "time": third.timestamp, "status": "pending", "handlers": {},
+    }  # fmt: skip
+    assert page["next_cursor"] is None
 
-    alerts = run("get_events.py", "alert.triggered", "", "").answer
+    alerts = run("get_events.py", "alert.triggered", "", "").answer["events"]
     assert [e["id"] for e in alerts] == [third.id, first.id]
-    assert [e["id"] for e in run("get_events.py", "", "", "1").answer] == [third.id]
-    assert run("get_events.py").answer == everything
+    one = run("get_events.py", "", "", "1").answer
+    assert [e["id"] for e in one["events"]] == [third.id]
+    rest = run("get_events.py", "", "", "5", one["next_cursor"]).answer
+    assert [e["id"] for e in rest["events"]] == [second.id, first.id]
+    assert run("get_events.py").answer == page
+
+
+def test_get_events_gives_one_full_record_by_id(run: Runner, store: EventStore) -> None:
+    event = Event.create(type="alert.triggered", source="tests", payload={"n": 1})
+    store.publish(event)
+    full = run("get_events.py", "", "", "", "", event.id).answer
+    assert full == store.get(event.id).as_dict()
+    assert run("get_events.py", "", "", "", "", "f" * 32).error(3)["field"] == "event_id"
 
 
 def test_get_events_since_takes_a_duration_or_a_timestamp(run: Runner, store: EventStore) -> None:
     event = Event.create(type="alert.triggered", source="tests")
     store.publish(event)
-    assert [e["id"] for e in run("get_events.py", "", "1h").answer] == [event.id]
-    assert run("get_events.py", "", "2999-01-01T00:00:00Z").answer == []
-    assert [e["id"] for e in run("get_events.py", "", "2000-01-01").answer] == [event.id]
+
+    def ids(*args: str) -> list[str]:
+        return [e["id"] for e in run("get_events.py", *args).answer["events"]]
+
+    assert ids("", "1h") == [event.id]
+    assert ids("", "2999-01-01T00:00:00Z") == []
+    assert ids("", "2000-01-01") == [event.id]
 
 
 @pytest.mark.parametrize(
@@ -267,10 +287,11 @@ def test_get_events_since_takes_a_duration_or_a_timestamp(run: Runner, store: Ev
     [
         (["", "", "ten"], "limit"),
         (["", "", "0"], "limit"),
-        (["", "", "10001"], "limit"),
+        (["", "", "1001"], "limit"),
         (["", "yesterday"], "since"),
         (["Bad Type"], "type"),
-        (["a.b", "1h", "5", "extra"], "arguments"),
+        (["", "", "", "not-a-cursor"], "cursor"),
+        (["a.b", "1h", "5", "", "", "extra"], "arguments"),
     ],
 )
 def test_get_events_refuses_bad_arguments(run: Runner, args: list[str], field: str) -> None:
@@ -368,8 +389,9 @@ def test_gantz_yaml_declares_the_foundation_tools_over_existing_scripts(
         )
         assert all(isinstance(p.get("default", ""), str) for p in parameters.values())
         script = declared["script"]
-        assert script["command"] == "python"
-        assert (ROOT / script["args"][0]).is_file()
+        assert script["command"] == "python3"
+        assert script["args"][0] == "scripts/launch.py"
+        assert (ROOT / "scripts" / f"{script['args'][1]}.py").is_file()
         used = TEMPLATE.findall(" ".join(script["args"]) + script.get("stdin", ""))
         assert sorted(used) == sorted(parameters)  # every parameter reaches the script
 
@@ -384,15 +406,29 @@ def test_the_acknowledge_statuses_described_are_those_the_store_accepts(
     assert status["default"] in ACK_STATUSES
 
 
+#: The PATH of a shell without the project's virtualenv.
+CLEAN_PATH = "/usr/bin:/bin"
+
+
 def call_as_gantz(
-    gantz: dict[str, Any], name: str, arguments: dict[str, str], env: dict[str, str]
+    gantz: dict[str, Any],
+    name: str,
+    arguments: dict[str, str],
+    env: dict[str, str],
+    root: Path = ROOT,
 ) -> Outcome:
-    """Run a tool as the Gantz CLI does: templates of arguments not sent stay, no stdin."""
+    """Run a tool as the Gantz CLI does: templates of arguments not sent stay, no stdin.
+
+    The command is found on a clean ``PATH``, without the project's virtualenv, as in the
+    shell of someone who just installed Gantz.
+    """
     script = tool(gantz, name)["script"]
     args = [TEMPLATE.sub(lambda m: arguments.get(m[1], m[0]), arg) for arg in script["args"]]
     exported = {f"GANTZ_ARG_{key.upper()}": value for key, value in arguments.items()}
+    command = shutil.which(script["command"], path=CLEAN_PATH)
+    assert command is not None, f"{script['command']} is not on {CLEAN_PATH}"
     result = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env={**env, **exported},
+        [command, *args], cwd=root, env={**env, **exported, "PATH": CLEAN_PATH},
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     return Outcome(result.returncode, result.stdout, result.stderr)
@@ -406,7 +442,7 @@ def test_the_tools_work_as_the_gantz_cli_calls_them(
     ).answer
     assert (published["payload"], published["source"]) == ({"a": 1}, "unknown")
 
-    history = call_as_gantz(gantz, "get_event_history", {}, script_env).answer
+    history = call_as_gantz(gantz, "get_event_history", {}, script_env).answer["events"]
     assert [e["id"] for e in history] == [published["id"]]
 
     acknowledged = call_as_gantz(
@@ -414,3 +450,38 @@ def test_the_tools_work_as_the_gantz_cli_calls_them(
     ).answer
     assert acknowledged["status"] == "processed"
     assert store.get(published["id"]).status == "processed"
+
+
+def test_the_tools_run_from_a_shell_without_the_virtualenv(
+    gantz: dict[str, Any], script_env: dict[str, str], store: EventStore
+) -> None:
+    # The python3 of a clean PATH has none of the project's packages.
+    bare = shutil.which("python3", path=CLEAN_PATH)
+    assert bare is not None
+    probe = subprocess.run([bare, "-c", "import redis"], capture_output=True, env={})
+    assert probe.returncode != 0, "the system python3 has the project's packages"
+    for name, sent in [
+        ("publish_event", {"event_type": "alert.triggered", "payload": '{"a": 1}'}),
+        ("get_event_history", {"limit": "5"}),
+        ("get_dead_letters", {}),
+    ]:
+        outcome = call_as_gantz(gantz, name, sent, script_env)
+        assert outcome.code == 0, (name, outcome.stderr)
+        assert "ModuleNotFoundError" not in outcome.stderr
+
+
+def test_without_the_project_environment_a_tool_fails_with_one_clear_line(
+    gantz: dict[str, Any], script_env: dict[str, str], tmp_path: Path
+) -> None:
+    # A checkout whose .venv was never made, called from a shell whose python3 lacks eda.
+    (tmp_path / "scripts").mkdir()
+    for name in ("launch.py", "publish_event.py"):
+        shutil.copy(ROOT / "scripts" / name, tmp_path / "scripts" / name)
+    outcome = call_as_gantz(
+        gantz, "publish_event", {"event_type": "alert.triggered", "payload": "{}"},
+        script_env, root=tmp_path,
+    )  # fmt: skip
+    error = outcome.error(1)
+    assert error["error"] == "environment"
+    assert "cannot import 'eda'" in error["message"] and "dev.py up" in error["message"]
+    assert len(outcome.stderr.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ from cloudevents.core.v1.event import CloudEvent
 from flask.testing import FlaskClient
 
 from eda.core import Core
+from eda.settings import load
 from tests.http_support import (
     STANDARD_SECRET,
     app_client,
@@ -21,6 +23,7 @@ from tests.http_support import (
     standard_headers,
     stored,
 )
+from webhooks import create_app
 
 BATCH = "application/cloudevents-batch+json"
 
@@ -206,7 +209,7 @@ def test_a_type_outside_our_convention_is_normalised(events_app: FlaskClient, co
 @pytest.mark.parametrize(
     ("headers", "status"),
     [
-        ({"content-type": "application/octet-stream", "ce-specversion": "1.0"}, 415),
+        ({"content-type": "application/octet-stream", "ce-specversion": "1.0"}, 400),
         ({"content-type": "application/json"}, 415),
         ({"content-type": "application/json", "ce-specversion": "1.0", "ce-id": "x"}, 400),
     ],
@@ -220,13 +223,57 @@ def test_what_is_not_a_cloudevent_is_refused(
     assert stored(core) == []
 
 
-def test_binary_data_is_refused_with_a_reason(events_app: FlaskClient) -> None:
+def test_binary_data_is_kept_as_base64_with_its_content_type(
+    events_app: FlaskClient, core: Core
+) -> None:
     event = CloudEvent(
-        attributes={"id": "bin", "type": "file.uploaded", "source": "s"}, data=b"\x00\x01"
-    )
-    response = send(events_app, to_structured(event, JSONFormat()))
-    assert response.status_code == 400
-    assert response.json["field"] == "data_base64"
+        attributes={"id": "bin", "type": "file.uploaded", "source": "s",
+                    "datacontenttype": "application/octet-stream"},
+        data=b"\x00\x01\x02",
+    )  # fmt: skip
+    for mode, message_id in ((to_structured, "m-s"), (to_binary, "m-b")):
+        response = send(events_app, mode(event, JSONFormat()), message_id=message_id)
+        assert response.status_code == 202, response.json
+        stored_event = core.get_event(response.json["event_id"]).event
+        back = stored_event.to_cloudevent()
+        assert base64.b64decode(back["data_base64"]) == b"\x00\x01\x02"
+        assert back["datacontenttype"] == "application/octet-stream"
+
+
+def test_xml_data_is_kept_as_text(events_app: FlaskClient, core: Core) -> None:
+    xml = "<order id='7'>ü</order>"
+    event = CloudEvent(
+        attributes={"id": "x-1", "type": "order.placed", "source": "erp",
+                    "datacontenttype": "application/xml"},
+        data=xml.encode(),
+    )  # fmt: skip
+    response = send(events_app, to_binary(event, JSONFormat()))
+    assert response.status_code == 202, response.json
+    stored_event = core.get_event(response.json["event_id"]).event
+    assert stored_event.payload == xml
+    assert stored_event.to_cloudevent()["datacontenttype"] == "application/xml"
+
+
+@pytest.mark.parametrize("mode", [to_structured, to_binary])
+def test_every_attribute_and_extension_comes_back_from_to_cloudevent(
+    events_app: FlaskClient, core: Core, mode: Any
+) -> None:
+    sent = cloudevent(
+        "ce-all", dataschema="https://example.com/alert.json",
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        tracestate="rojo=00f067aa0ba902b7", region="eu-west", partitionkey="db-1",
+    )  # fmt: skip
+    response = send(events_app, mode(sent, JSONFormat()))
+    assert response.status_code == 202, response.json
+    event = core.get_event(response.json["event_id"]).event
+    back = event.to_cloudevent()
+    assert back["edaid"] == event.id
+    came_in = {k: v for k, v in sent.get_attributes().items() if k != "correlationid"}
+    came_in["time"] = "2026-01-02T03:04:05Z"
+    # Everything that came in, as it came in (lineage excepted: it is never a sender's).
+    assert {k: back[k] for k in came_in} == came_in
+    assert back["data"] == {"severity": "high", "count": 3}
+    assert "correlationid" not in back
 
 
 @pytest.mark.parametrize("tamper", ["wrong-secret", "unsigned", "altered", "stale"])
@@ -250,3 +297,27 @@ def test_an_unverified_cloudevent_is_refused(
     response = events_app.post("/events", data=body, headers={**message.headers, **signing})
     assert response.status_code == 401
     assert stored(core) == []
+
+
+def test_the_abuse_protection_handshake_allows_configured_origins_only(core: Core) -> None:
+    def app_allowing(origins: str) -> FlaskClient:
+        settings = load({"EDA_CLOUDEVENTS_ALLOWED_ORIGINS": origins})
+        allowed = {"cloudevents_allowed_origins": settings.cloudevents_allowed_origins}
+        return create_app(core, core.settings.model_copy(update=allowed)).test_client()
+
+    app = app_allowing("eventemitter.example.com, b.example")
+    allowed = app.options(
+        "/events",
+        headers={"WebHook-Request-Origin": "eventemitter.example.com",
+                 "WebHook-Request-Rate": "120"},
+    )  # fmt: skip
+    assert allowed.status_code == 200
+    assert allowed.headers["WebHook-Allowed-Origin"] == "eventemitter.example.com"
+    assert allowed.headers["WebHook-Allowed-Rate"] == "*"
+    other = app.options("/events", headers={"WebHook-Request-Origin": "evil.example"})
+    assert other.status_code == 403 and "WebHook-Allowed-Origin" not in other.headers
+    assert app.options("/events").status_code == 400
+    anyone = app_allowing("*")
+    answer = anyone.options("/events", headers={"WebHook-Request-Origin": "x.example"})
+    assert answer.headers["WebHook-Allowed-Origin"] == "x.example"
+    assert "WebHook-Allowed-Rate" not in answer.headers

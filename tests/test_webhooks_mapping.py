@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 
 from eda.core import Core
 from eda.errors import InvalidInput
+from eda.event import Event
 from eda.settings import Settings
 from webhooks.app import create_app
-from webhooks.mapping import load_type_map
+from webhooks.mapping import load_type_map, mapped_types, unrouted_types
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -78,3 +82,41 @@ def test_a_broken_type_map_stops_the_app_at_start(
     with pytest.raises(InvalidInput) as error:
         create_app(Core(settings, client))
     assert error.value.field == f"{path}:3: stripe.types.invoice.paid"
+
+
+def test_mapped_types_are_named_with_placeholders_as_wildcards() -> None:
+    found = mapped_types(load_type_map())
+    assert {"customer.churned", "payment.failed", "code.pr_*", "issue.comment_*"} <= set(found)
+    assert not any("{" in name or "placeholder" in name for name in found)
+    assert "github.*.*" not in found  # a source's default is a catch-all, not a mapped type
+
+
+def test_a_stripe_cancellation_reaches_the_customer_agent_whose_instructions_speak_of_it(
+    settings: Settings, client: redis.Redis
+) -> None:
+    from tasks import handlers
+
+    registry, routes = handlers(settings)
+    core = Core(settings, client, routes=routes, handlers=registry)
+    churned = load_type_map().resolve("stripe", ["customer.subscription.deleted"], {})
+    planned = core.plan(Event.create(type=churned, source="stripe", payload={}))
+    assert [p.handler for p in planned] == ["CustomerAgent"]
+    shipped = yaml.safe_load((ROOT / "agents" / "agents.yaml").read_text())
+    agent = next(a for a in shipped["agents"] if a["name"] == "CustomerAgent")
+    for routed in ("customer.signup", "customer.churn_risk", "customer.churned", "payment.failed"):
+        assert f'"{routed}"' in agent["instructions"], routed
+
+
+def test_stats_list_mapped_types_no_route_or_subscription_reaches(
+    settings: Settings, client: redis.Redis
+) -> None:
+    from tasks import handlers
+
+    registry, routes = handlers(settings)
+    core = Core(settings, client, routes=routes, handlers=registry)
+    unrouted = unrouted_types(core, load_type_map())
+    assert {"payment.succeeded", "issue.*", "chat.mentioned"} <= set(unrouted)
+    # Routed by the shipped routes: exactly, or some of a template's types.
+    assert not {"customer.churned", "payment.failed", "code.pushed", "code.pr_*"} & set(unrouted)
+    core.subscribe(["issue.*"], "tests.handlers:flaky")
+    assert "issue.*" not in unrouted_types(core, load_type_map())

@@ -171,3 +171,43 @@ def test_the_type_mapping_can_be_overridden_from_a_file(
     second = post(app, resolved, standard_headers(resolved, message_id="m2"))
     types = [core.get_event(r.json["event_id"]).event.type for r in (first, second)]
     assert types == ["alert.triggered", "pagerduty.incident.resolved"]
+
+
+def svix_headers(body: bytes, message_id: str, when: datetime | None = None) -> dict[str, str]:
+    """The headers of a sender built on Svix (Clerk, Resend), signed by Svix's own library."""
+    from svix.webhooks import Webhook as SvixWebhook
+
+    moment = when or datetime.now(UTC)
+    return {
+        "svix-id": message_id,
+        "svix-timestamp": str(int(moment.timestamp())),
+        "svix-signature": SvixWebhook(STANDARD_SECRET).sign(message_id, moment, body.decode()),
+        "Content-Type": "application/json",
+    }
+
+
+def test_a_delivery_signed_by_svix_with_svix_headers_is_stored(
+    pagerduty: FlaskClient, core: Core
+) -> None:
+    body = b'{"type": "user.created", "data": {"id": "user_1"}}'
+    response = post(pagerduty, body, svix_headers(body, "msg_svix"))
+    assert response.status_code == 202
+    event = core.get_event(response.json["event_id"]).event
+    assert (event.type, event.dedupe_key) == (
+        "pagerduty.user.created",
+        "webhooks/pagerduty:id:msg_svix",
+    )
+    # Svix retries with the same svix-id: a duplicate.
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    again = post(pagerduty, body, svix_headers(body, "msg_svix", when=later))
+    assert (again.status_code, again.json["event_id"]) == (200, response.json["event_id"])
+
+
+def test_svix_headers_altered_or_mixed_are_refused(pagerduty: FlaskClient, core: Core) -> None:
+    body = b'{"type": "user.created"}'
+    signed = svix_headers(body, "msg_svix")
+    # An unsigned svix-id beside a genuine webhook-* signature is what would be checked.
+    mixed = {**standard_headers(body, message_id="msg_1"), "svix-id": "msg_forged"}
+    for headers in ({**signed, "svix-id": "msg_other"}, mixed):
+        assert post(pagerduty, body, headers).status_code == 401
+    assert stored(core) == []

@@ -20,11 +20,13 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from eda.errors import EdaError, InvalidInput, NotFound
 from eda.event import Event
+from eda.summaries import UNBOUNDED, history_page
 from eda.times import parse_bound
 from webhooks import dedupe
 from webhooks.answers import error, publish, published
 from webhooks.extension import services
 from webhooks.ingest import parse_json, raw_body
+from webhooks.mapping import unrouted_types
 from webhooks.openapi import document
 
 log = logging.getLogger(__name__)
@@ -121,14 +123,25 @@ def _dispatching(call: Callable[[], T]) -> T:
 
 @blueprint.get("/events")
 def list_events() -> Response:
-    """Stored events, filtered by type and time, newest first unless order=oldest."""
+    """Summaries of stored events by type and time, newest first unless order=oldest.
+
+    ``next_cursor`` (passed back as ``cursor``) continues after the page; GET
+    /api/events/<id> gives one event's full record.
+    """
     order = request.args.get("order", "newest")
     if order not in ("newest", "oldest"):
         raise InvalidInput("order", "must be 'newest' or 'oldest'")
-    found = services().core.history(
-        _text("type"), _time("since"), _time("until"), _int("limit", 100), order == "newest"
+    page = history_page(
+        services().core,
+        _text("type"),
+        _time("since"),
+        _time("until"),
+        limit=_int("limit", 100),
+        newest_first=order == "newest",
+        cursor=_text("cursor"),
+        max_bytes=UNBOUNDED,
     )
-    return jsonify({"events": [stored.as_dict(with_deliveries=False) for stored in found]})
+    return jsonify(page.as_dict())
 
 
 @blueprint.get("/events/<event_id>")
@@ -265,7 +278,8 @@ def unsubscribe() -> Response:
 
 @blueprint.get("/stats")
 def stats() -> Response:
-    return jsonify(services().core.stats())
+    found = services().core.stats()
+    return jsonify({**found, "unrouted_types": unrouted_types(services().core, services().types)})
 
 
 @blueprint.get("/openapi.json")

@@ -17,6 +17,7 @@ anything is stored.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,7 +27,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 from eda.errors import InvalidInput
 from eda.event import Event
 from webhooks import dedupe, verify
-from webhooks.answers import publish, published
+from webhooks.answers import error, publish, published
 from webhooks.extension import services
 from webhooks.ingest import authenticate, lower_headers, parse_json, raw_body
 from webhooks.sources import Source, read_standard, secret_variable
@@ -35,6 +36,8 @@ from webhooks.sources import Source, read_standard, secret_variable
 SECTION = "cloudevents"
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
+#: Media types besides text/* and */*+xml whose data is text.
+TEXT_TYPES = frozenset({"application/xml", "application/yaml", "application/x-yaml"})
 #: Most events one batch may carry.
 MAX_BATCH = 1000
 #: The signing scheme and secret of ``POST /events``.
@@ -54,8 +57,6 @@ def to_event(cloudevent: Any, message_id: str | None = None) -> Event:
     """
     if not isinstance(cloudevent, dict):
         raise InvalidInput("cloudevent", "must be a JSON object")
-    if "data_base64" in cloudevent:
-        raise InvalidInput("data_base64", "binary data is not accepted; send JSON or text data")
     for required in ("id", "source", "type"):
         if not isinstance(cloudevent.get(required), str):
             raise InvalidInput(required, "is required by CloudEvents and must be a string")
@@ -66,32 +67,37 @@ def to_event(cloudevent: Any, message_id: str | None = None) -> Event:
     else:
         key = dedupe.key(dedupe.EVENTS, "ce", cloudevent["source"], cloudevent["id"])
     ours = {name: value for name, value in cloudevent.items() if name not in LINEAGE}
-    return Event.from_cloudevent({**ours, "type": mapped, "id": key}, keep_id=False)
+    return Event.from_cloudevent({**ours, "type": mapped}, keep_id=False, dedupe_key=key)
 
 
 def binary_attributes(headers: dict[str, str]) -> dict[str, Any]:
     """The CloudEvent carried by ``ce-*`` headers, with the body as its data."""
     if "ce-specversion" not in headers:
-        raise UnsupportedMediaType(
-            f"send {STRUCTURED}, {BATCH}, or binary mode with ce-* headers and JSON or text data"
-        )
+        raise UnsupportedMediaType(f"send {STRUCTURED}, {BATCH}, or binary mode with ce-* headers")
     attributes: dict[str, Any] = {
         name[3:]: unquote(value) for name, value in headers.items() if name.startswith("ce-")
     }
     body = raw_body()
     mimetype = request.mimetype
+    if request.content_type:  # the binding maps Content-Type to datacontenttype
+        attributes["datacontenttype"] = request.content_type
     if not body:
         attributes["data"] = None
     elif mimetype == "application/json" or mimetype.endswith("+json"):
         attributes["data"] = parse_json(body)
-    elif mimetype.startswith("text/"):
+    elif is_text(mimetype):
         try:
             attributes["data"] = body.decode(request.mimetype_params.get("charset", "utf-8"))
         except (LookupError, UnicodeDecodeError):
             raise InvalidInput("body", "is not text in its declared charset") from None
-    else:
-        raise UnsupportedMediaType("binary-mode data must be JSON or text")
+    else:  # kept byte for byte, as CloudEvents' own JSON format keeps binary data
+        attributes["data_base64"] = base64.b64encode(body).decode("ascii")
     return attributes
+
+
+def is_text(mimetype: str) -> bool:
+    """Media types whose data is kept as text (any other non-JSON data is kept as base64)."""
+    return mimetype.startswith("text/") or mimetype in TEXT_TYPES or mimetype.endswith("+xml")
 
 
 def read_events() -> list[Event]:
@@ -113,10 +119,33 @@ def read_events() -> list[Event]:
                 raise InvalidInput(f"[{index}].{exc.field}", exc.reason) from None
         return events
     headers = lower_headers()
-    return [to_event(binary_attributes(headers), headers.get("webhook-id", "").strip() or None)]
+    return [to_event(binary_attributes(headers), verify.message_id(headers))]
 
 
-@blueprint.post("/events")
+@blueprint.route("/events", methods=["OPTIONS"])
+def handshake() -> Response:
+    """CloudEvents' webhook abuse protection: may ``WebHook-Request-Origin`` send here?
+
+    200 with ``WebHook-Allowed-Origin`` (and ``WebHook-Allowed-Rate`` when a rate was
+    asked) for an origin of ``EDA_CLOUDEVENTS_ALLOWED_ORIGINS``; 403 for any other.
+    """
+    origin = request.headers.get("WebHook-Request-Origin", "").strip()
+    if not origin:
+        raise InvalidInput("WebHook-Request-Origin", "the handshake names the sending origin")
+    allowed = services().settings.cloudevents_allowed_origins
+    if "*" not in allowed and origin not in allowed:
+        return error(
+            403, "forbidden", f"origin {origin[:200]!r} is not in EDA_CLOUDEVENTS_ALLOWED_ORIGINS"
+        )
+    response = Response(status=200)
+    response.headers["WebHook-Allowed-Origin"] = origin
+    response.headers["Allow"] = "POST, OPTIONS"
+    if request.headers.get("WebHook-Request-Rate"):
+        response.headers["WebHook-Allowed-Rate"] = "*"
+    return response
+
+
+@blueprint.route("/events", methods=["POST"], provide_automatic_options=False)
 def receive() -> Response:
     """Accept CloudEvents: 202 with the id (or ids) stored, 200 when all were duplicates."""
     authenticate(EVENTS, raw_body(), lower_headers())

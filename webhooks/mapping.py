@@ -20,8 +20,10 @@ from typing import Annotated, Any
 from pydantic import PlainValidator, field_validator
 
 from eda.config_file import ConfigModel, problem, read_yaml, validate
+from eda.core import Core
 from eda.errors import InvalidInput
 from eda.event import MAX_TYPE_LENGTH, TYPE_PATTERN
+from eda.routes import subscription_routes, unrouted
 
 #: The built-in mapping, beside this module.
 BUILT_IN = Path(__file__).with_name("types.yaml")
@@ -76,6 +78,27 @@ class TypeMap:
                 "type", f"cannot map {source} delivery ({shown}) to an event type: {event_type!r}"
             )
         return event_type
+
+
+#: What a placeholder becomes while a template is turned into a pattern (survives normalize).
+_WILDCARD_WORD = "placeholder"
+
+
+def mapped_types(types: TypeMap) -> list[str]:
+    """Every event type the map names (a placeholder as ``*``), defaults aside, sorted."""
+    wild = {name: _WILDCARD_WORD for name in PLACEHOLDERS}
+    found = {
+        normalize(template.format_map(wild)).replace(_WILDCARD_WORD, "*")
+        for rule in types.rules.values()
+        for template in rule.types.values()
+    }
+    return sorted(found)
+
+
+def unrouted_types(core: Core, types: TypeMap) -> list[str]:
+    """The mapped types no route or subscription sends to a handler (``eda stats``)."""
+    routes = [*core.routes.routes, *subscription_routes(core.subscriptions())]
+    return unrouted(mapped_types(types), routes)
 
 
 def load_type_map(override: Path | None = None) -> TypeMap:

@@ -156,7 +156,10 @@ def read_slack(
 def read_standard(
     document: Any, headers: Mapping[str, str], types: TypeMap, source: str
 ) -> Inbound | Reply:
-    """Any other sender: the type it names, else ``event``; dedupe on ``webhook-id`` (signed)."""
+    """Any other sender: the type it names, else ``event``; dedupe on its signed message id.
+
+    The message id is ``webhook-id``, or ``svix-id`` from senders built on Svix.
+    """
     # The payload's type is covered by the signature, a header is not: prefer the payload.
     named = _field(document, "type")
     if not isinstance(named, str) or not named.strip():
@@ -164,7 +167,7 @@ def read_standard(
     return Inbound(
         types.resolve(source, [named], {"type": named}),
         document,
-        delivery_id(headers.get("webhook-id")),
+        verify.message_id(headers),
     )
 
 

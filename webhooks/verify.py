@@ -117,12 +117,34 @@ def standard_secret(secret: str) -> bytes:
     return key
 
 
+def standard_header(headers: Mapping[str, str], field: str) -> tuple[str, str]:
+    """(name, value) of a Standard Webhooks header, ``svix-<field>`` before ``webhook-<field>``.
+
+    Senders built on Svix (Clerk, Resend) send the same scheme under ``svix-*`` names;
+    Svix's own verifier reads those first, and so do we. Missing: ``webhook-<field>``, "".
+    """
+    for name in (f"svix-{field}", f"webhook-{field}"):
+        value = headers.get(name, "").strip()
+        if value:
+            return name, value
+    return f"webhook-{field}", ""
+
+
+def message_id(headers: Mapping[str, str]) -> str | None:
+    """The signed message id of a Standard Webhooks request (``svix-id`` or ``webhook-id``)."""
+    return standard_header(headers, "id")[1] or None
+
+
 def standard(body: bytes, headers: Mapping[str, str], secret: str, tolerance: float) -> None:
-    """Standard Webhooks: ``webhook-signature: v1,<base64> …`` over ``"{id}.{stamp}.{body}"``."""
-    message_id = _header(headers, "webhook-id")
-    stamp = _timestamp(_header(headers, "webhook-timestamp"), tolerance, "webhook-timestamp")
+    """Standard Webhooks: ``webhook-signature: v1,<base64> …`` over ``"{id}.{stamp}.{body}"``.
+
+    The ``svix-id``, ``svix-timestamp`` and ``svix-signature`` headers are read as well.
+    """
+    names = {field: standard_header(headers, field)[0] for field in ("id", "timestamp")}
+    message = _header(headers, names["id"])
+    stamp = _timestamp(_header(headers, names["timestamp"]), tolerance, names["timestamp"])
     offered: list[bytes] = []
-    for item in _header(headers, "webhook-signature").split():
+    for item in _header(headers, standard_header(headers, "signature")[0]).split():
         version, _, encoded = item.partition(",")
         if version != "v1":
             continue
@@ -131,6 +153,6 @@ def standard(body: bytes, headers: Mapping[str, str], secret: str, tolerance: fl
         except (binascii.Error, ValueError):
             continue
     key = standard_secret(secret)
-    expected = hmac.new(key, f"{message_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    expected = hmac.new(key, f"{message}.{stamp}.".encode() + body, hashlib.sha256).digest()
     if not _any_matches(expected, offered):
         raise SignatureRejected("no v1 signature matches the body")
