@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,14 +219,31 @@ def prepare(
     return Prepared(argv, stdin, environment, texts)
 
 
+#: The launcher that runs a tool script with the project's interpreter (``scripts/launch.py``).
+LAUNCHER = "launch"
+
+
 def own_script(tool: Tool) -> str | None:
-    """The module of the project's own script a tool runs (``scripts.publish_event``), or None."""
+    """The module of the project's own script a tool runs (``scripts.publish_event``), or None.
+
+    Run directly (``scripts/publish_event.py``) or through the launcher
+    (``scripts/launch.py publish_event``).
+    """
     if tool.http is not None or tool.command not in PYTHON_COMMANDS or not tool.args:
         return None
     script = (tool.working_dir / tool.args[0]).resolve()
     if script.parent != OWN_SCRIPTS or script.suffix != ".py" or not script.is_file():
         return None
+    if script.stem == LAUNCHER:
+        launched = OWN_SCRIPTS / f"{tool.args[1]}.py" if len(tool.args) > 1 else None
+        return f"scripts.{launched.stem}" if launched and launched.is_file() else None
     return f"scripts.{script.stem}"
+
+
+def script_arguments(tool: Tool, argv: Sequence[str]) -> list[str]:
+    """A prepared call's arguments to the script itself (after interpreter, script, launcher)."""
+    skip = 3 if Path(tool.args[0]).stem == LAUNCHER else 2
+    return list(argv[skip:])
 
 
 def run_tool(

@@ -21,7 +21,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     names = ("event_type", "since", "limit", "cursor", "event_id")
     event_type, since, limit, cursor, event_id = arguments(argv, names)
     if event_id is not None:
-        return reader().get_event(event_id).as_dict()
+        core = reader()
+        record = core.get_event(event_id).as_dict()
+        record["transcripts"] = core.transcripts(event_id)  # each agent run, turn by turn
+        return record
     since_time = parse_time(since, field="since") if since is not None else None
     count = whole_number(limit, "limit", DEFAULT_LIMIT)
     page = history_page(reader(), event_type, since_time, limit=count, cursor=cursor)

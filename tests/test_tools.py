@@ -16,7 +16,17 @@ import yaml
 
 from eda.errors import InvalidInput
 from eda.settings import ROOT
-from eda.tools import Parameter, Tool, load_tools, run_tool, substitute, validate_arguments
+from eda.tools import (
+    Parameter,
+    Tool,
+    load_tools,
+    own_script,
+    prepare,
+    run_tool,
+    script_arguments,
+    substitute,
+    validate_arguments,
+)
 
 #: A script that reports what it was given, as JSON.
 ECHO_SCRIPT = """\
@@ -479,3 +489,11 @@ def test_a_script_writing_past_the_output_limit_is_stopped(tmp_path: Path) -> No
     assert len(result.stdout) == 100_000
     assert "wrote more than 100000 bytes" in result.stderr
     assert time.monotonic() - started < 10
+
+
+def test_the_shipped_tools_are_recognised_as_own_scripts_through_the_launcher() -> None:
+    tools = load_tools(ROOT / "gantz.yaml", default_timeout=30)
+    assert own_script(tools["publish_event"]) == "scripts.publish_event"
+    assert own_script(tools["get_event_history"]) == "scripts.get_events"
+    call = prepare(tools["publish_event"], {"event_type": "a.b", "payload": "{}"}, {})
+    assert script_arguments(tools["publish_event"], call.argv)[0] == "a.b"
