@@ -179,10 +179,45 @@ def delivery_panel(console: Console, handler: str, delivery: Mapping[str, Any]) 
             change.get("at", ""), status(change.get("status", "")), change.get("reason", "")
         )
     parts.append(history)
+    parts.append(attempts_table(delivery))
     outcome = delivery.get("outcome")
     if isinstance(outcome, Mapping):
         parts.extend(outcome_parts(outcome))
     console.print(Panel(Group(*parts), title=f"Delivery to {handler}"))
+
+
+def attempts_table(delivery: Mapping[str, Any]) -> Table:
+    """Every attempt kept, run by run: who ran it, when, how long, and how it ended."""
+    table = Table(
+        "run",
+        "attempt",
+        "worker",
+        "started",
+        "ms",
+        "status",
+        "error",
+        title="attempts",
+        title_justify="left",
+    )
+    for run in delivery.get("runs") or []:
+        for attempt in run.get("attempts") or []:
+            error = (attempt.get("error") or {}).get("message", "")
+            table.add_row(
+                f"{run['number']}{' (replay)' if run.get('replay') else ''}",
+                f"{attempt['number']}"
+                + (f" (started {attempt['starts']} times)" if attempt.get("starts", 1) > 1 else ""),
+                attempt.get("worker", ""),
+                attempt.get("started_at", ""),
+                f"{attempt['duration_ms']:.0f}" if attempt.get("duration_ms") is not None else "",
+                status(attempt.get("status") or "running"),
+                error,
+            )
+    totals = delivery.get("totals") or {}
+    if totals:
+        table.caption = ", ".join(
+            f"{key.replace('_', ' ')} {value:g}" for key, value in totals.items()
+        )
+    return table
 
 
 def outcome_parts(outcome: Mapping[str, Any]) -> list[Any]:

@@ -241,6 +241,9 @@ def test_event_shows_tool_calls_and_token_usage(core: Core) -> None:
         "Paged the on-call engineer.",
         '"severity": "high"',
         "attempt 1 succeeded",
+        "attempts",  # the table of every attempt kept: run, attempt, worker, time
+        "w1",
+        "input tokens 1234",  # totals over every attempt
     ):
         assert text in result.stdout
 
