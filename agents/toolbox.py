@@ -33,7 +33,7 @@ from jsonschema.exceptions import best_match
 from agents.context import DeliveryContext
 from eda.errors import InvalidInput
 from eda.routes import type_matches
-from eda.tools import Tool, own_script, prepare, run_tool, script_arguments, validate_arguments
+from eda.tools import Tool, own_arguments, own_script, prepare, run_tool, validate_arguments
 
 #: Characters of a tool's result sent back to the model.
 MAX_RESULT_CHARS = 20_000
@@ -234,6 +234,6 @@ def _run_own(
     invocation = Invocation(
         call.stdin, call.env, context.core, context.publishing_core, context.dispatching_core
     )
-    out, err, code = call_in_process(module, script_arguments(tool, call.argv), invocation)
+    out, err, code = call_in_process(module, own_arguments(tool, call.argv), invocation)
     text = out if code == 0 else f"{out}\n{err}\n(exit code {code})".strip()
     return trim(text, MAX_RESULT_CHARS), code == 0

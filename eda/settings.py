@@ -4,7 +4,8 @@ Nothing else in the project reads ``os.environ``: every face (webhooks, tasks,
 agents, scripts) asks for :func:`load` and passes the object on. Every variable
 is listed in the README's configuration table.
 
-Secrets (webhook signing secrets, the admin and MCP bearer tokens) are settings
+Secrets (webhook signing secrets, CloudEvents senders' tokens, the admin and MCP
+bearer tokens) are settings
 too, held as :class:`~pydantic.SecretStr`: ``repr``, ``str`` and ``model_dump``
 show ``**********``, and only the code that compares one calls
 ``get_secret_value()``. They are read once, here, and checked at start.
@@ -80,6 +81,8 @@ PROVIDER_SECRETS: dict[str, str] = {
 }
 #: ``EDA_WEBHOOK_SECRET_<SOURCE>``: the Standard Webhooks secret of ``/webhooks/<source>``.
 WEBHOOK_SECRET_PREFIX = "EDA_WEBHOOK_SECRET_"  # noqa: S105 (a name, not a secret)
+#: ``EDA_EVENTS_TOKEN_<SENDER>``: the token (bearer or ``X-Api-Key``) of one CloudEvents sender.
+EVENTS_TOKEN_PREFIX = "EDA_EVENTS_TOKEN_"  # noqa: S105 (a name, not a secret)
 #: A source name in ``/webhooks/<source>``: it becomes the first word of event types.
 SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 #: Shortest bearer token accepted (admin API, MCP over HTTP): a guessable one protects nothing.
@@ -170,6 +173,9 @@ class Settings(BaseModel):
     #: Signing secrets by source name: github, stripe, slack from their own variables, any
     #: other source (``events`` for ``/events``) from ``EDA_WEBHOOK_SECRET_<SOURCE>``.
     webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    #: Tokens of CloudEvents senders by sender name, from ``EDA_EVENTS_TOKEN_<SENDER>``:
+    #: ``POST /events`` takes one as ``Authorization: Bearer`` or ``X-Api-Key``.
+    events_tokens: dict[str, SecretStr] = Field(default_factory=dict)
     #: Origins the CloudEvents abuse-protection handshake (``OPTIONS /events``) allows;
     #: ``*`` allows any (comma-separated; unset: none).
     cloudevents_allowed_origins: tuple[str, ...] = ()
@@ -197,20 +203,42 @@ class Settings(BaseModel):
     @field_validator("admin_token", "mcp_token")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        length = len(value.get_secret_value()) if value is not None else MIN_TOKEN_LENGTH
-        if length < MIN_TOKEN_LENGTH:
-            raise PydanticCustomError(
-                "token_too_short",
-                "is {length} characters; use at least {minimum} random ones "
-                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
-                {"length": length, "minimum": MIN_TOKEN_LENGTH},
-            )
+        if value is not None:
+            _check_token_length(value)
         return value
+
+    @field_validator("events_tokens")
+    @classmethod
+    def _tokens_long_enough(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for token in value.values():
+            _check_token_length(token)
+        return value
+
+    def events_token(self, sender: str) -> str | None:
+        """The token of CloudEvents sender ``sender`` in clear, or None when none is set."""
+        token = self.events_tokens.get(sender)
+        return token.get_secret_value() if token is not None else None
 
     def webhook_secret(self, source: str) -> str | None:
         """The signing secret of ``/webhooks/<source>`` in clear, or None when none is set."""
         secret = self.webhook_secrets.get(source)
         return secret.get_secret_value() if secret is not None else None
+
+
+def _too_short(length: int) -> str | None:
+    """Why a token of ``length`` characters is refused, or None when it is long enough."""
+    if length >= MIN_TOKEN_LENGTH:
+        return None
+    return (
+        f"is {length} characters; use at least {MIN_TOKEN_LENGTH} random ones "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
+
+
+def _check_token_length(token: SecretStr) -> None:
+    problem = _too_short(len(token.get_secret_value()))
+    if problem is not None:
+        raise PydanticCustomError("token_too_short", problem)
 
 
 def load(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -223,6 +251,7 @@ def load(environ: Mapping[str, str] | None = None, **overrides: object) -> Setti
         field: env[name] for name, field in ENVIRONMENT.items() if name in env
     }
     values["webhook_secrets"] = webhook_secrets(env)
+    values["events_tokens"] = events_tokens(env)
     values.update(overrides)
     try:
         return Settings(**values)  # type: ignore[arg-type]
@@ -255,6 +284,28 @@ def webhook_secrets(env: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
+def events_tokens(env: Mapping[str, str]) -> dict[str, str]:
+    """CloudEvents senders' tokens by sender name, from ``EDA_EVENTS_TOKEN_<SENDER>``.
+
+    An empty variable counts as unset; a sender's name follows the rule of source names.
+    """
+    found: dict[str, str] = {}
+    for name, value in env.items():
+        if not name.startswith(EVENTS_TOKEN_PREFIX) or not value:
+            continue
+        sender = name[len(EVENTS_TOKEN_PREFIX) :].lower()
+        if not SOURCE_NAME.match(sender):
+            raise InvalidInput(
+                name,
+                "names no sender: a sender name is lower-case letters, digits and _ (at most 32)",
+            )
+        problem = _too_short(len(value))
+        if problem is not None:
+            raise InvalidInput(name, problem)
+        found[sender] = value
+    return found
+
+
 def _variable(loc: tuple[int | str, ...]) -> str:
     """The environment variable behind a settings field's error location."""
     field = str(loc[0]) if loc else "settings"
@@ -267,6 +318,7 @@ def secret_variable(name: str) -> bool:
     return (
         name in PROVIDER_SECRETS
         or name.startswith(WEBHOOK_SECRET_PREFIX)
+        or name.startswith(EVENTS_TOKEN_PREFIX)
         or (ENVIRONMENT.get(name) in ("admin_token", "mcp_token"))
     )
 

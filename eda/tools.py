@@ -20,6 +20,7 @@ arguments (:func:`prepare`) and the same JSON result (``scripts.gantz``).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,12 @@ KILL_GRACE = 5.0
 DEFAULT_MAX_OUTPUT = 1024 * 1024
 #: The project's own scripts: run in process by the agent runner (scripts/<name>.py).
 OWN_SCRIPTS = ROOT / "scripts"
+#: The script (``scripts/launch.py``) that runs a tool script in the project's environment.
+LAUNCHER = "launch"
+
+
+#: Parameters that carry JSON as text (``publish_event``'s payload): a JSON value is taken too.
+JSON_TEXT_PARAMETERS = frozenset({"payload"})
 
 
 @dataclass(frozen=True)
@@ -59,9 +66,15 @@ class Parameter:
     required: bool = False
     default: str | None = None
 
+    @property
+    def json_text(self) -> bool:
+        """A string parameter that carries JSON (``payload``): a JSON value is taken too."""
+        return self.type == "string" and self.name in JSON_TEXT_PARAMETERS
+
     def schema(self) -> dict[str, Any]:
         """This parameter as a JSON Schema property (the default in its own type)."""
-        prop: dict[str, Any] = {"type": self.type, "description": self.description}
+        kind: str | list[str] = ["string", "object", "array"] if self.json_text else self.type
+        prop: dict[str, Any] = {"type": kind, "description": self.description}
         if self.default is not None:
             prop["default"] = typed_default(self.type, self.default)
         return prop
@@ -166,6 +179,9 @@ def validate_arguments(tool: Tool, arguments: Mapping[str, Any]) -> dict[str, st
 def argument_text(parameter: Parameter, value: Any) -> str:
     """One argument as the text Gantz substitutes; InvalidInput when of the wrong type."""
     kind = parameter.type
+    if parameter.json_text and isinstance(value, dict | list):
+        # MCP clients and models send payload as an object as often as a string holding one.
+        return json.dumps(value, ensure_ascii=False)
     if kind == "string" and isinstance(value, str):
         if "\x00" in value:
             raise InvalidInput(parameter.name, "must not contain NUL characters")
@@ -219,31 +235,29 @@ def prepare(
     return Prepared(argv, stdin, environment, texts)
 
 
-#: The launcher that runs a tool script with the project's interpreter (``scripts/launch.py``).
-LAUNCHER = "launch"
-
-
 def own_script(tool: Tool) -> str | None:
     """The module of the project's own script a tool runs (``scripts.publish_event``), or None.
 
-    Run directly (``scripts/publish_event.py``) or through the launcher
-    (``scripts/launch.py publish_event``).
+    A tool may run it directly (``scripts/publish_event.py``) or through the launcher
+    that finds the project's environment (``scripts/launch.py publish_event``).
     """
     if tool.http is not None or tool.command not in PYTHON_COMMANDS or not tool.args:
         return None
     script = (tool.working_dir / tool.args[0]).resolve()
     if script.parent != OWN_SCRIPTS or script.suffix != ".py" or not script.is_file():
         return None
-    if script.stem == LAUNCHER:
-        launched = OWN_SCRIPTS / f"{tool.args[1]}.py" if len(tool.args) > 1 else None
-        return f"scripts.{launched.stem}" if launched and launched.is_file() else None
-    return f"scripts.{script.stem}"
+    if script.stem != LAUNCHER:
+        return f"scripts.{script.stem}"
+    named = OWN_SCRIPTS / f"{tool.args[1]}.py" if len(tool.args) > 1 else None
+    if named is None or named.parent != OWN_SCRIPTS or not named.is_file():
+        return None
+    return f"scripts.{named.stem}"
 
 
-def script_arguments(tool: Tool, argv: Sequence[str]) -> list[str]:
-    """A prepared call's arguments to the script itself (after interpreter, script, launcher)."""
-    skip = 3 if Path(tool.args[0]).stem == LAUNCHER else 2
-    return list(argv[skip:])
+def own_arguments(tool: Tool, argv: list[str]) -> list[str]:
+    """The arguments an own script's ``main`` takes, from the tool's prepared command line."""
+    launched = (tool.working_dir / tool.args[0]).resolve().stem == LAUNCHER
+    return argv[3:] if launched else argv[2:]
 
 
 def run_tool(

@@ -42,8 +42,6 @@ HTTP_PATH = "/mcp"
 #: The addresses tokenless HTTP may listen on: exactly these, which no other machine reaches
 #: (not the rest of 127/8, nor long forms of ::1, which the SDK's own checks do not cover).
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-#: Parameters that carry JSON as text (``publish_event``'s payload): a JSON value is taken too.
-JSON_TEXT_PARAMETERS = frozenset({"payload"})
 
 
 def build_server(gantz: GantzFile, *, env: Mapping[str, str] | None = None) -> Server[Any]:
@@ -80,34 +78,16 @@ def build_server(gantz: GantzFile, *, env: Mapping[str, str] | None = None) -> S
 
 
 def describe(tool: Tool) -> types.Tool:
-    """A tool as MCP lists it; a JSON-text parameter also takes the JSON value itself."""
-    schema = dict(tool.input_schema())
-    properties = schema["properties"] = dict(schema.get("properties", {}))
-    for name in JSON_TEXT_PARAMETERS & set(properties):
-        if properties[name].get("type") == "string":
-            properties[name] = {**properties[name], "type": ["string", "object", "array"]}
-    return types.Tool(name=tool.name, description=tool.description, input_schema=schema)
-
-
-def as_json_text(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """The arguments with a JSON value given for a JSON-text parameter written as its text.
-
-    MCP clients (the Inspector's CLI) and models send ``payload`` as an object as often
-    as a string holding one; the script reads text either way.
-    """
-    return {
-        name: json.dumps(value, ensure_ascii=False)
-        if name in JSON_TEXT_PARAMETERS and isinstance(value, dict | list)
-        else value
-        for name, value in arguments.items()
-    }
+    """A tool as MCP lists it (a JSON-text parameter also takes the JSON value itself)."""
+    return types.Tool(
+        name=tool.name, description=tool.description, input_schema=tool.input_schema()
+    )
 
 
 async def call(
     tool: Tool, arguments: Mapping[str, Any], env: Mapping[str, str] | None
 ) -> types.CallToolResult:
     """Validate, run in a worker thread (the script blocks), and turn the run into a result."""
-    arguments = as_json_text(arguments)
     try:
         validate_arguments(tool, arguments)
     except InvalidInput as exc:

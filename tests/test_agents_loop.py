@@ -337,6 +337,25 @@ def test_events_an_agent_publishes_carry_the_causing_event_and_its_correlation(
     assert published.event.source == "Responder"  # the runner's, never the model's
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [{"team": "payments", "ids": [1, 2]}, [{"team": "payments"}]],
+    ids=["object", "array"],
+)
+def test_an_agent_may_send_publish_events_payload_as_json_not_only_as_text(
+    messages_api: MessagesAPI, make_agent: Any, core: Core, payload: Any
+) -> None:
+    handler = make_agent(tools=["publish_event"], publishes=["notification.*"])
+    notify = {"event_type": "notification.requested", "payload": payload}
+    messages_api.script(message(tool_use("publish_event", notify)), message(text("Notified.")))
+
+    outcome = handler(stored_event(core, "alert.triggered", {}))
+
+    assert not outcome["tool_calls"][0]["is_error"], outcome["tool_calls"][0]["result"]
+    (published,) = core.history("notification.requested")
+    assert published.event.payload == payload
+
+
 def delivered(event: Any, run: int, attempt: int = 1) -> Any:
     """The event as a delivery of run ``run`` hands it to the agent."""
     info = DeliveryInfo(f"{event.id}:Responder", "Responder", run, attempt, f"task-{run}")

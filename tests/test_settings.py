@@ -31,6 +31,7 @@ SECRETS = {
     "EDA_WEBHOOK_SECRET_EVENTS": "whsec_ZXZlbnRzIHNlY3JldCA5YTNiN2UxZg==",
     "EDA_ADMIN_TOKEN": "admin-token-3e9f1b7c5d2a",
     "EDA_MCP_TOKEN": "mcp-token-8c4a2e6f0b1d",
+    "EDA_EVENTS_TOKEN_ACME": "events-token-6d1f9a3c7e",
 }
 
 
@@ -50,6 +51,8 @@ def test_every_secret_is_read_into_the_settings() -> None:
     assert settings.admin_token.get_secret_value() == SECRETS["EDA_ADMIN_TOKEN"]
     assert settings.mcp_token is not None
     assert settings.mcp_token.get_secret_value() == SECRETS["EDA_MCP_TOKEN"]
+    assert settings.events_token("acme") == SECRETS["EDA_EVENTS_TOKEN_ACME"]
+    assert settings.events_token("other") is None
 
 
 def test_a_secret_never_shows_in_repr_str_or_a_dump() -> None:
@@ -63,9 +66,10 @@ def test_a_secret_never_shows_in_repr_str_or_a_dump() -> None:
 def test_empty_secrets_count_as_unset() -> None:
     settings = load(dict.fromkeys(SECRETS, ""))
     assert (settings.webhook_secrets, settings.admin_token, settings.mcp_token) == ({}, None, None)
+    assert settings.events_tokens == {}
 
 
-@pytest.mark.parametrize("variable", ["EDA_ADMIN_TOKEN", "EDA_MCP_TOKEN"])
+@pytest.mark.parametrize("variable", ["EDA_ADMIN_TOKEN", "EDA_MCP_TOKEN", "EDA_EVENTS_TOKEN_ACME"])
 def test_a_short_token_is_refused_naming_its_variable_and_never_its_value(variable: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         load({variable: "8-chars!"})

@@ -17,13 +17,14 @@ import yaml
 from eda.errors import InvalidInput
 from eda.settings import ROOT
 from eda.tools import (
+    JSON_TEXT_PARAMETERS,
     Parameter,
     Tool,
     load_tools,
+    own_arguments,
     own_script,
     prepare,
     run_tool,
-    script_arguments,
     substitute,
     validate_arguments,
 )
@@ -103,8 +104,28 @@ def test_the_repository_gantz_yaml_loads_and_its_schemas_match_the_file() -> Non
         assert list(schema["properties"]) == [p["name"] for p in parameters]
         assert schema["required"] == [p["name"] for p in parameters if p.get("required")]
         for p in parameters:
-            assert schema["properties"][p["name"]]["type"] == p["type"]
+            # payload (JSON as text) takes the JSON value itself too, as MCP clients send it
+            widened = ["string", "object", "array"] if p["name"] in JSON_TEXT_PARAMETERS else None
+            assert schema["properties"][p["name"]]["type"] in (p["type"], widened)
         assert tools[entry["name"]].command == entry["script"]["command"]
+
+
+def test_the_project_tools_run_through_the_launcher_are_its_own_scripts() -> None:
+    tools = load_tools(ROOT / "gantz.yaml")
+    publish = tools["publish_event"]
+    assert publish.args[0] == "scripts/launch.py"
+    assert own_script(publish) == "scripts.publish_event"
+    argv = ["python3", "scripts/launch.py", "publish_event", "a.b", "src"]
+    assert own_arguments(publish, argv) == ["a.b", "src"]
+
+
+def test_a_json_text_parameter_takes_a_json_value_as_its_text() -> None:
+    publish = load_tools(ROOT / "gantz.yaml")["publish_event"]
+    texts = validate_arguments(publish, {"event_type": "a.b", "payload": {"k": ["é", 1]}})
+    assert json.loads(texts["payload"]) == {"k": ["é", 1]}
+    with pytest.raises(InvalidInput) as refused:
+        validate_arguments(publish, {"event_type": 7})
+    assert refused.value.field == "event_type"
 
 
 def test_schema_carries_types_descriptions_required_and_typed_defaults(tmp_path: Path) -> None:
@@ -496,4 +517,4 @@ def test_the_shipped_tools_are_recognised_as_own_scripts_through_the_launcher() 
     assert own_script(tools["publish_event"]) == "scripts.publish_event"
     assert own_script(tools["get_event_history"]) == "scripts.get_events"
     call = prepare(tools["publish_event"], {"event_type": "a.b", "payload": "{}"}, {})
-    assert script_arguments(tools["publish_event"], call.argv)[0] == "a.b"
+    assert own_arguments(tools["publish_event"], call.argv)[0] == "a.b"

@@ -15,6 +15,7 @@ from cloudevents.core.v1.event import CloudEvent
 from flask.testing import FlaskClient
 
 from eda.core import Core
+from eda.errors import InvalidInput
 from eda.settings import load
 from tests.http_support import (
     STANDARD_SECRET,
@@ -321,3 +322,93 @@ def test_the_abuse_protection_handshake_allows_configured_origins_only(core: Cor
     answer = anyone.options("/events", headers={"WebHook-Request-Origin": "x.example"})
     assert answer.headers["WebHook-Allowed-Origin"] == "x.example"
     assert "WebHook-Allowed-Rate" not in answer.headers
+
+
+# -- senders with a token ---------------------------------------------------------------------
+
+ACME_TOKEN = "acme-token-0123456789abcdef"
+OTHER_TOKEN = "other-token-0123456789abcdef"
+
+
+@pytest.fixture
+def token_app(core: Core) -> FlaskClient:
+    return app_client(
+        core,
+        EDA_WEBHOOK_SECRET_EVENTS=STANDARD_SECRET,
+        EDA_EVENTS_TOKEN_ACME=ACME_TOKEN,
+        EDA_EVENTS_TOKEN_OTHER=OTHER_TOKEN,
+    )
+
+
+def send_with(client: FlaskClient, message: HTTPMessage, credential: dict[str, str]) -> Any:
+    return client.post("/events", data=message.body, headers={**message.headers, **credential})
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [{"Authorization": f"Bearer {ACME_TOKEN}"}, {"X-Api-Key": ACME_TOKEN}],
+    ids=["bearer", "api-key"],
+)
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_a_sender_with_a_token_gets_in_and_dedupes_in_its_own_namespace(
+    token_app: FlaskClient, core: Core, credential: dict[str, str], mode: str
+) -> None:
+    build = to_binary if mode == "binary" else to_structured
+    response = send_with(token_app, build(cloudevent("tok-1"), JSONFormat()), credential)
+    assert response.status_code == 202, response.json
+    event = core.get_event(response.json["event_id"]).event
+    assert event.dedupe_key == "events/acme:ce:/monitoring/prod:tok-1"
+    assert event.payload == {"severity": "high", "count": 3}
+    again = send_with(token_app, build(cloudevent("tok-1"), JSONFormat()), credential)
+    assert (again.status_code, again.json["event_id"]) == (200, event.id)
+
+
+def test_each_sender_dedupes_apart_from_the_others_and_from_signed_requests(
+    token_app: FlaskClient, core: Core
+) -> None:
+    message = to_structured(cloudevent("shared-id"), JSONFormat())
+    acme = send_with(token_app, message, {"Authorization": f"Bearer {ACME_TOKEN}"})
+    other = send_with(token_app, message, {"X-Api-Key": OTHER_TOKEN})
+    signed = send(token_app, message)
+    assert [r.status_code for r in (acme, other, signed)] == [202, 202, 202]
+    assert len({acme.json["event_id"], other.json["event_id"], signed.json["event_id"]}) == 3
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [
+        {},
+        {"Authorization": "Bearer not-a-token-of-anyone-here"},
+        {"Authorization": f"Basic {ACME_TOKEN}"},
+        {"X-Api-Key": ACME_TOKEN[:-1]},
+        {"X-Api-Key": ""},
+    ],
+    ids=["none", "wrong-bearer", "basic", "wrong-key", "empty-key"],
+)
+def test_a_request_without_a_valid_signature_or_token_is_refused(
+    token_app: FlaskClient, core: Core, credential: dict[str, str]
+) -> None:
+    response = send_with(token_app, to_binary(cloudevent("x-1"), JSONFormat()), credential)
+    assert response.status_code == 401
+    assert response.json["error"] == "unauthorized"
+    assert ACME_TOKEN not in response.get_data(as_text=True)
+    assert stored(core) == []
+
+
+def test_a_token_is_refused_where_no_sender_has_one(events_app: FlaskClient, core: Core) -> None:
+    message = to_structured(cloudevent("t-2"), JSONFormat())
+    response = send_with(events_app, message, {"Authorization": f"Bearer {ACME_TOKEN}"})
+    assert response.status_code == 401
+    assert stored(core) == []
+
+
+def test_a_short_or_misnamed_sender_token_is_refused_at_start() -> None:
+    with pytest.raises(InvalidInput) as short:
+        load({"EDA_EVENTS_TOKEN_ACME": "short"})
+    assert short.value.field == "EDA_EVENTS_TOKEN_ACME"
+    assert "short" not in str(short.value)
+    with pytest.raises(InvalidInput) as misnamed:
+        load({"EDA_EVENTS_TOKEN_NO-DASH": ACME_TOKEN})
+    assert misnamed.value.field == "EDA_EVENTS_TOKEN_NO-DASH"
+    settings = load({"EDA_EVENTS_TOKEN_ACME": ACME_TOKEN})
+    assert ACME_TOKEN not in repr(settings) and ACME_TOKEN not in str(settings.model_dump())

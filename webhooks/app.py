@@ -52,6 +52,8 @@ def log_signing(settings: Settings) -> None:
     unsigned = sorted(name for name in named if name not in settings.webhook_secrets)
     signed = sorted(settings.webhook_secrets)
     log.info("webhook sources with a secret: %s", ", ".join(signed) or "none")
+    if settings.events_tokens:
+        log.info("CloudEvents senders with a token: %s", ", ".join(sorted(settings.events_tokens)))
     if settings.allow_unsigned:
         log.warning(
             "EDA_ALLOW_UNSIGNED is set (development only): unsigned requests are accepted "

@@ -5,14 +5,23 @@
 - structured: ``application/cloudevents+json``, one event as a JSON object;
 - batched: ``application/cloudevents-batch+json``, a JSON array of such objects.
 
-Requests are signed like any other source (Standard Webhooks, secret in
-``EDA_WEBHOOK_SECRET_EVENTS``). In structured and batched mode the sender's
-``id``, unique per ``source``, is signed with the body, so the pair is the dedupe
-key; in binary mode the ``ce-*`` headers are not signed, so the signed
-``webhook-id`` is. Our own id is new, and lineage (``correlationid``,
-``causationid``) is never taken from a sender: it is ours to keep. Types go
-through the type map's ``cloudevents`` section. A batch is checked whole before
-anything is stored.
+A request is authenticated in one of two ways:
+
+- signed like any other source (Standard Webhooks, or Svix's headers, secret in
+  ``EDA_WEBHOOK_SECRET_EVENTS``). In structured and batched mode the sender's
+  ``id``, unique per ``source``, is signed with the body, so the pair is the
+  dedupe key; in binary mode the ``ce-*`` headers are not signed, so the signed
+  ``webhook-id`` is;
+- with a named sender's token, as CloudEvents SDKs and brokers send one:
+  ``Authorization: Bearer <token>`` or ``X-Api-Key: <token>``, the token in
+  ``EDA_EVENTS_TOKEN_<SENDER>``. The token covers the whole request, so the
+  CloudEvent's ``source`` + ``id`` is the dedupe key in every mode, in the
+  sender's own namespace (``events/<sender>``).
+
+A request with neither is refused (401). Our own id is new, and lineage
+(``correlationid``, ``causationid``) is never taken from a sender: it is ours to
+keep. Types go through the type map's ``cloudevents`` section. A batch is checked
+whole before anything is stored.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from webhooks.answers import error, publish, published
 from webhooks.extension import services
 from webhooks.ingest import authenticate, lower_headers, parse_json, raw_body
 from webhooks.sources import Source, read_standard, secret_variable
+from webhooks.verify import SignatureRejected
 
 #: The section of the type map, and the name of the source in messages.
 SECTION = "cloudevents"
@@ -49,11 +59,13 @@ LINEAGE = ("correlationid", "causationid")
 blueprint = Blueprint("cloudevents", __name__)
 
 
-def to_event(cloudevent: Any, message_id: str | None = None) -> Event:
+def to_event(
+    cloudevent: Any, message_id: str | None = None, namespace: str = dedupe.EVENTS
+) -> Event:
     """Our event for one CloudEvent object; InvalidInput says what is wrong.
 
     ``message_id`` is the signed ``webhook-id`` of a binary-mode request: its dedupe key,
-    since the ``ce-id`` header beside it is not signed.
+    since the ``ce-id`` header beside it is not signed. ``namespace`` is the sender's.
     """
     if not isinstance(cloudevent, dict):
         raise InvalidInput("cloudevent", "must be a JSON object")
@@ -63,9 +75,9 @@ def to_event(cloudevent: Any, message_id: str | None = None) -> Event:
     mapped = services().types.resolve(SECTION, [cloudevent["type"]], {"type": cloudevent["type"]})
     # The sender's id is unique only within its source: the pair is what dedupes.
     if message_id is not None:
-        key = dedupe.key(dedupe.EVENTS, "message", message_id)
+        key = dedupe.key(namespace, "message", message_id)
     else:
-        key = dedupe.key(dedupe.EVENTS, "ce", cloudevent["source"], cloudevent["id"])
+        key = dedupe.key(namespace, "ce", cloudevent["source"], cloudevent["id"])
     ours = {name: value for name, value in cloudevent.items() if name not in LINEAGE}
     return Event.from_cloudevent({**ours, "type": mapped}, keep_id=False, dedupe_key=key)
 
@@ -100,11 +112,15 @@ def is_text(mimetype: str) -> bool:
     return mimetype.startswith("text/") or mimetype in TEXT_TYPES or mimetype.endswith("+xml")
 
 
-def read_events() -> list[Event]:
-    """Every event the request carries, each checked; nothing is stored yet."""
+def read_events(namespace: str = dedupe.EVENTS, *, signed: bool = True) -> list[Event]:
+    """Every event the request carries, each checked; nothing is stored yet.
+
+    ``namespace`` is the sender's dedupe namespace; ``signed``: a binary-mode event's
+    dedupe key is the signed message id (else the CloudEvent's ``source`` + ``id``).
+    """
     mimetype = request.mimetype
     if mimetype == STRUCTURED:
-        return [to_event(parse_json(raw_body()))]
+        return [to_event(parse_json(raw_body()), namespace=namespace)]
     if mimetype == BATCH:
         batch = parse_json(raw_body())
         if not isinstance(batch, list):
@@ -114,12 +130,35 @@ def read_events() -> list[Event]:
         events = []
         for index, item in enumerate(batch):
             try:
-                events.append(to_event(item))
+                events.append(to_event(item, namespace=namespace))
             except InvalidInput as exc:
                 raise InvalidInput(f"[{index}].{exc.field}", exc.reason) from None
         return events
     headers = lower_headers()
-    return [to_event(binary_attributes(headers), verify.message_id(headers))]
+    message_id = verify.message_id(headers) if signed else None
+    return [to_event(binary_attributes(headers), message_id, namespace)]
+
+
+def sender_namespace(headers: dict[str, str]) -> str | None:
+    """Authenticate the request; the dedupe namespace of a token's sender, None when signed.
+
+    A signature is checked when one is sent; else a token (bearer or ``X-Api-Key``)
+    names its sender. With neither: 401, unless ``EDA_ALLOW_UNSIGNED`` lets an unsigned
+    request in (development, with no secret set).
+    """
+    settings = services().settings
+    offered = verify.offered_token(headers)
+    if offered is not None and not verify.signed(headers):
+        tokens = {name: token.get_secret_value() for name, token in settings.events_tokens.items()}
+        return dedupe.events_sender(verify.token_holder(offered, tokens))
+    unsigned_allowed = settings.allow_unsigned and settings.webhook_secret(EVENTS.name) is None
+    if not verify.signed(headers) and not unsigned_allowed:
+        raise SignatureRejected(
+            "send a Standard Webhooks signature (EDA_WEBHOOK_SECRET_EVENTS), "
+            "Authorization: Bearer <token> or X-Api-Key: <token> (EDA_EVENTS_TOKEN_<SENDER>)"
+        )
+    authenticate(EVENTS, raw_body(), headers)
+    return None
 
 
 @blueprint.route("/events", methods=["OPTIONS"])
@@ -148,9 +187,9 @@ def handshake() -> Response:
 @blueprint.route("/events", methods=["POST"], provide_automatic_options=False)
 def receive() -> Response:
     """Accept CloudEvents: 202 with the id (or ids) stored, 200 when all were duplicates."""
-    authenticate(EVENTS, raw_body(), lower_headers())
+    namespace = sender_namespace(lower_headers())
     batched = request.mimetype == BATCH
-    events = read_events()
+    events = read_events(namespace or dedupe.EVENTS, signed=namespace is None)
     results = [publish(event) for event in events]
     if not batched:
         return published(results[0])

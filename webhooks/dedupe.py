@@ -10,7 +10,8 @@ CloudEvent's ``source`` + ``id``), a signed header (Standard Webhooks'
 signed body itself (GitHub signs only the body).
 
 Each face and source has a namespace of its own (``webhooks/stripe``, ``events``,
-``api``), so that nothing sent to one can make another's delivery a duplicate.
+``events/<sender>`` for each CloudEvents sender with a token, ``api``), so that
+nothing sent to one can make another's delivery a duplicate.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from eda.event import MAX_FIELD_LENGTH
 EVENTS = "events"
 #: The namespace of keys an operator gives through the admin API.
 ADMIN_API = "api"
+
+
+def events_sender(sender: str) -> str:
+    """The namespace of a CloudEvents sender known by its token (``EDA_EVENTS_TOKEN_<SENDER>``)."""
+    return f"{EVENTS}/{sender}"
 
 
 def webhooks(source: str) -> str:

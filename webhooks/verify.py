@@ -156,3 +156,32 @@ def standard(body: bytes, headers: Mapping[str, str], secret: str, tolerance: fl
     expected = hmac.new(key, f"{message}.{stamp}.".encode() + body, hashlib.sha256).digest()
     if not _any_matches(expected, offered):
         raise SignatureRejected("no v1 signature matches the body")
+
+
+def offered_token(headers: Mapping[str, str]) -> str | None:
+    """The token a request offers: ``Authorization: Bearer <token>`` or ``X-Api-Key``."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    key = headers.get("x-api-key", "").strip()
+    return key or None
+
+
+def token_holder(offered: str, tokens: Mapping[str, str]) -> str:
+    """The name whose token ``offered`` is; SignatureRejected when it is nobody's.
+
+    Every token is compared (in constant time), so the time taken does not say which
+    name, if any, came close.
+    """
+    holder = None
+    for name, token in sorted(tokens.items()):
+        if hmac.compare_digest(offered.encode(), token.encode()):
+            holder = name
+    if holder is None:
+        raise SignatureRejected("the token is not one of a configured sender")
+    return holder
+
+
+def signed(headers: Mapping[str, str]) -> bool:
+    """True when a request carries a Standard Webhooks (or Svix) signature header."""
+    return bool(standard_header(headers, "signature")[1])
