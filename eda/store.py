@@ -363,12 +363,23 @@ class EventStore:
             return list(pipe.execute())
 
 
+def _shown(handler: str, raw: str, outcomes: dict[str, str]) -> dict[str, Any]:
+    """A delivery as the faces show it; a record that cannot be read says so, alone."""
+    try:
+        return Delivery.parse(raw, outcomes).as_dict()
+    except (ValueError, KeyError, TypeError) as exc:
+        return {
+            "handler": handler,
+            "status": "unreadable",
+            "error": f"the delivery record cannot be read: {type(exc).__name__}",
+        }
+
+
 def _stored(
     record: dict[str, str], deliveries: dict[str, str], outcomes: dict[str, str]
 ) -> StoredEvent:
     by_handler = {
-        handler: Delivery.parse(raw, outcomes).as_dict()
-        for handler, raw in sorted(deliveries.items())
+        handler: _shown(handler, raw, outcomes) for handler, raw in sorted(deliveries.items())
     }
     return StoredEvent(
         event=Event.from_json(record["data"]),

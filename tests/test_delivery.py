@@ -464,6 +464,9 @@ def test_a_delivery_record_that_cannot_be_read_fails_its_own_event_only(
         settled(live, event.id, "tests.handlers:succeed", "succeeded")
     pending = set(live.store.pending(older_than=0))
     assert events[1].id in pending and not {events[0].id, events[2].id} & pending
+    shown = live.get_event(events[1].id).deliveries["tests.handlers:succeed"]
+    assert shown["status"] == "unreadable"  # the faces show it, they do not fail on it
+    assert live.stats()["events"][kind]  # nor does stats
     live.store.acknowledge(events[1].id, "ignored")  # no later sweep of the session trips on it
 
 
