@@ -104,13 +104,15 @@ def wait_ready(web: str, flower: str, flower_auth: str) -> None:
 
 
 def run_demo(web: str, values: dict[str, str]) -> None:
-    import celeryconfig
     from scripts import demo
+    from tasks import app
+    from tasks.enqueue import lane_table
 
     print("up: sending the demo through the real HTTP endpoints", flush=True)
     sent = demo.send(web, values)
+    table = lane_table(app)
     lanes = {
-        t: celeryconfig.lane_table.resolve(t)
+        t: table.resolve(t)
         for t in ["code.pushed", "payment.failed", "alert.triggered", "demo.failure"]
     }
     print(demo.summary(web, values["EDA_ADMIN_TOKEN"], sent, lanes), flush=True)
