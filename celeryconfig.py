@@ -35,9 +35,8 @@ _events_exchange = _Exchange("events", type="topic", durable=True)
 
 broker_url = _settings.broker_url or _redis_url(_settings)
 broker_connection_retry_on_startup = True
-# kombu's Redis transport, minus the Redis client it builds per command (tasks/broker.py).
-if broker_url.startswith("redis://"):
-    broker_transport = "tasks.broker:Transport"
+# kombu's own Redis transport: the URL keeps its redis:// scheme, by which Flower picks
+# its broker client for the Broker page and queue lengths.
 broker_transport_options: dict[str, float | int | str] = {
     "visibility_timeout": _settings.visibility_timeout,
     # How often a worker looks for messages whose worker died (Redis broker): often
