@@ -43,7 +43,7 @@ def settle(core: Core, events: list[str], timeout: float) -> dict[str, int]:
         try:
             core.sweep()
             core.recover()
-        except Exception:  # noqa: S110 (the store may still be starting: the next turn tries)
+        except Exception:  # the store may still be starting: the next turn tries
             pass
         time.sleep(0.2)
         counts = statuses(core, events)
