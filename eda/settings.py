@@ -50,6 +50,7 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_RECOVERY_GRACE": "recovery_grace",
     "EDA_HEARTBEAT_INTERVAL": "heartbeat_interval",
     "EDA_STORE_WAIT": "store_wait",
+    "EDA_FLOWER_WORKER_WAIT": "flower_worker_wait",
     "EDA_REPLAY_RATE": "replay_rate",
     "EDA_TOOL_TIMEOUT": "tool_timeout",
     "EDA_MCP_HOST": "mcp_host",
@@ -124,6 +125,9 @@ class Settings(BaseModel):
     heartbeat_interval: float = Field(default=5.0, gt=0)
     #: Seconds a delivery waits, at each of its steps, for a store that does not answer.
     store_wait: float = Field(default=60.0, ge=0)
+    #: Seconds Flower waits for a worker to answer before it starts (it lists the workers
+    #: it finds as it starts, and finds more only when asked to refresh).
+    flower_worker_wait: float = Field(default=30.0, ge=0)
     #: Replay and retry-all enqueue at most this many deliveries a second.
     replay_rate: float = Field(default=200.0, gt=0)
     #: Default time limit of a gantz.yaml tool's script, in seconds.

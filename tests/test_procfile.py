@@ -93,6 +93,7 @@ def test_flower_with_a_login_starts_and_asks_for_it(tmp_path: Path) -> None:
     port = free_port()
     login = "admin:a-flower-password-for-tests"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FLOWER_BASIC_AUTH": login}
+    env["EDA_FLOWER_WORKER_WAIT"] = "0"  # no worker here: Flower starts at once
     command = procfile_line("flower", {**env, "EDA_FLOWER_PORT": str(port)})
     with running(command, env, tmp_path / "flower.log") as process:
 
