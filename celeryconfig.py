@@ -35,8 +35,9 @@ _events_exchange = _Exchange("events", type="topic", durable=True)
 
 broker_url = _settings.broker_url or _redis_url(_settings)
 broker_connection_retry_on_startup = True
-# kombu's own Redis transport: the URL keeps its redis:// scheme, by which Flower picks
-# its broker client for the Broker page and queue lengths.
+# A redis:// broker gets kombu's Redis transport made to survive a broker restart
+# (tasks/broker.py, installed by tasks/__init__.py under the redis:// scheme, which the
+# URL keeps: Flower picks its broker client for the Broker page and queue lengths by it).
 broker_transport_options: dict[str, float | int | str] = {
     "visibility_timeout": _settings.visibility_timeout,
     # How often a worker looks for messages whose worker died (Redis broker): often

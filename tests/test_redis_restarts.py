@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ FAST_RECOVERY = {
     "EDA_TASK_SOFT_TIME_LIMIT": "8",
 }
 HANDLER = "tests.handlers:slow"
-RESTARTS = 4
+RESTARTS = 3
 
 
 def statuses(core: Core, events: list[str]) -> dict[str, int]:
@@ -50,31 +51,53 @@ def settle(core: Core, events: list[str], timeout: float) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize("appendfsync", ["everysec", "always"])
+@pytest.mark.parametrize(
+    ("appendfsync", "restarted"),
+    [("everysec", "store and broker"), ("always", "store and broker"), ("everysec", "broker")],
+)
 def test_the_worker_lives_through_redis_restarts_and_every_delivery_succeeds(
-    tmp_path: Path, live_settings: Any, unique_type: Any, appendfsync: str
+    tmp_path: Path, live_settings: Any, unique_type: Any, appendfsync: str, restarted: str
 ) -> None:
-    server = RedisServer(tmp_path / "redis", appendfsync)
-    server.start()
-    broker = server.url.rsplit("/", 1)[0] + "/1"
-    env = {"REDIS_URL": server.url, "CELERY_BROKER_URL": broker, **FAST_RECOVERY}
+    store = RedisServer(tmp_path / "store", appendfsync)
+    broker = RedisServer(tmp_path / "broker", appendfsync)
+    servers = [broker] if restarted == "broker" else [store, broker]
+    store.start()
+    broker.start()
+    env = {"REDIS_URL": store.url, "CELERY_BROKER_URL": broker.url, **FAST_RECOVERY}
     worker = Worker(tmp_path / "worker.log", env, concurrency=8, name="restarts")
     try:
         settings = live_settings.model_copy(
-            update={"redis_url": server.url, "recovery_grace": 0.5, "outbox_grace": 0.5}
+            update={"redis_url": store.url, "recovery_grace": 0.5, "outbox_grace": 0.5}
         )
-        core = Core(settings, None, CeleryEnqueuer(app, broker))
+        core = Core(settings, None, CeleryEnqueuer(app, broker.url))
         kind = unique_type()
         core.subscribe([kind], HANDLER)
-        events = [core.publish(kind, {"seconds": 0.1}, "test").event_id for _ in range(200)]
-        time.sleep(1.1)  # the events are on disk (everysec): a kill -9 loses deliveries only
+        events: list[str] = []
+        publishing = threading.Event()
+        publishing.set()
 
-        for stop in ("shutdown", "kill") * RESTARTS:
-            time.sleep(0.4)  # under load: deliveries reserved, running and acknowledged
-            server.kill() if stop == "kill" else server.stop()
-            time.sleep(0.3)
-            server.start()
-            assert worker.process.poll() is None, worker.log()[-3000:]
+        def publish() -> None:  # a steady load, through every restart
+            while publishing.is_set():
+                try:
+                    events.append(core.publish(kind, {"seconds": 0.02}, "test").event_id)
+                except Exception:  # the store is down: this one was never answered
+                    time.sleep(0.05)
+                time.sleep(0.01)
+
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        try:
+            for stop in ("shutdown", "kill") * RESTARTS:
+                time.sleep(0.5)  # under load: deliveries reserved, running and acknowledged
+                for server in servers:
+                    server.kill() if stop == "kill" else server.stop()
+                time.sleep(0.3)
+                for server in servers:
+                    server.start()
+                assert worker.process.poll() is None, worker.log()[-3000:]
+        finally:
+            publishing.clear()
+            publisher.join()
 
         counts = settle(core, events, timeout=40)
         assert worker.process.poll() is None, worker.log()[-3000:]
@@ -82,4 +105,5 @@ def test_the_worker_lives_through_redis_restarts_and_every_delivery_succeeds(
         assert counts == {"succeeded": len(events)}, counts
     finally:
         worker.stop()
-        server.stop()
+        store.stop()
+        broker.stop()
