@@ -22,7 +22,7 @@ def collected_channel(url: str, transport: type) -> Any:
     pool before restoring the unacknowledged messages, which needs a new one.
     """
     connection = Connection(url, transport=transport)
-    channel = connection.default_channel
+    channel: Any = connection.default_channel
     channel._disconnect_pools()
     connection._do_close_transport()  # what collect() does last
     return channel
