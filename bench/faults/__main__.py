@@ -12,11 +12,13 @@ millisecond ones and a few events per scenario.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,10 +48,11 @@ FULL = Timing(worker_down=5.0, relay_down=2.0, redis_down=3.0, settle=180.0, loo
 def arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__)
     parser.add_argument("--short", action="store_true", help="millisecond settings, few events")
-    parser.add_argument("--count", type=int, help="webhooks per scenario (3000; short: 30)")
-    parser.add_argument("--rate", type=float, help="webhooks per second (100; short: 60)")
+    parser.add_argument("--count", type=int, help="webhooks per scenario (3000; short: 40)")
+    parser.add_argument("--rate", type=float, help="webhooks per second (100; short: 20)")
     parser.add_argument("--only", action="append", help="run only scenarios naming this")
     parser.add_argument("--keep", type=Path, help="keep the processes' logs and data here")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
     return parser.parse_args(argv)
 
 
@@ -83,14 +86,16 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str]) -> int:
     options = arguments(argv)
-    count = options.count or (30 if options.short else 3000)
-    rate = options.rate or (60.0 if options.short else 100.0)
+    count = options.count or (40 if options.short else 3000)
+    rate = options.rate or (20.0 if options.short else 100.0)
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="eda-faults-") as folder:
         kept = options.keep or Path(folder)
         kept.mkdir(parents=True, exist_ok=True)
         rows = run_all(kept, options.short, count, rate, options.only or [])
     print(table(rows))
+    if options.json:
+        options.json.write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
     print(
         f"\n{datetime.now(UTC):%Y-%m-%d}, {count} webhooks per scenario at {rate:g}/s, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "

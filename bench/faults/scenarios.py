@@ -82,7 +82,8 @@ class Row:
 
     name: str
     answered: int = 0
-    refused: Counter[int] = field(default_factory=Counter)
+    #: Answers other than 202, by status (-1: no answer).
+    refused: dict[int, int] = field(default_factory=dict)
     not_stored: int = 0
     once: int = 0
     twice: int = 0
@@ -245,7 +246,7 @@ def count_row(
 ) -> Row:  # fmt: skip
     runs = stack.runs()
     row = Row(scenario.name, answered=len(accepted), may_duplicate=scenario.may_duplicate)
-    row.refused = Counter(status for status, _, _ in sender.answers if status != 202)
+    row.refused = dict(Counter(status for status, _, _ in sender.answers if status != 202))
     for event_id in accepted:
         ran = runs.get(event_id, 0)
         status = found.get(event_id, "missing")
