@@ -114,8 +114,12 @@ def test_up_runs_every_process_sends_the_demo_and_stops_cleanly_on_ctrl_c(
         failure_id = by_type["demo.failure"][0]["id"]
         (failure,) = [t for t in delivered if failure_id in t["args"]]
         assert failure["args"] == repr((failure_id, "tasks.builtin:fail_permanently"))
-        assert failure["state"] == "SUCCESS" and failure["result"] == "'dead'"
+        assert failure["state"] == "FAILURE", failure  # a dead letter is a Celery failure
+        assert "PermanentError" in failure["exception"], failure["exception"]
         assert len(delivered) >= 5
+        # Flower started beside a worker that was not up yet, and still lists it.
+        workers = fetch(f"http://127.0.0.1:{flower_port}/api/workers", login)
+        assert workers, "Flower lists no worker without ?refresh=1"
     finally:
         family = descendants(process.pid)
         process.send_signal(signal.SIGINT)
