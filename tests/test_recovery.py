@@ -140,12 +140,13 @@ def test_a_delivery_that_started_after_the_index_was_read_is_not_taken_from_its_
 
 
 def test_recovery_sends_a_stuck_delivery_again_and_the_old_message_is_superseded(
-    private_broker: Any, client: Any, unique_type: Any, idle_broker: Any
+    private_broker: Any, client: Any, unique_type: Any, idle_broker: Any, prefix: str
 ) -> None:
     url, broker = idle_broker
     base = private_broker(7)[1]
     core = Core(
-        base.settings.model_copy(update={"recovery_grace": 0.0}),
+        # A prefix of its own: with no grace, another test's delivery in flight would count.
+        base.settings.model_copy(update={"recovery_grace": 0.0, "prefix": prefix}),
         client,
         CeleryEnqueuer(app, url),
         base.routes,
