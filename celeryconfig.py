@@ -1,19 +1,21 @@
 """Celery configuration, from the project's settings (the environment).
 
 Plain lowercase Celery settings, as ``celery -A tasks worker`` expects, plus the
-lane table: which queue each event type travels in.
+lanes (``eda_lanes``): which queue each event type travels in. Every other
+module-level name starts with ``_``, so that ``celery inspect conf`` lists settings
+only (Celery leaves such names out); hence no ``from __future__ import annotations``.
 """
 
-from __future__ import annotations
+from kombu import Exchange as _Exchange
+from kombu import Queue as _Queue
+from kombu import binding as _binding
 
-from kombu import Exchange, Queue, binding
+from eda.errors import InvalidInput as _InvalidInput
+from eda.lanes import LaneTable as _LaneTable
+from eda.redis_server import redis_url as _redis_url
+from eda.settings import load as _load
 
-from eda.errors import InvalidInput
-from eda.lanes import LaneTable
-from eda.redis_server import redis_url
-from eda.settings import load
-
-_settings = load()
+_settings = _load()
 
 #: Lanes: queue -> event-type patterns (``alert.*`` covers every ``alert.`` type).
 #: Every event type lands in exactly one lane; what no pattern matches goes to
@@ -25,16 +27,17 @@ eda_lanes: dict[str, list[str]] = {
     "payments": ["payment.*"],
 }
 eda_default_lane = "default"
-lane_table = LaneTable(eda_lanes, eda_default_lane)
+#: The lanes as a table (``tasks.app.conf._lane_table``): resolves a type to its lane.
+_lane_table = _LaneTable(eda_lanes, eda_default_lane)
 
 #: The one topic exchange; the routing key of every delivery is the event type.
-events_exchange = Exchange("events", type="topic", durable=True)
+_events_exchange = _Exchange("events", type="topic", durable=True)
 
-broker_url = _settings.broker_url or redis_url(_settings)
+broker_url = _settings.broker_url or _redis_url(_settings)
 broker_connection_retry_on_startup = True
-# kombu's Redis transport, minus the Redis client it builds per command (tasks/broker.py).
-if broker_url.startswith("redis://"):
-    broker_transport = "tasks.broker:Transport"
+# A redis:// broker gets kombu's Redis transport made to survive a broker restart
+# (tasks/broker.py, installed by tasks/__init__.py under the redis:// scheme, which the
+# URL keeps: Flower picks its broker client for the Broker page and queue lengths by it).
 broker_transport_options: dict[str, float | int | str] = {
     "visibility_timeout": _settings.visibility_timeout,
     # How often a worker looks for messages whose worker died (Redis broker): often
@@ -46,14 +49,17 @@ broker_transport_options: dict[str, float | int | str] = {
 # it task-sent events never reach Flower: such deployments set their own broker
 # database instead (CELERY_BROKER_URL=redis://host:6379/N), as the README says.
 
+# A lane's first pattern is also its queue's routing key, which the worker's banner and
+# ``inspect active_queues`` show (without one, Celery shows its default, ``default``).
 task_queues = [
-    Queue(
+    _Queue(
         lane.name,
-        exchange=events_exchange,
-        bindings=[binding(events_exchange, routing_key=key) for key in lane.bindings()],
+        exchange=_events_exchange,
+        routing_key=lane.bindings()[0],
+        bindings=[_binding(_events_exchange, routing_key=key) for key in lane.bindings()],
     )
-    for lane in lane_table.lanes
-] + [Queue(eda_default_lane, exchange=events_exchange, bindings=[])]
+    for lane in _lane_table.lanes
+] + [_Queue(eda_default_lane, exchange=_events_exchange, routing_key=eda_default_lane)]
 task_default_queue = eda_default_lane
 task_default_exchange = "events"
 task_default_exchange_type = "topic"
@@ -92,7 +98,8 @@ beat_schedule = {
 # Beat keeps its schedule in memory: Celery's default scheduler keeps it in a shelve, a
 # pickle that beat loads at start (code, for whoever can write the file). The one entry,
 # a sweep every few seconds, loses nothing when a restart forgets when it last ran.
-beat_scheduler = "celery.beat:Scheduler"
+# tasks/beat.py logs a broker outage once when it starts and once when it ends.
+beat_scheduler = "tasks.beat:Scheduler"
 
 worker_hijack_root_logger = False
 timezone = "UTC"
@@ -102,7 +109,7 @@ enable_utc = True
 # longest task plus the longest backoff must fit inside it, or work would run twice.
 _longest = _settings.task_time_limit + _settings.retry_backoff_max
 if _settings.visibility_timeout <= _longest:
-    raise InvalidInput(
+    raise _InvalidInput(
         "EDA_VISIBILITY_TIMEOUT",
         f"is {_settings.visibility_timeout:g} s but must exceed the task time limit plus the "
         f"longest backoff ({_settings.task_time_limit:g} + {_settings.retry_backoff_max:g} s)",

@@ -59,7 +59,9 @@ class Bench:
         import tasks
 
         prefix = str(tasks.app.conf.broker_transport_options.get("global_keyprefix", ""))
-        names: list[str] = tasks.app.conf.lane_table.names
+        from tasks.enqueue import lane_table
+
+        names: list[str] = lane_table(tasks.app).names
         return [prefix + name for name in names], prefix + "unacked"
 
     def reset(self) -> None:

@@ -30,11 +30,12 @@ def expand(line: str, values: Mapping[str, str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Procfile:
-    """The ``web``, ``worker`` and ``relay`` lines, with their variables at their defaults."""
+    """The ``web``, ``worker``, ``relay`` and ``beat`` lines, variables at their defaults."""
 
     web: str
     worker: str
     relay: str | None = None
+    beat: str | None = None
 
     def gunicorn(self, app: str, port: int) -> list[str]:
         """The web line's gunicorn arguments, bound to ``port``, serving ``app``."""
@@ -47,10 +48,11 @@ class Procfile:
 
     def relay_command(self) -> list[str] | None:
         """The relay line's arguments, ``python`` being this interpreter; None without one."""
-        if self.relay is None:
-            return None
-        words = expand(self.relay, {})
-        return [sys.executable if words[0] in ("python", "python3") else words[0], *words[1:]]
+        return None if self.relay is None else command(self.relay)
+
+    def beat_command(self) -> list[str] | None:
+        """The beat line's arguments (``celery`` run by this interpreter); None without one."""
+        return None if self.beat is None else command(self.beat)
 
     def option(self, short: str, long: str) -> str | None:
         """The value of a worker option (``-P``/``--pool``), or None when the line omits it."""
@@ -71,14 +73,24 @@ class Procfile:
         return int(self.option("-c", "--concurrency") or 2)
 
 
+def command(line: str) -> list[str]:
+    """A Procfile line as a command of this interpreter (``python``, ``celery`` or a module)."""
+    words = expand(line, {})
+    if words[0] in ("python", "python3"):
+        return [sys.executable, *words[1:]]
+    if words[0] in ("celery", "gunicorn"):
+        return [sys.executable, "-m", *words]
+    return words
+
+
 def read_procfile(path: Path = ROOT / "Procfile") -> Procfile:
-    """The Procfile's ``web`` and ``worker`` lines."""
+    """The Procfile's ``web``, ``worker``, ``relay`` and ``beat`` lines."""
     lines: dict[str, str] = {}
     for raw in path.read_text().splitlines():
         name, _, command = raw.partition(":")
         if command and not name.lstrip().startswith("#"):
             lines[name.strip()] = command.strip()
-    return Procfile(lines["web"], lines["worker"], lines.get("relay"))
+    return Procfile(lines["web"], lines["worker"], lines.get("relay"), lines.get("beat"))
 
 
 def without(arguments: list[str], *flags: str, valued: tuple[str, ...] = ()) -> list[str]:

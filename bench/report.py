@@ -33,6 +33,11 @@ def table(figures: list[Figure]) -> str:
         rows.append([f.title, _number(f.ours, f.unit),
                      f"{_number(f.baseline, f.unit)} ({f.baseline_name})",
                      f"{f.ratio:.2f}x", f.target, _met(f)])  # fmt: skip
+    return markdown(rows)
+
+
+def markdown(rows: list[list[str]]) -> str:
+    """Rows (the first being the header) as an aligned Markdown table."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
              for row in rows]  # fmt: skip

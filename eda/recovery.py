@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from eda.delivery import Change, Delivery, Status, inflight_member
@@ -67,6 +68,10 @@ def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> lis
         if record is None or record.status not in IN_FLIGHT:
             finished.append(inflight_member(event_id, handler))  # retention took it, or done
             continue
+        if _moved_since(record, cutoff):
+            # It took a step between the index read and the record read (a worker started
+            # it, say, and has not listed it in a heartbeat yet): not stuck, only busy.
+            continue
         why = _why_stuck(record, held, waiting)
         if why:
             found.append(Stuck(event_id, handler, record.status, record.task_id, why))
@@ -78,6 +83,15 @@ def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> lis
 
 #: Statuses of a delivery that waits for, or is in, a worker.
 IN_FLIGHT = (Status.QUEUED, Status.WAITING, Status.RUNNING, Status.RETRYING)
+
+
+def _moved_since(record: Delivery, cutoff_ms: int) -> bool:
+    """True when the record's last step is younger than the grace period's cutoff."""
+    try:
+        updated = datetime.fromisoformat(record.updated_at.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return updated.timestamp() * 1000 > cutoff_ms
 
 
 def _why_stuck(record: Delivery, held: set[str], waiting: set[str] | None) -> str:

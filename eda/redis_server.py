@@ -80,7 +80,12 @@ def free_port() -> int:
 
 
 def start_server(
-    folder: Path, port: int, *, daemonize: bool = False, password: str | None = None
+    folder: Path,
+    port: int,
+    *,
+    daemonize: bool = False,
+    password: str | None = None,
+    appendfsync: str = "everysec",
 ) -> subprocess.Popen[bytes]:
     """Start redis-server in a child process, persisting into ``folder``.
 
@@ -88,6 +93,8 @@ def start_server(
     must be waited for): it outlives the process that started it and is nobody's child.
     With ``password`` the server requires it and refuses :data:`DISABLED_COMMANDS`
     (the embedded server); without, it is a plain server (the tests' and benchmarks').
+    ``appendfsync`` is when the append-only file reaches the disk (``always`` for the
+    fault suite's strictest runs).
     """
     folder.mkdir(parents=True, exist_ok=True)
     command = [redis_binary()]
@@ -98,7 +105,7 @@ def start_server(
         "--port", str(port),
         "--dir", str(folder),
         "--appendonly", "yes",
-        "--appendfsync", "everysec",
+        "--appendfsync", appendfsync,
         "--save", "",
         # An event record (its JSON beside a few short fields) and a delivery record stay in
         # Redis's compact hash encoding up to this size; past 64 bytes (the default) each

@@ -52,6 +52,7 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_HEARTBEAT_INTERVAL": "heartbeat_interval",
     "EDA_STORE_WAIT": "store_wait",
     "EDA_FLOW_LEASE": "flow_lease",
+    "EDA_FLOWER_WORKER_WAIT": "flower_worker_wait",
     "EDA_REPLAY_RATE": "replay_rate",
     "EDA_TOOL_TIMEOUT": "tool_timeout",
     "EDA_TOOL_MAX_OUTPUT_BYTES": "tool_max_output_bytes",
@@ -135,6 +136,9 @@ class Settings(BaseModel):
     store_wait: float = Field(default=60.0, ge=0)
     #: Seconds a concurrency slot is held at most: a killed worker's comes back after it.
     flow_lease: float = Field(default=300.0, gt=0)
+    #: Seconds Flower waits for a worker to answer before it starts (it lists the workers
+    #: it finds as it starts, and finds more only when asked to refresh).
+    flower_worker_wait: float = Field(default=30.0, ge=0)
     #: Replay and retry-all enqueue at most this many deliveries a second.
     replay_rate: float = Field(default=200.0, gt=0)
     #: Default time limit of a gantz.yaml tool's script, in seconds.

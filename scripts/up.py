@@ -75,12 +75,14 @@ def port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def answers(url: str, auth: str | None = None) -> bool:
+def answers(url: str, auth: str | None = None, *, non_empty: bool = False) -> bool:
+    """True when ``url`` answers 200 (and, with ``non_empty``, a body other than ``{}``)."""
     headers = {"Authorization": f"Basic {b64encode(auth.encode()).decode()}"} if auth else {}
     try:
         request = urllib.request.Request(url, headers=headers)  # noqa: S310 (our own http URL)
         with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (loopback)
-            return bool(response.status == 200)
+            body = response.read().strip()
+            return bool(response.status == 200 and not (non_empty and body in (b"", b"{}")))
     except (urllib.error.URLError, OSError):
         return False
 
@@ -92,7 +94,8 @@ def wait_ready(web: str, flower: str, flower_auth: str) -> None:
     checks = {
         "web": lambda: answers(f"{web}/readyz"),
         "worker": lambda: bool(app.control.ping(timeout=1.0)),
-        "flower": lambda: answers(f"{flower}/api/workers", flower_auth),
+        # Ready once it lists the worker (its inspection at start takes a moment).
+        "flower": lambda: answers(f"{flower}/api/workers", flower_auth, non_empty=True),
     }
     deadline = time.monotonic() + READY_TIMEOUT
     for name, check in checks.items():
@@ -104,13 +107,15 @@ def wait_ready(web: str, flower: str, flower_auth: str) -> None:
 
 
 def run_demo(web: str, values: dict[str, str]) -> None:
-    import celeryconfig
     from scripts import demo
+    from tasks import app
+    from tasks.enqueue import lane_table
 
     print("up: sending the demo through the real HTTP endpoints", flush=True)
     sent = demo.send(web, values)
+    table = lane_table(app)
     lanes = {
-        t: celeryconfig.lane_table.resolve(t)
+        t: table.resolve(t)
         for t in ["code.pushed", "payment.failed", "alert.triggered", "demo.failure"]
     }
     print(demo.summary(web, values["EDA_ADMIN_TOKEN"], sent, lanes), flush=True)

@@ -18,7 +18,10 @@ from eda.core import Core
 from eda.handlers import HandlerRegistry, register, register_handler, registry_for
 from eda.routes import RouteTable, load_routes
 from eda.settings import Settings, load
+from tasks import broker
 
+# Redis brokers keep their redis:// URL and get kombu's transport, fixed (tasks/broker.py).
+broker.install()
 app = Celery("eda")
 app.config_from_object("celeryconfig")
 

@@ -25,15 +25,20 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 
 BATCH_COMMANDS = 100
 
 
+def lane_table(app: Celery) -> LaneTable:
+    """The lanes ``app``'s configuration declares (``eda_lanes``, ``eda_default_lane``)."""
+    return LaneTable(app.conf.eda_lanes, app.conf.eda_default_lane)
+
+
 class CeleryEnqueuer:
     """Sends ``eda.deliver`` messages to the lane of each event type."""
 
     def __init__(self, app: Celery, broker_url: str | None = None) -> None:
         self.app = app
         self.broker_url = broker_url
-        self.lanes: LaneTable = app.conf.lane_table
+        self.lanes: LaneTable = lane_table(app)
         self.queues: dict[str, Queue] = {q.name: q for q in app.conf.task_queues}
-        self.exchange: Exchange = app.conf.events_exchange
+        self.exchange: Exchange = self.queues[self.lanes.default.name].exchange
         self._bound: set[str] = set()
         self._lock = threading.Lock()
         # Only a key for kombu's pools: it never connects itself.

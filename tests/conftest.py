@@ -25,17 +25,28 @@ from eda.settings import Settings, load
 
 
 class RedisServer:
-    """A redis-server process of the test suite's own, with its data in a temporary folder."""
+    """A redis-server process of the test suite's own, with its data in a temporary folder.
 
-    def __init__(self, folder: Path) -> None:
+    Persisted in an append-only file, synced to disk every second or ``appendfsync``.
+    """
+
+    def __init__(self, folder: Path, appendfsync: str = "everysec") -> None:
         self.folder = folder
+        self.appendfsync = appendfsync
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = start_server(self.folder, self.port)
+        self.process = start_server(self.folder, self.port, appendfsync=self.appendfsync)
         wait_until_ready(self.url)
+
+    def kill(self) -> None:
+        """End the server with SIGKILL: what it had not synced to disk is lost."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
 
     def stop(self) -> None:
         """Stop the server the way an operator would (it rewrites nothing on the way out)."""

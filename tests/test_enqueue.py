@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import redis
 
 from eda.event import Event
 from tasks import app
-from tasks import broker as broker_module
 from tasks.enqueue import CeleryEnqueuer
 from tests.lanes import lane_length, lane_messages
-from tests.workers import ROOT
 
 
 def connections_made(client: redis.Redis) -> int:
@@ -60,36 +55,3 @@ def test_a_batch_of_deliveries_reaches_the_broker_with_their_sent_events(
     bodies = [json.loads(base64.b64decode(json.loads(m["data"])["body"])) for m in sent if m]
     assert sorted(b["uuid"] for b in bodies) == sorted(f"task-{e.id}" for e in events)
     monitor.close()  # Flower sees each task as sent
-
-
-def test_redis_brokers_use_the_transport_that_keeps_one_client_per_channel(
-    idle_broker: tuple[str, redis.Redis],
-) -> None:
-    url, _ = idle_broker
-    with app.connection_for_write(url) as connection:
-        assert isinstance(connection.transport, broker_module.Transport)
-        channel = connection.default_channel
-        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
-            assert first is second
-            assert first.connection_pool is channel.pool
-        given = redis.Redis.from_url(url)
-        with channel.conn_or_acquire(given) as third:
-            assert third is given
-        channel._disconnect_pools()  # as after a fork: a new pool, and a client on it
-        with channel.conn_or_acquire() as fourth:
-            assert fourth is not first
-            assert fourth.connection_pool is channel.pool
-        given.close()
-
-
-CHOICE = "broker_transport"
-
-
-def test_other_brokers_keep_their_own_kombu_transport() -> None:
-    chosen = subprocess.run(
-        [sys.executable, "-c", f"import celeryconfig; print(vars(celeryconfig).get({CHOICE!r}))"],
-        env={**os.environ, "CELERY_BROKER_URL": "amqp://guest@127.0.0.1//"},
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    ).stdout.strip()  # fmt: skip
-    assert chosen == "None"
-    assert app.conf.broker_transport == "tasks.broker:Transport"  # the suite's Redis broker

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 import redis
+from celery.app.defaults import DEFAULTS
 
-import celeryconfig
 from eda.errors import InvalidInput
 from eda.lanes import LaneTable
 from tasks import app
+from tasks.enqueue import lane_table
 from tests.conftest import wait_for
 from tests.handlers import attempts
 from tests.lanes import lane_length, lane_messages
@@ -21,7 +22,7 @@ from tests.workers import ROOT, Worker
 
 
 def test_every_type_lands_in_exactly_one_lane() -> None:
-    table = celeryconfig.lane_table
+    table = lane_table(app)
     assert table.resolve("alert.triggered") == "alerts"
     assert table.resolve("alert.cpu.high") == "alerts"
     assert table.resolve("code.pr_opened") == "code"
@@ -56,7 +57,7 @@ def test_lane_patterns_become_amqp_bindings() -> None:
 
 def test_the_celery_queues_are_the_lanes_bound_to_the_events_topic_exchange() -> None:
     queues = {q.name: q for q in app.conf.task_queues}
-    assert set(queues) == set(celeryconfig.lane_table.names)
+    assert set(queues) == set(lane_table(app).names)
     alerts = next(iter(queues["alerts"].bindings))
     assert (alerts.exchange.name, alerts.exchange.type) == ("events", "topic")
     assert alerts.routing_key == "alert.#"
@@ -68,7 +69,7 @@ WORKER_STARTERS = ("tests/workers.py", "scripts/up.py", "bench/services.py", "be
 
 def lane_lists(text: str) -> list[str]:
     """Strings in Python source that are lane names or comma-separated lists of them."""
-    lanes = set(celeryconfig.lane_table.names)
+    lanes = set(lane_table(app).names)
     return [
         node.value
         for node in ast.walk(ast.parse(text))
@@ -94,7 +95,27 @@ def test_a_worker_without_q_consumes_exactly_the_declared_lanes(worker: Worker) 
     consumed = {queue["name"] for queue in replies[worker.node]}
     assert app.conf.task_create_missing_queues is False
     assert consumed == {queue.name for queue in app.conf.task_queues}
-    assert consumed == set(celeryconfig.lane_table.names)
+    assert consumed == set(lane_table(app).names)
+
+
+def test_the_worker_shows_each_lanes_own_routing_keys(worker: Worker) -> None:
+    replies = app.control.inspect([worker.node], timeout=5.0).active_queues() or {}
+    shown = {queue["name"]: queue for queue in replies[worker.node]}
+    for lane in lane_table(app).lanes:
+        keys = {shown[lane.name]["routing_key"]}
+        keys |= {binding["routing_key"] for binding in shown[lane.name]["bindings"]}
+        assert keys == set(lane.bindings()), lane.name
+    banner = worker.log()
+    assert "key=alert.#" in banner and "key=payment.#" in banner
+
+
+def test_inspect_conf_lists_settings_only(worker: Worker) -> None:
+    replies = app.control.inspect([worker.node], timeout=5.0).conf(with_defaults=False) or {}
+    listed = set(replies[worker.node])
+    assert not listed & {"Exchange", "Queue", "binding", "LaneTable", "load", "redis_url"}
+    # Celery's own settings (and its record of deprecated ones), and the project's lanes.
+    own = {"eda_lanes", "eda_default_lane", "deprecated_settings"}
+    assert listed - set(DEFAULTS) <= own, listed - set(DEFAULTS)
 
 
 def test_a_worker_on_one_lane_never_runs_another_lanes_delivery(

@@ -93,6 +93,7 @@ def test_flower_with_a_login_starts_and_asks_for_it(tmp_path: Path) -> None:
     port = free_port()
     login = "admin:a-flower-password-for-tests"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FLOWER_BASIC_AUTH": login}
+    env["EDA_FLOWER_WORKER_WAIT"] = "0"  # no worker here: Flower starts at once
     command = procfile_line("flower", {**env, "EDA_FLOWER_PORT": str(port)})
     with running(command, env, tmp_path / "flower.log") as process:
 
@@ -140,6 +141,44 @@ def test_beat_keeps_no_pickle_of_its_schedule(tmp_path: Path, redis_server: Redi
     made = [p.name for p in set(ROOT.iterdir()) - before]
     kept = [p.name for p in data_dir.rglob("*")]
     assert not [name for name in made + kept if "celerybeat" in name], (made, kept)
+
+
+def test_beat_logs_a_broker_outage_once_when_it_starts_and_once_when_it_ends(
+    tmp_path: Path,
+) -> None:
+    broker = RedisServer(tmp_path / "broker")
+    broker.start()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "EDA_DATA_DIR": str(data_dir),
+        "CELERY_BROKER_URL": broker.url,
+        "EDA_SWEEP_INTERVAL": "0.1",
+        "EDA_LOG_LEVEL": "info",
+    }
+    log = tmp_path / "beat.log"
+    try:
+        with running(procfile_line("beat", env), env, log) as process:
+
+            def logged(text: str) -> bool:
+                assert process.poll() is None, log.read_text()
+                return text in log.read_text()
+
+            wait_for(lambda: logged("Sending due task sweep-outbox"), timeout=40, interval=0.1)
+            broker.stop()
+            before = log.read_text().count("Sending due task")
+            # Three sends into the outage (each gives up after the publish's own retries).
+            wait_for(lambda: log.read_text().count("Sending due task") >= before + 3, timeout=40)
+            broker.start()
+            wait_for(lambda: logged("beat sends again"), timeout=40, interval=0.1)
+    finally:
+        broker.stop()
+    text = log.read_text()
+    assert text.count("beat cannot send sweep-outbox") == 1, text[-3000:]
+    assert text.count("beat sends again") == 1, text[-3000:]
+    assert "Traceback" not in text and "Message Error" not in text, text[-3000:]
 
 
 # -- web ---------------------------------------------------------------------------------------

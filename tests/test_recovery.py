@@ -125,6 +125,21 @@ def test_a_delivery_is_stuck_only_past_the_grace_and_when_nobody_holds_or_queues
     assert held.id in {item.event_id for item in stuck(core, waiting=set())}
 
 
+def test_a_delivery_that_started_after_the_index_was_read_is_not_taken_from_its_worker(
+    make_settings: Any, client: Any
+) -> None:
+    # A delivery queued long ago (a backlog) that a worker started a moment ago, before
+    # the worker's next heartbeat lists it: the index still says "old", the record "running".
+    core = Core(make_settings(recovery_grace=0.2, heartbeat_interval=10), client)
+    event = _stored(core)
+    queue(core.deliveries, event.id, "h", "t")
+    start(core.deliveries, event.id, "h", "t", worker="busy")
+    core.liveness.beat("worker", "busy", [])  # its last beat, from before the start
+    client.zadd(core.keys.inflight, {f"{event.id} h": int((time.time() - 60) * 1000)})
+
+    assert stuck(core, waiting=set()) == []
+
+
 def test_recovery_sends_a_stuck_delivery_again_and_the_old_message_is_superseded(
     make_settings: Any, client: Any, unique_type: Any, idle_broker: Any
 ) -> None:

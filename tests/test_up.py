@@ -119,6 +119,9 @@ def test_up_runs_every_process_sends_the_demo_and_stops_cleanly_on_ctrl_c(
         assert "eda.errors.PermanentError" in failure["exception"]
         assert "handled by a handler that always fails" in failure["exception"]
         assert len(delivered) >= 5
+        # Flower started beside a worker that was not up yet, and still lists it.
+        workers = fetch(f"http://127.0.0.1:{flower_port}/api/workers", login)
+        assert workers, "".join(output)[-4000:]
     finally:
         family = descendants(process.pid)
         process.send_signal(signal.SIGINT)
