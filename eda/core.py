@@ -31,7 +31,7 @@ from eda.journal import transcripts
 from eda.liveness import Liveness
 from eda.redis_server import connect
 from eda.retry import RetryOverride, RetryPolicy
-from eda.routes import Route, RouteTable, check_pattern, subscription_routes
+from eda.routes import Route, RouteTable, check_pattern, subscription_routes, unrouted
 from eda.settings import Settings
 from eda.store import EventStore, Published, StoredEvent
 from eda.times import now_iso
@@ -662,7 +662,15 @@ class Core:
             "workers": self.liveness.alive("worker"),
             "stuck": stuck_counts(self, waiting),
             "flow": self.flow_state(),
+            "unconsumed_types": self.unconsumed_types(),
         }
+
+    def unconsumed_types(self) -> list[str]:
+        """The types agents may publish that no route or subscription sends to a handler."""
+        published = self.handlers.published_types() if self.handlers is not None else []
+        return unrouted(
+            published, [*self.routes.routes, *subscription_routes(self.subscriptions())]
+        )
 
     def flow_state(self) -> dict[str, Any]:
         """Concurrency slots in use and deliveries parked per scope, and each budget's use."""

@@ -92,6 +92,6 @@ def connect(settings: Settings | None = None, *, defer_dispatch: bool = False) -
     return core
 
 
-from tasks import delivery  # noqa: E402,F401  (registers the tasks)
+from tasks import delivery, triage  # noqa: E402,F401  (registers the tasks)
 
 __all__ = ["app", "connect", "register", "register_handler"]

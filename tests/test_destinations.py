@@ -8,7 +8,6 @@ file declares destinations on a local receiver, with loopback allowed through
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,13 +19,12 @@ from standardwebhooks import Webhook
 import tasks
 from eda.core import Core
 from eda.errors import InvalidInput
-from eda.settings import Settings, load
-from tasks.enqueue import CeleryEnqueuer
+from eda.settings import Settings
 from tests.conftest import RedisServer
 from tests.http_support import STANDARD_SECRET
 from tests.receivers import Receiver, serve_receiver
 from tests.test_agents_worker import settled
-from tests.workers import FAST, Worker
+from tests.workers import core_with_worker
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -74,14 +72,8 @@ def destination_env(
 def dest_core(
     destination_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Core]:
-    worker = Worker(tmp_path_factory.mktemp("dest-worker") / "worker.log", env=destination_env)
-    settings = load({**os.environ, **FAST, **destination_env})
-    registry, routes = tasks.handlers(settings)
-    enqueuer = CeleryEnqueuer(tasks.app, broker_url=destination_env["CELERY_BROKER_URL"])
-    try:
-        yield Core(settings, enqueuer=enqueuer, routes=routes, handlers=registry)
-    finally:
-        worker.stop()
+    with core_with_worker(destination_env, tmp_path_factory.mktemp("dest-worker")) as core:
+        yield core
 
 
 def test_a_503_then_200_is_retried_with_the_same_signed_webhook_id(
@@ -222,3 +214,19 @@ def test_a_signing_secret_that_is_unset_stops_start_naming_the_variable(
     other = write_routes(tmp_path, "{name: s, url: 'https://example.com/', secret: MY_SECRET}")
     with pytest.raises(InvalidInput, match="not a destination secret"):
         tasks.handlers(make_settings(routes_path=other))
+
+
+def test_every_type_the_shipped_agents_publish_has_a_consumer_and_stats_name_the_rest(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    shipped = tasks.connect(make_settings())
+    assert shipped.stats()["unconsumed_types"] == []
+    assert shipped.destinations() == [{"handler": "destination:slack", "disabled": None}]
+
+    bare = tmp_path / "routes.yaml"
+    bare.write_text("routes:\n  - events: [alert.triggered]\n    handler: AlertResponder\n")
+    core = tasks.connect(make_settings(routes_path=bare))
+    assert "notification.requested" in core.stats()["unconsumed_types"]
+    core.subscribe(["notification.*"], "tests.handlers:succeed")
+    assert "notification.requested" not in core.unconsumed_types()
+    assert "dlq.triaged" in core.unconsumed_types()
