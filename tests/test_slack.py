@@ -16,7 +16,6 @@ from eda.event import Event
 from eda.slack import message
 from tests.conftest import RedisServer, wait_for
 from tests.messages_api import (
-    TEST_API_KEY,
     MessagesAPI,
     messages_api_server,
     text,
@@ -27,7 +26,7 @@ from tests.messages_api import (
 )
 from tests.receivers import Receiver, serve_receiver
 from tests.test_agents_worker import settled
-from tests.workers import core_with_worker
+from tests.workers import core_with_worker, module_env
 
 __all__ = ["messages_api_server"]  # a fixture used below
 
@@ -55,15 +54,15 @@ def slack_core(
 ) -> Iterator[Core]:
     folder = tmp_path_factory.mktemp("slack")
     (folder / "routes.yaml").write_text(ROUTES)
-    env = {
-        "EDA_PREFIX": f"slack-{uuid.uuid4().hex[:8]}",
-        "CELERY_BROKER_URL": redis_server.url.rsplit("/", 1)[0] + "/13",
-        "EDA_ROUTES": str(folder / "routes.yaml"),
-        "EDA_DESTINATION_SECRET_SLACK_URL": f"{receiver.url}/services/T000/B000/XXXX",
-        "EDA_DESTINATION_ALLOWED_NETWORKS": "127.0.0.1/32",
-        "ANTHROPIC_BASE_URL": messages_api_server.url,
-        "ANTHROPIC_API_KEY": TEST_API_KEY,
-    }
+    env = module_env(
+        "slack",
+        redis_server.url,
+        13,
+        folder / "routes.yaml",
+        messages_api_server.url,
+        EDA_DESTINATION_SECRET_SLACK_URL=f"{receiver.url}/services/T000/B000/XXXX",
+        EDA_DESTINATION_ALLOWED_NETWORKS="127.0.0.1/32",
+    )
     with core_with_worker(env, folder) as core:
         yield core
 

@@ -104,7 +104,10 @@ def test_the_repository_gantz_yaml_loads_and_its_schemas_match_the_file() -> Non
         assert schema["required"] == [p["name"] for p in parameters if p.get("required")]
         for p in parameters:
             assert schema["properties"][p["name"]]["type"] == p["type"]
-        assert tools[entry["name"]].command == entry["script"]["command"]
+        if "script" in entry:
+            assert tools[entry["name"]].command == entry["script"]["command"]
+        else:  # the GitHub tools: requests to EDA_GITHUB_API_URL, by default GitHub's
+            assert tools[entry["name"]].http.url.startswith("https://api.github.com/repos/")
 
 
 def test_schema_carries_types_descriptions_required_and_typed_defaults(tmp_path: Path) -> None:

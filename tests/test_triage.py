@@ -28,7 +28,6 @@ from eda.event import DeliveryInfo
 from eda.triage import REQUESTED, request_triage
 from tests.conftest import RedisServer, wait_for
 from tests.messages_api import (
-    TEST_API_KEY,
     MessagesAPI,
     message,
     messages_api_server,
@@ -36,7 +35,7 @@ from tests.messages_api import (
     tool_use,
 )
 from tests.test_agents_worker import settled
-from tests.workers import ROOT, core_with_worker
+from tests.workers import ROOT, core_with_worker, module_env
 
 __all__ = ["messages_api_server"]  # a fixture used below
 
@@ -64,15 +63,15 @@ def triage_core(
 ) -> Iterator[Core]:
     routes = tmp_path_factory.mktemp("triage-routes") / "routes.yaml"
     routes.write_text(ROUTES)
-    env = {
-        "EDA_PREFIX": f"triage-{uuid.uuid4().hex[:8]}",
-        "CELERY_BROKER_URL": redis_server.url.rsplit("/", 1)[0] + "/12",
-        "EDA_ROUTES": str(routes),
-        "EDA_TRIAGE": "1",
-        "EDA_TRIAGE_MAX_RETRIES": "2",
-        "ANTHROPIC_BASE_URL": messages_api_server.url,
-        "ANTHROPIC_API_KEY": TEST_API_KEY,
-    }
+    env = module_env(
+        "triage",
+        redis_server.url,
+        12,
+        routes,
+        messages_api_server.url,
+        EDA_TRIAGE="1",
+        EDA_TRIAGE_MAX_RETRIES="2",
+    )
     with core_with_worker(env, tmp_path_factory.mktemp("triage-worker")) as core:
         yield core
 

@@ -112,3 +112,19 @@ def core_with_worker(env: dict[str, str], folder: Path) -> Iterator[Core]:
         yield Core(settings, enqueuer=enqueuer, routes=routes, handlers=registry)
     finally:
         worker.stop()
+
+
+def module_env(
+    name: str, redis_url: str, database: int, routes: Path, model_url: str = "", **more: str
+) -> dict[str, str]:
+    """A module's worker variables: a prefix and broker database of its own, its routes
+    file, and (given ``model_url``) its agents' model at a local Messages API server."""
+    env = {
+        "EDA_PREFIX": f"{name}-{os.urandom(4).hex()}",
+        "CELERY_BROKER_URL": redis_url.rsplit("/", 1)[0] + f"/{database}",
+        "EDA_ROUTES": str(routes),
+        **more,
+    }
+    if model_url:
+        env |= {"ANTHROPIC_BASE_URL": model_url, "ANTHROPIC_API_KEY": "sk-ant-test-key"}
+    return env
