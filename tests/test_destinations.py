@@ -8,18 +8,21 @@ file declares destinations on a local receiver, with loopback allowed through
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from standardwebhooks import Webhook
 
 import tasks
 from eda.core import Core
 from eda.errors import InvalidInput
 from eda.settings import Settings
+from scripts.cli import main
 from tests.conftest import RedisServer
 from tests.http_support import STANDARD_SECRET
 from tests.receivers import Receiver, serve_receiver
@@ -146,7 +149,10 @@ def test_a_410_disables_the_destination_until_it_is_enabled(
     assert "destination:gone is disabled since" in delivery["history"][-1]["reason"]
     assert receiver.received(f"destgone.{tag}b") == []
 
-    assert dest_core.enable_destination(GONE) is True
+    listed_cli = CliRunner().invoke(main, ["destinations", "--json"], obj=dest_core)
+    assert json.loads(listed_cli.output)[1]["disabled"]["reason"] == "410 Gone"
+    enabled = CliRunner().invoke(main, ["destinations", "enable", "gone"], obj=dest_core)
+    assert enabled.exit_code == 0 and "destination:gone enabled" in enabled.output
     sent = dest_core.publish(f"destgone.{tag}c", {"n": 3}, "monitoring").event_id
     assert settled(dest_core, sent, GONE, "succeeded", "dead")["status"] == "succeeded"
     (envelope,) = receiver.received(f"destgone.{tag}c")
