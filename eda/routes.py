@@ -17,6 +17,9 @@ A routes file (``EDA_ROUTES``, default ``tasks/routes.yaml``)::
           jitter: true                   # full jitter under the exponential
           permanent: [KeyError]          # exception names never retried
         permanent: [KeyError]            # shorthand for retry.permanent
+      - events: [code.review_posted]
+        destination: {name: ops, url: "https://hooks.example.com/eda"}  # instead of handler:
+                                         # POST the events out (eda/destinations.py)
 
 A key left out of ``retry:`` keeps the agent's value (``retry:`` in agents.yaml),
 else the settings' default. A mistake is an InvalidInput naming the file, the line,
