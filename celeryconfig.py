@@ -95,6 +95,19 @@ worker_consumer = "tasks.consumer:Consumer"
 beat_schedule = {
     "sweep-outbox": {"task": "eda.sweep", "schedule": _settings.sweep_interval},
 }
+# Dead-letter triage (off by default): on its schedule, and when letters pile up.
+if _settings.triage:
+    beat_schedule["triage-dead-letters"] = {
+        "task": "eda.triage",
+        "schedule": _settings.triage_interval,
+        "args": ("schedule",),
+    }
+    if _settings.triage_threshold:
+        beat_schedule["triage-pile-up"] = {
+            "task": "eda.triage",
+            "schedule": _settings.sweep_interval,
+            "args": ("pile-up",),
+        }
 # Beat keeps its schedule in memory: Celery's default scheduler keeps it in a shelve, a
 # pickle that beat loads at start (code, for whoever can write the file). The one entry,
 # a sweep every few seconds, loses nothing when a restart forgets when it last ran.

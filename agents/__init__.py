@@ -40,5 +40,6 @@ def register_agents(register: Callable[..., Any], settings: Settings) -> list[st
     specs = load_definitions(settings)
     for name, spec in specs.items():
         model = spec.model or settings.agent_model
-        register(name, agent_handler(spec, settings), spec.retry, flow=spec.flow, model=model)
+        handler = agent_handler(spec, settings)
+        register(name, handler, spec.retry, flow=spec.flow, model=model, publishes=spec.publishes)
     return list(specs)

@@ -197,8 +197,6 @@ def _gantz_tool(name: Any, gantz: Callable[[], Mapping[str, Tool]]) -> Tool:
     if tool is None:
         known = ", ".join(available) or "none"
         raise ValueError(f"no tool {name!r} in gantz.yaml (it has: {known})")
-    if tool.http is not None:
-        raise ValueError(f"{name!r} is an http tool; agents run script tools only")
     return tool
 
 

@@ -22,6 +22,7 @@ import redis
 
 from eda.dead_letters import DeadLetter, DeadLetters, letter_id
 from eda.delivery import Change, Deliveries, Status
+from eda.destinations import DisabledDestinations
 from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, reaching_redis
 from eda.event import Event
 from eda.flow import PRIORITIES, FlowControl, FlowRules
@@ -30,7 +31,7 @@ from eda.journal import transcripts
 from eda.liveness import Liveness
 from eda.redis_server import connect
 from eda.retry import RetryOverride, RetryPolicy
-from eda.routes import Route, RouteTable, check_pattern, subscription_routes
+from eda.routes import Route, RouteTable, check_pattern, subscription_routes, unrouted
 from eda.settings import Settings
 from eda.store import EventStore, Published, StoredEvent
 from eda.times import now_iso
@@ -532,6 +533,31 @@ class Core:
         self.dead_letters.remove(dead_letter_id)
         return letter
 
+    def annotate_dead_letter(
+        self, dead_letter_id: str, reason: str, *, by: str, category: str = ""
+    ) -> DeadLetter:
+        """Note on a dead letter who judged it and why (``eda dlq show`` shows it)."""
+        if not reason.strip():
+            raise InvalidInput("reason", "say what was judged")
+        note = {"by": by, "reason": reason[:500], "category": category, "at": now_iso()}
+        if not self.dead_letters.annotate(dead_letter_id, note):
+            raise NotFound("dead_letter_id", f"no dead letter {dead_letter_id!r}")
+        return self.dead_letters.get(dead_letter_id)
+
+    # -- destinations -----------------------------------------------------------------------
+
+    def destinations(self) -> list[dict[str, Any]]:
+        """The destinations the routes declare, each with why it is disabled (or None)."""
+        disabled = DisabledDestinations(self.redis, self.keys).all()
+        names = dict.fromkeys(r.handler for r in self.routes.routes if r.destination is not None)
+        return [{"handler": name, "disabled": disabled.get(name)} for name in names]
+
+    def enable_destination(self, handler: str) -> bool:
+        """Let a destination a 410 disabled receive deliveries again; False if it was not."""
+        if handler not in {item["handler"] for item in self.destinations()}:
+            raise NotFound("destination", f"no destination {handler!r} in the routes")
+        return DisabledDestinations(self.redis, self.keys).enable(handler)
+
     def retry_event(self, event_id: str) -> list[dict[str, Any]]:
         """Retry every dead delivery of one event (from the DLQ where it is there)."""
         stored = self.store.get(event_id)
@@ -636,7 +662,15 @@ class Core:
             "workers": self.liveness.alive("worker"),
             "stuck": stuck_counts(self, waiting),
             "flow": self.flow_state(),
+            "unconsumed_types": self.unconsumed_types(),
         }
+
+    def unconsumed_types(self) -> list[str]:
+        """The types agents may publish that no route or subscription sends to a handler."""
+        published = self.handlers.published_types() if self.handlers is not None else []
+        return unrouted(
+            published, [*self.routes.routes, *subscription_routes(self.subscriptions())]
+        )
 
     def flow_state(self) -> dict[str, Any]:
         """Concurrency slots in use and deliveries parked per scope, and each budget's use."""

@@ -36,6 +36,9 @@ class DeadLetter:
     first_failure_at: str
     last_failure_at: str
     task_id: str
+    #: Who judged the letter and why (``by``, ``reason``, ``category``, ``at``), when anyone
+    #: did: the triage agent's note for an operator, shown by ``eda dlq show``.
+    annotation: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -70,6 +73,7 @@ class DeadLetters:
         self.redis = client
         self.keys = keys
         self.remove_script = lua.load(client, "remove_dead_letter")
+        self.annotate_script = lua.load(client, "annotate_dead_letter")
 
     def get(self, dead_letter_id: str) -> DeadLetter:
         raw = self._guard(lambda: self.redis.get(self.keys.dead_letter(dead_letter_id)))
@@ -120,6 +124,15 @@ class DeadLetters:
             )
         )
         return bool(removed)
+
+    def annotate(self, dead_letter_id: str, annotation: dict[str, Any]) -> bool:
+        """Keep ``annotation`` on a dead letter; False when there is no such letter."""
+        annotated = self._guard(
+            lambda: self.annotate_script(
+                keys=[self.keys.dead_letter(dead_letter_id)], args=[json.dumps(annotation)]
+            )
+        )
+        return bool(annotated)
 
     @staticmethod
     def _guard(call: Any) -> Any:

@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from eda.config_file import ConfigModel, problem, read_yaml, unique_names, validate
-from eda.settings import environ
+from eda.settings import Settings, environ
 from eda.tools import PARAMETER_TYPES, HttpRequest, Parameter, Tool
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
@@ -52,6 +52,8 @@ DURATION_UNITS = {
     "m": 60,
     "h": 3600,
 }
+#: Settings gantz.yaml may name, with their defaults (the file works with them unset).
+VARIABLE_DEFAULTS = {"EDA_GITHUB_API_URL": str(Settings.model_fields["github_api_url"].default)}
 #: Gantz's time limit when a tool sets none, in seconds.
 DEFAULT_TIMEOUT = 30.0
 
@@ -81,8 +83,14 @@ def read_gantz_file(path: Path, *, default_timeout: float | None = None) -> Gant
 
 
 def expand_variables(text: str) -> str:
-    """Expand ``${NAME}`` and ``$NAME`` from the environment; unset ones become empty."""
-    return VARIABLE.sub(lambda m: environ(m.group(1) or m.group(2)) or "", text)
+    """Expand ``${NAME}`` and ``$NAME`` from the environment; unset ones become empty, but
+    for the settings of :data:`VARIABLE_DEFAULTS`, which take their default."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return environ(name) or VARIABLE_DEFAULTS.get(name, "")
+
+    return VARIABLE.sub(value, text)
 
 
 # -- values ------------------------------------------------------------------------------------

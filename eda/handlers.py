@@ -57,11 +57,13 @@ class Skip(Exception):
 
 @dataclass(frozen=True)
 class HandlerMeta:
-    """What an agent declares beside its function: retry policy, flow rules, model."""
+    """What an agent declares beside its function: retry policy, flow rules, model, and the
+    event types it publishes."""
 
     retry: RetryOverride | None = None
     flow: FlowRules | None = None
     model: str | None = None
+    publishes: tuple[str, ...] = ()
 
 
 class Stop(Exception):
@@ -99,10 +101,11 @@ class HandlerRegistry:
         *,
         flow: FlowRules | None = None,
         model: str | None = None,
+        publishes: tuple[str, ...] = (),
     ) -> Handler:
         """Name a handler so routes and subscriptions can use the name.
 
-        An agent registers with its retry policy, flow rules and model.
+        An agent registers with its retry policy, flow rules, model and what it publishes.
         """
         if not name or any(c.isspace() for c in name):
             raise InvalidInput("handler", f"{name!r} is not a handler name")
@@ -111,8 +114,8 @@ class HandlerRegistry:
             if existing is not None and existing is not fn:
                 raise InvalidInput("handler", f"{name!r} is already registered")
             self._handlers[name] = fn
-            if retry is not None or flow is not None or model is not None:
-                self._meta[name] = HandlerMeta(retry, flow, model)
+            if retry is not None or flow is not None or model is not None or publishes:
+                self._meta[name] = HandlerMeta(retry, flow, model, publishes)
         return fn
 
     def register_handler(self, pattern: str, fn: Handler, name: str | None = None) -> Handler:
@@ -127,7 +130,9 @@ class HandlerRegistry:
         """Take every name and code route of ``other`` (the process-wide registrations)."""
         for name, fn in list(other._handlers.items()):
             meta = other._meta.get(name, HandlerMeta())
-            self.register(name, fn, meta.retry, flow=meta.flow, model=meta.model)
+            self.register(
+                name, fn, meta.retry, flow=meta.flow, model=meta.model, publishes=meta.publishes
+            )
         self._routes.extend(other._routes)
 
     def code_routes(self) -> list[Route]:
@@ -147,6 +152,11 @@ class HandlerRegistry:
     def model(self, name: str) -> str | None:
         """The model a handler calls (an agent's), whose pauses it waits out."""
         return self._meta.get(name, HandlerMeta()).model
+
+    def published_types(self) -> list[str]:
+        """The event types (patterns) the registered agents may publish, each once."""
+        found = (p for meta in self._meta.values() for p in meta.publishes)
+        return sorted(set(found))
 
     def known(self, name: str, *, trusted: bool = False) -> bool:
         """True when ``name`` can be run: registered, or an allowed importable function.

@@ -25,6 +25,9 @@ Layout (``P`` is the configured prefix)::
     P:flow:debounce:<scope>     hash: a debounce key's burst (latest event, first, last)
     P:flow:pauses               sorted set: model -> until when its deliveries wait (epoch s)
     P:flow:budget:<agent>:<day> string: tokens the agent used that day (UTC)
+    P:destinations:disabled     hash: destination handler -> why it is disabled (JSON: the
+                                status that disabled it, when), until an operator enables it
+    P:triage:<delivery>#<run>   string: dead letters one triage run retried (TTL one day)
     P:alive                     hash: "<kind>:<name>" of a worker or relay -> its heartbeat
                                 JSON (when it expires, the task ids it holds)
 """
@@ -87,6 +90,13 @@ class Keys:
     @property
     def inflight(self) -> str:
         return f"{self.prefix}:inflight"
+
+    @property
+    def destinations_disabled(self) -> str:
+        return f"{self.prefix}:destinations:disabled"
+
+    def triage_retries(self, delivery_id: str, run: int) -> str:
+        return f"{self.prefix}:triage:{delivery_id}#{run}"
 
     @property
     def alive(self) -> str:

@@ -17,6 +17,9 @@ A routes file (``EDA_ROUTES``, default ``tasks/routes.yaml``)::
           jitter: true                   # full jitter under the exponential
           permanent: [KeyError]          # exception names never retried
         permanent: [KeyError]            # shorthand for retry.permanent
+      - events: [code.review_posted]
+        destination: {name: ops, url: "https://hooks.example.com/eda"}  # instead of handler:
+                                         # POST the events out (eda/destinations.py)
 
 A key left out of ``retry:`` keeps the agent's value (``retry:`` in agents.yaml),
 else the settings' default. A mistake is an InvalidInput naming the file, the line,
@@ -35,12 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import PlainValidator, ValidationInfo, field_validator
+from pydantic import PlainValidator, ValidationInfo, field_validator, model_validator
 
 from eda.config_file import ConfigModel, RetryField, given, problem, read_yaml, validate
+from eda.destinations import DestinationSpec
 from eda.errors import InvalidInput
 from eda.flow import Concurrency, Debounce, FlowRules, RateLimit
 from eda.retry import RetryOverride
+from eda.settings import Settings
 
 #: A route pattern: dotted lower-case words, where any word may hold ``*``.
 ROUTE_PATTERN = re.compile(r"^(\*|[a-z0-9_*]+(\.[a-z0-9_*]+)*)$")
@@ -184,6 +189,8 @@ class Route:
     origin: str = "code"
     #: Flow control for this route's deliveries (concurrency, rate, debounce, priority).
     flow: FlowRules | None = None
+    #: The destination this route POSTs to, when its handler is one (eda/destinations.py).
+    destination: DestinationSpec | None = None
 
     @property
     def permanent(self) -> tuple[str, ...]:
@@ -228,7 +235,8 @@ class RouteEntry(ConfigModel):
     """One entry of the routes file."""
 
     events: Annotated[tuple[str, ...], PlainValidator(checked_patterns)]
-    handler: str
+    handler: str | None = None
+    destination: DestinationSpec | None = None
     when: Annotated[tuple[Condition, ...], PlainValidator(checked_conditions)] = ()
     permanent: list[str] = []
     retry: RetryField = None
@@ -244,13 +252,19 @@ class RouteEntry(ConfigModel):
 
     @field_validator("handler")
     @classmethod
-    def _known(cls, handler: str, info: ValidationInfo) -> str:
-        if not given(info, "known_handler")(handler):
+    def _known(cls, handler: str | None, info: ValidationInfo) -> str | None:
+        if handler is not None and not given(info, "known_handler")(handler):
             raise problem(
                 f"unknown handler {handler!r}: not an agent, a name registered in code "
                 "or an importable 'package.module:function'"
             )
         return handler
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RouteEntry:
+        if (self.handler is None) == (self.destination is None):
+            raise problem("give exactly one of handler and destination")
+        return self
 
     def route(self, origin: str) -> Route:
         retry = self.retry
@@ -264,8 +278,15 @@ class RouteEntry(ConfigModel):
             debounce=self.debounce,
             priority=self.priority,
         )
+        handler = self.destination.handler if self.destination else str(self.handler)
         return Route(
-            self.events, self.handler, self.when, retry, origin, None if flow.empty else flow
+            self.events,
+            handler,
+            self.when,
+            retry,
+            origin,
+            None if flow.empty else flow,
+            self.destination,
         )
 
 
@@ -275,12 +296,17 @@ class RoutesFile(ConfigModel):
     routes: list[RouteEntry]
 
 
-def load_routes(path: Path, known_handler: Callable[[str], bool]) -> list[Route]:
-    """Read and check a routes file; InvalidInput says file, line, route and field."""
+def load_routes(
+    path: Path, known_handler: Callable[[str], bool], settings: Settings | None = None
+) -> list[Route]:
+    """Read and check a routes file; InvalidInput says file, line, route and field.
+
+    ``settings`` give destinations their secrets and the networks they may reach
+    (by default none but public ones).
+    """
     document = read_yaml(path)
-    routes_file = validate(
-        document, RoutesFile, context={"known_handler": known_handler}, label_keys=("handler",)
-    )
+    context = {"known_handler": known_handler, "settings": settings or Settings()}
+    routes_file = validate(document, RoutesFile, context=context, label_keys=("handler",))
     return [
         entry.route(f"{path}:{document.line(('routes', index))}")
         for index, entry in enumerate(routes_file.routes)

@@ -13,6 +13,7 @@ show ``**********``, and only the code that compares one calls
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -73,7 +74,16 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_AGENT_MODEL": "agent_model",
     "EDA_ADMIN_TOKEN": "admin_token",
     "EDA_MCP_TOKEN": "mcp_token",
+    "EDA_DESTINATION_ALLOWED_NETWORKS": "destination_allowed_networks",
+    "EDA_GITHUB_API_URL": "github_api_url",
+    "EDA_TRIAGE": "triage",
+    "EDA_TRIAGE_INTERVAL": "triage_interval",
+    "EDA_TRIAGE_THRESHOLD": "triage_threshold",
+    "EDA_TRIAGE_MAX_RETRIES": "triage_max_retries",
+    "EDA_TRIAGE_DRY_RUN": "triage_dry_run",
 }
+#: ``EDA_DESTINATION_SECRET_<NAME>``: a destination's signing secret, or a URL that is one.
+DESTINATION_SECRET_PREFIX = "EDA_DESTINATION_SECRET_"  # noqa: S105 (a name, not a secret)
 #: Signing secrets of the senders with a variable of their own -> their source name.
 PROVIDER_SECRETS: dict[str, str] = {
     "GITHUB_WEBHOOK_SECRET": "github",
@@ -187,9 +197,32 @@ class Settings(BaseModel):
     admin_token: SecretStr | None = None
     #: Bearer token of MCP over HTTP; unset, ``eda mcp`` listens on loopback only.
     mcp_token: SecretStr | None = None
+    #: Destinations' secrets by variable name (``EDA_DESTINATION_SECRET_<NAME>``): signing
+    #: secrets, and URLs that are secrets themselves (a Slack incoming webhook's).
+    destination_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    #: Networks (CIDR, comma-separated) destinations may reach although they are not public:
+    #: by default only public addresses are (no loopback, private, link-local or metadata).
+    destination_allowed_networks: tuple[str, ...] = ()
+    #: The GitHub REST API that gantz.yaml's GitHub tools call (GitHub Enterprise:
+    #: ``https://HOST/api/v3``).
+    github_api_url: str = Field(default="https://api.github.com", pattern=r"^https?://\S+$")
+    #: The dead-letter triage agent runs (beat's schedule and the pile-up check).
+    triage: bool = False
+    #: Seconds between two scheduled triage runs.
+    triage_interval: float = Field(default=3600.0, gt=0)
+    #: Dead letters that start a triage run before its time (checked at every sweep); 0: never.
+    triage_threshold: int = Field(default=0, ge=0)
+    #: Dead letters one triage run may retry at most.
+    triage_max_retries: int = Field(default=10, ge=0, le=1000)
+    #: Triage records what it would do, and retries and annotates nothing.
+    triage_dry_run: bool = False
 
     @field_validator(
-        "handler_modules", "mcp_allowed_hosts", "cloudevents_allowed_origins", mode="before"
+        "handler_modules",
+        "mcp_allowed_hosts",
+        "cloudevents_allowed_origins",
+        "destination_allowed_networks",
+        mode="before",
     )
     @classmethod
     def _split_modules(cls, value: object) -> object:
@@ -203,6 +236,18 @@ class Settings(BaseModel):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("destination_allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise PydanticCustomError(
+                    "network", "{text!r} is not a network such as 10.0.0.0/8", {"text": text}
+                ) from None
+        return value
 
     @field_validator("admin_token", "mcp_token")
     @classmethod
@@ -226,6 +271,11 @@ class Settings(BaseModel):
     def webhook_secret(self, source: str) -> str | None:
         """The signing secret of ``/webhooks/<source>`` in clear, or None when none is set."""
         secret = self.webhook_secrets.get(source)
+        return secret.get_secret_value() if secret is not None else None
+
+    def destination_secret(self, variable: str) -> str | None:
+        """A destination's secret (``EDA_DESTINATION_SECRET_<NAME>``) in clear, or None."""
+        secret = self.destination_secrets.get(variable)
         return secret.get_secret_value() if secret is not None else None
 
 
@@ -256,6 +306,11 @@ def load(environ: Mapping[str, str] | None = None, **overrides: object) -> Setti
     }
     values["webhook_secrets"] = webhook_secrets(env)
     values["events_tokens"] = events_tokens(env)
+    values["destination_secrets"] = {
+        name: value
+        for name, value in env.items()
+        if name.startswith(DESTINATION_SECRET_PREFIX) and value
+    }
     values.update(overrides)
     try:
         return Settings(**values)  # type: ignore[arg-type]
@@ -323,6 +378,7 @@ def secret_variable(name: str) -> bool:
         name in PROVIDER_SECRETS
         or name.startswith(WEBHOOK_SECRET_PREFIX)
         or name.startswith(EVENTS_TOKEN_PREFIX)
+        or name.startswith(DESTINATION_SECRET_PREFIX)
         or (ENVIRONMENT.get(name) in ("admin_token", "mcp_token"))
     )
 

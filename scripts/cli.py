@@ -415,6 +415,34 @@ def unsubscribe(ctx: click.Context, pattern: str, handler: str, as_json: bool) -
     )
 
 
+@main.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+def destinations(ctx: click.Context, as_json: bool) -> None:
+    """Destinations of the routes file, and why any is disabled (a 410 Gone)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = core_of(ctx).destinations()
+
+    def show(out: Console) -> None:
+        for item in found:
+            why = item["disabled"]
+            state = f"disabled since {why['at']} ({why['reason']})" if why else "enabled"
+            out.print(f"{item['handler']}: {state}")
+
+    answer(as_json, found, show)
+
+
+@destinations.command("enable")
+@click.argument("handler")
+@click.pass_context
+def destinations_enable(ctx: click.Context, handler: str) -> None:
+    """Let a disabled destination (destination:NAME) receive deliveries again."""
+    name = handler if handler.startswith("destination:") else f"destination:{handler}"
+    enabled = core_of(ctx).enable_destination(name)
+    console().print(f"{name} enabled" if enabled else f"{name} was not disabled")
+
+
 # -- stats and MCP ----------------------------------------------------------------------------
 
 

@@ -356,6 +356,9 @@ def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
     unrouted = stats.get("unrouted_types") or []
     if unrouted:
         console.print("webhook types no route sends to a handler: " + ", ".join(unrouted))
+    unconsumed = stats.get("unconsumed_types") or []
+    if unconsumed:
+        console.print("types agents publish that nothing consumes: " + ", ".join(unconsumed))
 
 
 def replay_report(console: Console, report: ReplayReport) -> None:

@@ -15,6 +15,7 @@ from click import Option
 
 from eda import logs
 from eda.core import Core
+from eda.destinations import register_destinations
 from eda.handlers import HandlerRegistry, register, register_handler, registry_for
 from eda.routes import RouteTable, load_routes
 from eda.settings import Settings, load
@@ -58,15 +59,19 @@ def handlers(settings: Settings) -> tuple[HandlerRegistry, RouteTable]:
     """The composition root: the handlers and routes of these settings.
 
     Code registrations of ``EDA_HANDLER_MODULES``, the agents of the settings'
-    agents file, then the routes file (whose import paths become trusted names).
+    agents file, then the routes file (whose import paths become trusted names, and
+    whose destinations become handlers named ``destination:<name>``).
     Raises InvalidInput naming the file and the entry at fault.
     """
     from agents import register_agents
 
     registry = registry_for(settings.handler_modules)
     register_agents(registry.register, settings)
-    declared = load_routes(settings.routes_path, lambda name: registry.known(name, trusted=True))
-    registry.trusted.update(route.handler for route in declared)
+    declared = load_routes(
+        settings.routes_path, lambda name: registry.known(name, trusted=True), settings
+    )
+    register_destinations(registry.register, declared, settings)
+    registry.trusted.update(route.handler for route in declared if route.destination is None)
     return registry, RouteTable([*registry.code_routes(), *declared])
 
 
@@ -90,6 +95,6 @@ def connect(settings: Settings | None = None, *, defer_dispatch: bool = False) -
     return core
 
 
-from tasks import delivery  # noqa: E402,F401  (registers the tasks)
+from tasks import delivery, triage  # noqa: E402,F401  (registers the tasks)
 
 __all__ = ["app", "connect", "register", "register_handler"]

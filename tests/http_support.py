@@ -34,7 +34,13 @@ STANDARD_SECRET = "whsec_" + base64.b64encode(b"a test key of thirty-two bytes!!
 
 
 #: The settings fields that hold secrets, read from their own variables by ``load``.
-SECRET_FIELDS = {"webhook_secrets", "events_tokens", "admin_token", "mcp_token"}
+SECRET_FIELDS = {
+    "webhook_secrets",
+    "events_tokens",
+    "destination_secrets",
+    "admin_token",
+    "mcp_token",
+}
 
 
 def with_secrets(settings: Settings, **variables: str) -> Settings:

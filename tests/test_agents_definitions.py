@@ -31,14 +31,16 @@ __all__ = ["dry_run"]  # a fixture used by the tests below
 def test_the_shipped_agents_load_with_their_tools_and_pipeline(settings: Settings) -> None:
     specs = load_definitions(settings)
 
-    assert list(specs) == ["AlertResponder", "CodeReviewer", "CustomerAgent"]
+    assert list(specs) == ["AlertResponder", "CodeReviewer", "CustomerAgent", "DeadLetterTriager"]
     alert = specs["AlertResponder"]
     assert [(s.name, s.kind) for s in alert.stages] == [
         ("high_severity", "filter"),
         ("recent_alerts", "enrich"),
     ]
     assert list(alert.tools) == ["get_event_history", "publish_event", "acknowledge_event"]
-    assert all(spec.model is None for spec in specs.values())  # the project-wide default
+    deciders = [spec for name, spec in specs.items() if name != "DeadLetterTriager"]
+    assert all(spec.model is None for spec in deciders)  # the project-wide default
+    assert specs["DeadLetterTriager"].model == "claude-haiku-5-5"  # triage only
     assert (alert.max_turns, alert.max_tokens, alert.token_budget) == (8, 2048, 200_000)
 
 
@@ -63,7 +65,8 @@ def test_register_agents_hands_each_agent_to_the_register_callable(settings: Set
 
     names = register_agents(lambda name, fn, *_, **__: registered.__setitem__(name, fn), settings)
 
-    assert names == ["AlertResponder", "CodeReviewer", "CustomerAgent"] == list(registered)
+    shipped = ["AlertResponder", "CodeReviewer", "CustomerAgent", "DeadLetterTriager"]
+    assert names == shipped == list(registered)
     assert all(callable(handler) for handler in registered.values())
 
 

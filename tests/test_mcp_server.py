@@ -272,7 +272,8 @@ def test_every_tool_of_gantz_yaml_works_against_a_real_store_and_worker(
 
     event_id = anyio.run(main)
     assert live.get_event(event_id).status == "ignored"
-    assert called == set(read_gantz_file(GANTZ).tools)
+    # The GitHub tools are tested against a GitHub stand-in (tests/test_github.py).
+    assert called == {n for n, t in read_gantz_file(GANTZ).tools.items() if t.http is None}
 
 
 async def settle(predicate: Callable[[], Any]) -> None:

@@ -107,7 +107,10 @@ def test_the_repository_gantz_yaml_loads_and_its_schemas_match_the_file() -> Non
             # payload (JSON as text) takes the JSON value itself too, as MCP clients send it
             widened = ["string", "object", "array"] if p["name"] in JSON_TEXT_PARAMETERS else None
             assert schema["properties"][p["name"]]["type"] in (p["type"], widened)
-        assert tools[entry["name"]].command == entry["script"]["command"]
+        if "script" in entry:
+            assert tools[entry["name"]].command == entry["script"]["command"]
+        else:  # the GitHub tools: requests to EDA_GITHUB_API_URL, by default GitHub's
+            assert tools[entry["name"]].http.url.startswith("https://api.github.com/repos/")
 
 
 def test_the_project_tools_run_through_the_launcher_are_its_own_scripts() -> None:

@@ -8,7 +8,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from eda.core import Core
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,3 +94,37 @@ class Worker:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self._log.close()
+
+
+@contextmanager
+def core_with_worker(env: dict[str, str], folder: Path) -> Iterator[Core]:
+    """A worker of its own with these variables (its own broker and prefix, say), and the
+    dispatching core of the same settings, its routes and handlers included."""
+    import tasks
+    from eda.settings import load
+    from tasks.enqueue import CeleryEnqueuer
+
+    worker = Worker(folder / "worker.log", env=env)
+    settings = load({**os.environ, **FAST, **env})
+    registry, routes = tasks.handlers(settings)
+    enqueuer = CeleryEnqueuer(tasks.app, broker_url=env["CELERY_BROKER_URL"])
+    try:
+        yield Core(settings, enqueuer=enqueuer, routes=routes, handlers=registry)
+    finally:
+        worker.stop()
+
+
+def module_env(
+    name: str, redis_url: str, database: int, routes: Path, model_url: str = "", **more: str
+) -> dict[str, str]:
+    """A module's worker variables: a prefix and broker database of its own, its routes
+    file, and (given ``model_url``) its agents' model at a local Messages API server."""
+    env = {
+        "EDA_PREFIX": f"{name}-{os.urandom(4).hex()}",
+        "CELERY_BROKER_URL": redis_url.rsplit("/", 1)[0] + f"/{database}",
+        "EDA_ROUTES": str(routes),
+        **more,
+    }
+    if model_url:
+        env |= {"ANTHROPIC_BASE_URL": model_url, "ANTHROPIC_API_KEY": "sk-ant-test-key"}
+    return env
