@@ -9,6 +9,7 @@ from __future__ import annotations
 from kombu import Exchange, Queue, binding
 
 from eda.errors import InvalidInput
+from eda.flow import PRIORITIES
 from eda.lanes import LaneTable
 from eda.redis_server import redis_url
 from eda.settings import load
@@ -42,18 +43,28 @@ broker_transport_options: dict[str, float | int | str] = {
     "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout / 4))),
     "unacked_restore_throttle": 1 if _settings.visibility_timeout < 600 else 10,
 }
+# On RabbitMQ a publish returns once the broker has the message (publisher confirms):
+# an event is recorded queued only when its delivery cannot be lost in flight.
+if broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+    broker_transport_options["confirm_publish"] = True
 # kombu's global_keyprefix would keep deployments that share a Redis apart, but with
 # it task-sent events never reach Flower: such deployments set their own broker
 # database instead (CELERY_BROKER_URL=redis://host:6379/N), as the README says.
 
+# Lanes are durable classic queues with priorities (RabbitMQ needs x-max-priority for
+# them; kombu's Redis transport ignores it): see tasks/enqueue.py and the README.
+_lane_arguments = {"x-max-priority": max(PRIORITIES.values())}
 task_queues = [
     Queue(
         lane.name,
         exchange=events_exchange,
         bindings=[binding(events_exchange, routing_key=key) for key in lane.bindings()],
+        queue_arguments=_lane_arguments,
     )
     for lane in lane_table.lanes
-] + [Queue(eda_default_lane, exchange=events_exchange, bindings=[])]
+] + [
+    Queue(eda_default_lane, exchange=events_exchange, bindings=[], queue_arguments=_lane_arguments)
+]
 task_default_queue = eda_default_lane
 task_default_exchange = "events"
 task_default_exchange_type = "topic"

@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from eda.event import Event
+from eda.flow import PRIORITIES
 from tasks import app
 from tasks import broker as broker_module
 from tasks.enqueue import CeleryEnqueuer
@@ -24,9 +25,9 @@ def connections_made(client: redis.Redis) -> int:
 
 
 def test_many_deliveries_share_a_few_broker_connections(
-    idle_broker: tuple[str, redis.Redis],
+    idle_redis_broker: tuple[str, redis.Redis],
 ) -> None:
-    url, broker = idle_broker
+    url, broker = idle_redis_broker
     enqueuer = CeleryEnqueuer(app, url)
     event = Event.create(type="thing.happened", source="test", payload={})
     enqueuer.deliver(event, "tests.handlers:succeed", "warm-up")
@@ -40,9 +41,9 @@ def test_many_deliveries_share_a_few_broker_connections(
 
 
 def test_a_batch_of_deliveries_reaches_the_broker_with_their_sent_events(
-    idle_broker: tuple[str, redis.Redis], unique_type: Any
+    idle_redis_broker: tuple[str, redis.Redis], unique_type: Any
 ) -> None:
-    url, broker = idle_broker
+    url, broker = idle_redis_broker
     enqueuer = CeleryEnqueuer(app, url)
     kind = unique_type()  # bound afresh: the broker database is emptied after each test
     events = [Event.create(type=kind, source="test", payload={}) for _ in range(30)]
@@ -63,9 +64,9 @@ def test_a_batch_of_deliveries_reaches_the_broker_with_their_sent_events(
 
 
 def test_redis_brokers_use_the_transport_that_keeps_one_client_per_channel(
-    idle_broker: tuple[str, redis.Redis],
+    idle_redis_broker: tuple[str, redis.Redis],
 ) -> None:
-    url, _ = idle_broker
+    url, _ = idle_redis_broker
     with app.connection_for_write(url) as connection:
         assert isinstance(connection.transport, broker_module.Transport)
         channel = connection.default_channel
@@ -93,3 +94,11 @@ def test_other_brokers_keep_their_own_kombu_transport() -> None:
     ).stdout.strip()  # fmt: skip
     assert chosen == "None"
     assert app.conf.broker_transport == "tasks.broker:Transport"  # the suite's Redis broker
+
+
+def test_route_priorities_are_read_the_way_each_broker_reads_them() -> None:
+    from tasks.enqueue import broker_priority
+
+    high, normal, low = (PRIORITIES[name] for name in ("high", "normal", "low"))
+    assert [broker_priority(p, "redis") for p in (high, normal, low)] == [0, 5, 9]  # lowest first
+    assert [broker_priority(p, "amqp") for p in (high, normal, low)] == [9, 4, 0]  # highest first
