@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from eda.core import Core
-from eda.delivery import Status
+from eda.delivery import Change, Status
 from eda.event import Event
 from eda.recovery import stuck
 from eda.redis_server import free_port
@@ -190,3 +190,33 @@ def test_a_killed_workers_deliveries_resume_long_before_the_visibility_timeout(
         )
     finally:
         second.stop()
+
+
+def test_recovery_leaves_a_delivery_a_live_worker_started_again_since_it_was_found(
+    make_settings: Any, client: Any, unique_type: Any
+) -> None:
+    """RabbitMQ hands a dead worker's message to another at once, under the same task id: a
+    recovery pass that found the delivery stuck just before must not take it over."""
+    core = Core(make_settings(recovery_grace=0.0), client)
+    event = Event.create(type=unique_type(), source="test")
+    core.store.publish(event)
+    queue(core.deliveries, event.id, "tests.handlers:succeed", "the-task")
+    start(core.deliveries, event.id, "tests.handlers:succeed", "the-task", worker="killed")
+    (found,) = stuck(core, waiting=None, now=time.time() + 1)
+    time.sleep(0.002)  # a step a millisecond later
+
+    assert start(core.deliveries, event.id, "tests.handlers:succeed", "the-task").ok  # redelivered
+    recovered = core.deliveries.apply(
+        Change(
+            event.id,
+            "tests.handlers:succeed",
+            "recover_running",
+            Status.QUEUED,
+            "recovered",
+            task_id="new-task",
+            options={"expect_task": found.task_id, "expect_updated": found.updated_at},
+        )
+    )
+
+    assert recovered.result == "superseded"
+    assert core.get_event(event.id).deliveries["tests.handlers:succeed"]["task_id"] == "the-task"
