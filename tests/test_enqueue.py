@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 import redis
 
 from eda.event import Event
@@ -19,11 +20,15 @@ from tasks.enqueue import CeleryEnqueuer
 from tests.lanes import lane_length, lane_messages
 from tests.workers import ROOT
 
+#: Where a delivery goes, on any broker; the Redis transport's own ways are marked apart.
+pytestmark = pytest.mark.brokers
+
 
 def connections_made(client: redis.Redis) -> int:
     return int(client.info("stats")["total_connections_received"])
 
 
+@pytest.mark.redis_broker
 def test_many_deliveries_share_a_few_broker_connections(
     idle_redis_broker: tuple[str, redis.Redis],
 ) -> None:
@@ -40,6 +45,7 @@ def test_many_deliveries_share_a_few_broker_connections(
     assert lane_length(broker) == 41
 
 
+@pytest.mark.redis_broker
 def test_a_batch_of_deliveries_reaches_the_broker_with_their_sent_events(
     idle_redis_broker: tuple[str, redis.Redis], unique_type: Any
 ) -> None:
@@ -63,6 +69,7 @@ def test_a_batch_of_deliveries_reaches_the_broker_with_their_sent_events(
     monitor.close()  # Flower sees each task as sent
 
 
+@pytest.mark.redis_broker
 def test_redis_brokers_use_the_transport_that_keeps_one_client_per_channel(
     idle_redis_broker: tuple[str, redis.Redis],
 ) -> None:
@@ -86,6 +93,7 @@ def test_redis_brokers_use_the_transport_that_keeps_one_client_per_channel(
 CHOICE = "broker_transport"
 
 
+@pytest.mark.redis_broker
 def test_other_brokers_keep_their_own_kombu_transport() -> None:
     chosen = subprocess.run(
         [sys.executable, "-c", f"import celeryconfig; print(vars(celeryconfig).get({CHOICE!r}))"],
