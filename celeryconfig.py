@@ -11,6 +11,7 @@ from kombu import Queue as _Queue
 from kombu import binding as _binding
 
 from eda.errors import InvalidInput as _InvalidInput
+from eda.flow import PRIORITIES as _PRIORITIES
 from eda.lanes import LaneTable as _LaneTable
 from eda.redis_server import redis_url as _redis_url
 from eda.settings import load as _load
@@ -45,21 +46,36 @@ broker_transport_options: dict[str, float | int | str] = {
     "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout / 4))),
     "unacked_restore_throttle": 1 if _settings.visibility_timeout < 600 else 10,
 }
+# On RabbitMQ a publish returns once the broker has the message (publisher confirms):
+# an event is recorded queued only when its delivery cannot be lost in flight.
+if broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+    broker_transport_options["confirm_publish"] = True
 # kombu's global_keyprefix would keep deployments that share a Redis apart, but with
 # it task-sent events never reach Flower: such deployments set their own broker
 # database instead (CELERY_BROKER_URL=redis://host:6379/N), as the README says.
 
 # A lane's first pattern is also its queue's routing key, which the worker's banner and
 # ``inspect active_queues`` show (without one, Celery shows its default, ``default``).
+# Lanes are durable classic queues with priorities (RabbitMQ needs x-max-priority for
+# them; kombu's Redis transport ignores it): see tasks/enqueue.py and the README.
+_lane_arguments = {"x-max-priority": max(_PRIORITIES.values())}
 task_queues = [
     _Queue(
         lane.name,
         exchange=_events_exchange,
         routing_key=lane.bindings()[0],
         bindings=[_binding(_events_exchange, routing_key=key) for key in lane.bindings()],
+        queue_arguments=_lane_arguments,
     )
     for lane in _lane_table.lanes
-] + [_Queue(eda_default_lane, exchange=_events_exchange, routing_key=eda_default_lane)]
+] + [
+    _Queue(
+        eda_default_lane,
+        exchange=_events_exchange,
+        routing_key=eda_default_lane,
+        queue_arguments=_lane_arguments,
+    )
+]
 task_default_queue = eda_default_lane
 task_default_exchange = "events"
 task_default_exchange_type = "topic"

@@ -46,6 +46,8 @@ class Stuck:
     status: Status
     task_id: str
     why: str
+    #: The record's last step when it was found stuck: recovery takes it only if unchanged.
+    updated_at: str = ""
 
 
 def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> list[Stuck]:
@@ -74,7 +76,9 @@ def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> lis
             continue
         why = _why_stuck(record, held, waiting)
         if why:
-            found.append(Stuck(event_id, handler, record.status, record.task_id, why))
+            found.append(
+                Stuck(event_id, handler, record.status, record.task_id, why, record.updated_at)
+            )
     if finished:
         with reaching_redis():
             core.redis.zrem(core.keys.inflight, *finished)
@@ -119,7 +123,9 @@ def recover(core: Core, waiting: set[str] | None) -> list[Stuck]:
                 Status.QUEUED,
                 f"recovered: {item.why}",
                 task_id=task_id,
-                options={"expect_task": item.task_id},
+                # A broker that redelivers the dead worker's message (RabbitMQ, at once)
+                # may have a live worker start it meanwhile, under the same task id.
+                options={"expect_task": item.task_id, "expect_updated": item.updated_at},
             )
         )
         if not applied.ok:

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""The two commands: ``python3 scripts/dev.py up`` runs the system, ``... test`` tests it.
+"""The commands: ``python3 scripts/dev.py up`` runs the system, ``... test`` tests it.
+
+``... test-rabbitmq`` runs the delivery tests again with RabbitMQ as the broker, on a
+node it starts from the system's ``rabbitmq-server`` (or ``TEST_AMQP_URL``'s server).
 
 Standard library only, so it runs on a fresh machine with nothing but Python
 3.11+: it creates the virtual environment ``.venv`` in the repository, installs
@@ -57,13 +60,32 @@ def run_tests(extra: list[str]) -> int:
     return 0
 
 
+#: Where a system's RabbitMQ keeps its start script (the one on PATH may switch user).
+RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+
+def run_rabbitmq_tests(extra: list[str]) -> int:
+    """The tests marked ``brokers``, with RabbitMQ as the Celery broker."""
+    import shutil
+
+    installed = RABBITMQ_SERVER.exists() or shutil.which("rabbitmq-server")
+    if not (installed or os.environ.get("TEST_AMQP_URL")):
+        print("test-rabbitmq needs rabbitmq-server (apt install rabbitmq-server) or TEST_AMQP_URL")
+        return 1
+    arguments = ["pytest", "--broker=rabbitmq", *extra]
+    print("$", " ".join(arguments), flush=True)
+    return subprocess.call([str(BIN / "pytest"), *arguments[1:]], cwd=ROOT)
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("up", "test"):
-        print("usage: python3 scripts/dev.py up [options] | test [pytest options]")
+    if not argv or argv[0] not in ("up", "test", "test-rabbitmq"):
+        print("usage: python3 scripts/dev.py up [options] | test [pytest options] | test-rabbitmq")
         return 2
     ensure_environment()
     if argv[0] == "test":
         return run_tests(argv[1:])
+    if argv[0] == "test-rabbitmq":
+        return run_rabbitmq_tests(argv[1:])
     os.chdir(ROOT)
     python = str(BIN / "python")
     os.execv(python, [python, "-m", "scripts.up", *argv[1:]])  # noqa: S606

@@ -12,6 +12,7 @@ from celery import Celery
 from kombu import Exchange, Queue, pools
 
 from eda.event import Event
+from eda.flow import PRIORITIES
 from eda.lanes import LaneTable
 
 #: The priority of a delivery whose route gives none ("normal"; kombu's Redis transport
@@ -23,6 +24,14 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 
 #: small enough that the first deliveries of a burst reach the workers within
 #: milliseconds, not after the dispatcher's whole batch.
 BATCH_COMMANDS = 100
+#: The lowest route priority: routes count like kombu's Redis transport, 0 first.
+LOWEST_PRIORITY = max(PRIORITIES.values())
+
+
+def broker_priority(priority: int, driver_type: str) -> int:
+    """A route's priority as the broker reads it: kombu's Redis transport takes the lowest
+    number first, AMQP the highest (up to the lanes' ``x-max-priority``)."""
+    return LOWEST_PRIORITY - priority if driver_type == "amqp" else priority
 
 
 def lane_table(app: Celery) -> LaneTable:
@@ -43,6 +52,8 @@ class CeleryEnqueuer:
         self._lock = threading.Lock()
         # Only a key for kombu's pools: it never connects itself.
         self._connection = app.connection_for_write(broker_url) if broker_url else None
+        #: ``amqp`` (RabbitMQ) or ``redis``: they read a message's priority the other way round.
+        self.driver_type: str = app.connection_for_write(broker_url).transport.driver_type
         #: A delivery's broker priority (the core's, from its route's ``priority``).
         self.priority_of: Callable[[str, str], int] = lambda handler, event_type: DEFAULT_PRIORITY
 
@@ -108,7 +119,7 @@ class CeleryEnqueuer:
             routing_key=event.type,
             task_id=task_id,
             retry_policy=PUBLISH_RETRY_POLICY,
-            priority=self.priority_of(handler, event.type),
+            priority=broker_priority(self.priority_of(handler, event.type), self.driver_type),
         )
 
     def _bind(self, channel: Any, lane: str, event_type: str) -> None:
@@ -157,4 +168,5 @@ class CeleryEnqueuer:
                     lengths[name] = int(declared.message_count)
                 except Exception:  # a lane nobody declared yet holds nothing
                     lengths[name] = 0
+                    channel = connection.channel()  # RabbitMQ closed the one that asked
         return lengths

@@ -1,9 +1,13 @@
 """Fixtures: a private Redis server for the session, and a fresh key prefix per test.
 
 The suite never touches a Redis server it did not start, unless TEST_REDIS_URL
-names one. Celery workers (see ``tests/workers.py``) are started once per
-session and share the session's prefix; tests that use them pick event types
-of their own so that they never see each other's deliveries.
+names one. With ``--broker=rabbitmq`` the Celery broker is a RabbitMQ node the
+suite starts (``tests/brokers.py``), and only the tests marked ``brokers`` (about
+delivery, whatever the broker) and not ``redis_broker`` (about kombu's Redis
+transport) are selected; the others are reported deselected. Celery workers
+(see ``tests/workers.py``) are started once per session and share the session's
+prefix; tests that use them pick event types of their own so that they never see
+each other's deliveries.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ import redis
 from eda.core import Core
 from eda.redis_server import free_port, start_server, wait_until_ready
 from eda.settings import Settings, load
+from tests.brokers import (
+    NO_RABBITMQ,
+    SESSION_SLOT,
+    Broker,
+    RabbitBroker,
+    RedisBroker,
+    rabbitmq_script,
+)
 
 
 class RedisServer:
@@ -62,6 +74,16 @@ class RedisServer:
 
 _server: RedisServer | None = None
 _folder: tempfile.TemporaryDirectory[str] | None = None
+_broker: Broker | None = None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker",
+        choices=("redis", "rabbitmq"),
+        default="redis",
+        help="the Celery broker the delivery tests run on (rabbitmq: a node the suite starts)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -71,7 +93,9 @@ def pytest_configure(config: pytest.Config) -> None:
     REDIS_URL and CELERY_BROKER_URL are pointed at this server (the broker on db 1,
     apart from the event store's keys) for the whole run.
     """
-    global _server, _folder
+    global _server, _folder, _broker
+    config.addinivalue_line("markers", "brokers: about delivery; runs on every broker")
+    config.addinivalue_line("markers", "redis_broker: about kombu's Redis transport itself")
     _folder = tempfile.TemporaryDirectory(prefix="eda-redis-")
     _server = RedisServer(Path(_folder.name))
     if os.environ.get("TEST_REDIS_URL"):
@@ -79,12 +103,43 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         _server.start()
     os.environ["REDIS_URL"] = _server.url
-    os.environ["CELERY_BROKER_URL"] = _server.url.rsplit("/", 1)[0] + "/1"
+    _broker = _start_broker(config.getoption("broker"), Path(_folder.name))
+    os.environ["CELERY_BROKER_URL"] = _broker.url(SESSION_SLOT)
     os.environ.setdefault("EDA_PREFIX", f"session-{uuid.uuid4().hex[:8]}")
     os.environ["EDA_DATA_DIR"] = str(Path(_folder.name) / "data")
 
 
+def _start_broker(name: str, folder: Path) -> Broker:
+    assert _server is not None
+    if name == "redis":
+        return RedisBroker(_server.url)
+    if os.environ.get("TEST_AMQP_URL"):
+        return RabbitBroker.external(os.environ["TEST_AMQP_URL"], folder)
+    if rabbitmq_script() is None:
+        raise pytest.UsageError(NO_RABBITMQ)
+    (folder / "rabbitmq").mkdir()
+    broker = RabbitBroker(folder / "rabbitmq")
+    broker.start()
+    return broker
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On RabbitMQ, keep the tests about delivery (``brokers``) that are not Redis's own."""
+    if config.getoption("broker") == "redis":
+        return
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        applies = item.get_closest_marker("brokers") and not item.get_closest_marker("redis_broker")
+        (keep if applies else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if isinstance(_broker, RabbitBroker):
+        _broker.stop()
     if _server is not None:
         _server.stop()
     if _folder is not None:
@@ -95,6 +150,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def redis_server() -> RedisServer:
     assert _server is not None
     return _server
+
+
+@pytest.fixture(scope="session")
+def broker_under_test() -> Broker:
+    """The session's broker: private brokers by number, and what waits in a lane."""
+    assert _broker is not None
+    return _broker
 
 
 @pytest.fixture
@@ -190,22 +252,37 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
 
 @pytest.fixture
 def private_broker(
-    redis_server: RedisServer, live: Core, live_settings: Settings, client: redis.Redis
-) -> Callable[[int], tuple[str, Core]]:
-    """A broker of a test's own (a database of the session's Redis) and a core sending to it."""
+    broker_under_test: Broker, live: Core, live_settings: Settings, client: redis.Redis
+) -> Iterator[Callable[[int], tuple[str, Core]]]:
+    """A broker of a test's own (a Redis database, a RabbitMQ vhost) and a core sending to it;
+    emptied afterwards."""
     from tasks import app
     from tasks.enqueue import CeleryEnqueuer
 
-    def make(database: int) -> tuple[str, Core]:
-        broker = redis_server.url.rsplit("/", 1)[0] + f"/{database}"
+    used: list[str] = []
+
+    def make(slot: int) -> tuple[str, Core]:
+        broker = broker_under_test.url(slot)
+        used.append(broker)
         return broker, Core(live_settings, client, CeleryEnqueuer(app, broker), live.routes)
 
-    return make
+    yield make
+    for broker in used:
+        broker_under_test.empty(broker)
 
 
 @pytest.fixture
-def idle_broker(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis]]:
-    """(URL, client) of a broker database no worker consumes from, emptied afterwards."""
+def idle_broker(broker_under_test: Broker) -> Iterator[str]:
+    """The URL of a broker no worker consumes from, emptied afterwards."""
+    url = broker_under_test.url(7)
+    yield url
+    broker_under_test.empty(url)
+
+
+@pytest.fixture
+def idle_redis_broker(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis]]:
+    """(URL, client) of a Redis broker database no worker consumes, emptied afterwards: for
+    the tests of kombu's Redis transport itself."""
     url = redis_server.url.rsplit("/", 1)[0] + "/7"
     connection = redis.Redis.from_url(url)
     yield url, connection

@@ -604,7 +604,7 @@ def test_replay_and_retry_all_over_2500_say_what_is_left_and_retry_all_can_empty
     from tasks import app, handlers
     from tasks.enqueue import CeleryEnqueuer
 
-    url, _ = idle_broker
+    url = idle_broker
     registry, routes = handlers(settings)
     fast = settings.model_copy(update={"replay_rate": 1_000_000.0})
     core = Core(fast, client, CeleryEnqueuer(app, url), routes, registry)

@@ -66,9 +66,9 @@ def test_the_workers_task_events_leave_together_and_none_is_dropped(
 
 
 def test_task_events_still_buffered_at_a_reconnection_leave_with_the_next_dispatcher(
-    idle_broker: tuple[str, redis.Redis],
+    idle_redis_broker: tuple[str, redis.Redis],
 ) -> None:
-    url, broker = idle_broker
+    url, broker = idle_redis_broker
     monitor = broker.pubsub()
     monitor.psubscribe("*celeryev*")
     monitor.get_message(timeout=1)

@@ -15,6 +15,7 @@ from eda.event import Event
 from eda.settings import Settings
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
+from tests.brokers import Broker
 from tests.conftest import RedisServer, wait_for
 from tests.handlers import attempts
 from tests.lifecycle import queue, start
@@ -22,7 +23,7 @@ from tests.workers import ROOT, Worker
 
 ROUTES = ROOT / "tests" / "routes.yaml"
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.brokers]
 
 
 def delivery(core: Core, event_id: str, handler: str) -> dict[str, Any]:
@@ -303,11 +304,11 @@ def test_a_handler_calling_exit_is_dead_lettered_and_the_worker_lives_on(
 
 
 def test_a_delivery_survives_the_event_store_going_away_mid_run(
-    tmp_path: Path, redis_server: RedisServer, live_settings: Settings, unique_type: Any
+    tmp_path: Path, broker_under_test: Broker, live_settings: Settings, unique_type: Any
 ) -> None:
     store = RedisServer(tmp_path / "store")
     store.start()
-    broker = redis_server.url.rsplit("/", 1)[0] + "/6"
+    broker = broker_under_test.url(6)
     env = {"REDIS_URL": store.url, "CELERY_BROKER_URL": broker}
     worker = Worker(tmp_path / "worker.log", env, name="outage")
     try:

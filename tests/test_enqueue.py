@@ -6,22 +6,28 @@ import base64
 import json
 from typing import Any
 
+import pytest
 import redis
 
 from eda.event import Event
+from eda.flow import PRIORITIES
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
 from tests.lanes import lane_length, lane_messages
+
+#: Where a delivery goes, on any broker; the Redis transport's own ways are marked apart.
+pytestmark = pytest.mark.brokers
 
 
 def connections_made(client: redis.Redis) -> int:
     return int(client.info("stats")["total_connections_received"])
 
 
+@pytest.mark.redis_broker
 def test_many_deliveries_share_a_few_broker_connections(
-    idle_broker: tuple[str, redis.Redis],
+    idle_redis_broker: tuple[str, redis.Redis],
 ) -> None:
-    url, broker = idle_broker
+    url, broker = idle_redis_broker
     enqueuer = CeleryEnqueuer(app, url)
     event = Event.create(type="thing.happened", source="test", payload={})
     enqueuer.deliver(event, "tests.handlers:succeed", "warm-up")
@@ -34,10 +40,11 @@ def test_many_deliveries_share_a_few_broker_connections(
     assert lane_length(broker) == 41
 
 
+@pytest.mark.redis_broker
 def test_a_batch_of_deliveries_reaches_the_broker_with_their_sent_events(
-    idle_broker: tuple[str, redis.Redis], unique_type: Any
+    idle_redis_broker: tuple[str, redis.Redis], unique_type: Any
 ) -> None:
-    url, broker = idle_broker
+    url, broker = idle_redis_broker
     enqueuer = CeleryEnqueuer(app, url)
     kind = unique_type()  # bound afresh: the broker database is emptied after each test
     events = [Event.create(type=kind, source="test", payload={}) for _ in range(30)]
@@ -55,3 +62,11 @@ def test_a_batch_of_deliveries_reaches_the_broker_with_their_sent_events(
     bodies = [json.loads(base64.b64decode(json.loads(m["data"])["body"])) for m in sent if m]
     assert sorted(b["uuid"] for b in bodies) == sorted(f"task-{e.id}" for e in events)
     monitor.close()  # Flower sees each task as sent
+
+
+def test_route_priorities_are_read_the_way_each_broker_reads_them() -> None:
+    from tasks.enqueue import broker_priority
+
+    high, normal, low = (PRIORITIES[name] for name in ("high", "normal", "low"))
+    assert [broker_priority(p, "redis") for p in (high, normal, low)] == [0, 5, 9]  # lowest first
+    assert [broker_priority(p, "amqp") for p in (high, normal, low)] == [9, 4, 0]  # highest first

@@ -21,7 +21,7 @@ from tests.handlers import attempts
 from tests.lifecycle import queue
 from tests.workers import Worker
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.brokers]
 
 
 @pytest.fixture(scope="module")

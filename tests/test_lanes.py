@@ -15,10 +15,13 @@ from eda.errors import InvalidInput
 from eda.lanes import LaneTable
 from tasks import app
 from tasks.enqueue import lane_table
+from tests.brokers import Broker
 from tests.conftest import wait_for
 from tests.handlers import attempts
-from tests.lanes import lane_length, lane_messages
+from tests.lanes import lane_messages
 from tests.workers import ROOT, Worker
+
+pytestmark = pytest.mark.brokers
 
 
 def test_every_type_lands_in_exactly_one_lane() -> None:
@@ -119,7 +122,7 @@ def test_inspect_conf_lists_settings_only(worker: Worker) -> None:
 
 
 def test_a_worker_on_one_lane_never_runs_another_lanes_delivery(
-    private_broker: Any, client: Any, unique_type: Any, tmp_path: Path
+    private_broker: Any, broker_under_test: Broker, client: Any, unique_type: Any, tmp_path: Path
 ) -> None:
     broker, core = private_broker(3)
     lane_worker = Worker(tmp_path / "alerts.log", {"CELERY_BROKER_URL": broker}, queues="alerts")
@@ -134,11 +137,14 @@ def test_a_worker_on_one_lane_never_runs_another_lanes_delivery(
 
         assert core.get_event(code_id).status == "queued"
         assert attempts(client, code_id, "succeed") == []
-        (message,) = lane_messages(redis.Redis.from_url(broker), "code")
-        assert message["properties"]["delivery_info"] == {"exchange": "events", "routing_key": code}
-        assert message["headers"]["task"] == "eda.deliver"
-        assert message["headers"]["argsrepr"] == repr((code_id, "tests.handlers:succeed"))
-        assert lane_length(redis.Redis.from_url(broker), "alerts") == 0
+        assert broker_under_test.waiting(broker, "code") == 1
+        assert broker_under_test.waiting(broker, "alerts") == 0
+        if broker_under_test.name == "redis":  # the message as kombu's Redis transport keeps it
+            (message,) = lane_messages(redis.Redis.from_url(broker), "code")
+            delivery_info = message["properties"]["delivery_info"]
+            assert delivery_info == {"exchange": "events", "routing_key": code}
+            assert message["headers"]["task"] == "eda.deliver"
+            assert message["headers"]["argsrepr"] == repr((code_id, "tests.handlers:succeed"))
     finally:
         lane_worker.stop()
 
@@ -179,3 +185,24 @@ def test_a_visibility_timeout_shorter_than_a_task_and_its_backoff_stops_start_up
         "EDA_VISIBILITY_TIMEOUT: is 100 s but must exceed the task time limit plus the "
         "longest backoff (90 + 60 s)"
     ) in result.stderr
+
+
+def test_a_lane_is_a_durable_queue_bound_to_the_events_exchange_by_its_patterns(
+    broker_under_test: Broker, idle_broker: str
+) -> None:
+    """What a worker declares at start routes a bare message by its type, on any broker."""
+    with app.connection_for_write(idle_broker) as connection:
+        channel = connection.default_channel
+        for queue in app.conf.task_queues:
+            declared = queue.bind(channel)
+            declared.declare()
+            assert declared.durable and declared.queue_arguments == {"x-max-priority": 9}
+        producer = connection.Producer(exchange=app.conf.task_queues[0].exchange)
+        for routing_key in ["alert.cpu.high", "alert.triggered", "code.pr_opened"]:
+            producer.publish({}, routing_key=routing_key, serializer="json")
+    wait_for(lambda: broker_under_test.waiting(idle_broker, "alerts") == 2)
+    assert broker_under_test.waiting(idle_broker, "code") == 1
+    assert broker_under_test.waiting(idle_broker, "payments") == 0
+    assert app.connection_for_write().transport.driver_type == (
+        "amqp" if broker_under_test.name == "rabbitmq" else "redis"
+    )

@@ -6,8 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from eda.core import Core
-from eda.delivery import Status
+from eda.delivery import Change, Status
 from eda.event import Event
 from eda.recovery import stuck
 from eda.redis_server import free_port
@@ -15,11 +17,13 @@ from eda.settings import Settings
 from tasks import app
 from tasks.delivery import sweep
 from tasks.enqueue import CeleryEnqueuer
+from tests.brokers import Broker
 from tests.conftest import wait_for
 from tests.handlers import attempts
-from tests.lanes import lane_length
 from tests.lifecycle import finish, queue, start
 from tests.workers import Worker
+
+pytestmark = pytest.mark.brokers
 
 #: A worker whose unacknowledged messages come back after two seconds.
 SHORT_VISIBILITY = {
@@ -141,9 +145,9 @@ def test_a_delivery_that_started_after_the_index_was_read_is_not_taken_from_its_
 
 
 def test_recovery_sends_a_stuck_delivery_again_and_the_old_message_is_superseded(
-    make_settings: Any, client: Any, unique_type: Any, idle_broker: Any
+    make_settings: Any, client: Any, unique_type: Any, idle_broker: str, broker_under_test: Broker
 ) -> None:
-    url, broker = idle_broker  # a prefix and a broker of this test's own: nobody else's
+    url = idle_broker  # a prefix and a broker of this test's own: nobody else's
     core = Core(make_settings(recovery_grace=0.0), client, CeleryEnqueuer(app, url))
     event = Event.create(type=unique_type(), source="test")
     core.store.publish(event)
@@ -155,8 +159,12 @@ def test_recovery_sends_a_stuck_delivery_again_and_the_old_message_is_superseded
     record = core.get_event(event.id).deliveries["tests.handlers:succeed"]
     assert record["status"] == "queued" and record["task_id"] != "lost-task"
     assert "recovered: its worker is gone" in record["history"][-1]["reason"]
-    assert lane_length(broker) == 1  # the new message waits in its lane
-    assert record["task_id"] in (core.enqueuer.waiting_task_ids() or set())
+    assert broker_under_test.waiting(url) == 1  # the new message waits in its lane
+    waiting = core.enqueuer.waiting_task_ids()
+    if broker_under_test.name == "redis":
+        assert waiting is not None and record["task_id"] in waiting
+    else:  # RabbitMQ cannot list its messages: waiting deliveries are trusted to it
+        assert waiting is None
     assert core.recover() == 0  # its message waits: nothing more to do
     late = start(core.deliveries, event.id, "tests.handlers:succeed", "lost-task")
     assert late.result == "superseded"  # the old message, should it come back
@@ -197,3 +205,33 @@ def test_a_killed_workers_deliveries_resume_long_before_the_visibility_timeout(
         )
     finally:
         second.stop()
+
+
+def test_recovery_leaves_a_delivery_a_live_worker_started_again_since_it_was_found(
+    make_settings: Any, client: Any, unique_type: Any
+) -> None:
+    """RabbitMQ hands a dead worker's message to another at once, under the same task id: a
+    recovery pass that found the delivery stuck just before must not take it over."""
+    core = Core(make_settings(recovery_grace=0.0), client)
+    event = Event.create(type=unique_type(), source="test")
+    core.store.publish(event)
+    queue(core.deliveries, event.id, "tests.handlers:succeed", "the-task")
+    start(core.deliveries, event.id, "tests.handlers:succeed", "the-task", worker="killed")
+    (found,) = stuck(core, waiting=None, now=time.time() + 1)
+    time.sleep(0.002)  # a step a millisecond later
+
+    assert start(core.deliveries, event.id, "tests.handlers:succeed", "the-task").ok  # redelivered
+    recovered = core.deliveries.apply(
+        Change(
+            event.id,
+            "tests.handlers:succeed",
+            "recover_running",
+            Status.QUEUED,
+            "recovered",
+            task_id="new-task",
+            options={"expect_task": found.task_id, "expect_updated": found.updated_at},
+        )
+    )
+
+    assert recovered.result == "superseded"
+    assert core.get_event(event.id).deliveries["tests.handlers:succeed"]["task_id"] == "the-task"

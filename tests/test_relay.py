@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,11 @@ from eda.settings import Settings
 from eda.store import EventStore
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
+from tests.brokers import Broker
 from tests.conftest import wait_for
-from tests.lanes import lane_length
 from tests.workers import ROOT
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.brokers]
 
 
 @pytest.fixture
@@ -33,24 +34,20 @@ def store(settings: Settings, client: redis.Redis) -> EventStore:
 
 
 @pytest.fixture
-def broker(idle_broker: tuple[str, redis.Redis]) -> redis.Redis:
-    return idle_broker[1]
+def waiting(broker_under_test: Broker, idle_broker: str) -> Callable[..., int]:
+    """Messages waiting in a lane of this test's broker."""
+    return lambda lane="default": broker_under_test.waiting(idle_broker, lane)
 
 
 @pytest.fixture
 def cores(
-    settings: Settings, client: redis.Redis, idle_broker: tuple[str, redis.Redis], live: Core
+    settings: Settings, client: redis.Redis, idle_broker: str, live: Core
 ) -> tuple[Core, Core]:
     """(a core that dispatches itself, one that hands over) on this test's prefix and broker."""
-    enqueuer = CeleryEnqueuer(app, idle_broker[0])
+    enqueuer = CeleryEnqueuer(app, idle_broker)
     inline = Core(settings, client, enqueuer, live.routes)
     deferring = Core(settings, client, enqueuer, live.routes, defer_dispatch=True)
     return inline, deferring
-
-
-def waiting(broker: redis.Redis, lane: str = "default") -> int:
-    """Messages waiting in a lane of the broker."""
-    return lane_length(broker, lane)
 
 
 def event(kind: str = "thing.happened", **fields: Any) -> Event:
@@ -81,21 +78,21 @@ def test_taking_hands_over_up_to_the_limit_oldest_first(store: EventStore) -> No
 
 
 def test_a_relay_dispatches_each_handed_over_event_once(
-    cores: tuple[Core, Core], broker: redis.Redis, unique_type: Any
+    cores: tuple[Core, Core], waiting: Callable[..., int], unique_type: Any
 ) -> None:
     inline, deferring = cores
     kind = unique_type()
     inline.subscribe([kind], "tests.handlers:succeed")
     ids = [deferring.publish(kind, {"n": n}, "test").event_id for n in range(3)]
     assert {inline.get_event(i).status for i in ids} == {"pending"}
-    assert waiting(broker) == 0
+    assert waiting() == 0
     inline.dispatch(inline.get_event(ids[0]).event)  # another face got to this one first
 
     taken = Relay(inline, wait=0.1).dispatch_batch()
 
     assert taken == 3
     assert {inline.get_event(i).status for i in ids} == {"queued"}
-    assert waiting(broker) == 3
+    assert waiting() == 3
     assert inline.store.pending(older_than=0) == []
 
 
@@ -110,7 +107,7 @@ class CountingConnection(redis.Connection):
 
 
 def test_a_batch_costs_the_store_the_same_few_round_trips_whatever_its_size(
-    cores: tuple[Core, Core], broker: redis.Redis, settings: Settings, unique_type: Any
+    cores: tuple[Core, Core], waiting: Callable[..., int], settings: Settings, unique_type: Any
 ) -> None:
     inline, deferring = cores
     kind = unique_type()
@@ -128,7 +125,7 @@ def test_a_batch_costs_the_store_the_same_few_round_trips_whatever_its_size(
         trips.append(CountingConnection.sent - sent)
         assert {inline.get_event(i).status for i in ids} == {"queued"}
     assert trips[1] == trips[2] <= 8
-    assert waiting(broker) == 2 * 62
+    assert waiting() == 2 * 62
 
 
 class RefusingBroker(CeleryEnqueuer):
@@ -180,16 +177,16 @@ class BrokerBlinkingOnce(CeleryEnqueuer):
 
 def test_a_batch_the_broker_refused_once_is_sent_again_at_once(
     cores: tuple[Core, Core],
-    idle_broker: tuple[str, redis.Redis],
+    idle_broker: str,
+    waiting: Callable[..., int],
     settings: Settings,
     client: redis.Redis,
     unique_type: Any,
 ) -> None:
     inline, deferring = cores
-    broker = idle_broker[1]
     kind = unique_type()
     inline.subscribe([kind], "tests.handlers:succeed")
-    blinking = BrokerBlinkingOnce(idle_broker[0])
+    blinking = BrokerBlinkingOnce(idle_broker)
     ids = [deferring.publish(kind, {"n": n}, "test").event_id for n in range(3)]
 
     Relay(Core(settings, client, blinking, inline.routes), wait=0.1).dispatch_batch()
@@ -200,7 +197,7 @@ def test_a_batch_the_broker_refused_once_is_sent_again_at_once(
         assert stored.status == "queued"
         assert stored.deliveries["tests.handlers:succeed"]["enqueue_failed"] is False
     assert inline.store.pending(older_than=0) == []
-    assert waiting(broker) == 3
+    assert waiting() == 3
 
 
 def test_the_web_hands_events_over_and_a_worker_dispatches_them(
@@ -224,8 +221,8 @@ def test_the_web_hands_events_over_and_a_worker_dispatches_them(
 
 def test_the_relay_process_dispatches_until_it_is_told_to_stop_and_warns_of_nothing(
     settings: Settings,
-    idle_broker: tuple[str, redis.Redis],
-    broker: redis.Redis,
+    idle_broker: str,
+    waiting: Callable[..., int],
     cores: tuple[Core, Core],
     unique_type: Any,
     tmp_path: Path,
@@ -236,7 +233,7 @@ def test_the_relay_process_dispatches_until_it_is_told_to_stop_and_warns_of_noth
     env = {
         **os.environ,
         "EDA_PREFIX": settings.prefix,
-        "CELERY_BROKER_URL": idle_broker[0],
+        "CELERY_BROKER_URL": idle_broker,
         "PYTHONPATH": str(ROOT),
         "PYTHONWARNINGS": "default",  # every warning shows, as runpy's would
     }
@@ -248,7 +245,7 @@ def test_the_relay_process_dispatches_until_it_is_told_to_stop_and_warns_of_noth
         )
     try:
         event_id = deferring.publish(kind, {}, "test").event_id
-        wait_for(lambda: waiting(broker) == 1)  # recorded queued, then published
+        wait_for(lambda: waiting() == 1)  # recorded queued, then published
         assert inline.get_event(event_id).status == "queued"
     finally:
         process.send_signal(signal.SIGTERM)

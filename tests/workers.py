@@ -41,6 +41,7 @@ class Worker:
         queues: str | None = None,
         concurrency: int = 4,
         name: str = "test",
+        options: tuple[str, ...] = (),
     ) -> None:
         self.log_path = log_path
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
@@ -52,7 +53,7 @@ class Worker:
             *(sys.executable, "-m", "celery", "-A", "tasks", "worker", "-n", self.node),
             *(["-Q", queues] if queues else []),
             *("-P", "threads", "-c", str(concurrency)),
-            *("--without-mingle", "--without-gossip", "-l", "INFO"),
+            *("--without-mingle", "--without-gossip", "-l", "INFO", *options),
         ]
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(

@@ -13,7 +13,8 @@
 --       10 the dead letter as JSON ("" none)
 -- Options: parked (note: waiting with no message), new_run, replay, enqueue_failed (queue, note), only_unsent (queue: a queued
 --   delivery is taken only while its message is unsent), expect_task (queue: only while
---   the delivery still belongs to that task), worker (start), attempt (finish:
+--   the delivery still belongs to that task), expect_updated (queue: only while its last
+--   step is still the one read at that time: not started again meanwhile), worker (start), attempt (finish:
 --   the attempt it ends), error {class, message, traceback} (finish), max_attempts,
 --   max_runs (what is kept), letter_id, letter_score (dead letter), member and now_ms
 --   (the delivery in the in-flight index, and its score).
@@ -57,6 +58,9 @@ if step ~= 'queue' and task_id ~= '' and delivery and delivery.task_id ~= task_i
   return refuse('superseded')
 end
 if options.expect_task and delivery and delivery.task_id ~= options.expect_task then
+  return refuse('superseded')
+end
+if options.expect_updated and delivery and delivery.updated_at ~= options.expect_updated then
   return refuse('superseded')
 end
 
