@@ -306,6 +306,11 @@ def _schemas() -> dict[str, Any]:
                 "first_failure_at": _STRING,
                 "last_failure_at": _STRING,
                 "task_id": _STRING,
+                "annotation": {
+                    "type": ["object", "null"],
+                    "additionalProperties": True,
+                    "description": "What triage (or an operator) noted on it; null if nothing.",
+                },
             },
             ("id", "event_id", "handler"),
         ),
@@ -372,10 +377,14 @@ def _schemas() -> dict[str, Any]:
                     **_array(_STRING),
                     "description": "Mapped webhook types that no route or subscription handles.",
                 },
+                "unconsumed_types": {
+                    **_array(_STRING),
+                    "description": "Types the agents may publish that no route consumes.",
+                },
             },
             (
                 *("events", "statuses", "stored", "pending", "dead_letters", "lanes"),
-                *("relay", "workers", "stuck", "flow", "unrouted_types"),
+                *("relay", "workers", "stuck", "flow", "unrouted_types", "unconsumed_types"),
             ),
         ),
         "Health": _object({"status": _STRING}, ("status",)),
