@@ -4,7 +4,7 @@ Counters and histograms use prometheus_client's multiprocess mode: each process
 (gunicorn's workers, a Celery worker's pool) writes files of its own under a
 folder, and a scrape sums them. prometheus_client picks its mode once, when it is
 imported, from ``PROMETHEUS_MULTIPROC_DIR``: :func:`enable` sets it (from the
-settings' ``metrics_dir``) and only then imports the library, so a process that
+settings' ``metrics_dir``) and has the library choose again, so a process that
 never enables metrics (the CLI, scripts, the tests' in-process apps) counts
 nothing and every ``count`` here is a no-op in it; the core imports this module,
 never prometheus_client.
@@ -98,6 +98,12 @@ def enable(folder: Path) -> None:
             return
         folder.mkdir(parents=True, exist_ok=True)
         os.environ[FOLDER_VARIABLE] = str(folder)
+        from prometheus_client import values
+
+        # The library chose its mode when first imported, which may have been before this
+        # (Celery's command line imports Flower's plugin, and Flower imports the library):
+        # choose again, now that the folder is set, before the first metric is built.
+        values.ValueClass = values.get_value_class()
         forget_dead(folder)
         _metrics = _Metrics()
         _folder = folder
