@@ -35,6 +35,7 @@ from agents.prompt import event_message, system_blocks
 from agents.record import OUTCOMES, STOPPED_OUTCOMES, AgentRecord, Turn
 from agents.resume import Resumed, resume
 from agents.toolbox import Toolbox, ToolCall, result_block
+from eda import metrics
 from eda.handlers import Stop
 from eda.journal import Journal
 
@@ -98,8 +99,11 @@ def run_agent(
     try:
         run.converse()
     except Exception as exc:
-        exc.outcome = record.as_dict()  # type: ignore[attr-defined]
+        ended = record.as_dict()
+        exc.outcome = ended  # type: ignore[attr-defined]
+        metrics.agent_run({**ended, "outcome": record.outcome or "error"})
         raise
+    metrics.agent_run(record.as_dict())
     refused = sum(1 for call in record.tool_calls if call.refused)
     level = logging.WARNING if refused or record.outcome in STOPPED_OUTCOMES else logging.INFO
     log.log(

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import redis
 
+from eda import metrics
 from eda.dead_letters import DeadLetter, DeadLetters, letter_id
 from eda.delivery import Change, Deliveries, Status
 from eda.destinations import DisabledDestinations
@@ -178,6 +179,8 @@ class Core:
         dispatched (``published.blocked`` says why).
         """
         published = self.store.publish(event, notify=self.defer_dispatch)
+        if not published.duplicate:
+            metrics.event_stored(event.type, blocked=bool(published.blocked))
         if published.blocked:
             log.warning(
                 "event blocked, not dispatched: %s", published.blocked, extra={"event_id": event.id}
@@ -479,6 +482,7 @@ class Core:
         event = self.store.get(letter.event_id).event
         task_id = self._redeliver(event, letter.handler, "retried from the dead-letter queue")
         self.dead_letters.remove(dead_letter_id, task_id=letter.task_id)
+        metrics.dead_letters("retried")
         return {"dead_letter_id": dead_letter_id, "event_id": event.id,
                 "handler": letter.handler, "task_id": task_id}  # fmt: skip
 
@@ -531,6 +535,7 @@ class Core:
                 )
             )
         self.dead_letters.remove(dead_letter_id)
+        metrics.dead_letters("discarded")
         return letter
 
     def annotate_dead_letter(

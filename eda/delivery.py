@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from eda import logs
+from eda import logs, metrics
 from eda.dead_letters import DeadLetter
 from eda.errors import (
     EdaError,
@@ -669,6 +669,8 @@ def _attempt(core: Core, event_id: str, handler: str, task_id: str, worker: str)
     event = Event.from_json(data).delivered(info)
     policy = core.policy(handler, event.type)
     ran = Ran(core, event, handler, task_id, int(attempt), time.monotonic())
+    if int(attempt) == 1 and int(run) <= 1:  # a retry's or a replay's wait is not latency
+        metrics.handler_started(handler, event.time)
     if int(starts) > policy.max_retries + 1:
         # The same message keeps coming back because its worker dies (OOM, a crash).
         return ran.failed(

@@ -51,6 +51,9 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_SWEEP_INTERVAL": "sweep_interval",
     "EDA_RECOVERY_GRACE": "recovery_grace",
     "EDA_HEARTBEAT_INTERVAL": "heartbeat_interval",
+    "EDA_METRICS_DIR": "metrics_dir",
+    "EDA_WORKER_METRICS_PORT": "worker_metrics_port",
+    "EDA_WORKER_METRICS_HOST": "worker_metrics_host",
     "EDA_STORE_WAIT": "store_wait",
     "EDA_FLOW_LEASE": "flow_lease",
     "EDA_FLOWER_WORKER_WAIT": "flower_worker_wait",
@@ -142,6 +145,13 @@ class Settings(BaseModel):
     recovery_grace: float = Field(default=30.0, ge=0)
     #: Seconds between a worker's (or relay's) heartbeats; three missed and it is gone.
     heartbeat_interval: float = Field(default=5.0, gt=0)
+    #: Where the processes' Prometheus counts are kept between scrapes (multiprocess mode);
+    #: unset: ``metrics`` under the data folder.
+    metrics_dir: Path | None = None
+    #: A worker serves ``/metrics`` on this port (0: off); protected by ``EDA_ADMIN_TOKEN``
+    #: when its host is not loopback.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = Field(default="127.0.0.1", min_length=1)
     #: Seconds a delivery waits, at each of its steps, for a store that does not answer.
     store_wait: float = Field(default=60.0, ge=0)
     #: Seconds a concurrency slot is held at most: a killed worker's comes back after it.
@@ -231,7 +241,13 @@ class Settings(BaseModel):
         return value
 
     @field_validator(
-        "redis_url", "broker_url", "webhook_types_path", "admin_token", "mcp_token", mode="before"
+        "redis_url",
+        "broker_url",
+        "webhook_types_path",
+        "metrics_dir",
+        "admin_token",
+        "mcp_token",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -262,6 +278,11 @@ class Settings(BaseModel):
         for token in value.values():
             _check_token_length(token)
         return value
+
+    @property
+    def metrics_folder(self) -> Path:
+        """Where the Prometheus counts are kept: ``metrics_dir``, or ``metrics`` in the data."""
+        return self.metrics_dir if self.metrics_dir is not None else self.data_dir / "metrics"
 
     def events_token(self, sender: str) -> str | None:
         """The token of CloudEvents sender ``sender`` in clear, or None when none is set."""

@@ -38,6 +38,7 @@ app.user_options["worker"].add(
 )
 app.steps["worker"].add("tasks.relay:RelayStep")
 app.steps["worker"].add("tasks.heartbeat:HeartbeatStep")
+app.steps["worker"].add("tasks.metrics:MetricsStep")
 
 #: Loggers of a line per task: Celery's per task received and per task finished. The
 #: store records each delivery; at a thousand tasks a second these two lines cost a

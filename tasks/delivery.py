@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from celery import Task, signals
 
-from eda import flow, logs
+from eda import flow, logs, metrics
 from eda.core import Core
 from eda.delivery import Outcome, Verdict, run_attempt
 from eda.errors import EdaError, StoreUnavailable
@@ -96,11 +96,18 @@ def deliver(
             # left queued or running, and recovery sends it again once nobody holds it.
             log.warning("event store unreachable, left for recovery: %s", logs.error_summary(exc))
             return "left for recovery"
-        return _conclude(self, verdict, flow or {})
+        return _conclude(self, handler, verdict, flow or {})
 
 
-def _conclude(task: Task, verdict: Verdict, flow: dict[str, Any]) -> str:
+#: Verdicts of a delivery that ran no attempt: held by flow control, or not this task's.
+NO_ATTEMPT = (Outcome.WAIT, Outcome.NOT_RUN, Outcome.GONE)
+
+
+def _conclude(task: Task, handler: str, verdict: Verdict, flow: dict[str, Any]) -> str:
     """Map the core's verdict onto Celery: a retry or a wait, a failure, or done."""
+    if verdict.outcome not in NO_ATTEMPT:
+        final = verdict.outcome is not Outcome.RETRY
+        metrics.attempt_ended(handler, str(verdict.outcome), final=final)
     if verdict.outcome is Outcome.RETRY:
         log.info(
             "retrying in %.3f s after attempt %d: %s",

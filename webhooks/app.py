@@ -13,7 +13,7 @@ from flask import Flask
 
 from eda.core import Core
 from eda.settings import Settings
-from webhooks import admin, answers, cloudevents, health, ingest
+from webhooks import admin, answers, cloudevents, health, ingest, metrics
 from webhooks.extension import Services, install
 from webhooks.mapping import load_type_map
 from webhooks.sources import PROVIDERS
@@ -42,6 +42,7 @@ def create_app(core: Core | None = None, settings: Settings | None = None) -> Fl
     answers.register(app)
     for blueprint in (ingest.blueprint, cloudevents.blueprint, admin.blueprint, health.blueprint):
         app.register_blueprint(blueprint)
+    metrics.register(app)
     log_signing(settings)
     return app
 

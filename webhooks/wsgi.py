@@ -7,7 +7,7 @@ gunicorn prints alone and answers by stopping, instead of restarting the worker.
 
 from gunicorn.errors import AppImportError
 
-from eda import logs
+from eda import logs, metrics
 from eda.errors import InvalidInput
 from eda.settings import load
 from webhooks.app import create_app
@@ -17,4 +17,6 @@ try:
 except InvalidInput as exc:
     raise AppImportError(str(exc)) from None
 logs.configure(_settings.log_level, _settings.log_format)
+# Before anything imports prometheus_client: gunicorn's workers count into one folder.
+metrics.enable(_settings.metrics_folder / "web")
 app = create_app(settings=_settings)
