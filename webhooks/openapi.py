@@ -611,6 +611,20 @@ def _operations_paths() -> dict[str, Any]:
                 {"200": _json(_ref("Stats"), "Statistics.")},
             )
         },
+        "/metrics": {
+            "get": _operation(
+                "getMetrics",
+                "Prometheus metrics of the web and the store (text exposition format)",
+                {
+                    "200": {
+                        "description": "Every counter, histogram and gauge (see the README).",
+                        "content": {"text/plain": {"schema": _STRING}},
+                    }
+                },
+                tag="meta",
+                errors=("401", "403"),
+            )
+        },
         "/api/openapi.json": {
             "get": _operation(
                 "getOpenapi",
