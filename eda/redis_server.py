@@ -335,6 +335,17 @@ def _sentinel_address(text: str, malformed: Callable[[str], InvalidInput]) -> tu
     return host, int(port_text)
 
 
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed: its password, if any, masked as ``**``."""
+    scheme, separator, rest = url.partition("://")
+    location, slash, path = rest.partition("/")
+    userinfo, at, hosts = location.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not separator or not at or not colon:
+        return url
+    return f"{scheme}://{user}:**@{hosts}{slash}{path}"
+
+
 def redis_url(settings: Settings) -> str:
     """``REDIS_URL`` when set (checked, if it names a Sentinel), else the embedded server's
     URL (its password included)."""

@@ -29,6 +29,7 @@ from eda.redis_server import (
     redis_binary,
     redis_url,
     sentinel_target,
+    shown_url,
     start_server,
     wait_until_ready,
 )
@@ -289,3 +290,16 @@ def test_the_web_answers_503_during_a_failover_and_loses_nothing_it_answered_202
 
 def _stored(core: Core, event_id: str) -> Any:
     return core.get_event(event_id).event.payload
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis+sentinel://:hunter2@h:1,h:2/main/0", "redis+sentinel://:**@h:1,h:2/main/0"),
+        ("redis+sentinel://app:hunter2@h:1/main", "redis+sentinel://app:**@h:1/main"),
+        ("redis://:hunter2@127.0.0.1:6379/0", "redis://:**@127.0.0.1:6379/0"),
+        ("redis+sentinel://h:1/main", "redis+sentinel://h:1/main"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
