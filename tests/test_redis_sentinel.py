@@ -7,7 +7,9 @@ a real web takes signed webhooks over HTTP while the primary is stopped.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -95,6 +97,27 @@ def test_the_broker_url_is_kombus_sentinel_form_of_the_same_primary() -> None:
     assert target.broker_url() == (
         "sentinel://:p%3Bw@127.0.0.1:26379/3;sentinel://:p%3Bw@[::1]:26380/3"
     )
+
+
+def test_celery_takes_the_store_behind_sentinel_as_its_broker_through_kombus_transport() -> None:
+    program = (
+        "import json, celeryconfig as c; "
+        "print(json.dumps([c.broker_url, c.broker_transport_options['master_name']]))"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
+    environment["REDIS_URL"] = "redis+sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/main/1"
+    out = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout) == [
+        "sentinel://:pw@127.0.0.1:26379/1;sentinel://:pw@127.0.0.1:26380/1",
+        "main",
+    ]
 
 
 # --- a primary, a replica, a sentinel --------------------------------------------------
