@@ -14,6 +14,7 @@ from eda.errors import InvalidInput as _InvalidInput
 from eda.flow import PRIORITIES as _PRIORITIES
 from eda.lanes import LaneTable as _LaneTable
 from eda.redis_server import redis_url as _redis_url
+from eda.redis_server import sentinel_target as _sentinel_target
 from eda.settings import load as _load
 
 _settings = _load()
@@ -46,6 +47,13 @@ broker_transport_options: dict[str, float | int | str] = {
     "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout / 4))),
     "unacked_restore_throttle": 1 if _settings.visibility_timeout < 600 else 10,
 }
+# A broker behind Sentinel (the event store's, when CELERY_BROKER_URL is unset) is
+# reached through kombu's own Sentinel transport, which asks the same sentinels for the
+# same primary, and asks again after a failover (tasks/broker.py serves redis:// only).
+_sentinel = _sentinel_target(broker_url)
+if _sentinel is not None:
+    broker_url = _sentinel.broker_url()
+    broker_transport_options["master_name"] = _sentinel.service
 # On RabbitMQ a publish returns once the broker has the message (publisher confirms):
 # an event is recorded queued only when its delivery cannot be lost in flight.
 if broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):

@@ -19,6 +19,7 @@ A retry that a handler asks for with a delay is not an error: it is
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -52,6 +53,11 @@ class StoreUnavailable(EdaError):
     """The event store's Redis did not answer; nothing was written."""
 
 
+#: Redis error replies that mean "not now", not "wrong" (also inside a script's error):
+#: the store is unavailable.
+UNAVAILABLE_REPLY = re.compile(r"(^|-)(NOREPLICAS|READONLY|MASTERDOWN|LOADING|TRYAGAIN) ")
+
+
 @contextmanager
 def reaching_redis() -> Iterator[None]:
     """Turn a Redis that cannot be reached into StoreUnavailable (the one translator)."""
@@ -61,6 +67,12 @@ def reaching_redis() -> Iterator[None]:
         raise StoreUnavailable(f"the event store's Redis is unreachable: {exc}") from exc
     except redis.TimeoutError as exc:
         raise StoreUnavailable(f"the event store's Redis timed out: {exc}") from exc
+    except redis.ResponseError as exc:
+        # A primary that may not take writes just now (a failover, no replica in reach
+        # under min-replicas-to-write, a replica still loading): try again later.
+        if isinstance(exc, redis.ReadOnlyError) or UNAVAILABLE_REPLY.search(str(exc)):
+            raise StoreUnavailable(f"the event store's Redis refuses writes: {exc}") from exc
+        raise
 
 
 class NoBroker(EdaError):

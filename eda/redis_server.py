@@ -15,6 +15,11 @@ replication handshake) are disabled, so that even a client holding the password
 cannot make the server write files elsewhere, load code or follow another server.
 The password and the disabled commands travel in a 0600 config file, never on
 the command line, where any local user could read them.
+
+``REDIS_URL`` may also name a primary that Redis Sentinel manages, as
+``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``: the
+sentinels are asked which server is the primary of ``service``, and asked again
+after it fails over (see :func:`sentinel_target`).
 """
 
 from __future__ import annotations
@@ -27,11 +32,15 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import redis
+from redis.sentinel import Sentinel
 
-from eda.errors import StoreUnavailable
+from eda.errors import InvalidInput, StoreUnavailable
 from eda.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,6 +95,7 @@ def start_server(
     daemonize: bool = False,
     password: str | None = None,
     appendfsync: str = "everysec",
+    options: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """Start redis-server in a child process, persisting into ``folder``.
 
@@ -94,7 +104,8 @@ def start_server(
     With ``password`` the server requires it and refuses :data:`DISABLED_COMMANDS`
     (the embedded server); without, it is a plain server (the tests' and benchmarks').
     ``appendfsync`` is when the append-only file reaches the disk (``always`` for the
-    fault suite's strictest runs).
+    fault suite's strictest runs). ``options`` are more ``--name value`` arguments
+    (a replica's ``--replicaof``).
     """
     folder.mkdir(parents=True, exist_ok=True)
     command = [redis_binary()]
@@ -114,6 +125,7 @@ def start_server(
         "--pidfile", str(folder / "redis.pid"),
         "--logfile", str(folder / "redis.log"),
         "--daemonize", "yes" if daemonize else "no",
+        *options,
     ]  # fmt: skip
     # umask 077: the append-only file, the log and the pid file are the user's alone.
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
@@ -233,17 +245,138 @@ def embedded_url(settings: Settings) -> str:
         return with_password(url, secret)
 
 
+#: The scheme of a ``REDIS_URL`` naming a Sentinel-managed primary.
+SENTINEL_SCHEME = "redis+sentinel"
+#: Sentinel's own port, for a sentinel named without one.
+SENTINEL_PORT = 26379
+_SENTINEL_FORM = f"{SENTINEL_SCHEME}://[[user]:password@]host:port[,host:port...]/service[/db]"
+#: How the event store's connections wait (seconds): short, so that a store that does
+#: not answer becomes a 503 the client retries, not a request that hangs.
+_CONNECTION_OPTIONS = {"socket_connect_timeout": 2.0, "socket_timeout": 10.0}
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """A primary that Redis Sentinel manages: where the sentinels are, which service."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    def broker_url(self) -> str:
+        """The same primary as kombu's Sentinel transport names it (``sentinel://…;…``).
+
+        kombu takes the service from the ``master_name`` transport option, not the URL.
+        """
+        auth = ""
+        if self.password is not None:
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        return ";".join(
+            f"sentinel://{auth}{_host_text(host)}:{port}/{self.db}" for host, port in self.sentinels
+        )
+
+
+def _host_text(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def sentinel_target(url: str) -> SentinelTarget | None:
+    """The Sentinel-managed primary ``url`` names; None for any other URL.
+
+    Raises InvalidInput (naming ``REDIS_URL``, never its password) when a
+    ``redis+sentinel://`` URL is malformed.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() != SENTINEL_SCHEME:
+        return None
+
+    def malformed(why: str) -> InvalidInput:
+        return InvalidInput("REDIS_URL", f"{why}; a Sentinel URL reads {_SENTINEL_FORM}")
+
+    rest = rest.split("#", 1)[0]
+    if "?" in rest:
+        raise malformed("takes no query parameters")
+    location, _, path = rest.partition("/")
+    userinfo, _, hosts = location.rpartition("@")
+    user, colon, secret = userinfo.partition(":")
+    username = unquote(user) or None
+    password = unquote(secret) if colon else None
+    sentinels = tuple(_sentinel_address(part, malformed) for part in hosts.split(","))
+    parts = path.strip("/").split("/") if path.strip("/") else []
+    if not parts or len(parts) > 2 or not parts[0]:
+        raise malformed("names no service (the sentinels' name for the primary) after the hosts")
+    db = 0
+    if len(parts) == 2:
+        if not parts[1].isdigit():
+            raise malformed(f"database {parts[1]!r} is not a number")
+        db = int(parts[1])
+    return SentinelTarget(sentinels, unquote(parts[0]), db, username, password)
+
+
+def _sentinel_address(text: str, malformed: Callable[[str], InvalidInput]) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` as (host, port)."""
+    if not text:
+        raise malformed("names an empty sentinel host")
+    if text.startswith("["):
+        host, bracket, port_text = text[1:].partition("]")
+        if not bracket or (port_text and not port_text.startswith(":")):
+            raise malformed(f"sentinel {text!r} is not a host:port")
+        port_text = port_text[1:]
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise malformed(f"sentinel {text!r} names no host")
+    if not port_text:
+        return host, SENTINEL_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise malformed(f"sentinel {text!r} has no valid port")
+    return host, int(port_text)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed: its password, if any, masked as ``**``."""
+    scheme, separator, rest = url.partition("://")
+    location, slash, path = rest.partition("/")
+    userinfo, at, hosts = location.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not separator or not at or not colon:
+        return url
+    return f"{scheme}://{user}:**@{hosts}{slash}{path}"
+
+
 def redis_url(settings: Settings) -> str:
-    """``REDIS_URL`` when set, else the embedded server's URL (its password included)."""
-    return settings.redis_url or embedded_url(settings)
+    """``REDIS_URL`` when set (checked, if it names a Sentinel), else the embedded server's
+    URL (its password included)."""
+    if settings.redis_url:
+        sentinel_target(settings.redis_url)
+        return settings.redis_url
+    return embedded_url(settings)
 
 
 def connect(settings: Settings) -> redis.Redis:
-    """A client of the event store's Redis (strings decoded, short timeouts)."""
-    return redis.Redis.from_url(
-        redis_url(settings),
+    """A client of the event store's Redis (strings decoded, short timeouts).
+
+    A Sentinel-managed primary is looked up through its sentinels on every new
+    connection: after a failover, the client reaches the new primary.
+    """
+    url = redis_url(settings)
+    target = sentinel_target(url)
+    if target is None:
+        return redis.Redis.from_url(
+            url, decode_responses=True, health_check_interval=30, **_CONNECTION_OPTIONS
+        )
+    sentinels = Sentinel(
+        list(target.sentinels),
+        sentinel_kwargs={"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
+    )
+    return sentinels.master_for(
+        target.service,
         decode_responses=True,
-        socket_connect_timeout=2.0,
-        socket_timeout=10.0,
         health_check_interval=30,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **_CONNECTION_OPTIONS,
     )

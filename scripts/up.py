@@ -25,10 +25,9 @@ from pathlib import Path
 
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
-from kombu.utils.url import maybe_sanitize_url
 
 from eda.errors import EdaError
-from eda.redis_server import redis_url
+from eda.redis_server import redis_url, shown_url
 from eda.settings import ROOT, Settings, environ, load
 
 #: Seconds each process has to become ready.
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     # REDIS_URL is passed on only as the operator set it: without it every process finds the
     # embedded server and its password in EDA_DATA_DIR, and no environment carries the password.
-    shown = maybe_sanitize_url(url)  # a password in REDIS_URL is never printed
+    shown = shown_url(url)  # a password in REDIS_URL is never printed
     print(f"up: event store at {shown} (data in {settings.data_dir}/redis)", flush=True)
     manager = Manager()
     procfile = parse_procfile((ROOT / "Procfile").read_text())

@@ -311,3 +311,22 @@ def test_gunicorn_serves_the_wsgi_app_with_a_dispatching_core(
     routed = core.settings.model_copy(update={"routes_path": root / "tests" / "routes.yaml"})
     assert Relay(tasks.connect(routed), wait=0.1).dispatch_batch() == 1
     assert core.get_event(answer["event_id"]).status == "unrouted"  # dispatched, to no handler
+
+
+def test_a_primary_that_refuses_writes_for_now_is_a_503_not_a_500(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """min-replicas-to-write with no replica in reach: the sender is told to come back."""
+    port = free_port()
+    server = start_server(tmp_path, port, options=("--min-replicas-to-write", "1"))
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_until_ready(url)
+        core = Core(make_settings(redis_url=url, allow_unsigned=True))
+        response = create_app(core).test_client().post("/webhooks/acme", json={"type": "ping"})
+        assert response.status_code == 503
+        assert response.headers["Retry-After"]
+        assert "try again later" in response.get_json()["message"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
