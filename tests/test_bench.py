@@ -1,6 +1,6 @@
 """bench: the benchmark suite runs end to end and reports every figure (no thresholds here).
 
-The quick mode is a short run that still starts everything the suite
+The smoke mode is the shortest run that still starts everything the suite
 starts (Redis, two gunicorns, Celery workers, a Messages API) and measures each
 figure; whether a figure meets its target is for the full run, not for CI.
 """
@@ -26,17 +26,17 @@ FIGURES = {
 
 
 @pytest.mark.timeout(180)
-def test_a_quick_run_completes_and_writes_every_figure_as_json(tmp_path: Path) -> None:
+def test_a_smoke_run_completes_and_writes_every_figure_as_json(tmp_path: Path) -> None:
     report = tmp_path / "bench.json"
 
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--json", str(report)],
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(report)],
         cwd=ROOT, capture_output=True, text=True, timeout=170,
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr[-4000:]
     document = json.loads(report.read_text())
-    assert document["mode"] == "quick"
+    assert document["mode"] == "smoke"
     assert set(document["figures"]) == FIGURES
     for key, figure in document["figures"].items():
         assert math.isfinite(figure["ours"]) and figure["baseline"] > 0, key

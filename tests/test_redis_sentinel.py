@@ -202,7 +202,11 @@ def replicated(tmp_path: Path) -> Iterator[Replicated]:
         yield setup
     finally:
         sentinel.terminate()
-        sentinel.wait(timeout=10)
+        try:
+            sentinel.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sentinel.kill()
+            sentinel.wait(timeout=10)
         replica.stop()
         primary.stop()
 
