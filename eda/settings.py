@@ -5,7 +5,7 @@ agents, scripts) asks for :func:`load` and passes the object on. Every variable
 is listed in the README's configuration table.
 
 Secrets (webhook signing secrets, CloudEvents senders' tokens, the admin and MCP
-bearer tokens) are settings
+bearer tokens, the trace exporter's headers) are settings
 too, held as :class:`~pydantic.SecretStr`: ``repr``, ``str`` and ``model_dump``
 show ``**********``, and only the code that compares one calls
 ``get_secret_value()``. They are read once, here, and checked at start.
@@ -54,6 +54,9 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_METRICS_DIR": "metrics_dir",
     "EDA_WORKER_METRICS_PORT": "worker_metrics_port",
     "EDA_WORKER_METRICS_HOST": "worker_metrics_host",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "otel_endpoint",
+    "OTEL_EXPORTER_OTLP_HEADERS": "otel_headers",
+    "OTEL_SERVICE_NAME": "otel_service_name",
     "EDA_STORE_WAIT": "store_wait",
     "EDA_FLOW_LEASE": "flow_lease",
     "EDA_FLOWER_WORKER_WAIT": "flower_worker_wait",
@@ -152,6 +155,12 @@ class Settings(BaseModel):
     #: when its host is not loopback.
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     worker_metrics_host: str = Field(default="127.0.0.1", min_length=1)
+    #: Traces are exported over OTLP/HTTP to this base URL (``/v1/traces`` is added); unset:
+    #: no tracing at all. The standard OpenTelemetry variables name it and the rest.
+    otel_endpoint: str | None = None
+    #: ``key=value,...`` headers of each export (an authorization, so a secret).
+    otel_headers: SecretStr | None = None
+    otel_service_name: str = Field(default="eda", min_length=1)
     #: Seconds a delivery waits, at each of its steps, for a store that does not answer.
     store_wait: float = Field(default=60.0, ge=0)
     #: Seconds a concurrency slot is held at most: a killed worker's comes back after it.
@@ -245,6 +254,8 @@ class Settings(BaseModel):
         "broker_url",
         "webhook_types_path",
         "metrics_dir",
+        "otel_endpoint",
+        "otel_headers",
         "admin_token",
         "mcp_token",
         mode="before",
@@ -400,7 +411,7 @@ def secret_variable(name: str) -> bool:
         or name.startswith(WEBHOOK_SECRET_PREFIX)
         or name.startswith(EVENTS_TOKEN_PREFIX)
         or name.startswith(DESTINATION_SECRET_PREFIX)
-        or (ENVIRONMENT.get(name) in ("admin_token", "mcp_token"))
+        or (ENVIRONMENT.get(name) in ("admin_token", "mcp_token", "otel_headers"))
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from celery import Task, signals
 
-from eda import flow, logs, metrics
+from eda import flow, logs, metrics, traces
 from eda.core import Core
 from eda.delivery import Outcome, Verdict, run_attempt
 from eda.errors import EdaError, StoreUnavailable
@@ -46,7 +46,7 @@ def _check_configuration(**_: object) -> None:
     routes file ends the worker with SystemExit and a one-line reason instead.
     """
     try:
-        worker_core()
+        traces.enable(worker_core().settings)  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     except EdaError as exc:
         log.critical("configuration error: %s", exc)
         raise SystemExit(f"eda: configuration error: {exc}") from None
@@ -87,9 +87,11 @@ def deliver(
         event_id=event_id, handler=handler, delivery=f"{event_id}:{handler}", task_id=task_id
     ):
         try:
-            verdict = run_attempt(
-                core, event_id, handler, task_id, self.request.hostname or "", flow
-            )
+            with traces.delivery(core, event_id, handler, task_id) as span:
+                verdict = run_attempt(
+                    core, event_id, handler, task_id, self.request.hostname or "", flow
+                )
+                traces.attempt_ended(span, str(verdict.outcome), verdict.attempt)
         except (StoreUnavailable, redis.RedisError) as exc:
             # The store stayed away past EDA_STORE_WAIT. Retrying through the broker would
             # need the same Redis (and a failed publish drops the message): the delivery is

@@ -40,6 +40,7 @@ SECRET_FIELDS = {
     "destination_secrets",
     "admin_token",
     "mcp_token",
+    "otel_headers",
 }
 
 

@@ -32,6 +32,7 @@ SECRETS = {
     "EDA_ADMIN_TOKEN": "admin-token-3e9f1b7c5d2a",
     "EDA_MCP_TOKEN": "mcp-token-8c4a2e6f0b1d",
     "EDA_EVENTS_TOKEN_ACME": "events-token-6d1f9a3c7e",
+    "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer otlp-token-4b7e1c9a",
 }
 
 
@@ -53,6 +54,8 @@ def test_every_secret_is_read_into_the_settings() -> None:
     assert settings.mcp_token.get_secret_value() == SECRETS["EDA_MCP_TOKEN"]
     assert settings.events_token("acme") == SECRETS["EDA_EVENTS_TOKEN_ACME"]
     assert settings.events_token("other") is None
+    assert settings.otel_headers is not None
+    assert settings.otel_headers.get_secret_value() == SECRETS["OTEL_EXPORTER_OTLP_HEADERS"]
 
 
 def test_a_secret_never_shows_in_repr_str_or_a_dump() -> None:

@@ -16,6 +16,7 @@ import redis
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from eda import traces
 from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, StoreUnavailable
 from eda.event import Event
 from eda.store import Published
@@ -49,6 +50,9 @@ def publish(event: Event) -> Published:
     payload is over the store's limit (the only InvalidInput the store raises).
     """
     try:
+        if traces.enabled():
+            with traces.ingest(event, traces.request_context(request.headers)) as traced:
+                return services().core.publish_event(traced)
         return services().core.publish_event(event)
     except InvalidInput as exc:
         if exc.field == "payload":

@@ -7,7 +7,7 @@ gunicorn prints alone and answers by stopping, instead of restarting the worker.
 
 from gunicorn.errors import AppImportError
 
-from eda import logs, metrics
+from eda import logs, metrics, traces
 from eda.errors import InvalidInput
 from eda.settings import load
 from webhooks.app import create_app
@@ -19,4 +19,5 @@ except InvalidInput as exc:
 logs.configure(_settings.log_level, _settings.log_format)
 # Before anything imports prometheus_client: gunicorn's workers count into one folder.
 metrics.enable(_settings.metrics_folder / "web")
+traces.enable(_settings)  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
 app = create_app(settings=_settings)
