@@ -86,7 +86,11 @@ def run_agent(
     if backend.name == DryRunBackend.name:
         request = build_request(spec, model, context)
         record.outcome = "dry_run"
-        record.request = {key: request.get(key) for key in ("system", "messages", "tools")}
+        # The system prompt and tools are the agent's, the same for every event: kept once
+        # (content-addressed), the event's own messages beside a reference to them.
+        template = {key: request.get(key) for key in ("system", "tools")}
+        digest = context.core.keep_request_template(template)
+        record.request = {"template": digest, "messages": request.get("messages")}
         log.info(
             "agent %s ran dry (no API key): the request is recorded, no model was called",
             spec.name,

@@ -9,6 +9,7 @@ Celery one). Without an enqueuer, events are stored and stay ``pending``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -198,7 +199,32 @@ class Core:
         return published
 
     def get_event(self, event_id: str) -> StoredEvent:
-        return self.store.get(event_id)
+        """One event with its deliveries; a dry run's request shown whole (its template in)."""
+        stored = self.store.get(event_id)
+        for delivery in stored.deliveries.values():
+            outcomes = [delivery.get("outcome")]
+            outcomes += [a.get("outcome") for r in delivery.get("runs", []) for a in r["attempts"]]
+            for outcome in outcomes:
+                self._expand_request(outcome)
+        return stored
+
+    def keep_request_template(self, template: dict[str, Any]) -> str:
+        """Keep the per-agent part of a dry run's request (system prompt, tools) once; its
+        digest, which the delivery's outcome keeps instead of a copy."""
+        text = json.dumps(template, sort_keys=True, default=str)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+        with reaching_redis():
+            self.redis.set(self.keys.dry_run_template(digest), text, nx=True)
+        return digest
+
+    def _expand_request(self, outcome: Any) -> None:
+        request = outcome.get("request") if isinstance(outcome, dict) else None
+        if not isinstance(request, dict) or "template" not in request:
+            return
+        with reaching_redis():
+            text = self.redis.get(self.keys.dry_run_template(str(request["template"])))
+        if text:
+            request.update(json.loads(text))
 
     def transcripts(self, event_id: str, *, full: bool = False) -> dict[str, Any]:
         """What each agent run of an event did, turn by turn, from the runs' journals

@@ -28,6 +28,8 @@ Layout (``P`` is the configured prefix)::
     P:destinations:disabled     hash: destination handler -> why it is disabled (JSON: the
                                 status that disabled it, when), until an operator enables it
     P:triage:<delivery>#<run>   string: dead letters one triage run retried (TTL one day)
+    P:dryrun:<digest>           string: the system prompt and tools of a dry run's request,
+                                kept once per agent and version (content-addressed)
     P:alive                     hash: "<kind>:<name>" of a worker or relay -> its heartbeat
                                 JSON (when it expires, the task ids it holds)
 """
@@ -124,6 +126,9 @@ class Keys:
 
     def flow_budget(self, agent: str, day: str) -> str:
         return f"{self.prefix}:flow:budget:{agent}:{day}"
+
+    def dry_run_template(self, digest: str) -> str:
+        return f"{self.prefix}:dryrun:{digest}"
 
     @property
     def event_prefix(self) -> str:

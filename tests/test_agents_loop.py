@@ -297,9 +297,13 @@ def test_without_an_api_key_the_dry_run_records_the_request_and_calls_no_model(
     assert outcome["turns"] == 0 and outcome["text"] == "" and outcome["tool_calls"] == []
     assert outcome["stop_reason"] is None
     request = outcome["request"]
-    assert set(request) == {"system", "messages", "tools"}
-    assert [t["name"] for t in request["tools"]] == ["lookup_service"]
+    # The agent's system prompt and tools are kept once, the event's messages each time.
+    assert set(request) == {"template", "messages"}
     assert event.id in request["messages"][0]["content"][0]["text"]
+    template = json.loads(core.redis.get(core.keys.dry_run_template(request["template"])))
+    assert [t["name"] for t in template["tools"]] == ["lookup_service"] and template["system"]
+    other = handler(stored_event(core, "alert.triggered", {"severity": "low"}))
+    assert other["request"]["template"] == request["template"]  # one copy for both events
     assert outcome["model"] == core.settings.agent_model == "claude-sonnet-5-5"
     assert "ran dry" in caplog.text
 

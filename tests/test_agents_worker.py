@@ -187,6 +187,9 @@ def test_the_shipped_alert_responder_runs_dry_through_the_session_worker(live: C
     assert done["status"] == "succeeded", done
     assert done["outcome"]["outcome"] == "dry_run" and done["outcome"]["backend"] == "dry_run"
     prompt = done["outcome"]["request"]["messages"][0]["content"][0]["text"]
+    assert done["outcome"]["request"]["system"]  # shown whole: its template read back in
+    stored = live.redis.hvals(live.keys.outcomes(high))
+    assert stored and all('"system"' not in raw for raw in stored)  # but kept once, apart
     assert low in prompt  # the enricher read the history: the earlier alert is there
 
 
