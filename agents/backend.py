@@ -106,8 +106,12 @@ def shared_client() -> anthropic.Anthropic:
     """
     import anthropic
 
-    key = (os.getpid(), environ("ANTHROPIC_BASE_URL"), environ("ANTHROPIC_API_KEY"),
-           environ("ANTHROPIC_AUTH_TOKEN"))  # fmt: skip
+    key = (
+        os.getpid(),
+        environ("ANTHROPIC_BASE_URL"),
+        environ("ANTHROPIC_API_KEY"),
+        environ("ANTHROPIC_AUTH_TOKEN"),
+    )
     with _clients_lock:
         client = _clients.get(key)
         if client is None:

@@ -47,8 +47,9 @@ def retry_dead_letter(arguments: dict[str, Any], context: DeliveryContext) -> di
     core = context.core
     core.dead_letter(letter_id)  # NotFound before the count is spent
     delivery = context.event.delivery
-    run_key = core.keys.triage_retries(delivery.id if delivery else context.event.id,
-                                       delivery.run if delivery else 1)  # fmt: skip
+    run_key = core.keys.triage_retries(
+        delivery.id if delivery else context.event.id, delivery.run if delivery else 1
+    )
     spent = int(core.redis.incr(run_key))
     core.redis.expire(run_key, COUNT_TTL)
     if spent > settings.triage_max_retries:

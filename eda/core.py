@@ -509,8 +509,12 @@ class Core:
         task_id = self._redeliver(event, letter.handler, "retried from the dead-letter queue")
         self.dead_letters.remove(dead_letter_id, task_id=letter.task_id)
         metrics.dead_letters("retried")
-        return {"dead_letter_id": dead_letter_id, "event_id": event.id,
-                "handler": letter.handler, "task_id": task_id}  # fmt: skip
+        return {
+            "dead_letter_id": dead_letter_id,
+            "event_id": event.id,
+            "handler": letter.handler,
+            "task_id": task_id,
+        }
 
     def retry_dead_letters(
         self,

@@ -55,8 +55,9 @@ def run_http(request: HttpRequest, texts: Mapping[str, str]) -> ToolResult:
         text = extract_json(text, request.extract_json)
     failed = status >= 400
     stderr = f"HTTP {status} from {url}" if failed else ""
-    return ToolResult(not failed, text, stderr, 1 if failed else 0, time.monotonic() - started,
-                      False)  # fmt: skip
+    return ToolResult(
+        not failed, text, stderr, 1 if failed else 0, time.monotonic() - started, False
+    )
 
 
 def extract_json(text: str, path: str) -> str:

@@ -111,22 +111,22 @@ def start_server(
     command = [redis_binary()]
     if password is not None:
         command.append(str(_private_config(folder, password)))  # a config file comes first
-    command += [
-        "--bind", "127.0.0.1",
-        "--port", str(port),
-        "--dir", str(folder),
-        "--appendonly", "yes",
-        "--appendfsync", appendfsync,
-        "--save", "",
+    flags = {
+        "--bind": "127.0.0.1",
+        "--port": str(port),
+        "--dir": str(folder),
+        "--appendonly": "yes",
+        "--appendfsync": appendfsync,
+        "--save": "",
         # An event record (its JSON beside a few short fields) and a delivery record stay in
         # Redis's compact hash encoding up to this size; past 64 bytes (the default) each
         # becomes a hash table, about 700 bytes more per event.
-        "--hash-max-ziplist-value", str(COMPACT_HASH_VALUE),
-        "--pidfile", str(folder / "redis.pid"),
-        "--logfile", str(folder / "redis.log"),
-        "--daemonize", "yes" if daemonize else "no",
-        *options,
-    ]  # fmt: skip
+        "--hash-max-ziplist-value": str(COMPACT_HASH_VALUE),
+        "--pidfile": str(folder / "redis.pid"),
+        "--logfile": str(folder / "redis.log"),
+        "--daemonize": "yes" if daemonize else "no",
+    }
+    command += [part for flag in flags.items() for part in flag] + list(options)
     # umask 077: the append-only file, the log and the pid file are the user's alone.
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
 

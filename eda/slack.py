@@ -20,8 +20,12 @@ LEADING_FIELDS = ("severity", "team", "service", "channel")
 #: Slack's limits: a header's text, a section's text, a field's text, fields per section.
 MAX_HEADER, MAX_TEXT, MAX_FIELD, MAX_FIELDS = 150, 3000, 2000, 10
 #: An emoji per severity, so the channel sees at a glance what matters.
-SEVERITY_MARKS = {"critical": ":red_circle:", "high": ":large_orange_circle:",
-                  "medium": ":large_yellow_circle:", "low": ":white_circle:"}  # fmt: skip
+SEVERITY_MARKS = {
+    "critical": ":red_circle:",
+    "high": ":large_orange_circle:",
+    "medium": ":large_yellow_circle:",
+    "low": ":white_circle:",
+}
 
 
 def escape(text: str) -> str:
