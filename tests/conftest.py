@@ -36,6 +36,17 @@ from tests.brokers import (
 )
 
 
+def end(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """Stop a child with SIGTERM; one still running after ``grace`` seconds (a busy
+    machine) is killed, so no test leaves a process behind."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 class RedisServer:
     """A redis-server process of the test suite's own, with its data in a temporary folder.
 
@@ -64,12 +75,7 @@ class RedisServer:
         """Stop the server the way an operator would (it rewrites nothing on the way out);
         one that does not stop within ten seconds (a busy machine) is killed."""
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+            end(self.process)
             self.process = None
 
     def restart(self) -> None:

@@ -20,7 +20,7 @@ import redis
 from bench.procfile import expand
 from eda.core import Core
 from eda.redis_server import free_port
-from tests.conftest import RedisServer, wait_for
+from tests.conftest import RedisServer, end, wait_for
 from tests.http_support import github_signature, http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,12 +52,7 @@ def running(
         try:
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            end(process, grace=15)
 
 
 # -- flower ------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from eda.redis_server import (
     wait_until_ready,
 )
 from eda.settings import Settings
-from tests.conftest import RedisServer, wait_for
+from tests.conftest import RedisServer, end, wait_for
 from tests.http_support import STANDARD_SECRET, http, serve, standard_headers, with_secrets
 from webhooks import create_app
 
@@ -201,12 +201,7 @@ def replicated(tmp_path: Path) -> Iterator[Replicated]:
         sentinels.close()
         yield setup
     finally:
-        sentinel.terminate()
-        try:
-            sentinel.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sentinel.kill()
-            sentinel.wait(timeout=10)
+        end(sentinel)
         replica.stop()
         primary.stop()
 
