@@ -70,7 +70,9 @@ def test_task_events_still_buffered_at_a_reconnection_leave_with_the_next_dispat
 ) -> None:
     url, broker = idle_redis_broker
     monitor = broker.pubsub()
-    monitor.psubscribe("*celeryev*")
+    # Pub/sub is shared by every database of a server: kombu prefixes the channel with the
+    # database, and only this one's (no worker's heartbeats from another test) is listened to.
+    monitor.psubscribe(f"/{url.rsplit('/', 1)[1]}.celeryev*")
     monitor.get_message(timeout=1)
     consumer = Consumer.__new__(Consumer)  # only its event dispatcher is used here
     with app.connection_for_write(url) as first, app.connection_for_write(url) as second:
