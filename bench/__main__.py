@@ -12,14 +12,13 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.figures import Figure
 from bench.messages_api import MessagesAPI
 from bench.procfile import read_procfile
-from bench.report import table, write_json
+from bench.report import Progress, table, write_json
 from bench.services import Stack
 from bench.sizes import MODES
 
@@ -87,14 +86,10 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
 
 def main(argv: list[str]) -> int:
     options = arguments(argv)
-    began = time.monotonic()
-
-    def progress(step: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f} s] {step}", file=sys.stderr, flush=True)
-
+    progress = Progress()
     with tempfile.TemporaryDirectory(prefix="eda-bench-") as folder:
         figures, context = run(options.mode, Path(folder), progress)
-    context["seconds"] = round(time.monotonic() - began, 1)
+    context["seconds"] = progress.seconds()
     print(table(figures))
     print(f"\n{options.mode} run, {context['seconds']} s", flush=True)
     if options.json:

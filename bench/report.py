@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +51,16 @@ def write_json(path: Path, figures: list[Figure], context: dict[str, Any]) -> No
     """Every figure by key, with the run's context (mode, machine, configuration)."""
     document = {**context, "figures": {f.key: f.as_dict() for f in figures}}
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+
+
+class Progress:
+    """A run's steps on stderr, each with the seconds since the run began."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+
+    def __call__(self, step: str) -> None:
+        print(f"[{self.seconds():6.1f} s] {step}", file=sys.stderr, flush=True)
+
+    def seconds(self) -> float:
+        return round(time.monotonic() - self.began, 1)

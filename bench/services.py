@@ -104,13 +104,16 @@ def _children(pid: int) -> list[int]:
 class Stack:
     """The run's folder, Redis server, environment and child processes."""
 
-    def __init__(self, folder: Path, procfile: Procfile, messages_url: str) -> None:
+    def __init__(
+        self, folder: Path, procfile: Procfile, messages_url: str, broker_url: str = ""
+    ) -> None:
         self.folder = folder
         self.procfile = procfile
         self._exit = ExitStack()
         self.port = free_port()
         self.redis_url = f"redis://127.0.0.1:{self.port}/0"
-        self.broker_url = f"redis://127.0.0.1:{self.port}/1"
+        #: The run's Redis (database 1) unless another broker is named (a RabbitMQ vhost).
+        self.broker_url = broker_url or f"redis://127.0.0.1:{self.port}/1"
         self.secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
         self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
         self.env = self._environment(messages_url)

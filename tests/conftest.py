@@ -291,6 +291,18 @@ def idle_broker(broker_under_test: Broker) -> Iterator[str]:
 
 
 @pytest.fixture
+def bench_broker(broker_under_test: Broker) -> Iterator[str]:
+    """The ``--broker`` a benchmark run is given: none on the Redis half (the run starts a
+    Redis of its own), a vhost of the suite's node on the RabbitMQ half (emptied after)."""
+    if broker_under_test.name == "redis":
+        yield ""
+        return
+    url = broker_under_test.url(9)
+    yield url
+    broker_under_test.empty(url)
+
+
+@pytest.fixture
 def idle_redis_broker(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis]]:
     """(URL, client) of a Redis broker database no worker consumes, emptied afterwards: for
     the tests of kombu's Redis transport itself."""

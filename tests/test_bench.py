@@ -42,3 +42,30 @@ def test_a_smoke_run_completes_and_writes_every_figure_as_json(tmp_path: Path) -
         assert math.isfinite(figure["ours"]) and figure["baseline"] > 0, key
         assert math.isfinite(figure["ratio"]), key
         assert f"| {figure['title']}" in done.stdout
+
+
+@pytest.mark.brokers
+@pytest.mark.timeout(150)
+def test_the_scale_rows_measure_one_and_two_workers_on_the_broker(
+    tmp_path: Path, bench_broker: str
+) -> None:
+    report = tmp_path / "scale.json"
+    broker = ["--broker", bench_broker] if bench_broker else []
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--smoke", "--json", str(report), *broker],
+        cwd=ROOT, capture_output=True, text=True, timeout=140,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-4000:]
+    document = json.loads(report.read_text())
+    kind = "rabbitmq" if bench_broker else "redis"
+    assert set(document["figures"]) == {f"{kind}_dispatch", f"{kind}_two_workers"}
+    dispatch, two = (
+        document["figures"][f"{kind}_dispatch"],
+        document["figures"][f"{kind}_two_workers"],
+    )
+    assert dispatch["baseline_name"].startswith("raw Celery no-op on")
+    # Both rows measured real deliveries: the two-worker row's baseline is the one-worker rate.
+    assert dispatch["ours"] > 0 and two["ours"] > 0
+    assert two["baseline"] == dispatch["ours"]

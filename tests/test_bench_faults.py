@@ -1,4 +1,10 @@
-"""The fault suite, short: the Procfile's processes through every fault, nothing lost or stuck."""
+"""The fault suite, short: the Procfile's processes through every fault, nothing lost or stuck.
+
+On the Redis half the run has a Redis broker of its own, which the Redis faults
+stop; on the RabbitMQ half (``--broker=rabbitmq``) it runs on a vhost of the
+suite's node, with the faults that do not stop the broker (worker and relay
+``kill -9`` among them).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.faults.scenarios import SCENARIOS
+import pytest
+
+from bench.faults.__main__ import chosen
 from tests.workers import ROOT
 
+pytestmark = pytest.mark.brokers
 
-def test_every_fault_leaves_nothing_unrun_unstored_or_stuck(tmp_path: Path) -> None:
+
+def test_every_fault_leaves_nothing_unrun_unstored_or_stuck(
+    tmp_path: Path, bench_broker: str
+) -> None:
     figures = tmp_path / "faults.json"
+    broker = ["--broker", bench_broker] if bench_broker else []
     done = subprocess.run(
         [sys.executable, "-m", "bench.faults", "--short", "--json", str(figures),
-         "--keep", str(tmp_path / "run")],
+         "--keep", str(tmp_path / "run"), *broker],
         cwd=ROOT, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert figures.exists(), done.stdout[-3000:] + done.stderr[-3000:]
     rows = {row["name"]: row for row in json.loads(figures.read_text())}
-    assert set(rows) == {scenario.name for scenario in SCENARIOS}
+    assert set(rows) == {scenario.name for scenario in chosen([], bench_broker)}
+    assert {"worker kill -9, restarted", "relay kill -9, restarted"} <= set(rows)
     for name, row in rows.items():
         assert row["answered"] > 0, name
         # Every event answered 202 is stored, ran, and no delivery is left in flight.
@@ -30,3 +44,5 @@ def test_every_fault_leaves_nothing_unrun_unstored_or_stuck(tmp_path: Path) -> N
         assert row["once"] + row["twice"] == row["answered"], row
     assert done.returncode == 0, done.stdout[-3000:]
     assert "| fault " in done.stdout and "recovery" in done.stdout
+    if bench_broker:  # the workers really consumed the node, not a Redis
+        assert "Connected to amqp://" in (tmp_path / "run" / "worker-1.log").read_text()

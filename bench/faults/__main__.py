@@ -1,4 +1,4 @@
-"""``python -m bench.faults [--short] [--count N] [--rate R] [--only NAME]``: the fault suite.
+"""``python -m bench.faults [--short] [--count N] [--rate R] [--only NAME] [--broker URL]``.
 
 Starts the Procfile's web, worker, relay and beat on private Redis servers (in a
 temporary folder, on loopback), runs every scenario of ``bench/faults/scenarios.py``
@@ -6,7 +6,9 @@ one after the other on them, and prints the table: answered 202, not stored, ran
 once, ran twice, never ran, stuck, dead-lettered, recovery time. The full run
 keeps the project's default settings (a killed worker's deliveries come back
 through recovery, as in production); ``--short`` (the test suite's) uses
-millisecond ones and a few events per scenario.
+millisecond ones and a few events per scenario. ``--broker amqp://…`` runs on
+that broker (a RabbitMQ vhost) instead of a Redis broker of the run's own, and
+leaves out the faults that stop the broker (the Redis restarts).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.faults.scenarios import SCENARIOS, Row, Running, Timing, run
+from bench.faults.scenarios import SCENARIOS, Row, Running, Scenario, Timing, run
 from bench.faults.stack import FaultStack
 from bench.procfile import read_procfile
 from bench.report import markdown
@@ -53,21 +55,35 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", action="append", help="run only scenarios naming this")
     parser.add_argument("--keep", type=Path, help="keep the processes' logs and data here")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument(
+        "--broker",
+        default="",
+        help="this broker's URL instead of a Redis of "
+        "the run's own (the faults that stop the broker are left out)",
+    )
     return parser.parse_args(argv)
 
 
-def run_all(folder: Path, short: bool, count: int, rate: float, only: list[str]) -> list[Row]:
+def chosen(only: list[str], broker: str) -> list[Scenario]:
+    """The scenarios named (all by default) that apply to the broker."""
+    named = [s for s in SCENARIOS if not only or any(o in s.name for o in only)]
+    return [s for s in named if not (broker and s.stops_broker)]
+
+
+def run_all(
+    folder: Path, short: bool, count: int, rate: float, only: list[str], broker: str = ""
+) -> list[Row]:
     """Start the processes once, run the chosen scenarios on them, stop everything."""
     timing = SHORT if short else FULL
-    chosen = [s for s in SCENARIOS if not only or any(o in s.name for o in only)]
-    with FaultStack(folder, read_procfile(), SHORT_SETTINGS if short else {}) as stack:
+    settings = SHORT_SETTINGS if short else {}
+    with FaultStack(folder, read_procfile(), settings, broker) as stack:
         # This process reads its settings from the environment it gives its children.
         os.environ.clear()
         os.environ.update(stack.env)
         port = stack.start_web()
         running = Running(stack, stack.start_worker(), stack.start_relay())
         stack.start_beat()
-        return [run(running, port, scenario, count, rate, timing) for scenario in chosen]
+        return [run(running, port, s, count, rate, timing) for s in chosen(only, broker)]
 
 
 def table(rows: list[Row]) -> str:
@@ -92,7 +108,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="eda-faults-") as folder:
         kept = options.keep or Path(folder)
         kept.mkdir(parents=True, exist_ok=True)
-        rows = run_all(kept, options.short, count, rate, options.only or [])
+        rows = run_all(kept, options.short, count, rate, options.only or [], options.broker)
     print(table(rows))
     if options.json:
         options.json.write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
@@ -100,10 +116,16 @@ def main(argv: list[str]) -> int:
         f"\n{datetime.now(UTC):%Y-%m-%d}, {count} webhooks per scenario at {rate:g}/s, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{'short' if options.short else 'default'} settings, "
+        f"broker {scheme(options.broker)}, "
         f"{time.monotonic() - began:.0f} s",
         flush=True,
     )
     return 0 if all(ok(row) for row in rows) else 1
+
+
+def scheme(broker: str) -> str:
+    """The broker's kind, without its credentials."""
+    return broker.split(":", 1)[0] if broker else "redis (the run's own)"
 
 
 def ok(row: Row) -> bool:

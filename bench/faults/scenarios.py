@@ -74,6 +74,8 @@ class Scenario:
     #: Whether the fault can end a handler's run before its end is recorded (a duplicate
     #: of the kind the README's delivery guarantee names).
     may_duplicate: bool = False
+    #: Whether the fault stops the run's own Redis broker (left out on another broker).
+    stops_broker: bool = False
 
 
 @dataclass
@@ -126,10 +128,22 @@ SCENARIOS = [
     Scenario("none", "fault_work", no_fault),
     Scenario("worker kill -9, restarted", "fault_work", kill_worker, may_duplicate=True),
     Scenario("relay kill -9, restarted", "fault_work", kill_relay),
-    Scenario("Redis shutdown (AOF everysec)", "fault_work", redis_shutdown, may_duplicate=True),
-    Scenario("Redis kill -9 (AOF everysec)", "fault_work", redis_kill, may_duplicate=True),
-    Scenario("Redis kill -9 (AOF always)", "fault_work", redis_kill, "always", True),
-    Scenario("broker unreachable at ingest", "fault_work", broker_down),
+    Scenario(
+        "Redis shutdown (AOF everysec)",
+        "fault_work",
+        redis_shutdown,
+        may_duplicate=True,
+        stops_broker=True,
+    ),
+    Scenario(
+        "Redis kill -9 (AOF everysec)",
+        "fault_work",
+        redis_kill,
+        may_duplicate=True,
+        stops_broker=True,
+    ),
+    Scenario("Redis kill -9 (AOF always)", "fault_work", redis_kill, "always", True, True),
+    Scenario("broker unreachable at ingest", "fault_work", broker_down, stops_broker=True),
     Scenario("handler fails transiently (30%)", "fault_flaky", no_fault),
 ]
 

@@ -3,7 +3,8 @@
 Three servers, each with append-only persistence: the event store, the broker
 (apart, so that the broker alone can be made unreachable; the Redis faults
 stop both at once, as one Redis restart would), and the record server where
-handlers count their runs, which no fault touches.
+handlers count their runs, which no fault touches. Given a broker URL (a
+RabbitMQ node's, say), the run uses that broker instead of a Redis of its own.
 """
 
 from __future__ import annotations
@@ -50,14 +51,17 @@ class Server:
 class FaultStack(Stack):
     """A :class:`~bench.services.Stack` with servers that fail, and the fault routes."""
 
-    def __init__(self, folder: Path, procfile: Procfile, settings: dict[str, str]) -> None:
+    def __init__(
+        self, folder: Path, procfile: Procfile, settings: dict[str, str], broker_url: str = ""
+    ) -> None:
         super().__init__(folder, procfile, "http://127.0.0.1:9")  # no agent runs here
         self.store = Server(folder / "store")
-        self.broker = Server(folder / "broker")
+        #: The run's own Redis broker; None on a broker given by URL.
+        self.broker: Server | None = None if broker_url else Server(folder / "broker")
         self.record = Server(folder / "record")
         self.appendfsync = "everysec"
         self.redis_url = self.store.url(0)
-        self.broker_url = self.broker.url(0)
+        self.broker_url = broker_url or self.broker.url(0)  # type: ignore[union-attr]
         self.env.update({
             "REDIS_URL": self.redis_url,
             "CELERY_BROKER_URL": self.broker_url,
@@ -69,10 +73,14 @@ class FaultStack(Stack):
         self.workers = 0
 
     def __enter__(self) -> FaultStack:
-        for server in (self.store, self.broker, self.record):
+        for server in [*self._redis_servers(), self.record]:
             server.start()
             self._exit.callback(server.stop)
         return self
+
+    def _redis_servers(self) -> list[Server]:
+        """The store, and the broker when it is the run's own."""
+        return [self.store] if self.broker is None else [self.store, self.broker]
 
     def runs(self) -> dict[str, int]:
         """Finished handler runs by event id, from the record server."""
@@ -86,13 +94,14 @@ class FaultStack(Stack):
     def sync(self, appendfsync: str) -> None:
         """Make the store and the broker sync their append-only files ``always`` or ``everysec``."""
         self.appendfsync = appendfsync
-        for server in (self.store, self.broker):
+        for server in self._redis_servers():
             client = redis.Redis.from_url(server.url(0))
             client.config_set("appendfsync", appendfsync)
             client.close()
 
     def restart_redis(self, how: str, down: float, *, broker_only: bool = False) -> None:
         """Stop the broker (and the store, unless ``broker_only``), wait ``down`` s, start them."""
+        assert self.broker is not None, "only the run's own broker is stopped"
         servers = [self.broker] if broker_only else [self.store, self.broker]
         for server in servers:
             server.stop(how)
