@@ -22,3 +22,8 @@ def stamp(event: Event) -> None:
     now = time.time()
     core = worker_core()
     core.redis.hset(started_key(core.settings.prefix), event.id, repr(now))
+
+
+def fail(event: Event) -> None:
+    """Fail transiently: the delivery waits its retry's countdown."""
+    raise RuntimeError("bench: this handler always fails")

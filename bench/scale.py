@@ -7,7 +7,11 @@ RabbitMQ vhost), in one run:
   empty, with the Procfile's pool and concurrency (``bench/raw_celery.py``);
 - dispatch with the Procfile's worker: events stored → deliveries ``succeeded``
   per second, as in ``python -m bench``, with one worker, then with two workers
-  consuming the same lanes (a second process started as the Procfile starts it).
+  consuming the same lanes (a second process started as the Procfile starts it);
+- retries held: a burst of deliveries (5,000 in the full run) whose handler fails
+  and whose retry waits a 300 s countdown; Celery keeps each such message in the
+  worker, unacknowledged, until it is due: the worker's resident memory once all
+  of them wait, against the same worker's before the burst.
 
 The rows: dispatch against raw Celery on the same broker, and two workers
 against one. On RabbitMQ "empty" is the queue's ready count (``queue.declare``,
@@ -24,12 +28,19 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.figures import Figure, median_run
 from bench.procfile import read_procfile
 from bench.report import Progress, table, write_json
-from bench.services import Stack
+from bench.services import Process, Stack
 from bench.sizes import MODES
+
+if TYPE_CHECKING:
+    from bench.context import Bench
+
+#: Failing deliveries the full run holds waiting for their retry.
+RETRY_BURST = 5000
 
 
 def arguments(argv: list[str]) -> argparse.Namespace:
@@ -79,6 +90,21 @@ def raw_rates(stack: Stack, count: int, repeats: int) -> list[float]:
     return rates
 
 
+def retries_held(bench: Bench, worker: Process, count: int) -> tuple[int, int]:
+    """The worker's RSS before ``count`` failing deliveries, and once all wait to retry."""
+    from bench.scenarios.common import require, statuses, store_events
+
+    before = worker.rss_bytes()
+    ids = [event.id for event in store_events(bench, count, "failing")]
+    bench.store.rpush(bench.plain_core.keys.dispatch, *ids)
+    handler = "bench.handlers:fail"
+    deadline = time.monotonic() + 180
+    while (found := statuses(bench, ids, handler)) != {"retrying": count}:
+        require(time.monotonic() < deadline, f"the failing deliveries ended as {found}")
+        time.sleep(0.2)
+    return before, worker.rss_bytes()
+
+
 def run(mode: str, folder: Path, broker_url: str, say: Callable[[str], None]) -> list[Figure]:
     """Raw Celery, then dispatch with one worker and with two, on one broker."""
     sizes = MODES[mode]
@@ -92,24 +118,31 @@ def run(mode: str, folder: Path, broker_url: str, say: Callable[[str], None]) ->
         name = kind(stack.broker_url)
         say(f"raw Celery on {name}")
         raw = raw_rates(stack, sizes.dispatch_events, sizes.repeats)
-        stack.worker("worker-1")
+        first = stack.worker("worker-1")
         stack.relay("relay")
         one, two = [], []
         say(f"dispatch on {name}, one worker")
         for index in range(sizes.repeats):
             one.append((dispatch.run_once(bench, sizes.dispatch_events)[0], raw[index]))
             bench.reset()
-        stack.worker("worker-2")
+        second = stack.worker("worker-2")
         say(f"dispatch on {name}, two workers")
         for index in range(sizes.repeats):
             two.append((dispatch.run_once(bench, sizes.dispatch_events)[0], one[index][0]))
             bench.reset()
+        second.stop()
+        burst = RETRY_BURST if mode == "full" else sizes.dispatch_events
+        say(f"{burst} retries held on {name}")
+        before, after = retries_held(bench, first, burst)
     slug = name.lower()
     return [
         Figure(f"{slug}_dispatch", f"dispatch on {name}: events stored→succeeded/s", "/s",
                *median_run(one), f"raw Celery no-op on {name}", runs=one),
         Figure(f"{slug}_two_workers", f"dispatch on {name}: two workers against one", "/s",
                *median_run(two), "one worker", runs=two),
+        Figure(f"{slug}_retries_held", f"worker RSS holding {burst:,} countdown retries on {name}",
+               "MiB", after, before, "the same worker before", higher_is_better=False,
+               details={"bytes_per_retry": round((after - before) / burst), "retries": burst}),
     ]  # fmt: skip
 
 
