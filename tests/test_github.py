@@ -1,6 +1,6 @@
 """CodeReviewer against a local server speaking GitHub's REST shapes: the shipped agent (its
-model scripted by the local Messages API server) reads a pull request's diff through the
-http tool of gantz.yaml and posts its review once (agents/github.py)."""
+model scripted by the local Messages API server) reads a pull request's or a pushed commit's
+diff through the http tools of gantz.yaml and posts its review once (agents/github.py)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.timeout(90)
 TOKEN = "ghp_test_token_of_the_stand_in"
 DIFF = "diff --git a/app.py b/app.py\n+password = 'hunter2'\n"
 ROUTES = """routes:
-  - events: [code.pr_opened]
+  - events: [code.pr_opened, code.pushed]
     handler: CodeReviewer
   - events: [code.review_posted]
     handler: tasks.builtin:log_event
@@ -122,6 +122,47 @@ def test_a_pull_request_leads_to_a_diff_fetched_and_a_review_posted(
     assert recorded.event.source == "CodeReviewer" and recorded.event.causation_id == event_id
 
 
+def test_a_push_leads_to_the_commit_diff_fetched_and_one_commit_comment(
+    review_core: Core, github: GitHubAPI, messages_api_server: MessagesAPI
+) -> None:
+    repo = f"shop{uuid.uuid4().hex[:6]}"
+    sha = uuid.uuid4().hex
+    github.diffs[f"octo-org/{repo}@{sha}"] = DIFF
+    review = {
+        "owner": "octo-org",
+        "repo": repo,
+        "sha": sha,
+        "verdict": "request_changes",
+        "body": "A password is committed in app.py.",
+    }
+    script = messages_api_server.script(
+        reply(tool_use("github_commit_diff", {"owner": "octo-org", "repo": repo, "sha": sha})),
+        reply(tool_use("github_post_review", review)),
+        reply(text("Commented on the head commit: a committed password.")),
+        match=repo,
+    )
+    payload = {
+        "ref": "refs/heads/main",
+        "after": sha,
+        "repository": {"full_name": f"octo-org/{repo}"},
+        "commits": [{"id": sha, "message": "Add login"}],
+    }
+
+    event_id = review_core.publish("code.pushed", payload, "github").event_id
+    delivery = settled(review_core, event_id, "CodeReviewer", "succeeded", "dead", "stopped")
+
+    assert delivery["status"] == "succeeded", delivery
+    (fetch,) = [r for r in github.requests if r.path == f"/repos/octo-org/{repo}/commits/{sha}"]
+    assert fetch.method == "GET"
+    assert fetch.headers["Accept"] == "application/vnd.github.diff"
+    assert fetch.headers["Authorization"] == f"Bearer {TOKEN}"
+    diff_seen = script.requests[1].body["messages"][-1]["content"][0]["content"]
+    assert "password = 'hunter2'" in diff_seen
+    (comment,) = github.comments[f"octo-org/{repo}@{sha}"]
+    assert comment["body"].startswith("A password is committed in app.py.")
+    assert "eda-idempotency-key" in comment["body"]
+
+
 def test_a_post_run_again_after_a_crash_does_not_post_twice(
     github: GitHubAPI, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,3 +193,4 @@ def test_a_post_run_again_after_a_crash_does_not_post_twice(
     assert again == {"posted": False, "already_posted": first["review"]}
     other = DeliveryContext(event, settings, idempotency_key=key.replace("1:toolu", "2:toolu"))
     assert post_review.function(arguments, other)["posted"] is True  # a new run posts anew
+
