@@ -26,6 +26,8 @@ from eda.settings import environ
 VERDICTS = {"approve": "APPROVE", "comment": "COMMENT", "request_changes": "REQUEST_CHANGES"}
 #: Seconds a GitHub request may take.
 TIMEOUT = 30.0
+#: Items asked for a page: GitHub's most (its default, 30, would take more requests).
+PAGE_SIZE = 100
 
 
 def marker(key: str) -> str:
@@ -77,12 +79,33 @@ def _summary(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _get(url: str) -> list[dict[str, Any]]:
-    found = _request("GET", url, None)
-    return found if isinstance(found, list) else []
+    """Every item of a GitHub list, following its pages: a review posted earlier may be
+    anywhere in a long thread, and missing it would post it again."""
+    items: list[dict[str, Any]] = []
+    page: str | None = f"{url}?per_page={PAGE_SIZE}"
+    while page is not None:
+        found, link = _exchange("GET", page, None)
+        items.extend(found if isinstance(found, list) else [])
+        page = _next_page(link)
+    return items
+
+
+def _next_page(link: str) -> str | None:
+    """The ``rel="next"`` address of a ``Link`` header, or None on the last page."""
+    for part in link.split(","):
+        target, _, parameters = part.partition(";")
+        if 'rel="next"' in parameters:
+            return target.strip().strip("<>")
+    return None
 
 
 def _request(method: str, url: str, body: dict[str, Any] | None) -> Any:
     """One call to GitHub's REST API; a failure says the status and GitHub's message."""
+    return _exchange(method, url, body)[0]
+
+
+def _exchange(method: str, url: str, body: dict[str, Any] | None) -> tuple[Any, str]:
+    """One call to GitHub's REST API: its JSON answer and its ``Link`` header."""
     headers = {
         "Accept": "application/vnd.github+json",
         "Authorization": f"Bearer {environ('GITHUB_TOKEN') or ''}",
@@ -95,7 +118,7 @@ def _request(method: str, url: str, body: dict[str, Any] | None) -> Any:
     request = urllib.request.Request(url, data, headers, method=method)  # noqa: S310 (a setting)
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:  # noqa: S310
-            return json.loads(answer.read() or b"null")
+            return json.loads(answer.read() or b"null"), answer.headers.get("Link", "")
     except urllib.error.HTTPError as exc:
         said = exc.read(500).decode(errors="replace")
         raise RuntimeError(f"GitHub answered {exc.code} to {method} {url}: {said}") from None

@@ -143,7 +143,7 @@ class GitHubAPI:
         with self._lock:
             items = store.setdefault(key, [])
             if request.method == "GET":
-                return _json(items, 200)
+                return self._page(items)
             sent = request.get_json(force=True)
             if not isinstance(sent, dict) or not sent.get("body"):
                 return _json({"message": "Validation Failed", "errors": ["body"]}, 422)
@@ -157,6 +157,19 @@ class GitHubAPI:
             items.append(item)
             return _json(item, 201)
 
+    @staticmethod
+    def _page(items: list[dict[str, Any]]) -> Response:
+        """One page of a list, as GitHub pages them: ``per_page`` (30 by default, at most
+        100) and ``page``, with a ``Link`` header naming the next page while there is one."""
+        size = min(request.args.get("per_page", 30, type=int), 100)
+        number = request.args.get("page", 1, type=int)
+        headers = {}
+        if number * size < len(items):
+            headers["Link"] = f'<{request.base_url}?per_page={size}&page={number + 1}>; rel="next"'
+        return _json(items[(number - 1) * size : number * size], 200, headers)
 
-def _json(value: Any, status: int) -> Response:
-    return Response(json.dumps(value), status, {"Content-Type": "application/json"})
+
+def _json(value: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(value), status, {"Content-Type": "application/json", **(headers or {})}
+    )

@@ -194,3 +194,35 @@ def test_a_post_run_again_after_a_crash_does_not_post_twice(
     other = DeliveryContext(event, settings, idempotency_key=key.replace("1:toolu", "2:toolu"))
     assert post_review.function(arguments, other)["posted"] is True  # a new run posts anew
 
+
+@pytest.mark.parametrize("earlier", [0, 150], ids=["alone", "beyond-the-first-page"])
+def test_a_pull_request_review_run_again_is_not_posted_twice(
+    github: GitHubAPI,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    earlier: int,
+) -> None:
+    """The review is looked for on every page of the pull request's reviews (GitHub gives
+    at most 100 a page), so one posted after many others is still found."""
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    settings = make_settings(github_api_url=github.url)
+    repo = f"shop{uuid.uuid4().hex[:6]}"
+    github.reviews[f"octo-org/{repo}#9"] = [
+        {"id": n, "body": f"Review {n}.", "state": "COMMENTED"} for n in range(earlier)
+    ]
+    event = Event.create(type="code.pr_opened", source="github", payload={})
+    context = DeliveryContext(event, settings, idempotency_key=f"{event.id}:CodeReviewer:1:toolu_p")
+    arguments = {
+        "owner": "octo-org",
+        "repo": repo,
+        "number": 9,
+        "verdict": "approve",
+        "body": "OK.",
+    }
+
+    first = post_review.function(arguments, context)
+    again = post_review.function(arguments, context)
+
+    ours = [r for r in github.reviews[f"octo-org/{repo}#9"] if "eda-idempotency-key" in r["body"]]
+    assert [review["state"] for review in ours] == ["APPROVED"]
+    assert first["posted"] is True and again == {"posted": False, "already_posted": first["review"]}
