@@ -172,6 +172,25 @@ def test_triage_is_asked_once_an_interval_and_not_at_all_when_off(
     assert request_triage(off, "schedule") is None
 
 
+def test_letters_piling_up_to_the_threshold_ask_for_triage_before_its_time(
+    make_settings: Any, client: redis.Redis
+) -> None:
+    core = Core(make_settings(triage=True, triage_threshold=2), client)
+    client.zadd(core.keys.dlq, {"x:y": 1})
+    client.set(core.keys.dead_letter("x:y"), "{}")
+    assert request_triage(core, "pile-up") is None  # one letter, below the threshold of two
+
+    at_threshold = Core(core.settings.model_copy(update={"triage_threshold": 1}), client)
+    published = request_triage(at_threshold, "pile-up")
+
+    assert published is not None and not published.duplicate
+    (requested,) = core.history(event_type=REQUESTED)
+    assert requested.event.id == published.event_id and requested.event.source == "beat"
+    assert requested.event.payload["cause"] == "pile-up"
+    assert requested.event.payload["dead_letters"] == 1
+    assert request_triage(core, "schedule") is not None  # its own cause, its own request
+
+
 def test_a_dry_run_records_what_it_would_do_and_changes_nothing(
     make_settings: Any, client: redis.Redis
 ) -> None:
