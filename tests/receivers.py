@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,18 +35,31 @@ class Request:
         return json.loads(self.body)
 
 
+#: A scripted answer: status, body, headers, seconds to wait before answering.
+ScriptedReply = tuple[int, str, dict[str, str], float]
+
+
 @dataclass
 class Receiver:
     """Answers 200 unless a script says otherwise; ``url`` once served."""
 
     requests: list[Request] = field(default_factory=list)
-    scripts: list[tuple[str, deque[tuple[int, str, dict[str, str]]]]] = field(default_factory=list)
+    scripts: list[tuple[str, deque[ScriptedReply]]] = field(default_factory=list)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def script(self, match: str, *replies: tuple[int, str] | tuple[int, str, dict[str, str]]):
-        """Answer the requests containing ``match`` with these (status, body[, headers])."""
-        queued = deque((r[0], r[1], r[2] if len(r) > 2 else {}) for r in replies)
+    def script(
+        self,
+        match: str,
+        *replies: tuple[int, str]
+        | tuple[int, str, dict[str, str]]
+        | tuple[int, str, dict[str, str], float],
+    ):
+        """Answer the requests containing ``match`` with these (status, body[, headers[,
+        seconds to wait before answering]])."""
+        queued = deque(
+            (r[0], r[1], r[2] if len(r) > 2 else {}, r[3] if len(r) > 3 else 0.0) for r in replies
+        )
         with self._lock:
             self.scripts.append((match, queued))
 
@@ -63,11 +77,17 @@ class Receiver:
             seen = Request(request.method, "/" + path, dict(request.headers), body)
             with self._lock:
                 self.requests.append(seen)
-                for match, replies in self.scripts:
-                    if replies and (match in seen.path or match.encode() in body):
-                        status, text, headers = replies.popleft()
-                        return Response(text, status, headers)
-            return Response("ok", 200)
+                scripted = next(
+                    (
+                        replies.popleft()
+                        for match, replies in self.scripts
+                        if replies and (match in seen.path or match.encode() in body)
+                    ),
+                    (200, "ok", {}, 0.0),
+                )
+            status, text, headers, delay = scripted
+            time.sleep(delay)  # outside the lock: a slow answer holds up no other request
+            return Response(text, status, headers)
 
         return app
 

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.timeout(90)
 
 HOOK = "destination:hook"
 GONE = "destination:gone"
+SLOW = "destination:slow"
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,9 @@ def routes_file(folder: Path, receiver: Receiver) -> Path:
     retry: {{max_retries: 3}}
   - events: ["destgone.*"]
     destination: {{name: gone, url: "{receiver.url}/gone", format: envelope}}
+  - events: ["destslow.*"]
+    destination: {{name: slow, url: "{receiver.url}/slow", timeout: 0.5}}
+    retry: {{max_retries: 3}}
 """
     )
     return path
@@ -103,6 +107,40 @@ def test_a_503_then_200_is_retried_with_the_same_signed_webhook_id(
     assert delivery["outcome"] == {"destination": HOOK, "status": 200}
 
 
+@pytest.mark.parametrize(
+    ("events", "handler", "first", "reason"),
+    [
+        ("desthook", HOOK, (408, "request timeout"), f"HTTP 408 from {HOOK}: request timeout"),
+        (
+            "destslow",
+            SLOW,
+            (200, "too late", {}, 2.0),
+            "could not reach the destination: timed out",
+        ),
+    ],
+    ids=["408", "slower-than-its-timeout"],
+)
+def test_a_408_or_an_answer_slower_than_the_timeout_is_retried(
+    dest_core: Core,
+    receiver: Receiver,
+    events: str,
+    handler: str,
+    first: tuple[int, str] | tuple[int, str, dict[str, str], float],
+    reason: str,
+) -> None:
+    event_type = f"{events}.t{uuid.uuid4().hex[:8]}"
+    receiver.script(event_type, first, (200, "ok"))
+
+    event_id = dest_core.publish(event_type, {}, "monitoring").event_id
+    delivery = settled(dest_core, event_id, handler, "succeeded", "dead")
+
+    assert delivery["status"] == "succeeded", delivery
+    assert len(receiver.received(event_type)) == 2
+    attempts = delivery["runs"][-1]["attempts"]
+    assert [a["status"] for a in attempts] == ["retrying", "succeeded"]
+    assert reason in attempts[0]["reason"]
+
+
 def test_a_429_waits_its_retry_after(dest_core: Core, receiver: Receiver) -> None:
     event_type = f"desthook.t{uuid.uuid4().hex[:8]}"
     receiver.script(event_type, (429, "slow down", {"Retry-After": "0.35"}), (204, ""))
@@ -129,6 +167,21 @@ def test_a_400_dead_letters_with_the_status_and_the_start_of_the_body(
     assert letter.error.startswith('HTTP 400 from destination:hook: {"error": "field')
     assert len(letter.error) < 400  # an excerpt, not the whole body
     assert len(receiver.received(event_type)) == 1
+
+
+def test_a_redirect_is_dead_lettered_not_followed(dest_core: Core, receiver: Receiver) -> None:
+    event_type = f"desthook.t{uuid.uuid4().hex[:8]}"
+    elsewhere = f"{receiver.url}/elsewhere-{event_type}"
+    receiver.script(event_type, (302, "moved", {"Location": elsewhere}))
+
+    event_id = dest_core.publish(event_type, {}, "monitoring").event_id
+    assert settled(dest_core, event_id, HOOK, "succeeded", "dead")["status"] == "dead"
+
+    letter = dest_core.dead_letter(f"{event_id}:{HOOK}")
+    assert letter.attempts == 1 and letter.error_class.endswith("PermanentError")
+    assert letter.error.startswith("HTTP 302 from destination:hook: moved (a redirect")
+    (only,) = receiver.received(event_type)  # the Location was never asked
+    assert only.path == "/hook"
 
 
 def test_a_410_disables_the_destination_until_it_is_enabled(
