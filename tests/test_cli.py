@@ -327,6 +327,21 @@ def test_dlq_list_show_and_discard(core: Core) -> None:
     assert history[-1]["reason"] == "discarded: fixed by hand"
 
 
+def test_dlq_show_prints_the_annotation_a_triage_left(core: Core) -> None:
+    event_id = core.publish("order.created", {}, "shop").event_id
+    letter_id = dead(core, event_id).id
+    core.annotate_dead_letter(
+        letter_id, "the payload lacks a customer", by="DeadLetterTriager", category="bad_input"
+    )
+
+    shown = " ".join(run(core, "dlq", "show", letter_id).stdout.split())
+
+    assert "annotation" in shown
+    for fragment in ("DeadLetterTriager", "the payload lacks a customer", "bad_input"):
+        assert fragment in shown
+    assert run_json(core, "dlq", "show", letter_id)["annotation"]["category"] == "bad_input"
+
+
 def test_dlq_show_of_an_unknown_id_exits_3(core: Core) -> None:
     assert_one_line_error(run(core, "dlq", "show", "nope:x"), 3, "nope:x")
 
@@ -419,6 +434,24 @@ def test_stats_counts_events_by_type_and_status_and_dead_letters(core: Core) -> 
     assert "order.paid" in table
     assert "dead letters" in table
     assert "no route sends to a handler:" in table and "payment.succeeded" in table
+
+
+def test_stats_name_the_types_agents_publish_that_nothing_consumes(
+    core: Core, make_settings: Callable[..., Settings], client: Any, tmp_path: Path
+) -> None:
+    from tasks import handlers
+
+    routes_path = tmp_path / "routes.yaml"
+    routes_path.write_text("routes:\n  - events: [alert.triggered]\n    handler: AlertResponder\n")
+    settings = make_settings(routes_path=routes_path)
+    registry, routes = handlers(settings)
+    bare = Core(settings, client, routes=routes, handlers=registry)
+
+    table = " ".join(run(bare, "stats").stdout.split())
+
+    assert "types agents publish that nothing consumes: " in table
+    assert "notification.requested" in table and "alert.escalated" in table
+    assert "nothing consumes" not in run(core, "stats").stdout  # the shipped routes consume all
 
 
 def test_mcp_refuses_a_public_address_without_a_token(core: Core) -> None:
