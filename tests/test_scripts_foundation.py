@@ -78,7 +78,8 @@ def run(script_env: dict[str, str]) -> Runner:
         env: dict[str, str] | None = None,
     ) -> Outcome:
         command = [sys.executable, f"scripts/{name}", *args]
-        environment = {**script_env, **(env or {})}
+        # This checkout's code, not an installed copy's (as the test workers run).
+        environment = {**script_env, "PYTHONPATH": str(ROOT), **(env or {})}
         if tty:
             return run_on_a_terminal(command, environment)
         result = subprocess.run(
