@@ -200,6 +200,18 @@ def test_publish_from_a_delivery_carries_the_lineage_the_runner_passes(run: Runn
     assert "correlation_id" not in plain
 
 
+def test_publish_from_a_traced_tool_call_carries_its_trace_context_on(run: Runner) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    env = {"TRACEPARENT": traceparent, "TRACESTATE": "rojo=00f067aa0ba902b7"}
+    published = run("publish_event.py", "alert.escalated", stdin="{}", env=env).answer
+    assert published["attributes"] == {
+        "traceparent": traceparent,
+        "tracestate": "rojo=00f067aa0ba902b7",
+    }
+    garbled = {"TRACEPARENT": "00-not-a-trace-context-01"}
+    assert "attributes" not in run("publish_event.py", "a.b", stdin="{}", env=garbled).answer
+
+
 @pytest.mark.parametrize("source", [None, "", "{{source}}", "  "])
 def test_publish_without_a_source_records_unknown(run: Runner, source: str | None) -> None:
     args = ["alert.triggered"] if source is None else ["alert.triggered", source]
