@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from eda import traces
 from eda.core import Core
 from eda.event import Event
 from eda.settings import Settings
@@ -93,9 +94,10 @@ class DeliveryContext:
         }
 
     def tool_environment(self) -> dict[str, str]:
-        """Variables for a tool's script: the lineage, the call's idempotency key, and the
-        store this delivery acts on."""
-        environment = {**self.lineage(), "EDA_PREFIX": self.settings.prefix}
+        """Variables for a tool's script: the lineage, the call's idempotency key, the
+        call's trace context (``TRACEPARENT``, while tracing) and the store this delivery
+        acts on."""
+        environment = {**self.lineage(), **traces.environment(), "EDA_PREFIX": self.settings.prefix}
         if self.idempotency_key:
             environment["EDA_IDEMPOTENCY_KEY"] = self.idempotency_key
         if self.settings.redis_url:

@@ -5,7 +5,8 @@ then answers every ``tool_use`` block with a ``tool_result`` carrying its id,
 until the model ends its turn, runs out of output tokens, or the delivery hits
 its turn limit or token budget. Tool calls the model asks for on a turn after
 which no further turn is allowed are not run (they are recorded as such): an
-action whose result nobody will read is not taken.
+action whose result nobody will read is not taken. Each model request and each
+tool call run is a span of the delivery's trace (:mod:`eda.traces`).
 
 **Durable runs.** With a journal (a delivery's run, :mod:`eda.journal`), the
 first request, each model response and each tool call's start and result are
@@ -35,7 +36,7 @@ from agents.prompt import event_message, system_blocks
 from agents.record import OUTCOMES, STOPPED_OUTCOMES, AgentRecord, Turn
 from agents.resume import Resumed, resume
 from agents.toolbox import Toolbox, ToolCall, result_block
-from eda import metrics
+from eda import metrics, traces
 from eda.handlers import Stop
 from eda.journal import Journal
 
@@ -170,9 +171,11 @@ class AgentRun:
     def _ask(self, request: dict[str, Any]) -> Turn:
         """One model call, journaled before anything acts on it."""
         started = time.monotonic()
-        reply = self.backend.create(request)
+        with traces.model_turn(str(request["model"]), int(request["max_tokens"])) as span:
+            reply = self.backend.create(request)
+            usage = {name: getattr(reply.usage, name, None) or 0 for name in self.record.usage}
+            traces.turn_answered(span, reply.id, reply.model, str(reply.stop_reason), usage)
         content = [block.to_dict(mode="json", exclude_none=True) for block in reply.content]
-        usage = {name: getattr(reply.usage, name, None) or 0 for name in self.record.usage}
         turn = Turn(content, str(reply.stop_reason), usage)
         self.record.count(turn)
         duration = round((time.monotonic() - started) * 1000, 1)
@@ -218,7 +221,9 @@ class AgentRun:
             idempotency_key=key,
         )
         context = dataclasses.replace(self.context, idempotency_key=key)
-        call = toolbox.call(block["name"], block["input"], context)
+        with traces.tool_call(block["name"], block["id"]) as span:
+            call = toolbox.call(block["name"], block["input"], context)
+            traces.tool_ended(span, call.outcome)
         if call.refused:
             log.warning(
                 "agent %s: tool call %s",

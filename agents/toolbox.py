@@ -88,6 +88,11 @@ class ToolCall:
     duration_ms: float = 0.0
     refused: bool = False
 
+    @property
+    def outcome(self) -> str:
+        """``ok``, ``error`` or ``refused``: what became of the call, in a word."""
+        return "refused" if self.refused else "error" if self.is_error else "ok"
+
     def as_record(self) -> dict[str, Any]:
         """The call as the delivery keeps it (the result trimmed)."""
         return {

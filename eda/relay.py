@@ -8,7 +8,8 @@ event with :meth:`Core.dispatch`, as any other face would, reading the
 subscriptions once per batch. An id taken by a relay that dies before
 dispatching is still ``pending``: the sweeper dispatches it after the grace
 period. (Named "relay", not "dispatcher", so as not to be confused with
-Celery's event dispatcher.)
+Celery's event dispatcher.) While tracing, each batch is an ``eda.relay`` span
+linked to the trace of every event it dispatches.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import threading
 import time
 
-from eda import logs
+from eda import logs, traces
 from eda.core import Core
 from eda.errors import EdaError, NotFound
 from eda.event import Event
@@ -53,10 +54,11 @@ class Relay:
             return 0
         # What is no longer pending was dispatched by the sweeper, or another face, first.
         pending = self.core.store.still_pending(ids)
-        failed = self._dispatch(pending)
-        if failed:  # a broker that blinked: once more, under new task ids
-            time.sleep(RETRY_AFTER)
-            failed = self._dispatch([event for event, _ in failed])
+        with traces.relay_batch(pending):
+            failed = self._dispatch(pending)
+            if failed:  # a broker that blinked: once more, under new task ids
+                time.sleep(RETRY_AFTER)
+                failed = self._dispatch([event for event, _ in failed])
         for event, exc in failed:
             log.warning("dispatch deferred to the sweeper: %s", exc, extra={"event_id": event.id})
             with contextlib.suppress(EdaError):

@@ -1,4 +1,5 @@
-"""OpenTelemetry traces: one trace from the webhook that brought an event to its deliveries.
+"""OpenTelemetry traces: one trace from the webhook that brought an event to its deliveries,
+through the agents that handle it and the events they publish.
 
 Off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (the settings' ``otel_endpoint``):
 then :func:`enable` builds this process's tracer, exporting over OTLP/HTTP, and
@@ -11,9 +12,18 @@ carries it: the W3C ``traceparent`` (and ``tracestate``) among the event's
 extension) or the request's ``traceparent`` header is the parent of an ``eda.ingest``
 span, or that span starts a trace; the event is stored with the ingest span's
 context, and each delivery attempt is an ``eda.deliver`` span whose parent it is.
+The relay's batch is an ``eda.relay`` span linked to the trace of each event it
+dispatches.
 
-Span attributes name things (event id and type, source, handler, outcome, attempt),
-never a payload, a header's value or an error's text.
+Within a delivery to an agent, each model request is a ``chat {model}`` span and
+each tool call an ``execute_tool {tool}`` span, with the OpenTelemetry GenAI
+semantic conventions' attributes. A tool's script gets its call's trace context
+as ``TRACEPARENT`` (the OpenTelemetry convention for environment variables), and
+an event it publishes carries it on: that event's spans continue the same trace.
+
+Span attributes name things (event id and type, source, handler, outcome, attempt,
+model, token counts, tool name), never a payload, a prompt, a tool's input or
+result, a header's value or an error's text.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,6 +46,11 @@ log = logging.getLogger(__name__)
 TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
 #: The ``tracestate`` header's most list members, and its longest text.
 MAX_TRACESTATE = 512
+
+#: The GenAI conventions' provider of our model requests.
+GENAI_PROVIDER = "anthropic"
+#: The environment variables a tool's script gets its call's trace context in.
+ENVIRONMENT_CARRIER = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE"}
 
 _lock = threading.Lock()
 _tracer: Any = None
@@ -105,18 +120,36 @@ def request_context(headers: Any) -> dict[str, str]:
     }
 
 
-def _carrier(traceparent: object, tracestate: object = None) -> dict[str, str]:
+def carrier(traceparent: object, tracestate: object = None) -> dict[str, str]:
     """A W3C carrier of a valid ``traceparent`` (and its ``tracestate``), else empty."""
     if not isinstance(traceparent, str) or not TRACEPARENT.match(traceparent.strip().lower()):
         return {}
-    carrier = {"traceparent": traceparent.strip().lower()}
+    found = {"traceparent": traceparent.strip().lower()}
     if isinstance(tracestate, str) and 0 < len(tracestate) <= MAX_TRACESTATE:
-        carrier["tracestate"] = tracestate
-    return carrier
+        found["tracestate"] = tracestate
+    return found
 
 
-def _span(name: str, carrier: Mapping[str, str], kind: str, attributes: dict[str, Any]) -> Any:
-    """A span of ``carrier``'s trace (a new trace without one), current while it lasts.
+def current() -> dict[str, str]:
+    """The current span's W3C carrier (what a published event carries on); empty while off."""
+    if _tracer is None:
+        return {}
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    found: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(found)
+    return found
+
+
+def environment() -> dict[str, str]:
+    """The current span's context as a tool script's variables (``TRACEPARENT``), or none."""
+    return {ENVIRONMENT_CARRIER[name]: value for name, value in current().items()}
+
+
+def _span(
+    name: str, parent: Mapping[str, str], kind: str, attributes: dict[str, Any], links: Any = None
+) -> Any:
+    """A span of ``parent``'s trace (the current span's without one), current while it lasts.
 
     Neither an exception's text nor its traceback is recorded: they may quote a payload.
     """
@@ -125,20 +158,23 @@ def _span(name: str, carrier: Mapping[str, str], kind: str, attributes: dict[str
 
     return _tracer.start_as_current_span(
         name,
-        context=TraceContextTextMapPropagator().extract(carrier) if carrier else None,
+        context=TraceContextTextMapPropagator().extract(parent) if parent else None,
         kind=trace.SpanKind[kind],
         record_exception=False,
         set_status_on_exception=False,
         attributes=attributes,
+        links=links,
     )
 
 
 @contextlib.contextmanager
-def ingest(event: Event, headers: Mapping[str, str]) -> Iterator[Event]:
+def ingest(event: Event, headers: Mapping[str, str], kind: str = "SERVER") -> Iterator[Event]:
     """Around storing ``event``: the ``eda.ingest`` span, and the event that carries it.
 
     ``headers`` are the request's trace context (:func:`request_context`). The event's
-    own ``traceparent`` wins over the request's (a batch's events each have theirs).
+    own ``traceparent`` wins over the request's (a batch's events each have theirs);
+    without either the span is the current span's child, or starts a trace. ``kind``:
+    ``SERVER`` for a request, ``PRODUCER`` for an event a handler publishes.
     """
     if _tracer is None:
         yield event
@@ -147,11 +183,11 @@ def ingest(event: Event, headers: Mapping[str, str]) -> Iterator[Event]:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     attributes = dict(event.attributes or {})
-    carrier = _carrier(attributes.get("traceparent"), attributes.get("tracestate")) or _carrier(
+    parent = carrier(attributes.get("traceparent"), attributes.get("tracestate")) or carrier(
         headers.get("traceparent"), headers.get("tracestate")
     )
     named = {"eda.event.id": event.id, "eda.event.type": event.type, "eda.source": event.source}
-    with _span("eda.ingest", carrier, "SERVER", named) as span:
+    with _span("eda.ingest", parent, kind, named) as span:
         outgoing: dict[str, str] = {}
         TraceContextTextMapPropagator().inject(outgoing)
         attributes.update(outgoing)
@@ -174,9 +210,9 @@ def delivery(core: Core, event_id: str, handler: str, task_id: str) -> Iterator[
     except Exception as exc:  # the attempt itself says what is wrong with the event
         log.debug("traces: no trace context for %s: %s", event_id, type(exc).__name__)
         stored = {}
-    carrier = _carrier(stored.get("traceparent"), stored.get("tracestate"))
+    parent = carrier(stored.get("traceparent"), stored.get("tracestate"))
     named = {"eda.event.id": event_id, "eda.handler": handler, "eda.task.id": task_id}
-    with _span("eda.deliver", carrier, "CONSUMER", named) as span:
+    with _span("eda.deliver", parent, "CONSUMER", named) as span:
         yield span
 
 
@@ -190,3 +226,113 @@ def attempt_ended(span: Any, outcome: str, attempt: int) -> None:
     span.set_attribute("eda.delivery.attempt", attempt)
     failed = outcome in ("retry", "dead", "stopped")
     span.set_status(trace.StatusCode.ERROR if failed else trace.StatusCode.OK)
+
+
+@contextlib.contextmanager
+def _operation(name: str, kind: str, attributes: dict[str, Any]) -> Iterator[Any]:
+    """A child span of the current one; an exception marks it failed, by its class alone."""
+    if _tracer is None:
+        yield None
+        return
+    from opentelemetry import trace
+
+    with _span(name, {}, kind, attributes) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(trace.StatusCode.ERROR)
+            raise
+
+
+def model_turn(model: str, max_tokens: int) -> contextlib.AbstractContextManager[Any]:
+    """Around one Messages API request: the ``chat {model}`` span (None while off).
+
+    :func:`turn_answered` records the reply on it.
+    """
+    return _operation(
+        f"chat {model}",
+        "CLIENT",
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": GENAI_PROVIDER,
+            "gen_ai.system": GENAI_PROVIDER,
+            "gen_ai.request.model": model,
+            "gen_ai.request.max_tokens": max_tokens,
+        },
+    )
+
+
+def turn_answered(
+    span: Any, response_id: str, model: str, stop_reason: str, usage: Mapping[str, int]
+) -> None:
+    """A reply's id, model, stop reason and token counts on its ``chat`` span.
+
+    The input tokens include the cached ones, as the conventions ask (the Messages API
+    counts those apart).
+    """
+    if span is None:
+        return
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    cache_creation = int(usage.get("cache_creation_input_tokens") or 0)
+    span.set_attributes(
+        {
+            "gen_ai.response.id": response_id,
+            "gen_ai.response.model": model,
+            "gen_ai.response.finish_reasons": [stop_reason],
+            "gen_ai.usage.input_tokens": int(usage.get("input_tokens") or 0)
+            + cache_read
+            + cache_creation,
+            "gen_ai.usage.output_tokens": int(usage.get("output_tokens") or 0),
+            "gen_ai.usage.cache_read.input_tokens": cache_read,
+            "gen_ai.usage.cache_creation.input_tokens": cache_creation,
+        }
+    )
+
+
+def tool_call(name: str, call_id: str) -> contextlib.AbstractContextManager[Any]:
+    """Around one tool call: the ``execute_tool {name}`` span (None while off).
+
+    :func:`tool_ended` records its outcome; neither its input nor its result is kept.
+    """
+    attributes = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": name,
+        "gen_ai.tool.call.id": call_id,
+    }
+    return _operation(f"execute_tool {name}", "INTERNAL", attributes)
+
+
+def tool_ended(span: Any, outcome: str) -> None:
+    """A tool call's outcome (``ok``, ``error``, ``refused``) on its span."""
+    if span is None:
+        return
+    from opentelemetry import trace
+
+    span.set_attribute("eda.tool.outcome", outcome)
+    span.set_status(trace.StatusCode.OK if outcome == "ok" else trace.StatusCode.ERROR)
+
+
+@contextlib.contextmanager
+def relay_batch(events: Sequence[Event]) -> Iterator[None]:
+    """Around dispatching one relay batch: an ``eda.relay`` span linked to each event's trace.
+
+    One span a batch, not one an event: the relay's cost stays a batch's.
+    """
+    if _tracer is None:
+        yield
+        return
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    propagator = TraceContextTextMapPropagator()
+    links = []
+    for event in events:
+        stored = event.attributes or {}
+        parent = carrier(stored.get("traceparent"), stored.get("tracestate"))
+        if parent:
+            linked = trace.get_current_span(propagator.extract(parent)).get_span_context()
+            links.append(trace.Link(linked, {"eda.event.id": event.id}))
+    named = {"eda.relay.events": len(events)}
+    with _span("eda.relay", {}, "PRODUCER", named, links=links):
+        yield

@@ -5,7 +5,8 @@ Run by a handler's tool, the event carries the handled event's id as its cause
 (``EDA_CAUSATION_ID``, ``EDA_CORRELATION_ID``), and a tool call's idempotency key
 (``EDA_IDEMPOTENCY_KEY``) becomes its dedupe key: a call run again after a crash
 returns the event it published the first time instead of publishing another.
-Prints the stored event as JSON.
+A tool call's trace context (``TRACEPARENT``, ``TRACESTATE``) goes on with the event,
+so its spans continue the caller's trace. Prints the stored event as JSON.
 """
 
 from __future__ import annotations
@@ -14,9 +15,18 @@ import hashlib
 import json
 from typing import Any
 
+from eda import traces
 from eda.errors import InvalidInput
-from eda.event import MAX_FIELD_LENGTH
-from scripts.gantz import arguments, idempotency_key, lineage, publisher, read_payload, run
+from eda.event import MAX_FIELD_LENGTH, Event
+from scripts.gantz import (
+    arguments,
+    idempotency_key,
+    lineage,
+    publisher,
+    read_payload,
+    run,
+    variable,
+)
 
 #: The source recorded when the caller names none.
 DEFAULT_SOURCE = "unknown"
@@ -48,8 +58,18 @@ def main(argv: list[str]) -> dict[str, Any]:
     key = idempotency_key()
     if key is not None:
         fields["dedupe_key"] = dedupe_key(key)
+    trace = traces.carrier(
+        variable(traces.ENVIRONMENT_CARRIER["traceparent"]),
+        variable(traces.ENVIRONMENT_CARRIER["tracestate"]),
+    )
+    if trace:
+        fields["attributes"] = trace
+    event = Event.create(
+        type=str(event_type), payload=payload, source=source or DEFAULT_SOURCE, **fields
+    )
     core = publisher()
-    published = core.publish(str(event_type), payload, source or DEFAULT_SOURCE, **fields)
+    with traces.ingest(event, {}, kind="PRODUCER") as traced:
+        published = core.publish_event(traced)
     return core.get_event(published.event_id).as_dict()
 
 

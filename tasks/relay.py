@@ -53,15 +53,19 @@ class RelayStep(bootsteps.StartStopStep):
 
 def main() -> None:
     """Relay until SIGTERM or SIGINT (the Procfile's ``relay`` process)."""
+    from eda import traces
     from tasks import _configure_logging, connect
 
     _configure_logging()
+    core = connect()
+    traces.enable(core.settings)  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     stopping = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stopping.set())
     log.info("relay started")
-    Relay(connect(), name=f"{socket.gethostname()}:{os.getpid()}").run(stopping)
+    Relay(core, name=f"{socket.gethostname()}:{os.getpid()}").run(stopping)
     log.info("relay stopped")
+    traces.disable()  # exports what is pending
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ def run(script_env: dict[str, str]) -> Runner:
         env: dict[str, str] | None = None,
     ) -> Outcome:
         command = [sys.executable, f"scripts/{name}", *args]
-        environment = {**script_env, **(env or {})}
+        # This checkout's code, not an installed copy's (as the test workers run).
+        environment = {**script_env, "PYTHONPATH": str(ROOT), **(env or {})}
         if tty:
             return run_on_a_terminal(command, environment)
         result = subprocess.run(
@@ -197,6 +198,18 @@ def test_publish_from_a_delivery_carries_the_lineage_the_runner_passes(run: Runn
     plain = run("publish_event.py", "alert.escalated", stdin="{}").answer
     assert "causation_id" not in plain
     assert "correlation_id" not in plain
+
+
+def test_publish_from_a_traced_tool_call_carries_its_trace_context_on(run: Runner) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    env = {"TRACEPARENT": traceparent, "TRACESTATE": "rojo=00f067aa0ba902b7"}
+    published = run("publish_event.py", "alert.escalated", stdin="{}", env=env).answer
+    assert published["attributes"] == {
+        "traceparent": traceparent,
+        "tracestate": "rojo=00f067aa0ba902b7",
+    }
+    garbled = {"TRACEPARENT": "00-not-a-trace-context-01"}
+    assert "attributes" not in run("publish_event.py", "a.b", stdin="{}", env=garbled).answer
 
 
 @pytest.mark.parametrize("source", [None, "", "{{source}}", "  "])

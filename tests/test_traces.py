@@ -1,14 +1,18 @@
-"""Traces from a webhook's ``traceparent`` to the delivery of its event (``eda/traces.py``).
+"""Traces from a webhook's ``traceparent`` to the delivery of its event (``eda/traces.py``),
+through an agent's model turns and tool calls to the delivery of the event it published.
 
 The web runs in this process, tracing into the SDK's in-memory exporter; a real
 worker (its own process) exports over OTLP/HTTP to a receiver here, as a deployment
-with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set does. The sender's span is the ingest
-span's parent, and the ingest span the delivery's, all in the sender's trace; no
-attribute holds the payload.
+with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set does, and its agents talk to the module's
+Messages API server. The sender's span is the ingest span's parent, and the ingest
+span the delivery's, all in the sender's trace; no attribute holds the payload.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -25,7 +29,10 @@ from eda import traces
 from eda.core import Core
 from tests.conftest import RedisServer, wait_for
 from tests.http_support import app_client
-from tests.workers import core_with_worker, module_env
+from tests.messages_api import MessagesAPI, message, messages_api_server, text, tool_use
+from tests.workers import ROOT, core_with_worker, module_env
+
+__all__ = ["messages_api_server"]  # a fixture used below
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -73,7 +80,10 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def traced_core(
-    redis_server: RedisServer, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer,
+    receiver: Receiver,
+    messages_api_server: MessagesAPI,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Core]:
     folder: Path = tmp_path_factory.mktemp("traces")
     env = module_env(
@@ -81,6 +91,8 @@ def traced_core(
         redis_server.url,
         10,
         Path(__file__).parent / "routes.yaml",
+        messages_api_server.url,
+        EDA_AGENTS=str(ROOT / "tests" / "agents.yaml"),
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_SERVICE_NAME="eda-worker",
         OTEL_BSP_SCHEDULE_DELAY="50",
@@ -115,6 +127,28 @@ def push(core: Core, ref: str, traceparent: str, **payload: Any) -> str:
     return str(response.json["event_id"])
 
 
+def values(span: Span) -> dict[str, Any]:
+    """A received span's attributes as Python values (a list for an array)."""
+    found: dict[str, Any] = {}
+    for attribute in span.attributes:
+        kind = attribute.value.WhichOneof("value")
+        if kind == "array_value":
+            found[attribute.key] = [v.string_value for v in attribute.value.array_value.values]
+        else:
+            found[attribute.key] = getattr(attribute.value, str(kind))
+    return found
+
+
+def exported(receiver: Receiver, name: str, event_id: str, handler: str = "") -> Span | None:
+    """The worker's ``name`` span of this event (and handler), once it is exported."""
+    wanted = {"eda.event.id": event_id, **({"eda.handler": handler} if handler else {})}
+    for span in list(receiver.spans):
+        named = values(span)
+        if span.name == name and all(named.get(k) == v for k, v in wanted.items()):
+            return span
+    return None
+
+
 def test_a_webhooks_trace_reaches_its_delivery_with_the_parent_links_intact(
     traced_core: Core, receiver: Receiver, memory: InMemorySpanExporter
 ) -> None:
@@ -131,16 +165,7 @@ def test_a_webhooks_trace_reaches_its_delivery_with_the_parent_links_intact(
     ingest_span = format(ingest.context.span_id, "016x")
     assert stored["traceparent"] == f"00-{TRACE_ID}-{ingest_span}-01"
 
-    def delivered() -> Span | None:
-        for span in receiver.spans:
-            if span.name == "eda.deliver" and any(
-                a.key == "eda.event.id" and a.value.string_value == event_id
-                for a in span.attributes
-            ):
-                return span
-        return None
-
-    deliver = wait_for(delivered, timeout=30)
+    deliver = wait_for(lambda: exported(receiver, "eda.deliver", event_id), timeout=30)
     assert deliver.trace_id.hex() == TRACE_ID
     assert deliver.parent_span_id.hex() == ingest_span
     assert deliver.kind == Span.SPAN_KIND_CONSUMER
@@ -171,3 +196,134 @@ def test_while_tracing_is_off_the_event_is_stored_as_it_came(traced_core: Core) 
     traced_core.subscribe(["code.pushed"], HANDLER)
     event_id = push(traced_core, "refs/heads/off", f"00-{TRACE_ID}-{SENDER_SPAN}-01")
     assert traced_core.get_event(event_id).event.attributes is None
+
+
+#: The agent of tests/agents.yaml that may call publish_event for ``*.followup`` types.
+AGENT = "DurableResponder"
+#: Its model, as the Messages API server echoes it.
+MODEL = "claude-haiku-5-5"
+#: A payload value of the event the agent publishes: no span may hold it either.
+PUBLISHED_WORDS = "a-published-value-no-span-may-hold"
+
+
+def children(receiver: Receiver, parent: Span, name: str) -> list[Span]:
+    """The received ``name`` spans whose parent is ``parent``, in the order they started."""
+    found = [
+        s for s in list(receiver.spans) if s.name == name and s.parent_span_id == parent.span_id
+    ]
+    return sorted(found, key=lambda span: span.start_time_unix_nano)
+
+
+def test_an_agents_model_turns_tool_call_and_published_event_continue_the_webhooks_trace(
+    traced_core: Core,
+    receiver: Receiver,
+    memory: InMemorySpanExporter,
+    messages_api_server: MessagesAPI,
+) -> None:
+    core = traced_core
+    tag = f"t{uuid.uuid4().hex[:10]}"
+    happened, followup = f"{tag}.happened", f"{tag}.followup"
+    core.subscribe([happened], AGENT)
+    core.subscribe([followup], HANDLER)
+    call_id = f"toolu_{uuid.uuid4().hex[:20]}"
+    published_payload = json.dumps({"note": PUBLISHED_WORDS})
+    messages_api_server.script(
+        message(
+            tool_use(
+                "publish_event", {"event_type": followup, "payload": published_payload}, call_id
+            ),
+            input_tokens=300,
+            output_tokens=40,
+            cache_read_input_tokens=7,
+        ),
+        message(text("Published the follow-up."), input_tokens=400, output_tokens=10),
+        match=happened,
+    )
+    cloudevent = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "monitoring",
+                  "type": happened, "data": {"note": SECRET_WORDS}}  # fmt: skip
+    response = app_client(core).post(
+        "/events",
+        data=json.dumps(cloudevent),
+        content_type="application/cloudevents+json",
+        headers={"traceparent": f"00-{TRACE_ID}-{SENDER_SPAN}-01"},
+    )
+    assert response.status_code == 202, response.json
+    event_id = str(response.json["event_id"])
+    [ingest] = memory.get_finished_spans()
+    assert ingest.parent is not None and format(ingest.parent.span_id, "016x") == SENDER_SPAN
+
+    deliver = wait_for(lambda: exported(receiver, "eda.deliver", event_id, AGENT), timeout=60)
+    assert deliver.parent_span_id.hex() == format(ingest.context.span_id, "016x")
+    assert values(deliver)["eda.delivery.outcome"] == "succeeded"
+
+    # Each model request is a span of the delivery, with the GenAI conventions' attributes.
+    first, second = children(receiver, deliver, f"chat {MODEL}")
+    assert first.kind == Span.SPAN_KIND_CLIENT
+    turn = values(first)
+    assert turn["gen_ai.operation.name"] == "chat"
+    assert turn["gen_ai.provider.name"] == turn["gen_ai.system"] == "anthropic"
+    assert turn["gen_ai.request.model"] == turn["gen_ai.response.model"] == MODEL
+    assert turn["gen_ai.response.id"].startswith("msg_")
+    assert turn["gen_ai.usage.input_tokens"] == 307  # the cached tokens are input too
+    assert turn["gen_ai.usage.output_tokens"] == 40
+    assert turn["gen_ai.response.finish_reasons"] == ["tool_use"]
+    assert values(second)["gen_ai.response.finish_reasons"] == ["end_turn"]
+    assert values(second)["gen_ai.usage.input_tokens"] == 400
+
+    # The tool call is a span of the delivery too, named by the tool and its call's id.
+    [tool] = children(receiver, deliver, "execute_tool publish_event")
+    assert tool.kind == Span.SPAN_KIND_INTERNAL
+    called = values(tool)
+    assert called["gen_ai.operation.name"] == "execute_tool"
+    assert called["gen_ai.tool.name"] == "publish_event"
+    assert called["gen_ai.tool.call.id"] == call_id
+    assert called["eda.tool.outcome"] == "ok"
+    assert first.end_time_unix_nano <= tool.start_time_unix_nano <= second.start_time_unix_nano
+
+    # The event the agent published is stored under the tool call, and delivered under that.
+    [stored] = children(receiver, tool, "eda.ingest")
+    assert stored.kind == Span.SPAN_KIND_PRODUCER
+    published_id = values(stored)["eda.event.id"]
+    assert values(stored)["eda.event.type"] == followup
+    assert core.get_event(published_id).event.causation_id == event_id
+    followed = wait_for(lambda: exported(receiver, "eda.deliver", published_id, HANDLER))
+    assert followed.parent_span_id == stored.span_id
+    assert values(followed)["eda.delivery.outcome"] == "succeeded"
+
+    # The relay that dispatched it links its batch to the event's trace.
+    def relayed() -> Span | None:
+        batches = [span for span in list(receiver.spans) if span.name == "eda.relay"]
+        return next((b for b in batches if any(k.span_id == stored.span_id for k in b.links)), None)
+
+    relay = wait_for(relayed)
+    [link] = [link for link in relay.links if link.span_id == stored.span_id]
+    assert link.trace_id.hex() == TRACE_ID
+
+    # One trace from the sender to the published event's delivery; no payload, no prompt.
+    spans = [deliver, first, second, tool, stored, followed]
+    assert {span.trace_id.hex() for span in spans} == {format(ingest.context.trace_id, "032x")}
+    assert format(ingest.context.trace_id, "032x") == TRACE_ID
+    held = [str(v) for v in (ingest.attributes or {}).values()]
+    held += [str(value) for span in [*spans, relay] for value in values(span).values()]
+    instructions = "Publish a follow-up event"
+    assert not [v for v in held if SECRET_WORDS in v or PUBLISHED_WORDS in v or instructions in v]
+
+
+def test_while_tracing_is_off_no_span_is_made_and_no_tracing_module_is_imported() -> None:
+    # redis-py imports parts of OpenTelemetry itself when it is installed: what counts is
+    # that our calls add none (the SDK's tracer, the W3C propagator).
+    code = (
+        "import sys\n"
+        "from eda import traces\n"
+        "before = {m for m in sys.modules if m.startswith('opentelemetry')}\n"
+        "with traces.model_turn('m', 1) as turn, traces.tool_call('t', 'id') as call:\n"
+        "    assert turn is None and call is None\n"
+        "    traces.turn_answered(turn, 'msg', 'm', 'end_turn', {})\n"
+        "    traces.tool_ended(call, 'ok')\n"
+        "with traces.relay_batch([]):\n"
+        "    pass\n"
+        "assert traces.environment() == {} and traces.current() == {}\n"
+        "after = {m for m in sys.modules if m.startswith('opentelemetry')}\n"
+        "assert after == before, sorted(after - before)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
