@@ -9,9 +9,10 @@ RabbitMQ vhost), in one run:
   per second, as in ``python -m bench``, with one worker, then with two workers
   consuming the same lanes (a second process started as the Procfile starts it);
 - retries held: a burst of deliveries (5,000 in the full run) whose handler fails
-  and whose retry waits a 300 s countdown; Celery keeps each such message in the
-  worker, unacknowledged, until it is due: the worker's resident memory once all
-  of them wait, against the same worker's before the burst.
+  and whose retry waits 300 s: the worker's resident memory once all of them wait,
+  against the same worker's before the burst. A countdown retry's message would
+  stay in the worker, unacknowledged, until due; past ``EDA_RETRY_HOLD_MAX`` the
+  store holds the delivery instead.
 
 The rows: dispatch against raw Celery on the same broker, and two workers
 against one. On RabbitMQ "empty" is the queue's ready count (``queue.declare``,
@@ -140,7 +141,7 @@ def run(mode: str, folder: Path, broker_url: str, say: Callable[[str], None]) ->
                *median_run(one), f"raw Celery no-op on {name}", runs=one),
         Figure(f"{slug}_two_workers", f"dispatch on {name}: two workers against one", "/s",
                *median_run(two), "one worker", runs=two),
-        Figure(f"{slug}_retries_held", f"worker RSS holding {burst:,} countdown retries on {name}",
+        Figure(f"{slug}_retries_held", f"worker RSS, {burst:,} retries waiting 300 s, {name}",
                "MiB", after, before, "the same worker before", higher_is_better=False,
                details={"bytes_per_retry": round((after - before) / burst), "retries": burst}),
     ]  # fmt: skip

@@ -487,10 +487,18 @@ class Core:
         }
 
     def recover(self) -> int:
-        """Re-enqueue the deliveries stuck past the grace period (see ``eda/recovery.py``)."""
-        from eda.recovery import recover
+        """Send held deliveries that are due, and re-enqueue those stuck past the grace
+        period (see ``eda/recovery.py``); how many were recovered."""
+        from eda.recovery import recover, send_held
 
+        send_held(self)
         return len(recover(self, self._enqueuer().waiting_task_ids()))
+
+    def send_held(self) -> int:
+        """Send the held deliveries (long retries and waits) that are due; how many."""
+        from eda.recovery import send_held
+
+        return send_held(self)
 
     # -- dead letters and retries -----------------------------------------------------------
 

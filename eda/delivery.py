@@ -145,6 +145,7 @@ STEPS: dict[str, Step] = {
         (Status.QUEUED, Status.RETRYING, Status.WAITING), (Status.QUEUED,), "sweeper"
     ),
     "recover_running": Step((Status.RUNNING,), (Status.QUEUED,), "sweeper"),
+    "send_held": Step((Status.RETRYING, Status.WAITING), (Status.QUEUED,), "relay"),
 }
 #: The script's own step for each lifecycle step.
 SCRIPT_STEP = {
@@ -158,6 +159,7 @@ SCRIPT_STEP = {
     "revert": "note",
     "recover_waiting": "queue",
     "recover_running": "queue",
+    "send_held": "queue",
     "wait": "note",
     "flow_end": "note",
 }
@@ -217,6 +219,10 @@ class Delivery:
     dropped_runs: int = 0
     #: Waiting with no message: parked for a concurrency slot, which wakes it.
     parked: bool = False
+    #: Retrying or waiting with no message until then (epoch ms; 0: not held in the
+    #: store), and what its next pass is given (flow control's state).
+    due: int = 0
+    carry: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: str, outcomes: Mapping[str, str]) -> Delivery:
@@ -253,6 +259,8 @@ class Delivery:
             runs=runs,
             dropped_runs=data.get("dropped_runs", 0),
             parked=bool(data.get("parked")),
+            due=int(data.get("due") or 0),
+            carry=data["carry"] if isinstance(data.get("carry"), dict) else {},
         )
 
     @property
@@ -446,6 +454,7 @@ class Deliveries:
                 keys.dlq,
                 keys.dead_letter(letter.id if letter else ""),
                 keys.inflight,
+                keys.due,
             ],
             [
                 change.handler,
@@ -527,6 +536,9 @@ class Verdict:
     #: (no message: a freed concurrency slot sends it again).
     state: dict[str, Any] = field(default_factory=dict)
     parked: bool = False
+    #: RETRY or WAIT held in the store until due (``EDA_RETRY_HOLD_MAX``): no countdown
+    #: message; the relay sends the delivery again then.
+    held: bool = False
 
 
 def run_attempt(
@@ -554,8 +566,10 @@ def run_attempt(
         if isinstance(gated, Verdict):
             return gated
         lease = gated
+    # A retry passes its gate again, but a debounce it passed stays passed.
+    carry = {"debounced": True} if (flow_state or {}).get("debounced") else {}
     try:
-        return _attempt(core, event_id, handler, task_id, worker)
+        return _attempt(core, event_id, handler, task_id, worker, carry)
     finally:
         if lease:
             _give_back(core, lease, event_id, handler)
@@ -594,24 +608,33 @@ def _through_gate(
             return Verdict(Outcome.NOT_RUN, reason=f"{applied.result}: it is {applied.previous}")
         outcome = Outcome.DEAD if status is Status.DEAD else Outcome.SKIPPED
         return Verdict(outcome, reason=verdict.reason, error=f"eda.flow: {verdict.reason}")
+    options: dict[str, Any] = {"parked": verdict.parked}
+    held = not verdict.parked and verdict.wait > core.settings.retry_hold_max
+    if held:
+        options |= held_until(verdict.wait, verdict.state)
     applied = core.deliveries.apply(
         Change(
-            event_id,
-            handler,
-            "wait",
-            Status.WAITING,
-            verdict.reason,
-            task_id=task_id,
-            options={"parked": verdict.parked},
+            event_id, handler, "wait", Status.WAITING, verdict.reason, task_id=task_id,
+            options=options,
         )
-    )
+    )  # fmt: skip
     if not applied.ok:
         return Verdict(Outcome.NOT_RUN, reason=f"{applied.result}: it is {applied.previous}")
     # A countdown past the broker's visibility timeout would bring the message back twice.
     delay = min(verdict.wait, core.settings.visibility_timeout / 2)
     return Verdict(
-        Outcome.WAIT, delay=delay, reason=verdict.reason, state=verdict.state, parked=verdict.parked
+        Outcome.WAIT,
+        delay=delay,
+        reason=verdict.reason,
+        state=verdict.state,
+        parked=verdict.parked,
+        held=held,
     )
+
+
+def held_until(delay: float, carry: dict[str, Any]) -> dict[str, Any]:
+    """The step options that hold a delivery in the store for ``delay`` s (the due set)."""
+    return {"due": int((time.time() + delay) * 1000), "carry": carry}
 
 
 def _flow_letter(event: Event, handler: str, task_id: str, reason: str) -> DeadLetter:
@@ -643,8 +666,10 @@ def _give_back(core: Core, lease: str, event_id: str, handler: str) -> None:
         )
 
 
-def _attempt(core: Core, event_id: str, handler: str, task_id: str, worker: str) -> Verdict:
-    """Start the attempt, run the handler, record its end."""
+def _attempt(
+    core: Core, event_id: str, handler: str, task_id: str, worker: str, carry: dict[str, Any]
+) -> Verdict:
+    """Start the attempt, run the handler, record its end (``carry``: a retry's next pass)."""
     steps = core.deliveries
     try:
         started = patiently(
@@ -668,7 +693,7 @@ def _attempt(core: Core, event_id: str, handler: str, task_id: str, worker: str)
     info = DeliveryInfo(f"{event_id}:{handler}", handler, int(run), int(attempt), task_id)
     event = Event.from_json(data).delivered(info)
     policy = core.policy(handler, event.type)
-    ran = Ran(core, event, handler, task_id, int(attempt), time.monotonic())
+    ran = Ran(core, event, handler, task_id, int(attempt), time.monotonic(), carry)
     if int(attempt) == 1 and int(run) <= 1:  # a retry's or a replay's wait is not latency
         metrics.handler_started(handler, event.time)
     if int(starts) > policy.max_retries + 1:
@@ -707,6 +732,8 @@ class Ran:
     task_id: str
     attempt: int
     began: float
+    #: What a retry's next pass is given (flow control's state).
+    carry: dict[str, Any] = field(default_factory=dict)
 
     def end(
         self,
@@ -718,12 +745,20 @@ class Ran:
         error: BaseException | None = None,
         letter: DeadLetter | None = None,
         record: dict[str, Any] | None = None,
+        carry: dict[str, Any] | None = None,
     ) -> Verdict:
-        """Record the attempt's end (one step); the verdict, or NOT_RUN when superseded."""
+        """Record the attempt's end (one step); the verdict, or NOT_RUN when superseded.
+
+        A retry longer than ``EDA_RETRY_HOLD_MAX`` is held in the store in the same step
+        (``carry``: what its next pass is given).
+        """
         options: dict[str, Any] = {
             "attempt": self.attempt,
             "duration_ms": round((time.monotonic() - self.began) * 1000, 3),
         }
+        held = outcome is Outcome.RETRY and delay > self.core.settings.retry_hold_max
+        if held:
+            options |= held_until(delay, carry or {})
         if error is not None:
             options["error"] = error_record(error)
         change = Change(
@@ -742,7 +777,7 @@ class Ran:
         if not applied.ok:
             return Verdict(Outcome.NOT_RUN, self.attempt, reason=f"{applied.result} on the way out")
         failure = f"{type(error).__module__}.{logs.error_summary(error)}" if error else ""
-        return Verdict(outcome, self.attempt, delay, reason, failure)
+        return Verdict(outcome, self.attempt, delay, reason, failure, held=held)
 
     def _count_tokens(self, record: dict[str, Any] | None) -> None:
         """Add what an agent's attempt used to its day's budget (tokens, as the API counts)."""
@@ -780,6 +815,7 @@ class Ran:
                 delay=delay,
                 error=exc,
                 record=record,
+                carry=self.carry,
             )
         why = "permanent error" if policy.is_permanent(exc) else "retries exhausted"
         letter = DeadLetter(

@@ -18,6 +18,8 @@ Layout (``P`` is the configured prefix)::
     P:subscriptions             hash: "<pattern> <handler>" -> subscription JSON
     P:inflight                  sorted set: "<event id> <handler>" of deliveries queued,
                                 running or retrying, by the time of their last step (ms)
+    P:due                       sorted set: "<event id> <handler>" of deliveries whose retry
+                                (or flow-control wait) waits in the store -> when due (ms)
     P:flow:leases:<scope>       sorted set: deliveries holding a concurrency slot -> lease end
     P:flow:parked:<scope>       list: deliveries waiting for a slot (JSON: what wakes them)
     P:flow:scopes               hash: concurrency scopes with parked deliveries -> limit
@@ -92,6 +94,10 @@ class Keys:
     @property
     def inflight(self) -> str:
         return f"{self.prefix}:inflight"
+
+    @property
+    def due(self) -> str:
+        return f"{self.prefix}:due"
 
     @property
     def destinations_disabled(self) -> str:

@@ -11,8 +11,14 @@ visibility timeout), is refused as superseded, so recovery never runs a
 delivery twice: it only ends the wait for one nobody will run.
 
 When the broker cannot say which messages wait (RabbitMQ keeps unacknowledged
-messages itself and redelivers them), only deliveries held by a gone worker are
-recovered.
+messages itself and redelivers them), only deliveries held by a gone worker, or
+whose message was never sent, are recovered.
+
+A retry (or a flow-control wait) longer than ``EDA_RETRY_HOLD_MAX`` has no
+message either: the store holds it in the due set (``P:due``) and
+:func:`send_held` (the relay's, every half second) sends it again under a new
+task id once it is due. Recovery leaves it alone until the grace period past
+that time, and then takes it as stuck.
 """
 
 from __future__ import annotations
@@ -50,6 +56,57 @@ class Stuck:
     updated_at: str = ""
 
 
+def send_held(core: Core, now: float | None = None) -> int:
+    """Send again, under new task ids, the held deliveries that are due; how many went out.
+
+    Each is moved to ``queued`` first (only while it still waits under its old task
+    id, so that two relays never both send it), flagged unsent until the broker took
+    its message; one the broker refused is left to recovery.
+    """
+    now_ms = int((time.time() if now is None else now) * 1000)
+    with reaching_redis():
+        members = core.redis.zrangebyscore(core.keys.due, "-inf", now_ms, start=0, num=BATCH)
+    if not members:
+        return 0
+    pairs = [(str(m).split(" ", 1)[0], str(m).split(" ", 1)[1]) for m in members]
+    records = core.deliveries.get_many(pairs)
+    events = {s.event.id: s.event for s in core.store.get_many({e for e, _ in pairs})}
+    enqueuer = core._enqueuer()
+    sent: list[tuple[str, str, str]] = []
+    for (event_id, handler), record in zip(pairs, records, strict=True):
+        event = events.get(event_id)
+        if record is None or not record.due or event is None:  # done, or retention took it
+            with reaching_redis():
+                core.redis.zrem(core.keys.due, inflight_member(event_id, handler))
+            continue
+        task_id = uuid.uuid4().hex
+        applied = core.deliveries.apply(
+            Change(
+                event_id,
+                handler,
+                "send_held",
+                Status.QUEUED,
+                "due: sent again",
+                task_id=task_id,
+                options={"expect_task": record.task_id, "enqueue_failed": True},
+            )
+        )
+        if not applied.ok:
+            continue  # another relay sent it, or an operator moved it on
+        try:
+            enqueuer.deliver(event, handler, task_id, flow=record.carry or None)
+        except Exception as exc:  # recovery sends it once the grace period has passed
+            log.warning(
+                "a due delivery was not sent: %s",
+                exc,
+                extra={"event_id": event_id, "handler": handler},
+            )
+            continue
+        sent.append((event_id, handler, task_id))
+    core.store.mark_dispatched_many([], sent=sent)
+    return len(sent)
+
+
 def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> list[Stuck]:
     """The in-flight deliveries past the grace period that nobody holds or will run.
 
@@ -74,7 +131,7 @@ def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> lis
             # It took a step between the index read and the record read (a worker started
             # it, say, and has not listed it in a heartbeat yet): not stuck, only busy.
             continue
-        why = _why_stuck(record, held, waiting)
+        why = _why_stuck(record, held, waiting, cutoff)
         if why:
             found.append(
                 Stuck(event_id, handler, record.status, record.task_id, why, record.updated_at)
@@ -98,11 +155,15 @@ def _moved_since(record: Delivery, cutoff_ms: int) -> bool:
     return updated.timestamp() * 1000 > cutoff_ms
 
 
-def _why_stuck(record: Delivery, held: set[str], waiting: set[str] | None) -> str:
+def _why_stuck(record: Delivery, held: set[str], waiting: set[str] | None, cutoff_ms: int) -> str:
     if record.task_id in held or record.parked:  # a parked delivery is flow control's to wake
         return ""
+    if record.due:  # held in the store: the relay sends it when due
+        return "it was due and nobody sent it" if record.due < cutoff_ms else ""
     if record.status is Status.RUNNING:
         return "its worker is gone"
+    if record.status is Status.QUEUED and record.enqueue_failed:
+        return "its message was never sent"
     if waiting is None or record.task_id in waiting:
         return ""
     return "its message is in no lane and no live worker holds it"

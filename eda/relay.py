@@ -32,6 +32,8 @@ BATCH = 200
 WAIT = 0.5
 #: Seconds before a batch's failed events are dispatched once more (then the sweeper's).
 RETRY_AFTER = 0.2
+#: Seconds between looks for held deliveries (long retries and waits) that are due.
+HELD_EVERY = 0.5
 
 
 class Relay:
@@ -46,6 +48,7 @@ class Relay:
         #: How this relay's heartbeat names it (the sweeper leaves a live relay its queue).
         self.name = name
         self._beaten = 0.0
+        self._looked = 0.0
 
     def dispatch_batch(self) -> int:
         """Dispatch one batch (waiting up to ``wait`` for the first event); how many were taken."""
@@ -81,6 +84,7 @@ class Relay:
             try:
                 self._beat()
                 self.dispatch_batch()
+                self._send_held()
                 if waiting:
                     log.info("the relay reaches the store again")
                 waiting = False
@@ -89,6 +93,12 @@ class Relay:
                     log.warning("the relay waits for the store: %s", logs.error_summary(exc))
                 waiting = True
                 stop.wait(1.0)
+
+    def _send_held(self) -> None:
+        now = time.monotonic()
+        if now - self._looked >= HELD_EVERY:
+            self._looked = now
+            self.core.send_held()
 
     def _beat(self) -> None:
         now = time.monotonic()

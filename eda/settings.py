@@ -41,6 +41,7 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_GANTZ_YAML": "gantz_path",
     "EDA_RETRY_BACKOFF": "retry_backoff",
     "EDA_RETRY_BACKOFF_MAX": "retry_backoff_max",
+    "EDA_RETRY_HOLD_MAX": "retry_hold_max",
     "EDA_MAX_RETRIES": "max_retries",
     "EDA_MAX_ATTEMPTS_KEPT": "max_attempts_kept",
     "EDA_MAX_RUNS_KEPT": "max_runs_kept",
@@ -131,6 +132,9 @@ class Settings(BaseModel):
     #: Retry policy of handler deliveries: exponential backoff with full jitter.
     retry_backoff: float = Field(default=2.0, gt=0)
     retry_backoff_max: float = Field(default=600.0, gt=0)
+    #: A retry (or flow-control wait) longer than this waits in the store, not as a
+    #: countdown message that Celery holds in a worker's memory until it is due.
+    retry_hold_max: float = Field(default=10.0, ge=0)
     max_retries: int = Field(default=5, ge=0)
     #: Attempts kept per run of a delivery, and runs (dispatch, replays, retries) kept per
     #: delivery; the oldest go first, counted.

@@ -5,7 +5,8 @@
 --
 -- KEYS: 1 deliveries hash of the event, 2 event record, 3 outcomes hash of the event,
 --       4 dead-letter index (sorted set), 5 the dead letter's key, 6 the in-flight index
---       (sorted set of "<event id> <handler>" queued, running or retrying, by last step)
+--       (sorted set of "<event id> <handler>" queued, running or retrying, by last step),
+--       7 the due set (sorted set of the same members, by when a held retry is due)
 -- ARGV: 1 handler, 2 step: queue | skip | start | finish | note, 3 now (RFC 3339),
 --       4 reason, 5 statuses the step is legal from, comma-separated ("new": no record),
 --       6 status after the step, 7 task id (queue: the new one; others: the expected one,
@@ -17,7 +18,9 @@
 --   step is still the one read at that time: not started again meanwhile), worker (start), attempt (finish:
 --   the attempt it ends), error {class, message, traceback} (finish), max_attempts,
 --   max_runs (what is kept), letter_id, letter_score (dead letter), member and now_ms
---   (the delivery in the in-flight index, and its score).
+--   (the delivery in the in-flight index, and its score), due (finish to retrying, note
+--   to waiting: the time in ms when the delivery is sent again from the store, with
+--   ``carry``, what its next pass is given; it has no message meanwhile).
 -- Returns {previous status or "new", event status, "ok" | "refused" | "superseded"}; a
 -- start that was applied adds {event data, attempt number, times this attempt started, run}.
 --
@@ -176,6 +179,13 @@ else -- note: a change that is not an attempt (an enqueue that failed, a discard
   end
 end
 delivery.parked = options.parked or nil
+if options.due then
+  redis.call('ZADD', KEYS[7], options.due, options.member)
+elseif delivery.due then
+  redis.call('ZREM', KEYS[7], options.member)
+end
+delivery.due = options.due
+delivery.carry = options.carry
 if ARGV[10] ~= '' then
   redis.call('SET', KEYS[5], ARGV[10])
   redis.call('ZADD', KEYS[4], options.letter_score, options.letter_id)
