@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,12 +21,20 @@ def bytes_sent(client: redis.Redis) -> int:
     return int(stats["total_net_output_bytes"])
 
 
+@pytest.fixture
+def big_events(core: Core, client: redis.Redis, prefix: str) -> Iterator[None]:
+    """Forty events of a megabyte each, deleted afterwards (the session's Redis is shared)."""
+    for n in range(40):
+        core.publish("load.big", MEGABYTE, source="load", subject=str(n))
+    yield
+    client.delete(*client.scan_iter(match=f"{prefix}:*", count=1000))
+
+
 @pytest.mark.parametrize("limit", [None, MAX_LIMIT])
+@pytest.mark.usefixtures("big_events")
 def test_a_page_of_megabyte_events_reads_kilobytes(
     core: Core, client: redis.Redis, limit: int | None
 ) -> None:
-    for n in range(40):
-        core.publish("load.big", MEGABYTE, source="load", subject=str(n))
     before = bytes_sent(client)
     page = history_page(core, "load.big", **({"limit": limit} if limit else {}))
     read = bytes_sent(client) - before
