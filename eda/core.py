@@ -240,8 +240,6 @@ class Core:
         newest_first: bool = True,
     ) -> list[StoredEvent]:
         """Stored events by type and window; a str bound is a stream id (``(`` excludes it)."""
-        if event_type is not None:
-            Event.create(type=event_type, source="history")  # the same rule as on publish
         return self.store.history(event_type, since, until, limit, newest_first)
 
     def acknowledge(self, event_id: str, status: str = "processed", reason: str = "") -> str:

@@ -4,7 +4,8 @@ Layout (``P`` is the configured prefix)::
 
     P:stream                    stream of every event: entries {id, type}
     P:stream:<type>             stream of one type: entries {id}
-    P:event:<id>                hash: data (event JSON), status, sid (stream id), at
+    P:event:<id>                hash: data (event JSON), status, sid (stream id), at;
+                                type, source, time (read by history pages, never data)
     P:deliveries:<id>           hash: handler -> delivery JSON (status, attempts, history)
     P:outcomes:<id>             hash: handler -> what the handler reported (JSON)
     P:journal:<id>              hash: the agent runs' journals of the event, fields

@@ -152,6 +152,8 @@ class EventStore:
                     "1" if event.correlation_id else "0",
                     self.settings.max_causation_depth,
                     self.settings.chain_budget,
+                    event.source,
+                    event.timestamp,
                 ],
             )
         except redis.ResponseError as exc:
@@ -206,6 +208,22 @@ class EventStore:
         newest_first: bool = True,
     ) -> list[StoredEvent]:
         """Stored events by type and time window (stream ids are the time bounds)."""
+        return self.get_many(self.history_ids(event_type, since, until, limit, newest_first))
+
+    def history_ids(
+        self,
+        event_type: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[str]:
+        """The ids of :meth:`history`'s events, read from the stream alone.
+
+        Raises InvalidInput naming ``type``, ``limit`` or ``since/until`` when out of range.
+        """
+        if event_type is not None:
+            Event.create(type=event_type, source="history")  # the same rule as on publish
         if not 1 <= limit <= 10_000:
             raise InvalidInput("limit", "must be between 1 and 10000")
         stream = self.keys.type_stream(event_type) if event_type else self.keys.stream
@@ -219,7 +237,7 @@ class EventStore:
                     entries = self.redis.xrange(stream, low, high, count=limit)  # type: ignore[assignment]
         except redis.ResponseError as exc:
             raise InvalidInput("since/until", str(exc)) from None
-        return self.get_many(fields["id"] for _, fields in entries)
+        return [str(fields["id"]) for _, fields in entries]
 
     def scan_history(
         self,

@@ -194,7 +194,7 @@ def event(ctx: click.Context, event_id: str, as_json: bool, full: bool) -> None:
     stored = core.get_event(event_id)
     runs = core.transcripts(event_id, full=full)
     shown = {**stored.as_dict(), "transcripts": runs}
-    answer(as_json, shown, lambda out: render.event_detail(out, stored, runs))
+    answer(as_json, shown, lambda out: render.event_detail(out, stored, runs, full=full))
 
 
 @main.command()

@@ -98,10 +98,14 @@ def handlers_text(handlers: Mapping[str, str]) -> Text:
 
 
 def event_detail(
-    console: Console, stored: StoredEvent, transcripts: Mapping[str, Any] | None = None
+    console: Console,
+    stored: StoredEvent,
+    transcripts: Mapping[str, Any] | None = None,
+    *,
+    full: bool = False,
 ) -> None:
     """The envelope, the payload, then each delivery with what its handler did and, for an
-    agent, each run turn by turn."""
+    agent, each run turn by turn; ``full`` adds what each run sent and each turn whole."""
     event = stored.event
     envelope = Table.grid(padding=(0, 2))
     envelope.add_column(style="bold")
@@ -138,6 +142,10 @@ def event_detail(
         delivery_panel(console, handler, delivery)
         for run in (transcripts or {}).get(handler, []):
             console.print(transcript_table(handler, run))
+            if full:
+                console.print(sent_panel(handler, run))
+                for number, turn in enumerate(run.get("turns") or [], start=1):
+                    console.print(turn_panel(number, turn))
 
 
 def transcript_table(handler: str, run: Mapping[str, Any]) -> Table:
@@ -161,6 +169,45 @@ def transcript_table(handler: str, run: Mapping[str, Any]) -> Table:
             short(turn.get("text", ""), 60),
         )
     return table
+
+
+def sent_panel(handler: str, run: Mapping[str, Any]) -> Panel:
+    """What a run sent first, whole: the system prompt, then each message (the event and
+    its enrichment)."""
+    sent = run.get("sent") or {}
+    parts: list[Any] = [Text("system prompt", style="bold"), Text(content_text(sent.get("system")))]
+    for entry in sent.get("messages") or []:
+        parts += [
+            Text(str(entry.get("role")), style="bold"),
+            Text(content_text(entry.get("content"))),
+        ]
+    return Panel(Group(*parts), title=f"{handler}, run {run.get('run')}: sent")
+
+
+def turn_panel(number: int, turn: Mapping[str, Any]) -> Panel:
+    """One turn whole: the model's text, then each tool call's input and result."""
+    parts: list[Any] = [Text(str(turn.get("text") or ""))]
+    for call in turn.get("tool_calls") or []:
+        refused = " (refused)" if call.get("refused") else ""
+        parts += [
+            Text(f"{call.get('name')}{refused}", style="bold"),
+            Text(json.dumps(call.get("input"), indent=2, ensure_ascii=False, default=str)),
+            Text(str(call.get("result", ""))),
+        ]
+    return Panel(Group(*parts), title=f"turn {number}, attempt {turn.get('attempt')}")
+
+
+def content_text(content: Any) -> str:
+    """A prompt or message's content as text: a string, or its blocks' text (others as JSON)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    blocks = content if isinstance(content, list) else [content]
+    return "\n\n".join(
+        block["text"]
+        if isinstance(block, dict) and isinstance(block.get("text"), str)
+        else json.dumps(block, indent=2, ensure_ascii=False, default=str)
+        for block in blocks
+    )
 
 
 def delivery_panel(console: Console, handler: str, delivery: Mapping[str, Any]) -> None:

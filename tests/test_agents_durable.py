@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ def worker_env(broker_server: str, messages_api_server: MessagesAPI) -> dict[str
         "EDA_AGENTS": str(ROOT / "tests" / "agents.yaml"),
         "ANTHROPIC_BASE_URL": messages_api_server.url,
         "ANTHROPIC_API_KEY": TEST_API_KEY,
+        # a chain that runs away is stopped after a few agent runs, not eight
+        "EDA_MAX_CAUSATION_DEPTH": "3",
     }
 
 
@@ -224,3 +227,31 @@ def test_a_type_outside_the_agents_publishes_list_is_refused_and_counted(
     assert record["totals"]["refused_tool_calls"] == 1
     assert not durable_core.history(outside) and len(script.requests) == 2
     assert "tool call refused" in worker.log()
+
+
+def test_an_agent_republishing_its_trigger_through_a_worker_stops_at_the_depth_limit(
+    durable_core: Core, messages_api_server: MessagesAPI, worker: Worker
+) -> None:
+    event_type = f"t{uuid.uuid4().hex[:10]}.followup"  # a type the agent may publish
+    durable_core.subscribe([event_type], AGENT)
+    limit = durable_core.settings.max_causation_depth
+    generation = (message(publish_call(event_type)), message(text("Raised it again.")))
+    script = messages_api_server.script(*generation * (limit + 1), match=event_type)
+
+    durable_core.publish(event_type, {"severity": "high"}, "monitoring")
+    wait_for(lambda: any(s.status == "blocked" for s in durable_core.history(event_type)), 60)
+
+    chain = sorted(durable_core.history(event_type), key=lambda s: s.depth)
+    assert [s.depth for s in chain] == list(range(limit + 2))
+    for cause, caused in pairwise(chain):
+        assert caused.event.causation_id == cause.event.id
+    for dispatched in chain[:-1]:
+        assert (
+            delivery(durable_core, dispatched.event.id, "succeeded", "dead", "stopped")["status"]
+            == "succeeded"
+        )
+    over = durable_core.get_event(chain[-1].event.id)
+    assert over.status == "blocked" and not over.deliveries
+    assert f"causation depth {limit + 1} is over the limit of {limit}" in (over.blocked or "")
+    assert over.event.id not in durable_core.store.pending(older_than=0)
+    assert script.remaining == 0 and len(script.requests) == 2 * (limit + 1)

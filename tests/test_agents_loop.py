@@ -341,6 +341,21 @@ def test_events_an_agent_publishes_carry_the_causing_event_and_its_correlation(
     assert published.event.source == "Responder"  # the runner's, never the model's
 
 
+def test_a_source_the_model_sends_is_replaced_by_the_agents_name(
+    messages_api: MessagesAPI, make_agent: Any, core: Core
+) -> None:
+    handler = make_agent(tools=["publish_event"], publishes=["notification.*"])
+    claimed = {"event_type": "notification.requested", "payload": "{}", "source": "github"}
+    messages_api.script(message(tool_use("publish_event", claimed)), message(text("Sent.")))
+
+    outcome = handler(stored_event(core, "alert.triggered", {}))
+
+    (call,) = outcome["tool_calls"]
+    assert not call["is_error"] and not call["refused"], call["result"]
+    (published,) = core.history("notification.requested")
+    assert published.event.source == "Responder"
+
+
 @pytest.mark.parametrize(
     "payload",
     [{"team": "payments", "ids": [1, 2]}, [{"team": "payments"}]],

@@ -19,12 +19,16 @@ from click.testing import CliRunner, Result
 from eda.core import Core
 from eda.dead_letters import DeadLetter
 from eda.delivery import Change, Status
-from eda.event import Event
+from eda.event import DeliveryInfo, Event
 from eda.settings import Settings
 from scripts.cli import main
 from scripts.cli_progress import Interrupts
+from tests.agent_fixtures import make_agent
 from tests.conftest import wait_for
 from tests.lifecycle import finish, kill, letter_for, queue, start
+from tests.messages_api import MessagesAPI, message, messages_api, text, tool_use
+
+__all__ = ["make_agent", "messages_api"]  # fixtures used by the tests below
 
 #: A wide terminal, so that ids are never folded in tables.
 WIDE = {"COLUMNS": "250"}
@@ -226,10 +230,45 @@ def test_event_json_carries_deliveries_and_the_agents_outcome(core: Core) -> Non
     assert delivery["outcome"] == AGENT_OUTCOME
 
 
+def test_event_full_shows_the_system_prompt_the_enrichment_and_tool_results_whole(
+    messages_api: MessagesAPI, make_agent: Any, core: Core
+) -> None:
+    handler = make_agent(
+        instructions="Page the team that owns the burning service.",
+        pipeline=[{"name": "owner", "enrich": "tests.agent_stages:owner"}],
+        tools=["tests.agent_tools:lookup_service"],
+    )
+    event_id = core.publish("alert.triggered", {"service": "checkout"}, "monitoring").event_id
+    queue(core.deliveries, event_id, "Responder")
+    start(core.deliveries, event_id, "Responder")
+    lookup = tool_use("lookup_service", {"service": "checkout"})
+    messages_api.script(message(lookup), message(text("Paged team-payments.")))
+    info = DeliveryInfo(f"{event_id}:Responder", "Responder", 1, 1, "t1")
+    outcome = handler(core.get_event(event_id).event.delivered(info))
+    finish(core.deliveries, event_id, "Responder", Status.SUCCEEDED, "done", outcome=outcome)
+
+    compact, full = run(core, "event", event_id), run(core, "event", event_id, "--full")
+
+    assert compact.exit_code == 0 and full.exit_code == 0, full.output
+    expected = (
+        "Page the team that owns the burning service.",  # the system prompt
+        '<event_payload> { "service": "checkout" } </event_payload>',  # the first message
+        '<enriched> { "owner": { "team": "team-payments" } } </enriched>',
+        outcome["tool_calls"][0]["result"],  # a tool result, whole
+    )
+    assert [part in unwrapped(full.stdout) for part in expected] == [True] * 4
+    assert [part in unwrapped(compact.stdout) for part in expected] == [False] * 4
+
+
+def unwrapped(output: str) -> str:
+    """Rich output as one line of words: panel borders and wrapping taken out."""
+    return " ".join(" ".join(line.strip("│ ").split()) for line in output.splitlines())
+
+
 def test_event_shows_tool_calls_and_token_usage(core: Core) -> None:
     result = run(core, "event", agent_event(core))
     assert result.exit_code == 0, result.output
-    for text in (
+    for shown in (
         "AlertResponder",
         "claude-sonnet-5-5",
         "end_turn",
@@ -245,7 +284,7 @@ def test_event_shows_tool_calls_and_token_usage(core: Core) -> None:
         "w1",
         "input tokens 1234",  # totals over every attempt
     ):
-        assert text in result.stdout
+        assert shown in result.stdout
 
 
 def test_an_event_past_the_causation_depth_limit_shows_blocked_in_event_and_stats(

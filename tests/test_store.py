@@ -189,6 +189,26 @@ def test_events_without_a_dedupe_key_are_never_duplicates(store: EventStore) -> 
     assert not any(r.duplicate for r in results)
 
 
+def test_a_chain_past_its_budget_stores_the_next_event_blocked_and_undispatched(
+    make_store: Callable[..., EventStore], client: redis.Redis, prefix: str
+) -> None:
+    store = make_store(chain_budget=3)
+    within = [store.publish(event(correlation_id="chain-1"), notify=True) for _ in range(3)]
+    other = store.publish(event(correlation_id="chain-2"), notify=True)
+    over = store.publish(event(correlation_id="chain-1"), notify=True)
+
+    reason = "its chain (correlation id) holds 4 events, over its budget of 3"
+    assert over.blocked == reason
+    assert not any(p.blocked for p in within) and not other.blocked
+    record = store.get(over.event_id)
+    assert (record.status, record.blocked) == ("blocked", reason)
+    pending = set(store.pending(older_than=-60))  # every pending event, however new
+    queued = set(client.lrange(Keys(prefix).dispatch, 0, -1))
+    assert {p.event_id for p in [*within, other]} <= pending & queued
+    assert over.event_id not in pending | queued
+    assert {store.get(p.event_id).status for p in [*within, other]} == {"pending"}
+
+
 # -- size limit and atomicity ------------------------------------------------------------------
 
 

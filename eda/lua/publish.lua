@@ -16,7 +16,9 @@
 --       9 deliveries key prefix, 10 outcomes key prefix,
 --       11 "1" to hand the event to the dispatchers (its id is pushed on the queue),
 --       12 journal key prefix, 13 "1" when the event has a cause, 14 "1" when it has a
---       correlation id, 15 the causation depth limit, 16 the events a chain may hold
+--       correlation id, 15 the causation depth limit, 16 the events a chain may hold,
+--       17 the event's source, 18 its time (RFC 3339): with its type, what a history page
+--       shows, kept beside the JSON so that a page never reads a payload
 -- Returns {event id, stream id, duplicate (0|1), why it is blocked ("" when it is not)}.
 
 local function type_of(key)
@@ -68,6 +70,7 @@ redis.call('XADD', KEYS[3], sid, 'id', ARGV[1])
 if depth > 0 then
   redis.call('HSET', KEYS[4], 'depth', depth) -- a root event's 0 is not stored
 end
+redis.call('HSET', KEYS[4], 'type', ARGV[3], 'source', ARGV[17], 'time', ARGV[18])
 if blocked ~= '' then
   redis.call('HSET', KEYS[4], 'data', ARGV[2], 'status', 'blocked', 'blocked', blocked,
              'sid', sid, 'at', ARGV[6])
