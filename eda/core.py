@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import redis
 
-from eda import metrics
+from eda import logs, metrics
 from eda.dead_letters import DeadLetter, DeadLetters, letter_id
 from eda.delivery import Change, Deliveries, Status
 from eda.destinations import DisabledDestinations
@@ -191,11 +191,14 @@ class Core:
             try:
                 self.dispatch(event)
             except Exception as exc:
+                failure = logs.error_summary(exc)
                 log.warning(
-                    "dispatch deferred to the sweeper: %s", exc, extra={"event_id": event.id}
+                    "dispatch deferred to the sweeper: %s", failure, extra={"event_id": event.id}
                 )
                 with contextlib.suppress(EdaError):
-                    self.store.mark_undispatched(event.id, f"dispatch failed, will be swept: {exc}")
+                    self.store.mark_undispatched(
+                        event.id, f"dispatch failed, will be swept: {failure}"
+                    )
         return published
 
     def get_event(self, event_id: str) -> StoredEvent:
@@ -430,7 +433,7 @@ class Core:
                     c.handler,
                     "unsent",
                     Status.QUEUED,
-                    f"enqueue failed, will be swept: {exc}",
+                    f"enqueue failed, will be swept: {logs.error_summary(exc)}",
                     task_id=c.task_id,
                     options={"enqueue_failed": True},
                 )
@@ -459,7 +462,11 @@ class Core:
             except NotFound:
                 continue
             except Exception as exc:
-                log.warning("sweep could not dispatch: %s", exc, extra={"event_id": event_id})
+                log.warning(
+                    "sweep could not dispatch: %s",
+                    logs.error_summary(exc),
+                    extra={"event_id": event_id},
+                )
                 continue
             dispatched += 1
         return dispatched
@@ -755,10 +762,9 @@ class Core:
             enqueuer.deliver(event, handler, task_id, replay=replay)
         except Exception as exc:
             back = Status(queued.previous) if queued.previous in set(Status) else Status.DEAD
+            failure = f"could not enqueue: {logs.error_summary(exc)}"
             self.deliveries.apply(
-                Change(
-                    event.id, handler, "revert", back, f"could not enqueue: {exc}", task_id=task_id
-                )
+                Change(event.id, handler, "revert", back, failure, task_id=task_id)
             )
             raise
         return task_id

@@ -13,11 +13,15 @@ is recorded too, so work done before a failure stays visible.
 A handler name is one of
 - a name registered in code (:func:`register`, :func:`register_handler`) or by the
   composition root (``tasks.connect`` registers the agents of the settings' agents
-  file);
+  file), refused there unless it can be called with one event;
 - an import path ``package.module:function`` of a function defined in a module of
   ``EDA_HANDLER_MODULES``, or named by the routes file (which operators write).
   Run-time subscriptions, which tools and agents can make, can name nothing else:
   not ``eda.tools:subprocess.run``, not ``yaml:unsafe_load``.
+
+A delivery whose handler name resolves to nothing runnable (a subscription written
+to the store by hand, a function since removed or changed) is dead-lettered at once
+with the reason; the worker goes on.
 """
 
 from __future__ import annotations
@@ -109,6 +113,9 @@ class HandlerRegistry:
         """
         if not name or any(c.isspace() for c in name):
             raise InvalidInput("handler", f"{name!r} is not a handler name")
+        problem = call_problem(fn)
+        if problem:
+            raise InvalidInput("handler", f"handler {name!r} {problem}")
         with self._lock:
             existing = self._handlers.get(name)
             if existing is not None and existing is not fn:
@@ -121,7 +128,7 @@ class HandlerRegistry:
     def register_handler(self, pattern: str, fn: Handler, name: str | None = None) -> Handler:
         """Route an event-type pattern to ``fn`` under a durable name."""
         check_pattern(pattern, "pattern")
-        name = name or f"{fn.__module__}:{fn.__qualname__}"
+        name = name or f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', fn)}"
         self.register(name, fn)
         self._routes.append(Route((pattern,), name, origin="code"))
         return fn
@@ -197,13 +204,23 @@ class HandlerRegistry:
 
 def checked(name: str, fn: Callable[..., Any]) -> Handler:
     """``fn`` when it can be called with one event; PermanentError otherwise."""
+    problem = call_problem(fn)
+    if problem:
+        raise PermanentError(f"handler {name!r} {problem}")
+    return fn
+
+
+def call_problem(fn: object) -> str | None:
+    """Why ``fn`` cannot be called with one event, or None when it can (or cannot be told)."""
+    if not callable(fn):
+        return "is not callable"
     try:
         inspect.signature(fn).bind(None)
     except TypeError:
-        raise PermanentError(f"handler {name!r} cannot be called with one event") from None
+        return "cannot be called with one event"
     except ValueError:  # no signature to read (a builtin): call it and see
         pass
-    return fn
+    return None
 
 
 def _within(module: str, modules: Iterable[str]) -> bool:

@@ -63,9 +63,12 @@ class Relay:
                 time.sleep(RETRY_AFTER)
                 failed = self._dispatch([event for event, _ in failed])
         for event, exc in failed:
-            log.warning("dispatch deferred to the sweeper: %s", exc, extra={"event_id": event.id})
+            failure = logs.error_summary(exc)
+            log.warning(
+                "dispatch deferred to the sweeper: %s", failure, extra={"event_id": event.id}
+            )
             with contextlib.suppress(EdaError):
-                self.core.store.mark_undispatched(event.id, f"dispatch failed: {exc}")
+                self.core.store.mark_undispatched(event.id, f"dispatch failed: {failure}")
         return len(ids)
 
     def _dispatch(self, events: list[Event]) -> list[tuple[Event, Exception]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 import uuid
 from pathlib import Path
@@ -299,6 +300,33 @@ def test_a_handler_calling_exit_is_dead_lettered_and_the_worker_lives_on(
 
     record = settled(live, exited, "tests.handlers:exits", "dead")
     assert "exit(3)" in record["history"][-1]["reason"]
+    after = live.publish(second, {}, "test").event_id
+    settled(live, after, "tests.handlers:succeed", "succeeded")
+
+
+@pytest.mark.parametrize(
+    ("handler", "reason"),
+    [
+        ("eda.core:logging.setLogRecordFactory", "not an attribute path"),
+        ("tests.handlers:needs_two_arguments", "cannot be called with one event"),
+        ("tests.handlers:json", "not a function defined in tests.handlers"),
+        ("tests.handlers:nothing_here", "cannot be imported"),
+    ],
+)
+def test_a_subscription_naming_no_runnable_handler_is_dead_lettered_and_the_worker_lives_on(
+    live: Core, unique_type: Any, client: Any, handler: str, reason: str
+) -> None:
+    first, second = unique_type("first"), unique_type("second")
+    entry = {"pattern": first, "handler": handler, "created_at": "2026-12-03T00:00:00+00:00"}
+    # Written past the API's check, as a store edited by hand or an older release holds it.
+    client.hset(live.keys.subscriptions, f"{first} {handler}", json.dumps(entry))
+    live.subscribe([second], "tests.handlers:succeed")
+    refused = live.publish(first, {}, "test").event_id
+
+    record = settled(live, refused, handler, "dead")
+    assert statuses(record) == ["queued", "running", "dead"]
+    assert reason in record["history"][-1]["reason"]
+    assert live.dead_letter(f"{refused}:{handler}").error_class == "eda.errors.PermanentError"
     after = live.publish(second, {}, "test").event_id
     settled(live, after, "tests.handlers:succeed", "succeeded")
 

@@ -169,6 +169,23 @@ def test_a_failing_script_comes_back_as_an_error_result_with_stderr(core: Core) 
     assert json.loads(text_of(unknown))["error"] == "not_found"
 
 
+def test_subscribing_a_name_that_is_no_handler_is_an_error_result_and_stores_nothing(
+    core: Core,
+) -> None:
+    async def session(client: mcp.Client) -> Any:
+        return await client.call_tool(
+            "subscribe_events",
+            {"event_types": "alert.*", "handler_id": "eda.core:logging.setLogRecordFactory"},
+        )
+
+    result = in_process(core, session)
+    assert result.is_error
+    refusal = json.loads(text_of(result))
+    assert refusal["field"] == "handler_id"
+    assert "eda.core:logging.setLogRecordFactory" in refusal["message"]
+    assert core.subscriptions() == []
+
+
 @pytest.mark.parametrize(
     ("arguments", "named"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client as http_client
 import os
 import socket
 import subprocess
@@ -178,6 +179,24 @@ def test_beat_logs_a_broker_outage_once_when_it_starts_and_once_when_it_ends(
 
 # -- web ---------------------------------------------------------------------------------------
 
+
+@contextmanager
+def serving_web(env: dict[str, str], log: Path) -> Iterator[str]:
+    """The Procfile's web line on ``EDA_WEB_PORT``, once it answers: its base URL."""
+    url = f"http://127.0.0.1:{env['EDA_WEB_PORT']}"
+    with running(procfile_line("web", env), env, log) as process:
+
+        def up() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return http("GET", f"{url}/healthz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(up, timeout=40, interval=0.1)
+        yield url
+
+
 #: Slow clients held open at once, each trickling one header line every half second.
 SLOW_CLIENTS = 50
 #: Seconds the slow clients keep trickling.
@@ -210,17 +229,7 @@ def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDA_PREFIX": prefix,
            "GITHUB_WEBHOOK_SECRET": secret, "EDA_WEB_PORT": str(port),
            "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml")}  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    with running(procfile_line("web", env), env, tmp_path / "web.log") as process:
-
-        def up() -> bool:
-            assert process.poll() is None, (tmp_path / "web.log").read_text()
-            try:
-                return http("GET", f"{url}/healthz")[0] == 200
-            except OSError:
-                return False
-
-        wait_for(up, timeout=40, interval=0.1)
+    with serving_web(env, tmp_path / "web.log") as url:
         until = time.monotonic() + TRICKLE_SECONDS
         slow = [threading.Thread(target=_trickle, args=(port, until)) for _ in range(SLOW_CLIENTS)]
         for thread in slow:
@@ -244,6 +253,49 @@ def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
                 thread.join(timeout=TRICKLE_SECONDS + 10)
     assert max(timings) < PROMPT
     assert len(core.history(limit=100)) == 20
+
+
+#: The body limit of the chunked-body test.
+LIMIT = 4096
+
+
+def _post_chunked(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST ``body`` to GitHub's endpoint in chunks (no Content-Length); the status."""
+    connection = http_client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+    try:
+        chunks = (body[i : i + 1000] for i in range(0, len(body), 1000))
+        connection.request(
+            "POST", "/webhooks/github", body=chunks, headers=headers, encode_chunked=True
+        )
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_web_refuses_a_chunked_body_over_the_limit_with_413_and_stores_nothing(
+    tmp_path: Path, core: Core, prefix: str
+) -> None:
+    secret = "procfile web test secret"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDA_PREFIX": prefix,
+           "GITHUB_WEBHOOK_SECRET": secret, "EDA_WEB_PORT": str(free_port()),
+           "EDA_WEBHOOK_MAX_BODY_BYTES": str(LIMIT),
+           "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml")}  # fmt: skip
+
+    def signed(body: bytes, delivery: str) -> dict[str, str]:
+        return {"X-GitHub-Event": "push", "X-GitHub-Delivery": delivery,
+                "X-Hub-Signature-256": github_signature(secret, body),
+                "Content-Type": "application/json"}  # fmt: skip
+
+    small = b'{"ref": "refs/heads/main"}'
+    big = b'{"ref": "refs/heads/main", "pad": "' + b"x" * LIMIT + b'"}'
+    with serving_web(env, tmp_path / "web.log") as url:
+        refused = _post_chunked(url, big, signed(big, "big"))
+        stored_after_refusal = len(core.history())
+        taken = _post_chunked(url, small, signed(small, "small"))  # chunked bodies do get in
+    assert refused == 413
+    assert stored_after_refusal == 0
+    assert taken == 202
+    assert [e.event.source for e in core.history()] == ["github"]
 
 
 # -- the port ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -159,6 +160,49 @@ def test_a_refused_batch_leaves_its_events_pending_for_the_sweeper(
     sweeper = Core(make_settings(outbox_grace=0), client, inline.enqueuer, inline.routes)
     assert sweeper.sweep() == 3
     assert {inline.get_event(i).status for i in ids} == {"queued"}
+
+
+#: What a broker client may quote back in its error: the message it could not send.
+QUOTED = "while sending {'card': 'secret-4242'}"
+
+
+class BrokerQuotingWhatItRefused(CeleryEnqueuer):
+    """The real enqueuer, with a broker whose refusal quotes what it was sent on a second line."""
+
+    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+        if deliveries:
+            raise ConnectionError(f"the broker went away\n{QUOTED}")
+
+
+def test_a_refused_dispatch_is_logged_and_recorded_by_its_class_and_first_line_only(
+    cores: tuple[Core, Core],
+    settings: Settings,
+    make_settings: Any,
+    client: redis.Redis,
+    unique_type: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    inline, deferring = cores
+    kind = unique_type()
+    inline.subscribe([kind], "tests.handlers:succeed")
+    refusing = Core(settings, client, BrokerQuotingWhatItRefused(app), inline.routes)
+    sweeping = Core(make_settings(outbox_grace=0), client, refusing.enqueuer, inline.routes)
+
+    with caplog.at_level(logging.WARNING, logger="eda"):
+        handed = deferring.publish(kind, {}, "test").event_id
+        Relay(refusing, wait=0.1).dispatch_batch()
+        published = refusing.publish(kind, {}, "test").event_id  # dispatched in line
+        sweeping.sweep()
+
+    summary = "ConnectionError: the broker went away"
+    assert {r.getMessage() for r in caplog.records if r.name in ("eda.core", "eda.relay")} == {
+        f"dispatch deferred to the sweeper: {summary}",
+        f"sweep could not dispatch: {summary}",
+    }
+    assert QUOTED not in caplog.text
+    for event_id in (handed, published):
+        history = inline.get_event(event_id).deliveries["tests.handlers:succeed"]["history"]
+        assert history[-1]["reason"] == f"enqueue failed, will be swept: {summary}"
 
 
 class BrokerBlinkingOnce(CeleryEnqueuer):

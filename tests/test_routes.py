@@ -16,6 +16,7 @@ from eda.retry import RetryOverride
 from eda.routes import Route, RouteTable, load_routes, parse_conditions
 from eda.settings import Settings
 from tasks import connect
+from tests.handlers import needs_two_arguments
 
 
 def known(name: str) -> bool:
@@ -188,6 +189,25 @@ def test_handlers_registered_in_code_are_routed_by_their_pattern(settings: Setti
     assert dispatching.handlers.resolve("test-ledger-auditor") is audit
     with pytest.raises(InvalidInput, match="already registered"):
         handlers.register("test-ledger-auditor", lambda event: None)
+
+
+@pytest.mark.parametrize(
+    ("fn", "problem"),
+    [
+        (needs_two_arguments, "cannot be called with one event"),
+        (lambda: None, "cannot be called with one event"),
+        ("tests.handlers:succeed", "is not callable"),
+    ],
+)
+def test_a_handler_registered_in_code_must_be_callable_with_one_event(
+    fn: Any, problem: str
+) -> None:
+    registry = handlers.HandlerRegistry()
+    with pytest.raises(InvalidInput, match=f"'test-misfit' {problem}"):
+        registry.register("test-misfit", fn)
+    with pytest.raises(InvalidInput, match=problem):
+        registry.register_handler("ledger.*", fn)
+    assert registry.names() == [] and registry.code_routes() == []
 
 
 @pytest.mark.parametrize(
