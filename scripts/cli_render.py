@@ -21,6 +21,8 @@ from eda.store import StoredEvent
 
 #: Columns from which events are shown as a table (below: two lines an event).
 WIDE_TABLE = 120
+#: A width no table reaches: what a table would take if nothing were cut.
+UNBOUNDED = 10_000
 #: Longest text shown in a table cell before it is cut (the JSON output keeps it all).
 CELL = 80
 #: Statuses and the colour they are shown in.
@@ -314,22 +316,56 @@ def tool_calls_table(calls: Iterable[Mapping[str, Any]]) -> Table:
     return table
 
 
-def dead_letters_table(console: Console, letters: Iterable[DeadLetter]) -> None:
+def fits(console: Console, table: Table) -> bool:
+    """Whether ``table`` shows every cell whole at the console's width (rich would cut some)."""
+    natural = console.measure(table, options=console.options.update(width=UNBOUNDED))
+    return natural.maximum <= console.width
+
+
+def lines(console: Console, title: str, entries: Iterable[tuple[Text | str, ...]]) -> None:
+    """The narrow form of a table: its title, then each entry's lines, folded, never cut."""
+    console.print(Text(title, style="bold"))
+    for entry in entries:
+        for number, line in enumerate(entry):
+            console.print(Text.assemble("  " if number else "", line), overflow="fold")
+
+
+def dead_letters_table(console: Console, letters: Sequence[DeadLetter]) -> None:
+    """A table where it fits, else three lines a letter, its id whole on the first."""
+    if not letters:
+        console.print("the dead-letter queue is empty")
+        return
     table = Table(title="Dead letters", title_justify="left")
     for column in ("id", "event type", "handler", "error", "attempts", "last failure"):
         table.add_column(column, overflow="fold")
-    count = 0
     for letter in letters:
-        count += 1
         table.add_row(
             letter.id,
             letter.event_type,
             letter.handler,
-            short(f"{letter.error_class.rsplit('.', 1)[-1]}: {letter.error}", 60),
+            letter_error(letter),
             str(letter.attempts),
             letter.last_failure_at,
         )
-    console.print(table if count else "the dead-letter queue is empty")
+    if fits(console, table):
+        console.print(table)
+        return
+    lines(
+        console,
+        "Dead letters",
+        (
+            (
+                letter.id,
+                f"{letter.event_type}, {letter.attempts} attempts, last {letter.last_failure_at}",
+                letter_error(letter),
+            )
+            for letter in letters
+        ),
+    )
+
+
+def letter_error(letter: DeadLetter) -> str:
+    return short(f"{letter.error_class.rsplit('.', 1)[-1]}: {letter.error}", 60)
 
 
 def dead_letter_detail(console: Console, letter: DeadLetter) -> None:
@@ -354,18 +390,38 @@ def subscriptions_table(console: Console, subscriptions: list[dict[str, Any]]) -
     table = Table("pattern", "handler", "since", title="Subscriptions", title_justify="left")
     for item in subscriptions:
         table.add_row(item["pattern"], item["handler"], item.get("created_at", ""))
-    console.print(table)
+    if fits(console, table):
+        console.print(table)
+        return
+    entries = (
+        (f"{item['pattern']} → {item['handler']}", f"since {item.get('created_at', '')}")
+        for item in subscriptions
+    )
+    lines(console, "Subscriptions", entries)
+
+
+def events_by_type(console: Console, by_type: Mapping[str, Mapping[str, int]]) -> None:
+    """A table of types by statuses where it fits, else a line a type with its counts."""
+    if not by_type:
+        console.print("no events stored")
+        return
+    title = "Events by type and status (newest)"
+    statuses = sorted({name for counts in by_type.values() for name in counts})
+    table = Table("type", *statuses, title=title, title_justify="left")
+    for event_type, counts in sorted(by_type.items()):
+        table.add_row(event_type, *(str(counts.get(name, 0)) for name in statuses))
+    if fits(console, table):
+        console.print(table)
+        return
+    entries = (
+        (event_type, ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
+        for event_type, counts in sorted(by_type.items())
+    )
+    lines(console, title, entries)
 
 
 def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
-    by_type: Mapping[str, Mapping[str, int]] = stats.get("events", {})
-    statuses = sorted({name for counts in by_type.values() for name in counts})
-    table = Table(
-        "type", *statuses, title="Events by type and status (newest)", title_justify="left"
-    )
-    for event_type, counts in sorted(by_type.items()):
-        table.add_row(event_type, *(str(counts.get(name, 0)) for name in statuses))
-    console.print(table if by_type else "no events stored")
+    events_by_type(console, stats.get("events", {}))
     totals = Table.grid(padding=(0, 2))
     totals.add_column(style="bold")
     totals.add_column(justify="right")

@@ -12,6 +12,7 @@ from typing import Any
 
 from eda.errors import PermanentError, TransientError
 from eda.event import Event
+from eda.handlers import Skip
 from tasks.delivery import worker_core
 
 
@@ -63,6 +64,12 @@ def succeed(event: Event) -> dict[str, Any]:
 def fail(event: Event) -> None:
     _attempt(event, "fail")
     raise PermanentError("this handler always fails")
+
+
+def skips(event: Event) -> None:
+    """Decide the event is not for it, as a pipeline's filter does."""
+    _attempt(event, "skips")
+    raise Skip("not an event for this handler", stage="tests")
 
 
 def slow(event: Event) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from eda.dead_letters import DeadLetter
 from eda.delivery import Change, Status
 from eda.event import DeliveryInfo, Event
 from eda.settings import Settings
+from eda.store import ACK_STATUSES
 from scripts.cli import main
 from scripts.cli_progress import Interrupts
 from tests.agent_fixtures import make_agent
@@ -161,8 +162,10 @@ def test_events_at_80_columns_keep_type_status_and_handlers_readable(core: Core)
         lines = result.stdout.splitlines()
         assert all(len(line) <= 80 for line in lines), lines
         assert "…" not in result.stdout
-        for needed in (event_id, "customer.churn_risk", "CustomerAgent="):
+        for needed in (event_id, "customer.churn_risk", "CustomerAgent=queued"):
             assert needed in result.stdout
+        head = next(line for line in lines if event_id in line)
+        assert core.get_event(event_id).status in head.split(), head
 
 
 def test_events_table_shows_each_event(core: Core) -> None:
@@ -491,6 +494,34 @@ def test_stats_name_the_types_agents_publish_that_nothing_consumes(
     assert "types agents publish that nothing consumes: " in table
     assert "notification.requested" in table and "alert.escalated" in table
     assert "nothing consumes" not in run(core, "stats").stdout  # the shipped routes consume all
+
+
+#: What each listing must show whole at 80 columns, given ``listed_at_80_columns``'s store.
+AT_80_COLUMNS = {
+    "dlq": ["{letter}", "customer.subscription_cancelled", "PermanentError"],
+    "stats": ["customer.subscription_cancelled", *ACK_STATUSES, "pending"],
+    "subscriptions": ["customer.subscription_cancelled", "tests.handlers:reports_its_delivery"],
+}
+
+
+@pytest.mark.parametrize("command", [["dlq", "list"], ["stats"], ["subscriptions"]])
+def test_listings_at_80_columns_keep_every_line_within_it_and_cut_no_id(
+    core: Core, command: list[str]
+) -> None:
+    kind = "customer.subscription_cancelled"  # long, as a column narrowed to fit would cut it
+    ids = [core.publish(kind, {}, "stripe").event_id for _ in ACK_STATUSES]
+    for event_id, ack in zip(ids, ACK_STATUSES, strict=True):
+        core.acknowledge(event_id, ack)
+    letter = dead(core, core.publish(kind, {}, "stripe").event_id)
+    core.publish(kind, {}, "stripe")  # one left pending
+    core.subscribe([kind], "tests.handlers:reports_its_delivery")
+    result = CliRunner().invoke(main, command, obj=core, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert "…" not in result.stdout, result.stdout
+    for needed in AT_80_COLUMNS[command[0]]:
+        assert needed.format(letter=letter.id) in result.stdout, (needed, result.stdout)
 
 
 def test_mcp_refuses_a_public_address_without_a_token(core: Core) -> None:

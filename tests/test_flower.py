@@ -10,6 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from eda.redis_server import free_port
 from tasks import app
 from tasks.enqueue import lane_table
@@ -32,6 +34,24 @@ def get(url: str) -> tuple[int, str]:
             return error.code, error.read().decode()
     except OSError:
         return 0, ""
+
+
+def task_of(flower: str, state: str, event_id: str) -> dict[str, Any] | None:
+    """The task Flower lists in ``state`` for a delivery of ``event_id``, if it lists one."""
+    status, body = get(f"{flower}/api/tasks?state={state}")
+    tasks = json.loads(body) if status == 200 else {}
+    mine = [task for task in tasks.values() if event_id in str(task.get("args"))]
+    return mine[0] if mine else None
+
+
+def failed_events(metrics: str, worker: str) -> float | None:
+    """``flower_events_total`` of a worker's ``task-failed`` events of ``eda.deliver``."""
+    wanted = {"worker": worker, "type": "task-failed", "task": "eda.deliver"}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "flower_events_total" and sample.labels == wanted:
+                return sample.value
+    return None
 
 
 def test_flower_shows_the_workers_dead_letters_as_failures_and_the_lanes(
@@ -68,16 +88,31 @@ def test_flower_shows_the_workers_dead_letters_as_failures_and_the_lanes(
             core.subscribe([kind], "tests.handlers:fail")
             event_id = core.publish(kind, {}, "test").event_id
 
-            def failed() -> dict[str, Any] | None:
-                status, body = get(f"{flower}/api/tasks?state=FAILURE")
-                tasks = json.loads(body) if status == 200 else {}
-                mine = [t for t in tasks.values() if event_id in str(t.get("args"))]
-                return mine[0] if mine else None
-
-            task = wait_for(failed, timeout=30, interval=0.3)
+            task = wait_for(lambda: task_of(flower, "FAILURE", event_id), timeout=30, interval=0.3)
             assert task["state"] == "FAILURE"
             assert "PermanentError" in task["exception"], task["exception"]
             assert "this handler always fails" in task["exception"], task["exception"]
+
+            # Alerts built on Flower's metrics see the dead letter as one failed task.
+            def failures_counted() -> float | None:
+                status, body = get(f"{flower}/metrics")
+                return failed_events(body, worker.node) if status == 200 else None
+
+            assert wait_for(failures_counted, timeout=30, interval=0.3) == 1
+
+            # A skipped delivery is no failure: its task succeeds, and no failure is counted.
+            skipped_kind = unique_type("skipped")
+            core.subscribe([skipped_kind], "tests.handlers:skips")
+            skipped_id = core.publish(skipped_kind, {}, "test").event_id
+
+            skip = wait_for(
+                lambda: task_of(flower, "SUCCESS", skipped_id), timeout=30, interval=0.3
+            )
+            assert skip["state"] == "SUCCESS"
+            assert core.get_event(skipped_id).deliveries["tests.handlers:skips"]["status"] == (
+                "skipped"
+            )
+            assert failed_events(get(f"{flower}/metrics")[1], worker.node) == 1
 
             lanes = set(lane_table(app).names)
             status, body = get(f"{flower}/api/queues/length")

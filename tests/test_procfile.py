@@ -300,33 +300,61 @@ def test_web_refuses_a_chunked_body_over_the_limit_with_413_and_stores_nothing(
 
 # -- the port ----------------------------------------------------------------------------------
 
+#: The address platforms need web bound to.
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104
 
-def test_web_listens_on_port_as_platforms_hand_it_over_before_eda_web_port(
-    tmp_path: Path, prefix: str
-) -> None:
+
+@contextmanager
+def web_in_a_shell(tmp_path: Path, prefix: str, url: str, **variables: str) -> Iterator[None]:
+    """The Procfile's web line run as platforms run it, in a shell, until it answers at ``url``."""
     # Heroku, Dokku, honcho and foreman run each line with a shell and give web $PORT.
     line = next(
         raw.partition(":")[2]
         for raw in (ROOT / "Procfile").read_text().splitlines()
         if raw.startswith("web:")
     )
-    port, other = free_port(), free_port()
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "PYTHONPATH": str(ROOT), "EDA_PREFIX": prefix,
-           "PORT": str(port), "EDA_WEB_PORT": str(other),
-           "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml")}  # fmt: skip
+           "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml"), **variables}  # fmt: skip
     with running(["/bin/sh", "-c", line.strip()], env, tmp_path / "web.log") as process:
 
         def up() -> bool:
             assert process.poll() is None, (tmp_path / "web.log").read_text()
             try:
-                return http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200
+                return http("GET", f"{url}/healthz")[0] == 200
             except OSError:
                 return False
 
         wait_for(up, timeout=40, interval=0.1)
-        with pytest.raises(OSError):
-            http("GET", f"http://127.0.0.1:{other}/healthz", timeout=2)
+        yield
+
+
+def test_web_listens_on_port_as_platforms_hand_it_over_before_eda_web_port(
+    tmp_path: Path, prefix: str
+) -> None:
+    port, other = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (
+        web_in_a_shell(tmp_path, prefix, url, PORT=str(port), EDA_WEB_PORT=str(other)),
+        pytest.raises(OSError),
+    ):
+        http("GET", f"http://127.0.0.1:{other}/healthz", timeout=2)
+
+
+def test_web_binds_eda_web_host_which_platforms_set_to_every_interface(
+    tmp_path: Path, prefix: str
+) -> None:
+    # A platform's router reaches the container at its own address, never at its loopback.
+    line = procfile_line("web", {"EDA_WEB_HOST": EVERY_INTERFACE, "PORT": "5000"})
+    assert f"{EVERY_INTERFACE}:5000" in line
+    port = free_port()
+    # 127.0.0.2 is loopback too, but not 127.0.0.1: the bind follows the variable.
+    url = f"http://127.0.0.2:{port}"
+    with (
+        web_in_a_shell(tmp_path, prefix, url, PORT=str(port), EDA_WEB_HOST="127.0.0.2"),
+        pytest.raises(OSError),
+    ):
+        http("GET", f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
 def test_the_web_line_falls_back_to_eda_web_port_then_8000() -> None:
