@@ -713,9 +713,12 @@ class Core:
         for name in self.handlers.names() if self.handlers is not None else []:
             rules = self.handlers.flow(name) if self.handlers is not None else None
             if rules is not None and rules.budget is not None:
+                spent = self.flow.spent(name)
                 budgets[name] = {
-                    "spent": self.flow.spent(name),
+                    "spent": spent.tokens,
                     "tokens_per_day": rules.budget.tokens_per_day,
+                    "cost": round(spent.cost, 6),
+                    "cost_per_day": rules.budget.cost_per_day,
                 }
         return {"concurrency": self.flow.in_use(), "budgets": budgets}
 

@@ -745,14 +745,20 @@ class Ran:
         return Verdict(outcome, self.attempt, delay, reason, failure)
 
     def _count_tokens(self, record: dict[str, Any] | None) -> None:
-        """Add what an agent's attempt used to its day's budget (tokens, as the API counts)."""
+        """Add what an agent's attempt used to its day's budget: tokens, as the API counts
+        them, and their cost at its model's price (``EDA_MODEL_PRICES``)."""
         usage = (record or {}).get("usage")
         if not isinstance(usage, Mapping):
             return
         tokens = sum(v for k, v in usage.items() if k in TOTALS and isinstance(v, int))
-        if tokens:
+        model = (record or {}).get("model")
+        if not isinstance(model, str):
+            model = self.core.handlers.model(self.handler) if self.core.handlers else None
+        price = self.core.settings.model_prices.get(model or "")
+        cost = price.cost(usage) if price is not None else 0.0
+        if tokens or cost:
             try:
-                self.core.flow.spend(self.handler, tokens)
+                self.core.flow.spend(self.handler, tokens, cost)
             except StoreUnavailable as exc:
                 log.warning("tokens not counted: %s", logs.error_summary(exc))
 

@@ -7,7 +7,7 @@ Declared on routes (the routes file) and agents (the agents file)::
     rate_limit: {rate: 100/m, key: repo, drop: true}   # over the rate: dropped, not delayed
     debounce: {period: 60s, key: pull_request.number, timeout: 10m}
     priority: high                              # routes only: high, normal (default), low
-    budget: {tokens_per_day: 200000, when_spent: hold}   # agents only: hold or dead
+    budget: {tokens_per_day: 200000, cost_per_day: 25, when_spent: hold}   # agents only
 
 and enforced across every worker through Redis (scripts in ``lua/flow_*.lua``),
 by a gate that an attempt passes before it starts (:func:`gate`):
@@ -24,7 +24,8 @@ by a gate that an attempt passes before it starts (:func:`gate`):
   as coalesced into the newer; the newest runs once the period passes with nothing
   new (at most ``timeout`` after the first);
 - **budgets**: tokens an agent used today (UTC) are counted from each attempt's
-  outcome; past the budget its deliveries wait for the next day, or dead-letter;
+  outcome, and their cost in USD at its model's price (``EDA_MODEL_PRICES``); past
+  either budget its deliveries wait for the next day, or dead-letter;
 - **model back-pressure**: a 429 or 529 with ``retry-after`` pauses every delivery
   of that model for that long (:meth:`FlowControl.pause_model`).
 
@@ -37,12 +38,12 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from eda import lua
 from eda.errors import reaching_redis
@@ -63,6 +64,8 @@ UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 PRIORITIES = {"high": 0, "normal": 5, "low": 9}
 #: Longest a delivery waits before its gate is asked again (a day's budget, a long pause).
 MAX_WAIT = 3600.0
+#: Seconds a day's budget counts are kept (the day, and the next for the stats).
+BUDGET_KEPT = 2 * 86_400
 
 
 def seconds(value: Any) -> float:
@@ -127,11 +130,54 @@ class Debounce(FlowModel):
 
 
 class Budget(FlowModel):
-    """Tokens (input and output) an agent may use a day (UTC)."""
+    """Tokens (input, output and cache) an agent may use a day (UTC), and what they may cost."""
 
-    tokens_per_day: int = Field(ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    #: USD a day, at the model's price in ``EDA_MODEL_PRICES``.
+    cost_per_day: float | None = Field(default=None, gt=0)
     #: Past the budget: ``hold`` deliveries until the next day, or ``dead``-letter them.
     when_spent: Literal["hold", "dead"] = "hold"
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> Budget:
+        if self.tokens_per_day is None and self.cost_per_day is None:
+            raise ValueError("a budget needs tokens_per_day, cost_per_day or both")
+        return self
+
+
+class ModelPrice(FlowModel):
+    """A model's price in USD per million tokens (one entry of ``EDA_MODEL_PRICES``).
+
+    Cache writes and reads default to the Messages API's ratios to the input price
+    (1.25 and 0.1).
+    """
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+
+    def cost(self, usage: Mapping[str, Any]) -> float:
+        """USD of one attempt's ``usage`` (the Messages API's token counters)."""
+        write = self.input * 1.25 if self.cache_write is None else self.cache_write
+        read = self.input * 0.1 if self.cache_read is None else self.cache_read
+        prices = {
+            "input_tokens": self.input,
+            "output_tokens": self.output,
+            "cache_creation_input_tokens": write,
+            "cache_read_input_tokens": read,
+        }
+        per_million = sum(
+            prices[name] * count
+            for name, count in usage.items()
+            if name in prices and isinstance(count, int) and not isinstance(count, bool)
+        )
+        return per_million / 1_000_000
+
+
+def usd(amount: float) -> str:
+    """An amount of dollars as a budget's reason shows it: cents, or finer below a cent."""
+    return f"${amount:.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.6f}"
 
 
 class FlowRules(FlowModel):
@@ -318,19 +364,36 @@ class FlowControl:
         tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         return (tomorrow - now).total_seconds()
 
-    def spend(self, agent: str, tokens: int) -> None:
-        """Count tokens an agent used today (kept two days)."""
-        key = self.keys.flow_budget(agent, self.day())
+    def spend(self, agent: str, tokens: int, cost: float = 0.0) -> None:
+        """Count tokens an agent used today, and their cost in USD (both kept two days)."""
+        day = self.day()
+        tokens_key, cost_key = self.keys.flow_budget(agent, day), self.keys.flow_cost(agent, day)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.incrby(key, tokens)
-        pipe.expire(key, 2 * 86_400)
+        if tokens:
+            pipe.incrby(tokens_key, tokens)
+            pipe.expire(tokens_key, BUDGET_KEPT)
+        if cost:
+            pipe.incrbyfloat(cost_key, cost)
+            pipe.expire(cost_key, BUDGET_KEPT)
         with reaching_redis():
             pipe.execute()
 
-    def spent(self, agent: str) -> int:
+    def spent(self, agent: str) -> Spent:
+        """Tokens an agent used today (UTC), and what they cost."""
+        day = self.day()
         with reaching_redis():
-            value = self.redis.get(self.keys.flow_budget(agent, self.day()))
-        return int(value or 0)
+            tokens, cost = self.redis.mget(
+                [self.keys.flow_budget(agent, day), self.keys.flow_cost(agent, day)]
+            )
+        return Spent(int(tokens or 0), float(cost or 0))
+
+
+@dataclass(frozen=True)
+class Spent:
+    """An agent's use of the day: tokens, and their cost in USD."""
+
+    tokens: int = 0
+    cost: float = 0.0
 
 
 # -- the gate -----------------------------------------------------------------------------------
@@ -405,9 +468,12 @@ def _within_budget(
     if rules.budget is None:
         return None
     spent, budget = core.flow.spent(handler), rules.budget
-    if spent < budget.tokens_per_day:
+    if budget.tokens_per_day is not None and spent.tokens >= budget.tokens_per_day:
+        reason = f"budget: {spent.tokens} of {budget.tokens_per_day} tokens used today (UTC)"
+    elif budget.cost_per_day is not None and spent.cost >= budget.cost_per_day:
+        reason = f"budget: {usd(spent.cost)} of {usd(budget.cost_per_day)} spent today (UTC)"
+    else:
         return None
-    reason = f"budget: {spent} of {budget.tokens_per_day} tokens used today (UTC)"
     if budget.when_spent == "dead":
         return Verdict(False, end="dead", reason=reason)
     wait = min(core.flow.until_tomorrow(), MAX_WAIT)

@@ -25,6 +25,7 @@ Layout (``P`` is the configured prefix)::
     P:flow:debounce:<scope>     hash: a debounce key's burst (latest event, first, last)
     P:flow:pauses               sorted set: model -> until when its deliveries wait (epoch s)
     P:flow:budget:<agent>:<day> string: tokens the agent used that day (UTC)
+    P:flow:cost:<agent>:<day>   string: what they cost, in USD (EDA_MODEL_PRICES)
     P:destinations:disabled     hash: destination handler -> why it is disabled (JSON: the
                                 status that disabled it, when), until an operator enables it
     P:triage:<delivery>#<run>   string: dead letters one triage run retried (TTL one day)
@@ -126,6 +127,9 @@ class Keys:
 
     def flow_budget(self, agent: str, day: str) -> str:
         return f"{self.prefix}:flow:budget:{agent}:{day}"
+
+    def flow_cost(self, agent: str, day: str) -> str:
+        return f"{self.prefix}:flow:cost:{agent}:{day}"
 
     def dry_run_template(self, digest: str) -> str:
         return f"{self.prefix}:dryrun:{digest}"

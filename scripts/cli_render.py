@@ -17,6 +17,7 @@ from rich.text import Text
 
 from eda.core import ReplayReport, RetryReport
 from eda.dead_letters import DeadLetter
+from eda.flow import usd
 from eda.store import StoredEvent
 
 #: Columns from which events are shown as a table (below: two lines an event).
@@ -345,7 +346,7 @@ def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
             f"slots {scope}", f"{use['running']} of {use['limit']}, {use['waiting']} waiting"
         )
     for agent, budget in sorted((flow.get("budgets") or {}).items()):
-        totals.add_row(f"budget {agent}", f"{budget['spent']} of {budget['tokens_per_day']} today")
+        totals.add_row(f"budget {agent}", _budget_use(budget))
     console.print(totals)
     lanes = stats.get("lanes") or {}
     if lanes:
@@ -389,3 +390,13 @@ def retry_report(console: Console, report: RetryReport) -> None:
     console.print(f"{verb} {len(report.retried)} dead letters")
     if report.left:
         console.print(f"{report.left} matching dead letters left: run again, or with --until-empty")
+
+
+def _budget_use(budget: Mapping[str, Any]) -> str:
+    """An agent's use of its daily budget: tokens, cost, or both."""
+    parts = []
+    if budget.get("tokens_per_day"):
+        parts.append(f"{budget.get('spent', 0)} of {budget['tokens_per_day']} tokens")
+    if budget.get("cost_per_day"):
+        parts.append(f"{usd(budget.get('cost') or 0)} of {usd(budget['cost_per_day'])}")
+    return ", ".join(parts) + " today"
