@@ -708,7 +708,10 @@ class Core:
         )
 
     def flow_state(self) -> dict[str, Any]:
-        """Concurrency slots in use and deliveries parked per scope, and each budget's use."""
+        """Concurrency slots in use and deliveries parked per scope, deliveries waiting per
+        handler and what for, and each budget's use."""
+        from eda.flow import waiting
+
         budgets = {}
         for name in self.handlers.names() if self.handlers is not None else []:
             rules = self.handlers.flow(name) if self.handlers is not None else None
@@ -720,7 +723,7 @@ class Core:
                     "cost": round(spent.cost, 6),
                     "cost_per_day": rules.budget.cost_per_day,
                 }
-        return {"concurrency": self.flow.in_use(), "budgets": budgets}
+        return {"concurrency": self.flow.in_use(), "waiting": waiting(self), "budgets": budgets}
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -217,6 +217,8 @@ class Delivery:
     dropped_runs: int = 0
     #: Waiting with no message: parked for a concurrency slot, which wakes it.
     parked: bool = False
+    #: What a waiting delivery waits for (``eda.flow.HOLDS``).
+    held: str = ""
 
     @classmethod
     def parse(cls, raw: str, outcomes: Mapping[str, str]) -> Delivery:
@@ -253,6 +255,7 @@ class Delivery:
             runs=runs,
             dropped_runs=data.get("dropped_runs", 0),
             parked=bool(data.get("parked")),
+            held=data.get("held") or "",
         )
 
     @property
@@ -602,7 +605,7 @@ def _through_gate(
             Status.WAITING,
             verdict.reason,
             task_id=task_id,
-            options={"parked": verdict.parked},
+            options={"parked": verdict.parked, "held": verdict.hold},
         )
     )
     if not applied.ok:

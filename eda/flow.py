@@ -62,6 +62,10 @@ DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 #: Broker priorities of a route's ``priority`` (kombu's Redis steps: lower runs first).
 PRIORITIES = {"high": 0, "normal": 5, "low": 9}
+#: What a waiting delivery may wait for (its record's ``held``, counted by the stats).
+HOLDS = ("concurrency", "rate limit", "debounce", "budget", "model pause")
+#: Most in-flight deliveries the stats read to count those waiting.
+WAITING_SAMPLE = 10_000
 #: Longest a delivery waits before its gate is asked again (a day's budget, a long pause).
 MAX_WAIT = 3600.0
 #: Seconds a day's budget counts are kept (the day, and the next for the stats).
@@ -219,6 +223,8 @@ class Verdict:
     #: ``skipped`` (dropped, coalesced) or ``dead`` (budget spent): it ends without running.
     end: str = ""
     lease: str = ""
+    #: What it waits for, as the record and the stats name it (one of :data:`HOLDS`).
+    hold: str = ""
     #: What the delivery carries to its next pass (a debounce passed, a rate slot reserved).
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -294,7 +300,7 @@ class FlowControl:
         return [json.loads(item) for item in woken or ()]
 
     def scopes(self) -> dict[str, int]:
-        """Concurrency scopes with deliveries parked, and their limits."""
+        """Concurrency scopes with slots held or deliveries parked, and their limits."""
         with reaching_redis():
             raw: dict[str, str] = self.redis.hgetall(self.keys.flow_scopes)  # type: ignore[assignment]
         return {scope: int(limit) for scope, limit in raw.items()}
@@ -435,6 +441,7 @@ def gate(core: Core, event: Event, handler: str, task_id: str, state: dict[str, 
             parked=True,
             state=state,
             reason=f"concurrency: all {limit.limit} slots in use, parked for one",
+            hold="concurrency",
         )
     return Verdict(True, lease=scope, state=state)
 
@@ -457,6 +464,7 @@ def _debounced(
             wait=float(value),
             state=state,
             reason=f"debounce: waiting {rule.period:g} s for newer events",
+            hold="debounce",
         )
     state["debounced"] = True
     return None
@@ -477,7 +485,9 @@ def _within_budget(
     if budget.when_spent == "dead":
         return Verdict(False, end="dead", reason=reason)
     wait = min(core.flow.until_tomorrow(), MAX_WAIT)
-    return Verdict(False, wait=wait, state=state, reason=f"{reason}: held until tomorrow")
+    return Verdict(
+        False, wait=wait, state=state, reason=f"{reason}: held until tomorrow", hold="budget"
+    )
 
 
 def _model_free(
@@ -492,6 +502,7 @@ def _model_free(
         wait=min(pause, MAX_WAIT),
         state=state,
         reason=f"model {model} asked every caller to wait",
+        hold="model pause",
     )
 
 
@@ -510,6 +521,7 @@ def _within_rate(
                 wait=reserved - now,
                 state=state,
                 reason=f"rate limit {rule.rate}: waiting for its slot",
+                hold="rate limit",
             )
         return None
     wait = core.flow.reserve(scope_of(handler, event.payload, rule.key), rule.interval, rule.drop)
@@ -519,7 +531,11 @@ def _within_rate(
         return Verdict(False, end="skipped", reason=f"rate limit {rule.rate}: dropped")
     state["reserved_at"] = now + wait
     return Verdict(
-        False, wait=wait, state=state, reason=f"rate limit {rule.rate}: waiting for its slot"
+        False,
+        wait=wait,
+        state=state,
+        reason=f"rate limit {rule.rate}: waiting for its slot",
+        hold="rate limit",
     )
 
 
@@ -539,6 +555,27 @@ def wake(core: Core, woken: list[dict[str, str]]) -> None:
 def release(core: Core, scope: str, event_id: str, handler: str) -> None:
     """Give back a delivery's concurrency slot, waking who was parked for it."""
     wake(core, core.flow.release(scope, f"{event_id} {handler}"))
+
+
+def waiting(core: Core) -> dict[str, dict[str, int]]:
+    """Deliveries waiting, per handler and what they wait for (:data:`HOLDS`), over the
+    first :data:`WAITING_SAMPLE` in flight."""
+    with reaching_redis():
+        members = core.redis.zrange(core.keys.inflight, 0, WAITING_SAMPLE - 1)
+        pipe = core.redis.pipeline(transaction=False)
+        for member in members:
+            event_id, handler = str(member).split(" ", 1)
+            pipe.hget(core.keys.deliveries(event_id), handler)
+        raws = pipe.execute()
+    counts: dict[str, dict[str, int]] = {}
+    for raw in raws:
+        record = json.loads(raw) if raw else {}
+        if record.get("status") == "waiting":
+            # A record from before holds were named: parked ones waited for a slot.
+            hold = record.get("held") or ("concurrency" if record.get("parked") else "other")
+            per_handler = counts.setdefault(record["handler"], {})
+            per_handler[hold] = per_handler.get(hold, 0) + 1
+    return counts
 
 
 def tick(core: Core) -> int:

@@ -20,7 +20,8 @@ Layout (``P`` is the configured prefix)::
                                 running or retrying, by the time of their last step (ms)
     P:flow:leases:<scope>       sorted set: deliveries holding a concurrency slot -> lease end
     P:flow:parked:<scope>       list: deliveries waiting for a slot (JSON: what wakes them)
-    P:flow:scopes               hash: concurrency scopes with parked deliveries -> limit
+    P:flow:scopes               hash: concurrency scopes with slots held or deliveries
+                                parked -> limit
     P:flow:rate:<scope>         string: a rate limit's next theoretical arrival time
     P:flow:debounce:<scope>     hash: a debounce key's burst (latest event, first, last)
     P:flow:pauses               sorted set: model -> until when its deliveries wait (epoch s)

@@ -340,13 +340,7 @@ def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
     totals.add_row(
         "stuck", ", ".join(f"{n} {status}" for status, n in sorted(stuck.items())) or "none"
     )
-    flow = stats.get("flow") or {}
-    for scope, use in sorted((flow.get("concurrency") or {}).items()):
-        totals.add_row(
-            f"slots {scope}", f"{use['running']} of {use['limit']}, {use['waiting']} waiting"
-        )
-    for agent, budget in sorted((flow.get("budgets") or {}).items()):
-        totals.add_row(f"budget {agent}", _budget_use(budget))
+    _flow_rows(totals, stats.get("flow") or {})
     console.print(totals)
     lanes = stats.get("lanes") or {}
     if lanes:
@@ -390,6 +384,20 @@ def retry_report(console: Console, report: RetryReport) -> None:
     console.print(f"{verb} {len(report.retried)} dead letters")
     if report.left:
         console.print(f"{report.left} matching dead letters left: run again, or with --until-empty")
+
+
+def _flow_rows(totals: Table, flow: Mapping[str, Any]) -> None:
+    """Slots in use per concurrency scope, deliveries waiting per handler, budgets' use."""
+    for scope, use in sorted((flow.get("concurrency") or {}).items()):
+        totals.add_row(
+            f"slots {scope}", f"{use['running']} of {use['limit']}, {use['waiting']} waiting"
+        )
+    for handler, holds in sorted((flow.get("waiting") or {}).items()):
+        totals.add_row(
+            f"waiting {handler}", ", ".join(f"{n} {hold}" for hold, n in sorted(holds.items()))
+        )
+    for agent, budget in sorted((flow.get("budgets") or {}).items()):
+        totals.add_row(f"budget {agent}", _budget_use(budget))
 
 
 def _budget_use(budget: Mapping[str, Any]) -> str:

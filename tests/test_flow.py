@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,10 +12,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from eda import flow
 from eda.core import Core
 from eda.delivery import Outcome, run_attempt
 from eda.event import Event
-from eda.flow import Budget, FlowRules
+from eda.flow import Budget, Concurrency, FlowRules, RateLimit
 from eda.handlers import HandlerRegistry
 from eda.settings import Settings
 from scripts.cli import main
@@ -267,3 +269,36 @@ def test_a_spent_cost_budget_declared_dead_dead_letters_the_delivery_with_the_re
     assert [v.outcome for v in verdicts] == [Outcome.SUCCEEDED, Outcome.DEAD]
     letter = core.dead_letters.get(f"{events[1].id}:Spender")
     assert letter.error == "budget: $1.00 of $1.00 spent today (UTC)"
+
+
+def test_stats_show_slots_in_use_while_held_and_waiting_deliveries_per_handler_and_reason(
+    settings: Settings, client: Any
+) -> None:
+    registry = HandlerRegistry()
+    registry.register(
+        "Capped", lambda event: None, flow=FlowRules(concurrency=Concurrency(limit=2))
+    )
+    registry.register("Paced", lambda event: None, flow=FlowRules(rate_limit=RateLimit(rate="1/h")))
+    core = Core(settings, client, handlers=registry)
+    events = [Event.create(type="flow.stats", source="t") for _ in range(5)]
+    for event in events:
+        core.store.publish(event)
+    for event in events[:2]:  # two attempts that hold a slot each, running
+        assert flow.gate(core, event, "Capped", "t1", {}).go
+
+    held = json.loads(run_stats(core, "--json"))["flow"]
+    assert held["concurrency"] == {"Capped": {"limit": 2, "running": 2, "waiting": 0}}
+    assert held["waiting"] == {}
+
+    queue(core.deliveries, events[2].id, "Capped", task="t1")
+    assert run_attempt(core, events[2].id, "Capped", "t1").parked
+    for event in events[3:]:
+        queue(core.deliveries, event.id, "Paced", task="t1")
+    paced = [run_attempt(core, e.id, "Paced", "t1").outcome for e in events[3:]]
+
+    assert paced == [Outcome.SUCCEEDED, Outcome.WAIT]
+    waited = json.loads(run_stats(core, "--json"))["flow"]
+    assert waited["concurrency"] == {"Capped": {"limit": 2, "running": 2, "waiting": 1}}
+    assert waited["waiting"] == {"Capped": {"concurrency": 1}, "Paced": {"rate limit": 1}}
+    table = run_stats(core)
+    assert "2 of 2, 1 waiting" in table and "1 rate limit" in table
