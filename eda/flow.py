@@ -305,6 +305,16 @@ class FlowControl:
             raw: dict[str, str] = self.redis.hgetall(self.keys.flow_scopes)  # type: ignore[assignment]
         return {scope: int(limit) for scope, limit in raw.items()}
 
+    def parked(self) -> set[str]:
+        """Every delivery parked for a slot, as ``"<event id> <handler>"``."""
+        scopes = list(self.scopes())
+        pipe = self.redis.pipeline(transaction=False)
+        for scope in scopes:
+            pipe.lrange(self.keys.flow_parked(scope), 0, -1)
+        with reaching_redis():
+            lists = pipe.execute()
+        return {json.loads(waiter)["member"] for waiters in lists for waiter in waiters}
+
     def in_use(self) -> dict[str, dict[str, int]]:
         """Per concurrency scope: slots in use and deliveries parked (what stats shows)."""
         now = self.clock()
