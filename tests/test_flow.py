@@ -22,7 +22,7 @@ from eda.settings import Settings
 from scripts.cli import main
 from tests.conftest import wait_for
 from tests.handlers import attempts
-from tests.lifecycle import queue
+from tests.lifecycle import governed, queue
 from tests.workers import Worker
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.brokers]
@@ -274,12 +274,12 @@ def test_a_spent_cost_budget_declared_dead_dead_letters_the_delivery_with_the_re
 def test_stats_show_slots_in_use_while_held_and_waiting_deliveries_per_handler_and_reason(
     settings: Settings, client: Any
 ) -> None:
-    registry = HandlerRegistry()
-    registry.register(
-        "Capped", lambda event: None, flow=FlowRules(concurrency=Concurrency(limit=2))
+    core = governed(
+        settings,
+        client,
+        Capped=FlowRules(concurrency=Concurrency(limit=2)),
+        Paced=FlowRules(rate_limit=RateLimit(rate="1/h")),
     )
-    registry.register("Paced", lambda event: None, flow=FlowRules(rate_limit=RateLimit(rate="1/h")))
-    core = Core(settings, client, handlers=registry)
     events = [Event.create(type="flow.stats", source="t") for _ in range(5)]
     for event in events:
         core.store.publish(event)
@@ -302,3 +302,27 @@ def test_stats_show_slots_in_use_while_held_and_waiting_deliveries_per_handler_a
     assert waited["waiting"] == {"Capped": {"concurrency": 1}, "Paced": {"rate limit": 1}}
     table = run_stats(core)
     assert "2 of 2, 1 waiting" in table and "1 rate limit" in table
+
+
+def test_a_slot_whose_lease_ran_out_goes_to_a_parked_delivery_at_the_next_tick(
+    live: Core, live_settings: Settings, client: Any, unique_type: Any
+) -> None:
+    core = Core(
+        live_settings.model_copy(update={"flow_lease": 0.5}), client, live.enqueuer, live.routes
+    )
+    handler, group = "tests.handlers:concurrent_probe", uuid.uuid4().hex  # a scope of its own
+    event_type = unique_type("lease", "flowkey")  # at most 2 at once per group
+    events = [Event.create(type=event_type, source="t", payload={"probe": group, "group": group})
+              for _ in range(3)]  # fmt: skip
+    for event in events:
+        core.store.publish(event)
+    for event in events[:2]:  # two workers take the slots, and die without giving them back
+        assert flow.gate(core, event, handler, "t1", {}).go
+    queue(core.deliveries, events[2].id, handler, task="t1")
+    assert run_attempt(core, events[2].id, handler, "t1").parked
+
+    wait_for(lambda: flow.tick(core) == 1, timeout=10, interval=0.1)  # once the leases ran out
+
+    wait_for(lambda: all_ended(core, [events[2].id], handler), timeout=20)
+    assert len(attempts(client, events[2].id, "concurrent_probe")) == 1
+    assert flow.tick(core) == 0 and core.flow.in_use() == {}  # nothing parked, nothing held
