@@ -20,6 +20,7 @@ from typing import Any
 
 from agents.definitions import AgentSpec, load_agents
 from agents.handler import agent_handler
+from eda.errors import InvalidInput
 from eda.settings import Settings, load
 from eda.tools import Tool, load_tools
 
@@ -40,6 +41,18 @@ def register_agents(register: Callable[..., Any], settings: Settings) -> list[st
     specs = load_definitions(settings)
     for name, spec in specs.items():
         model = spec.model or settings.agent_model
+        _check_priced(spec, model, settings)
         handler = agent_handler(spec, settings)
         register(name, handler, spec.retry, flow=spec.flow, model=model, publishes=spec.publishes)
     return list(specs)
+
+
+def _check_priced(spec: AgentSpec, model: str, settings: Settings) -> None:
+    """A cost budget counts nothing without its model's price: refuse it at start."""
+    budget = spec.flow.budget if spec.flow is not None else None
+    if budget is None or budget.cost_per_day is None or model in settings.model_prices:
+        return
+    raise InvalidInput(
+        f"{settings.agents_path}: {spec.name}.budget.cost_per_day",
+        f"model {model!r} has no price in EDA_MODEL_PRICES",
+    )

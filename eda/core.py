@@ -721,16 +721,22 @@ class Core:
         )
 
     def flow_state(self) -> dict[str, Any]:
-        """Concurrency slots in use and deliveries parked per scope, and each budget's use."""
+        """Concurrency slots in use and deliveries parked per scope, deliveries waiting per
+        handler and what for, and each budget's use."""
+        from eda.flow import waiting
+
         budgets = {}
         for name in self.handlers.names() if self.handlers is not None else []:
             rules = self.handlers.flow(name) if self.handlers is not None else None
             if rules is not None and rules.budget is not None:
+                spent = self.flow.spent(name)
                 budgets[name] = {
-                    "spent": self.flow.spent(name),
+                    "spent": spent.tokens,
                     "tokens_per_day": rules.budget.tokens_per_day,
+                    "cost": round(spent.cost, 6),
+                    "cost_per_day": rules.budget.cost_per_day,
                 }
-        return {"concurrency": self.flow.in_use(), "budgets": budgets}
+        return {"concurrency": self.flow.in_use(), "waiting": waiting(self), "budgets": budgets}
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -223,6 +223,8 @@ class Delivery:
     #: store), and what its next pass is given (flow control's state).
     due: int = 0
     carry: dict[str, Any] = field(default_factory=dict)
+    #: What a waiting delivery waits for (``eda.flow.HOLDS``).
+    held: str = ""
 
     @classmethod
     def parse(cls, raw: str, outcomes: Mapping[str, str]) -> Delivery:
@@ -261,6 +263,7 @@ class Delivery:
             parked=bool(data.get("parked")),
             due=int(data.get("due") or 0),
             carry=data["carry"] if isinstance(data.get("carry"), dict) else {},
+            held=data.get("held") or "",
         )
 
     @property
@@ -536,9 +539,9 @@ class Verdict:
     #: (no message: a freed concurrency slot sends it again).
     state: dict[str, Any] = field(default_factory=dict)
     parked: bool = False
-    #: RETRY or WAIT held in the store until due (``EDA_RETRY_HOLD_MAX``): no countdown
+    #: RETRY or WAIT kept in the store until due (``EDA_RETRY_HOLD_MAX``): no countdown
     #: message; the relay sends the delivery again then.
-    held: bool = False
+    stored: bool = False
 
 
 def run_attempt(
@@ -608,9 +611,9 @@ def _through_gate(
             return Verdict(Outcome.NOT_RUN, reason=f"{applied.result}: it is {applied.previous}")
         outcome = Outcome.DEAD if status is Status.DEAD else Outcome.SKIPPED
         return Verdict(outcome, reason=verdict.reason, error=f"eda.flow: {verdict.reason}")
-    options: dict[str, Any] = {"parked": verdict.parked}
-    held = not verdict.parked and verdict.wait > core.settings.retry_hold_max
-    if held:
+    options: dict[str, Any] = {"parked": verdict.parked, "held": verdict.hold}
+    stored = not verdict.parked and verdict.wait > core.settings.retry_hold_max
+    if stored:
         options |= held_until(verdict.wait, verdict.state)
     applied = core.deliveries.apply(
         Change(
@@ -628,7 +631,7 @@ def _through_gate(
         reason=verdict.reason,
         state=verdict.state,
         parked=verdict.parked,
-        held=held,
+        stored=stored,
     )
 
 
@@ -756,8 +759,8 @@ class Ran:
             "attempt": self.attempt,
             "duration_ms": round((time.monotonic() - self.began) * 1000, 3),
         }
-        held = outcome is Outcome.RETRY and delay > self.core.settings.retry_hold_max
-        if held:
+        stored = outcome is Outcome.RETRY and delay > self.core.settings.retry_hold_max
+        if stored:
             options |= held_until(delay, carry or {})
         if error is not None:
             options["error"] = error_record(error)
@@ -777,17 +780,23 @@ class Ran:
         if not applied.ok:
             return Verdict(Outcome.NOT_RUN, self.attempt, reason=f"{applied.result} on the way out")
         failure = f"{type(error).__module__}.{logs.error_summary(error)}" if error else ""
-        return Verdict(outcome, self.attempt, delay, reason, failure, held=held)
+        return Verdict(outcome, self.attempt, delay, reason, failure, stored=stored)
 
     def _count_tokens(self, record: dict[str, Any] | None) -> None:
-        """Add what an agent's attempt used to its day's budget (tokens, as the API counts)."""
+        """Add what an agent's attempt used to its day's budget: tokens, as the API counts
+        them, and their cost at its model's price (``EDA_MODEL_PRICES``)."""
         usage = (record or {}).get("usage")
         if not isinstance(usage, Mapping):
             return
         tokens = sum(v for k, v in usage.items() if k in TOTALS and isinstance(v, int))
-        if tokens:
+        model = (record or {}).get("model")
+        if not isinstance(model, str):
+            model = self.core.handlers.model(self.handler) if self.core.handlers else None
+        price = self.core.settings.model_prices.get(model or "")
+        cost = price.cost(usage) if price is not None else 0.0
+        if tokens or cost:
             try:
-                self.core.flow.spend(self.handler, tokens)
+                self.core.flow.spend(self.handler, tokens, cost)
             except StoreUnavailable as exc:
                 log.warning("tokens not counted: %s", logs.error_summary(exc))
 

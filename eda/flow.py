@@ -7,7 +7,7 @@ Declared on routes (the routes file) and agents (the agents file)::
     rate_limit: {rate: 100/m, key: repo, drop: true}   # over the rate: dropped, not delayed
     debounce: {period: 60s, key: pull_request.number, timeout: 10m}
     priority: high                              # routes only: high, normal (default), low
-    budget: {tokens_per_day: 200000, when_spent: hold}   # agents only: hold or dead
+    budget: {tokens_per_day: 200000, cost_per_day: 25, when_spent: hold}   # agents only
 
 and enforced across every worker through Redis (scripts in ``lua/flow_*.lua``),
 by a gate that an attempt passes before it starts (:func:`gate`):
@@ -24,7 +24,8 @@ by a gate that an attempt passes before it starts (:func:`gate`):
   as coalesced into the newer; the newest runs once the period passes with nothing
   new (at most ``timeout`` after the first);
 - **budgets**: tokens an agent used today (UTC) are counted from each attempt's
-  outcome; past the budget its deliveries wait for the next day, or dead-letter;
+  outcome, and their cost in USD at its model's price (``EDA_MODEL_PRICES``); past
+  either budget its deliveries wait for the next day, or dead-letter;
 - **model back-pressure**: a 429 or 529 with ``retry-after`` pauses every delivery
   of that model for that long (:meth:`FlowControl.pause_model`).
 
@@ -37,12 +38,12 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from eda import lua
 from eda.errors import reaching_redis
@@ -61,8 +62,14 @@ DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 #: Broker priorities of a route's ``priority`` (kombu's Redis steps: lower runs first).
 PRIORITIES = {"high": 0, "normal": 5, "low": 9}
+#: What a waiting delivery may wait for (its record's ``held``, counted by the stats).
+HOLDS = ("concurrency", "rate limit", "debounce", "budget", "model pause")
+#: Most in-flight deliveries the stats read to count those waiting.
+WAITING_SAMPLE = 10_000
 #: Longest a delivery waits before its gate is asked again (a day's budget, a long pause).
 MAX_WAIT = 3600.0
+#: Seconds a day's budget counts are kept (the day, and the next for the stats).
+BUDGET_KEPT = 2 * 86_400
 
 
 def seconds(value: Any) -> float:
@@ -127,11 +134,54 @@ class Debounce(FlowModel):
 
 
 class Budget(FlowModel):
-    """Tokens (input and output) an agent may use a day (UTC)."""
+    """Tokens (input, output and cache) an agent may use a day (UTC), and what they may cost."""
 
-    tokens_per_day: int = Field(ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    #: USD a day, at the model's price in ``EDA_MODEL_PRICES``.
+    cost_per_day: float | None = Field(default=None, gt=0)
     #: Past the budget: ``hold`` deliveries until the next day, or ``dead``-letter them.
     when_spent: Literal["hold", "dead"] = "hold"
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> Budget:
+        if self.tokens_per_day is None and self.cost_per_day is None:
+            raise ValueError("a budget needs tokens_per_day, cost_per_day or both")
+        return self
+
+
+class ModelPrice(FlowModel):
+    """A model's price in USD per million tokens (one entry of ``EDA_MODEL_PRICES``).
+
+    Cache writes and reads default to the Messages API's ratios to the input price
+    (1.25 and 0.1).
+    """
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+
+    def cost(self, usage: Mapping[str, Any]) -> float:
+        """USD of one attempt's ``usage`` (the Messages API's token counters)."""
+        write = self.input * 1.25 if self.cache_write is None else self.cache_write
+        read = self.input * 0.1 if self.cache_read is None else self.cache_read
+        prices = {
+            "input_tokens": self.input,
+            "output_tokens": self.output,
+            "cache_creation_input_tokens": write,
+            "cache_read_input_tokens": read,
+        }
+        per_million = sum(
+            prices[name] * count
+            for name, count in usage.items()
+            if name in prices and isinstance(count, int) and not isinstance(count, bool)
+        )
+        return per_million / 1_000_000
+
+
+def usd(amount: float) -> str:
+    """An amount of dollars as a budget's reason shows it: cents, or finer below a cent."""
+    return f"${amount:.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.6f}"
 
 
 class FlowRules(FlowModel):
@@ -173,6 +223,8 @@ class Verdict:
     #: ``skipped`` (dropped, coalesced) or ``dead`` (budget spent): it ends without running.
     end: str = ""
     lease: str = ""
+    #: What it waits for, as the record and the stats name it (one of :data:`HOLDS`).
+    hold: str = ""
     #: What the delivery carries to its next pass (a debounce passed, a rate slot reserved).
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -248,10 +300,20 @@ class FlowControl:
         return [json.loads(item) for item in woken or ()]
 
     def scopes(self) -> dict[str, int]:
-        """Concurrency scopes with deliveries parked, and their limits."""
+        """Concurrency scopes with slots held or deliveries parked, and their limits."""
         with reaching_redis():
             raw: dict[str, str] = self.redis.hgetall(self.keys.flow_scopes)  # type: ignore[assignment]
         return {scope: int(limit) for scope, limit in raw.items()}
+
+    def parked(self) -> set[str]:
+        """Every delivery parked for a slot, as ``"<event id> <handler>"``."""
+        scopes = list(self.scopes())
+        pipe = self.redis.pipeline(transaction=False)
+        for scope in scopes:
+            pipe.lrange(self.keys.flow_parked(scope), 0, -1)
+        with reaching_redis():
+            lists = pipe.execute()
+        return {json.loads(waiter)["member"] for waiters in lists for waiter in waiters}
 
     def in_use(self) -> dict[str, dict[str, int]]:
         """Per concurrency scope: slots in use and deliveries parked (what stats shows)."""
@@ -318,19 +380,36 @@ class FlowControl:
         tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         return (tomorrow - now).total_seconds()
 
-    def spend(self, agent: str, tokens: int) -> None:
-        """Count tokens an agent used today (kept two days)."""
-        key = self.keys.flow_budget(agent, self.day())
+    def spend(self, agent: str, tokens: int, cost: float = 0.0) -> None:
+        """Count tokens an agent used today, and their cost in USD (both kept two days)."""
+        day = self.day()
+        tokens_key, cost_key = self.keys.flow_budget(agent, day), self.keys.flow_cost(agent, day)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.incrby(key, tokens)
-        pipe.expire(key, 2 * 86_400)
+        if tokens:
+            pipe.incrby(tokens_key, tokens)
+            pipe.expire(tokens_key, BUDGET_KEPT)
+        if cost:
+            pipe.incrbyfloat(cost_key, cost)
+            pipe.expire(cost_key, BUDGET_KEPT)
         with reaching_redis():
             pipe.execute()
 
-    def spent(self, agent: str) -> int:
+    def spent(self, agent: str) -> Spent:
+        """Tokens an agent used today (UTC), and what they cost."""
+        day = self.day()
         with reaching_redis():
-            value = self.redis.get(self.keys.flow_budget(agent, self.day()))
-        return int(value or 0)
+            tokens, cost = self.redis.mget(
+                [self.keys.flow_budget(agent, day), self.keys.flow_cost(agent, day)]
+            )
+        return Spent(int(tokens or 0), float(cost or 0))
+
+
+@dataclass(frozen=True)
+class Spent:
+    """An agent's use of the day: tokens, and their cost in USD."""
+
+    tokens: int = 0
+    cost: float = 0.0
 
 
 # -- the gate -----------------------------------------------------------------------------------
@@ -372,6 +451,7 @@ def gate(core: Core, event: Event, handler: str, task_id: str, state: dict[str, 
             parked=True,
             state=state,
             reason=f"concurrency: all {limit.limit} slots in use, parked for one",
+            hold="concurrency",
         )
     return Verdict(True, lease=scope, state=state)
 
@@ -394,6 +474,7 @@ def _debounced(
             wait=float(value),
             state=state,
             reason=f"debounce: waiting {rule.period:g} s for newer events",
+            hold="debounce",
         )
     state["debounced"] = True
     return None
@@ -405,13 +486,18 @@ def _within_budget(
     if rules.budget is None:
         return None
     spent, budget = core.flow.spent(handler), rules.budget
-    if spent < budget.tokens_per_day:
+    if budget.tokens_per_day is not None and spent.tokens >= budget.tokens_per_day:
+        reason = f"budget: {spent.tokens} of {budget.tokens_per_day} tokens used today (UTC)"
+    elif budget.cost_per_day is not None and spent.cost >= budget.cost_per_day:
+        reason = f"budget: {usd(spent.cost)} of {usd(budget.cost_per_day)} spent today (UTC)"
+    else:
         return None
-    reason = f"budget: {spent} of {budget.tokens_per_day} tokens used today (UTC)"
     if budget.when_spent == "dead":
         return Verdict(False, end="dead", reason=reason)
     wait = min(core.flow.until_tomorrow(), MAX_WAIT)
-    return Verdict(False, wait=wait, state=state, reason=f"{reason}: held until tomorrow")
+    return Verdict(
+        False, wait=wait, state=state, reason=f"{reason}: held until tomorrow", hold="budget"
+    )
 
 
 def _model_free(
@@ -426,6 +512,7 @@ def _model_free(
         wait=min(pause, MAX_WAIT),
         state=state,
         reason=f"model {model} asked every caller to wait",
+        hold="model pause",
     )
 
 
@@ -444,6 +531,7 @@ def _within_rate(
                 wait=reserved - now,
                 state=state,
                 reason=f"rate limit {rule.rate}: waiting for its slot",
+                hold="rate limit",
             )
         return None
     wait = core.flow.reserve(scope_of(handler, event.payload, rule.key), rule.interval, rule.drop)
@@ -453,7 +541,11 @@ def _within_rate(
         return Verdict(False, end="skipped", reason=f"rate limit {rule.rate}: dropped")
     state["reserved_at"] = now + wait
     return Verdict(
-        False, wait=wait, state=state, reason=f"rate limit {rule.rate}: waiting for its slot"
+        False,
+        wait=wait,
+        state=state,
+        reason=f"rate limit {rule.rate}: waiting for its slot",
+        hold="rate limit",
     )
 
 
@@ -473,6 +565,27 @@ def wake(core: Core, woken: list[dict[str, str]]) -> None:
 def release(core: Core, scope: str, event_id: str, handler: str) -> None:
     """Give back a delivery's concurrency slot, waking who was parked for it."""
     wake(core, core.flow.release(scope, f"{event_id} {handler}"))
+
+
+def waiting(core: Core) -> dict[str, dict[str, int]]:
+    """Deliveries waiting, per handler and what they wait for (:data:`HOLDS`), over the
+    first :data:`WAITING_SAMPLE` in flight."""
+    with reaching_redis():
+        members = core.redis.zrange(core.keys.inflight, 0, WAITING_SAMPLE - 1)
+        pipe = core.redis.pipeline(transaction=False)
+        for member in members:
+            event_id, handler = str(member).split(" ", 1)
+            pipe.hget(core.keys.deliveries(event_id), handler)
+        raws = pipe.execute()
+    counts: dict[str, dict[str, int]] = {}
+    for raw in raws:
+        record = json.loads(raw) if raw else {}
+        if record.get("status") == "waiting":
+            # A record from before holds were named: parked ones waited for a slot.
+            hold = record.get("held") or ("concurrency" if record.get("parked") else "other")
+            per_handler = counts.setdefault(record["handler"], {})
+            per_handler[hold] = per_handler.get(hold, 0) + 1
+    return counts
 
 
 def tick(core: Core) -> int:

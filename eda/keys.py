@@ -23,11 +23,13 @@ Layout (``P`` is the configured prefix)::
                                 (or flow-control wait) waits in the store -> when due (ms)
     P:flow:leases:<scope>       sorted set: deliveries holding a concurrency slot -> lease end
     P:flow:parked:<scope>       list: deliveries waiting for a slot (JSON: what wakes them)
-    P:flow:scopes               hash: concurrency scopes with parked deliveries -> limit
+    P:flow:scopes               hash: concurrency scopes with slots held or deliveries
+                                parked -> limit
     P:flow:rate:<scope>         string: a rate limit's next theoretical arrival time
     P:flow:debounce:<scope>     hash: a debounce key's burst (latest event, first, last)
     P:flow:pauses               sorted set: model -> until when its deliveries wait (epoch s)
     P:flow:budget:<agent>:<day> string: tokens the agent used that day (UTC)
+    P:flow:cost:<agent>:<day>   string: what they cost, in USD (EDA_MODEL_PRICES)
     P:destinations:disabled     hash: destination handler -> why it is disabled (JSON: the
                                 status that disabled it, when), until an operator enables it
     P:triage:<delivery>#<run>   string: dead letters one triage run retried (TTL one day)
@@ -133,6 +135,9 @@ class Keys:
 
     def flow_budget(self, agent: str, day: str) -> str:
         return f"{self.prefix}:flow:budget:{agent}:{day}"
+
+    def flow_cost(self, agent: str, day: str) -> str:
+        return f"{self.prefix}:flow:cost:{agent}:{day}"
 
     def dry_run_template(self, digest: str) -> str:
         return f"{self.prefix}:dryrun:{digest}"

@@ -10,6 +10,12 @@ should it ever come back (the broker restores unacknowledged messages after its
 visibility timeout), is refused as superseded, so recovery never runs a
 delivery twice: it only ends the wait for one nobody will run.
 
+A delivery parked for a concurrency slot has no message, and is flow control's
+to wake (``eda/flow.py``) while it is on its scope's parked list. One that is
+parked on its record but no longer on the list was handed a slot: its message
+was sent then, and if it is in no lane either, that send failed, and it is
+recovered like any other.
+
 When the broker cannot say which messages wait (RabbitMQ keeps unacknowledged
 messages itself and redelivers them), only deliveries held by a gone worker, or
 whose message was never sent, are recovered.
@@ -122,6 +128,8 @@ def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> lis
     pairs = [str(member).split(" ", 1) for member in members]
     records = core.deliveries.get_many([(event_id, handler) for event_id, handler in pairs])
     held = core.liveness.held()
+    # Read after the records: a delivery parked meanwhile was not parked on its record.
+    parked = core.flow.parked() if any(r is not None and r.parked for r in records) else set()
     found, finished = [], []
     for (event_id, handler), record in zip(pairs, records, strict=True):
         if record is None or record.status not in IN_FLIGHT:
@@ -131,7 +139,9 @@ def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> lis
             # It took a step between the index read and the record read (a worker started
             # it, say, and has not listed it in a heartbeat yet): not stuck, only busy.
             continue
-        why = _why_stuck(record, held, waiting, cutoff)
+        why = _why_stuck(
+            record, held, waiting, inflight_member(event_id, handler) in parked, cutoff
+        )
         if why:
             found.append(
                 Stuck(event_id, handler, record.status, record.task_id, why, record.updated_at)
@@ -155,8 +165,14 @@ def _moved_since(record: Delivery, cutoff_ms: int) -> bool:
     return updated.timestamp() * 1000 > cutoff_ms
 
 
-def _why_stuck(record: Delivery, held: set[str], waiting: set[str] | None, cutoff_ms: int) -> str:
-    if record.task_id in held or record.parked:  # a parked delivery is flow control's to wake
+def _why_stuck(
+    record: Delivery,
+    held: set[str],
+    waiting: set[str] | None,
+    on_parked_list: bool,
+    cutoff_ms: int,
+) -> str:
+    if record.task_id in held or on_parked_list:  # a parked delivery is flow control's to wake
         return ""
     if record.due:  # held in the store: the relay sends it when due
         return "it was due and nobody sent it" if record.due < cutoff_ms else ""
@@ -166,6 +182,8 @@ def _why_stuck(record: Delivery, held: set[str], waiting: set[str] | None, cutof
         return "its message was never sent"
     if waiting is None or record.task_id in waiting:
         return ""
+    if record.parked:
+        return "it was handed a concurrency slot, but its message is in no lane"
     return "its message is in no lane and no live worker holds it"
 
 

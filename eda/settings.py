@@ -14,6 +14,7 @@ show ``**********``, and only the code that compares one calls
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_core import PydanticCustomError
 
 from eda.errors import InvalidInput
+from eda.flow import ModelPrice
 
 #: The repository root: defaults (data folder, routes, agents, gantz.yaml) live under it.
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +81,7 @@ ENVIRONMENT: dict[str, str] = {
     "EDA_LOG_LEVEL": "log_level",
     "EDA_LOG_FORMAT": "log_format",
     "EDA_AGENT_MODEL": "agent_model",
+    "EDA_MODEL_PRICES": "model_prices",
     "EDA_ADMIN_TOKEN": "admin_token",
     "EDA_MCP_TOKEN": "mcp_token",
     "EDA_DESTINATION_ALLOWED_NETWORKS": "destination_allowed_networks",
@@ -103,6 +106,11 @@ WEBHOOK_SECRET_PREFIX = "EDA_WEBHOOK_SECRET_"  # noqa: S105 (a name, not a secre
 EVENTS_TOKEN_PREFIX = "EDA_EVENTS_TOKEN_"  # noqa: S105 (a name, not a secret)
 #: A source name in ``/webhooks/<source>``: it becomes the first word of event types.
 SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: What ``EDA_MODEL_PRICES`` holds, for its errors.
+PRICES_SHAPE = (
+    'a JSON object of model name -> {"input": USD, "output": USD} per million tokens '
+    '(optionally "cache_write" and "cache_read")'
+)
 #: Shortest bearer token accepted (admin API, MCP over HTTP): a guessable one protects nothing.
 MIN_TOKEN_LENGTH = 16
 
@@ -207,6 +215,9 @@ class Settings(BaseModel):
     handler_modules: tuple[str, ...] = ()
     #: The model an agent uses when agents.yaml names none for it.
     agent_model: str = Field(default="claude-sonnet-5-5", min_length=1)
+    #: Model name -> USD per million tokens (``input``, ``output``, optionally ``cache_write``
+    #: and ``cache_read``): what an agent's ``budget: {cost_per_day}`` is counted in.
+    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
     #: Signing secrets by source name: github, stripe, slack from their own variables, any
     #: other source (``events`` for ``/events``) from ``EDA_WEBHOOK_SECRET_<SOURCE>``.
     webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
@@ -267,6 +278,35 @@ class Settings(BaseModel):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("model_prices", mode="before")
+    @classmethod
+    def _prices(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise PydanticCustomError(
+                    "json",
+                    "is not JSON ({why} at column {column})",
+                    {"why": exc.msg, "column": exc.colno},
+                ) from None
+        if not isinstance(value, dict):
+            raise PydanticCustomError("prices", PRICES_SHAPE)
+        for model, price in value.items():
+            if isinstance(price, ModelPrice):
+                continue
+            try:
+                ModelPrice.model_validate(price)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                where = ".".join(str(part) for part in (model, *error["loc"]))
+                raise PydanticCustomError(
+                    "price",
+                    "{where}: {why} ({shape})",
+                    {"where": where, "why": error["msg"], "shape": PRICES_SHAPE},
+                ) from None
+        return value
 
     @field_validator("destination_allowed_networks")
     @classmethod

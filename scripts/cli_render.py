@@ -17,6 +17,7 @@ from rich.text import Text
 
 from eda.core import ReplayReport, RetryReport
 from eda.dead_letters import DeadLetter
+from eda.flow import usd
 from eda.store import StoredEvent
 
 #: Columns from which events are shown as a table (below: two lines an event).
@@ -442,13 +443,7 @@ def stats_tables(console: Console, stats: Mapping[str, Any]) -> None:
     totals.add_row(
         "stuck", ", ".join(f"{n} {status}" for status, n in sorted(stuck.items())) or "none"
     )
-    flow = stats.get("flow") or {}
-    for scope, use in sorted((flow.get("concurrency") or {}).items()):
-        totals.add_row(
-            f"slots {scope}", f"{use['running']} of {use['limit']}, {use['waiting']} waiting"
-        )
-    for agent, budget in sorted((flow.get("budgets") or {}).items()):
-        totals.add_row(f"budget {agent}", f"{budget['spent']} of {budget['tokens_per_day']} today")
+    _flow_rows(totals, stats.get("flow") or {})
     console.print(totals)
     lanes = stats.get("lanes") or {}
     if lanes:
@@ -492,3 +487,27 @@ def retry_report(console: Console, report: RetryReport) -> None:
     console.print(f"{verb} {len(report.retried)} dead letters")
     if report.left:
         console.print(f"{report.left} matching dead letters left: run again, or with --until-empty")
+
+
+def _flow_rows(totals: Table, flow: Mapping[str, Any]) -> None:
+    """Slots in use per concurrency scope, deliveries waiting per handler, budgets' use."""
+    for scope, use in sorted((flow.get("concurrency") or {}).items()):
+        totals.add_row(
+            f"slots {scope}", f"{use['running']} of {use['limit']}, {use['waiting']} waiting"
+        )
+    for handler, holds in sorted((flow.get("waiting") or {}).items()):
+        totals.add_row(
+            f"waiting {handler}", ", ".join(f"{n} {hold}" for hold, n in sorted(holds.items()))
+        )
+    for agent, budget in sorted((flow.get("budgets") or {}).items()):
+        totals.add_row(f"budget {agent}", _budget_use(budget))
+
+
+def _budget_use(budget: Mapping[str, Any]) -> str:
+    """An agent's use of its daily budget: tokens, cost, or both."""
+    parts = []
+    if budget.get("tokens_per_day"):
+        parts.append(f"{budget.get('spent', 0)} of {budget['tokens_per_day']} tokens")
+    if budget.get("cost_per_day"):
+        parts.append(f"{usd(budget.get('cost') or 0)} of {usd(budget['cost_per_day'])}")
+    return ", ".join(parts) + " today"

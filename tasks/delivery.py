@@ -117,7 +117,7 @@ def _conclude(task: Task, handler: str, verdict: Verdict, flow: dict[str, Any]) 
             verdict.attempt,
             verdict.reason,
         )
-        if verdict.held:  # the store holds it until due; the relay sends it then
+        if verdict.stored:  # the store holds it until due; the relay sends it then
             return "held"
         # A retry passes its gate again, but a debounce it passed stays passed.
         carried = {"flow": {"debounced": True}} if flow.get("debounced") else {}
@@ -125,7 +125,7 @@ def _conclude(task: Task, handler: str, verdict: Verdict, flow: dict[str, Any]) 
     if verdict.outcome is Outcome.WAIT:
         if verdict.parked:  # no message: the delivery that frees a slot sends it again
             return "parked"
-        if verdict.held:
+        if verdict.stored:
             return "held"
         raise task.retry(countdown=verdict.delay, kwargs={"flow": verdict.state}, max_retries=None)
     if verdict.outcome is Outcome.SUCCEEDED:

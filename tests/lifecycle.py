@@ -5,9 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import redis
+
+from eda.core import Core
 from eda.dead_letters import DeadLetter
 from eda.delivery import Applied, Change, Deliveries, Status
 from eda.event import Event
+from eda.flow import FlowRules
+from eda.handlers import HandlerRegistry
+from eda.settings import Settings
 from eda.times import now_iso
 
 
@@ -116,3 +122,12 @@ def kill(
         letter=letter,
     )
     return letter
+
+
+def governed(settings: Settings, client: redis.Redis, **rules: FlowRules) -> Core:
+    """A core without a broker whose handlers, named by the keywords, do nothing under these
+    flow rules."""
+    registry = HandlerRegistry()
+    for name, flow in rules.items():
+        registry.register(name, lambda event: None, flow=flow)
+    return Core(settings, client, handlers=registry)

@@ -158,6 +158,10 @@ def agent(**fields: Any) -> dict[str, Any]:
         ({"defaults": {"max_turns": 100}, "agents": [agent()]}, "defaults.max_turns",
          "from 1 to 50"),
         ({"agents": []}, "agents", "is required"),
+        ({"agents": [agent(budget={"when_spent": "dead"})]}, "agents[0] (Broken).budget",
+         "a budget needs tokens_per_day, cost_per_day or both"),
+        ({"agents": [agent(budget={"cost_per_day": 0})]},
+         "agents[0] (Broken).budget.cost_per_day", "must be > 0"),
     ],
 )  # fmt: skip
 def test_mistakes_in_the_agents_file_name_the_file_agent_and_field(
@@ -228,6 +232,30 @@ def test_an_agent_carries_its_retry_policy(agents_file: Callable[[str], Settings
         max_retries=2, backoff_max=30, permanent=("KeyError",)
     )
     assert specs["Plain"].retry is None
+
+
+def test_a_cost_budget_of_a_model_without_a_price_is_refused_at_start(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    path = tmp_path / "agents.yaml"
+    path.write_text(
+        "agents:\n"
+        "  - name: Thrifty\n"
+        "    instructions: x\n"
+        "    model: claude-haiku-5-5\n"
+        "    budget: {cost_per_day: 5}\n"
+    )
+    unpriced = make_settings(agents_path=path, model_prices={"other": {"input": 1, "output": 5}})
+    priced = make_settings(
+        agents_path=path, model_prices={"claude-haiku-5-5": {"input": 1, "output": 5}}
+    )
+
+    with pytest.raises(InvalidInput) as raised:
+        register_agents(lambda *_, **__: None, unpriced)
+
+    assert raised.value.field == f"{path}: Thrifty.budget.cost_per_day"
+    assert raised.value.reason == "model 'claude-haiku-5-5' has no price in EDA_MODEL_PRICES"
+    assert register_agents(lambda *_, **__: None, priced) == ["Thrifty"]
 
 
 def test_an_agent_that_still_lists_events_is_refused_pointing_at_the_routes_file(

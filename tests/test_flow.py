@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,16 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from eda import flow
 from eda.core import Core
 from eda.delivery import Outcome, run_attempt
 from eda.event import Event
-from eda.flow import Budget, FlowRules
+from eda.flow import Budget, Concurrency, FlowRules, RateLimit
 from eda.handlers import HandlerRegistry
 from eda.settings import Settings
+from scripts.cli import main
 from tests.conftest import wait_for
 from tests.handlers import attempts
-from tests.lifecycle import queue
+from tests.lifecycle import governed, queue
 from tests.workers import Worker
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.brokers]
@@ -30,6 +34,13 @@ def second_worker(worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> I
     started = Worker(tmp_path_factory.mktemp("flow") / "second.log", name="second", concurrency=8)
     yield started
     started.stop()
+
+
+def run_stats(core: Core, *args: str) -> str:
+    """``eda stats`` on this core, as an operator reads it (a wide terminal)."""
+    result = CliRunner().invoke(main, ["stats", *args], obj=core, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.stdout
 
 
 def all_ended(core: Core, ids: list[str], handler: str, *statuses: str) -> bool:
@@ -154,23 +165,41 @@ def test_a_high_priority_delivery_overtakes_a_backlog_of_low_ones_in_its_lane(
     assert order.index(urgent) <= 1  # at most the one message the worker had already taken
 
 
-def test_a_daily_token_budget_holds_an_agent_once_spent_and_resumes_the_next_day(
-    settings: Settings, client: Any
-) -> None:
+#: 10:00 UTC on the budgets' clock: fourteen hours before their next day.
+TODAY = datetime(2026, 12, 2, 10, 0, tzinfo=UTC).timestamp()
+
+
+def spending(
+    settings: Settings,
+    client: Any,
+    outcome: dict[str, Any],
+    budget: Budget,
+    model: str | None = None,
+    count: int = 3,
+) -> tuple[Core, list[Event], list[float]]:
+    """A core whose agent "Spender" reports ``outcome`` on each attempt, under ``budget``;
+    ``count`` events queued for it; the clock its budgets count days by, set to TODAY."""
     registry = HandlerRegistry()
-    registry.register(
-        "Spender",
-        lambda event: {"usage": {"input_tokens": 4000, "output_tokens": 1000}},
-        flow=FlowRules(budget=Budget(tokens_per_day=10_000)),
-    )
+    registry.register("Spender", lambda event: outcome, flow=FlowRules(budget=budget), model=model)
     core = Core(settings, client, handlers=registry)
-    today = datetime(2026, 12, 2, 10, 0, tzinfo=UTC).timestamp()
-    clock = [today]
+    clock = [TODAY]
     core.flow.clock = lambda: clock[0]
-    events = [Event.create(type="spend.it", source="t") for _ in range(3)]
+    events = [Event.create(type="spend.it", source="t") for _ in range(count)]
     for event in events:
         core.store.publish(event)
         queue(core.deliveries, event.id, "Spender", task="t1")
+    return core, events, clock
+
+
+def test_a_daily_token_budget_holds_an_agent_once_spent_and_resumes_the_next_day(
+    settings: Settings, client: Any
+) -> None:
+    core, events, clock = spending(
+        settings,
+        client,
+        {"usage": {"input_tokens": 4000, "output_tokens": 1000}},
+        Budget(tokens_per_day=10_000),
+    )
 
     verdicts = [run_attempt(core, e.id, "Spender", "t1", "here") for e in events]
 
@@ -180,8 +209,120 @@ def test_a_daily_token_budget_holds_an_agent_once_spent_and_resumes_the_next_day
     held = core.get_event(events[2].id).deliveries["Spender"]
     assert held["status"] == "waiting"
     assert "budget: 10000 of 10000 tokens used today (UTC)" in held["history"][-1]["reason"]
-    assert core.flow_state()["budgets"]["Spender"] == {"spent": 10_000, "tokens_per_day": 10_000}
+    assert core.flow_state()["budgets"]["Spender"] == {
+        "spent": 10_000,
+        "tokens_per_day": 10_000,
+        "cost": 0.0,
+        "cost_per_day": None,
+    }
 
-    clock[0] = today + 86_400  # the next day
+    clock[0] = TODAY + 86_400  # the next day
     assert run_attempt(core, events[2].id, "Spender", "t1", "here").outcome is Outcome.SUCCEEDED
     assert core.flow_state()["budgets"]["Spender"]["spent"] == 5000
+
+
+def test_a_daily_cost_budget_holds_an_agent_once_spent_at_its_model_price_until_the_next_day(
+    make_settings: Any, client: Any
+) -> None:
+    settings = make_settings(model_prices={"claude-test": {"input": 3, "output": 15}})
+    usage = {"input_tokens": 100_000, "output_tokens": 20_000, "cache_read_input_tokens": 1_000_000}
+    core, events, clock = spending(
+        settings,
+        client,
+        {"model": "claude-test", "usage": usage},  # $0.30 + $0.30 + $0.30 cached
+        Budget(cost_per_day=1.5),
+        model="claude-test",
+    )
+
+    verdicts = [run_attempt(core, e.id, "Spender", "t1", "here") for e in events]
+
+    assert [v.outcome for v in verdicts] == [Outcome.SUCCEEDED, Outcome.SUCCEEDED, Outcome.WAIT]
+    held = core.get_event(events[2].id).deliveries["Spender"]
+    assert held["status"] == "waiting"
+    assert held["history"][-1]["reason"] == (
+        "budget: $1.80 of $1.50 spent today (UTC): held until tomorrow"
+    )
+    use = core.flow_state()["budgets"]["Spender"]
+    assert (use["cost"], use["cost_per_day"]) == (pytest.approx(1.8), 1.5)
+    assert "$1.80 of $1.50 today" in run_stats(core)
+
+    clock[0] = TODAY + 86_400  # the next day
+    assert run_attempt(core, events[2].id, "Spender", "t1", "here").outcome is Outcome.SUCCEEDED
+    assert core.flow_state()["budgets"]["Spender"]["cost"] == pytest.approx(0.9)
+
+
+def test_a_spent_cost_budget_declared_dead_dead_letters_the_delivery_with_the_reason(
+    make_settings: Any, client: Any
+) -> None:
+    settings = make_settings(model_prices={"claude-test": {"input": 10, "output": 10}})
+    core, events, _ = spending(
+        settings,
+        client,
+        {"usage": {"input_tokens": 100_000}},  # $1.00 at the agent's model
+        Budget(cost_per_day=1, when_spent="dead"),
+        model="claude-test",
+        count=2,
+    )
+
+    verdicts = [run_attempt(core, e.id, "Spender", "t1", "here") for e in events]
+
+    assert [v.outcome for v in verdicts] == [Outcome.SUCCEEDED, Outcome.DEAD]
+    letter = core.dead_letters.get(f"{events[1].id}:Spender")
+    assert letter.error == "budget: $1.00 of $1.00 spent today (UTC)"
+
+
+def test_stats_show_slots_in_use_while_held_and_waiting_deliveries_per_handler_and_reason(
+    settings: Settings, client: Any
+) -> None:
+    core = governed(
+        settings,
+        client,
+        Capped=FlowRules(concurrency=Concurrency(limit=2)),
+        Paced=FlowRules(rate_limit=RateLimit(rate="1/h")),
+    )
+    events = [Event.create(type="flow.stats", source="t") for _ in range(5)]
+    for event in events:
+        core.store.publish(event)
+    for event in events[:2]:  # two attempts that hold a slot each, running
+        assert flow.gate(core, event, "Capped", "t1", {}).go
+
+    held = json.loads(run_stats(core, "--json"))["flow"]
+    assert held["concurrency"] == {"Capped": {"limit": 2, "running": 2, "waiting": 0}}
+    assert held["waiting"] == {}
+
+    queue(core.deliveries, events[2].id, "Capped", task="t1")
+    assert run_attempt(core, events[2].id, "Capped", "t1").parked
+    for event in events[3:]:
+        queue(core.deliveries, event.id, "Paced", task="t1")
+    paced = [run_attempt(core, e.id, "Paced", "t1").outcome for e in events[3:]]
+
+    assert paced == [Outcome.SUCCEEDED, Outcome.WAIT]
+    waited = json.loads(run_stats(core, "--json"))["flow"]
+    assert waited["concurrency"] == {"Capped": {"limit": 2, "running": 2, "waiting": 1}}
+    assert waited["waiting"] == {"Capped": {"concurrency": 1}, "Paced": {"rate limit": 1}}
+    table = run_stats(core)
+    assert "2 of 2, 1 waiting" in table and "1 rate limit" in table
+
+
+def test_a_slot_whose_lease_ran_out_goes_to_a_parked_delivery_at_the_next_tick(
+    live: Core, live_settings: Settings, client: Any, unique_type: Any
+) -> None:
+    core = Core(
+        live_settings.model_copy(update={"flow_lease": 0.5}), client, live.enqueuer, live.routes
+    )
+    handler, group = "tests.handlers:concurrent_probe", uuid.uuid4().hex  # a scope of its own
+    event_type = unique_type("lease", "flowkey")  # at most 2 at once per group
+    events = [Event.create(type=event_type, source="t", payload={"probe": group, "group": group})
+              for _ in range(3)]  # fmt: skip
+    for event in events:
+        core.store.publish(event)
+    for event in events[:2]:  # two workers take the slots, and die without giving them back
+        assert flow.gate(core, event, handler, "t1", {}).go
+    queue(core.deliveries, events[2].id, handler, task="t1")
+    assert run_attempt(core, events[2].id, handler, "t1").parked
+
+    wait_for(lambda: flow.tick(core) == 1, timeout=10, interval=0.1)  # once the leases ran out
+
+    wait_for(lambda: all_ended(core, [events[2].id], handler), timeout=20)
+    assert len(attempts(client, events[2].id, "concurrent_probe")) == 1
+    assert flow.tick(core) == 0 and core.flow.in_use() == {}  # nothing parked, nothing held

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from eda import flow
 from eda.core import Core
-from eda.delivery import Change, Status
+from eda.delivery import Change, Status, run_attempt
 from eda.event import Event
+from eda.flow import Concurrency, FlowRules
 from eda.recovery import stuck
 from eda.redis_server import free_port
 from eda.settings import Settings
@@ -20,7 +22,7 @@ from tasks.enqueue import CeleryEnqueuer
 from tests.brokers import Broker
 from tests.conftest import wait_for
 from tests.handlers import attempts
-from tests.lifecycle import finish, queue, start
+from tests.lifecycle import finish, governed, queue, start
 from tests.workers import Worker
 
 pytestmark = pytest.mark.brokers
@@ -127,6 +129,29 @@ def test_a_delivery_is_stuck_only_past_the_grace_and_when_nobody_holds_or_queues
 
     time.sleep(0.4)  # the live worker's heartbeat expires (three intervals)
     assert held.id in {item.event_id for item in stuck(core, waiting=set())}
+
+
+def test_a_parked_delivery_handed_a_slot_whose_message_never_left_is_stuck(
+    settings: Settings, client: Any
+) -> None:
+    core = governed(settings, client, Capped=FlowRules(concurrency=Concurrency(limit=1)))
+    holder, handed, parked = (_stored(core) for _ in range(3))
+    assert flow.gate(core, holder, "Capped", "h", {}).go  # a running attempt holds the slot
+    for event in (handed, parked):
+        queue(core.deliveries, event.id, "Capped", event.id)
+        assert run_attempt(core, event.id, "Capped", event.id).parked
+    # The slot is handed to the oldest parked delivery, taken off the parked list, and then
+    # its message is never sent (the broker refused it, or the process died right there).
+    given = core.flow.release("Capped", f"{holder.id} Capped")
+    assert [waiter["event_id"] for waiter in given] == [handed.id]
+
+    later = time.time() + settings.recovery_grace + 1
+    found = {item.event_id: item for item in stuck(core, waiting=set(), now=later)}
+
+    assert set(found) == {handed.id}  # the one still parked waits for its slot
+    assert found[handed.id].status is Status.WAITING
+    assert found[handed.id].why == "it was handed a concurrency slot, but its message is in no lane"
+    assert stuck(core, waiting={handed.id}, now=later) == []  # sent: its message waits in a lane
 
 
 def test_a_delivery_that_started_after_the_index_was_read_is_not_taken_from_its_worker(

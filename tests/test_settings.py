@@ -118,6 +118,38 @@ def test_a_tool_script_inherits_no_secret_of_the_settings(monkeypatch: pytest.Mo
     assert inherited["EDA_PREFIX"] == "kept"
 
 
+def test_model_prices_are_read_from_json_with_cache_prices_defaulting_to_the_api_ratios() -> None:
+    prices = load({"EDA_MODEL_PRICES": '{"claude-x": {"input": 3, "output": 15}}'}).model_prices
+
+    usage = {
+        "input_tokens": 1_000_000,
+        "output_tokens": 100_000,
+        "cache_creation_input_tokens": 1_000_000,
+        "cache_read_input_tokens": 1_000_000,
+    }
+    assert prices["claude-x"].cost(usage) == pytest.approx(3 + 1.5 + 3.75 + 0.3)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("{not json", "is not JSON"),
+        ('["claude-x"]', "a JSON object of model name -> "),
+        ('{"claude-x": {"input": 3}}', "claude-x.output: Field required"),
+        ('{"claude-x": {"input": -1, "output": 1}}', "claude-x.input: Input should be greater"),
+        ('{"claude-x": {"input": 1, "output": 1, "cached": 1}}', "claude-x.cached: Extra inputs"),
+    ],
+)
+def test_a_malformed_price_table_is_refused_naming_the_variable_and_the_model(
+    value: str, reason: str
+) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        load({"EDA_MODEL_PRICES": value})
+
+    assert raised.value.field == "EDA_MODEL_PRICES"
+    assert reason in raised.value.reason
+
+
 def test_settings_are_frozen() -> None:
     settings: Settings = load({})
     with pytest.raises(ValueError, match="frozen"):

@@ -370,8 +370,20 @@ def _schemas() -> dict[str, Any]:
                 "workers": _array(_STRING),
                 "stuck": {**_map(_INTEGER), "description": "Stuck deliveries by status."},
                 "flow": _object(
-                    {"concurrency": _ANY_OBJECT, "budgets": _ANY_OBJECT},
-                    ("concurrency", "budgets"),
+                    {
+                        "concurrency": {
+                            **_map(_ANY_OBJECT),
+                            "description": "Slots in use (running), their limit and deliveries "
+                            "parked (waiting), per concurrency scope with any of them.",
+                        },
+                        "waiting": {
+                            **_map(_map(_INTEGER)),
+                            "description": "Deliveries waiting, per handler and what for "
+                            "(concurrency, rate limit, debounce, budget, model pause).",
+                        },
+                        "budgets": _ANY_OBJECT,
+                    },
+                    ("concurrency", "waiting", "budgets"),
                 ),
                 "unrouted_types": {
                     **_array(_STRING),

@@ -12,7 +12,7 @@
 --       6 status after the step, 7 task id (queue: the new one; others: the expected one,
 --       "" for any), 8 JSON options (below), 9 the handler's outcome as JSON ("" none),
 --       10 the dead letter as JSON ("" none)
--- Options: parked (note: waiting with no message), new_run, replay, enqueue_failed (queue, note), only_unsent (queue: a queued
+-- Options: parked (note: waiting with no message), held (note: what it waits for), new_run, replay, enqueue_failed (queue, note), only_unsent (queue: a queued
 --   delivery is taken only while its message is unsent), expect_task (queue: only while
 --   the delivery still belongs to that task), expect_updated (queue: only while its last
 --   step is still the one read at that time: not started again meanwhile), worker (start), attempt (finish:
@@ -186,6 +186,7 @@ elseif delivery.due then
 end
 delivery.due = options.due
 delivery.carry = options.carry
+delivery.held = (options.held ~= nil and options.held ~= '') and options.held or nil
 if ARGV[10] ~= '' then
   redis.call('SET', KEYS[5], ARGV[10])
   redis.call('ZADD', KEYS[4], options.letter_score, options.letter_id)

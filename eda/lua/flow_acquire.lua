@@ -3,7 +3,7 @@
 -- go to parked deliveries first (oldest first), then to the caller.
 --
 -- KEYS: 1 leases (sorted set: member -> lease end), 2 parked (list of waiter JSON),
---       3 scopes with parked deliveries (hash: scope -> limit)
+--       3 scopes with slots held or deliveries parked (hash: scope -> limit)
 -- ARGV: 1 member (the delivery), 2 now, 3 lease end, 4 limit, 5 this delivery's waiter JSON
 --       (with its member), 6 scope
 -- Returns {1 | 0 (parked), waiter JSON of each parked delivery handed a slot}.
@@ -32,7 +32,9 @@ end
 if taken == 1 then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 end
-if redis.call('LLEN', KEYS[2]) > 0 then
+-- The scope is listed while anything holds or waits for one of its slots (the stats and
+-- the sweep go through the list).
+if redis.call('LLEN', KEYS[2]) > 0 or redis.call('ZCARD', KEYS[1]) > 0 then
   redis.call('HSET', KEYS[3], ARGV[6], limit)
 else
   redis.call('HDEL', KEYS[3], ARGV[6])
