@@ -1,4 +1,4 @@
-"""The Celery side of a delivery: one message per (event, handler), and the outbox sweeper.
+"""The Celery side of a delivery: one message per (event, handler).
 
 The core runs the attempt and says how it ended (``eda.delivery.run_attempt``);
 this task maps the verdict onto Celery: a retry is ``Task.retry`` with the
@@ -9,47 +9,18 @@ the backoff base up to whole seconds), everything else ends the task.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import redis
-from celery import Task, signals
+from celery import Task
 
-from eda import flow, logs, metrics, traces
-from eda.core import Core
+from eda import logs, metrics, traces
 from eda.delivery import Outcome, Verdict, run_attempt
-from eda.errors import EdaError, StoreUnavailable
+from eda.errors import StoreUnavailable
 from tasks import app
+from tasks.worker import worker_core
 
 log = logging.getLogger(__name__)
-
-_core: Core | None = None
-_core_lock = threading.Lock()
-
-
-def worker_core() -> Core:
-    """This process's core, built once (routes are checked when it is built)."""
-    global _core
-    with _core_lock:
-        if _core is None:
-            from tasks import connect
-
-            _core = connect()
-        return _core
-
-
-@signals.worker_init.connect
-def _check_configuration(**_: object) -> None:
-    """Load routes, agents and handlers as the worker starts: a mistake stops it, clearly.
-
-    Celery logs and swallows an Exception raised by a signal handler, so a bad
-    routes file ends the worker with SystemExit and a one-line reason instead.
-    """
-    try:
-        traces.enable(worker_core().settings)  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
-    except EdaError as exc:
-        log.critical("configuration error: %s", exc)
-        raise SystemExit(f"eda: configuration error: {exc}") from None
 
 
 class DeadLettered(Exception):
@@ -136,19 +107,3 @@ def _conclude(task: Task, handler: str, verdict: Verdict, flow: dict[str, Any]) 
     else:
         log.info("%s: %s", verdict.outcome, verdict.reason)
     return str(verdict.outcome)
-
-
-@app.task(name="eda.sweep", ignore_result=True)
-def sweep() -> int:
-    """Dispatch events left pending, then recover deliveries nobody will run."""
-    core = worker_core()
-    dispatched = core.sweep()
-    if dispatched:
-        log.info("outbox sweeper dispatched %d pending events", dispatched)
-    woken = flow.tick(core)
-    if woken:
-        log.warning("handed %d expired concurrency slots to waiting deliveries", woken)
-    recovered = core.recover()
-    if recovered:
-        log.warning("recovered %d stuck deliveries", recovered)
-    return dispatched + recovered
