@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from eda import logs, metrics
+from eda import logs, metrics, traces
 from eda.dead_letters import DeadLetter
 from eda.errors import (
     EdaError,
@@ -537,7 +537,7 @@ def run_attempt(
     worker: str = "",
     flow_state: dict[str, Any] | None = None,
 ) -> Verdict:
-    """Run one attempt of a delivery and record how it ended; the verdict for the adapter.
+    """Run one attempt of a delivery; record, trace, count and log how it ended; the verdict.
 
     A delivery under flow control passes its gate first (``eda/flow.py``): it may
     wait (``WAIT``: come back after ``delay`` with ``state``, or, parked, be sent
@@ -548,6 +548,22 @@ def run_attempt(
     the delivery again once nobody holds it (the attempt restarts in place and
     spends nothing).
     """
+    with traces.delivery(core, event_id, handler, task_id) as span:
+        ended = _gate_and_run(core, event_id, handler, task_id, worker, flow_state)
+        verdict = _noted(handler, ended)
+        traces.attempt_ended(span, str(verdict.outcome), verdict.attempt)
+    return verdict
+
+
+def _gate_and_run(
+    core: Core,
+    event_id: str,
+    handler: str,
+    task_id: str,
+    worker: str,
+    flow_state: dict[str, Any] | None,
+) -> Verdict:
+    """Through flow control's gate (when the handler has flow), then the attempt."""
     lease = ""
     if core.has_flow(handler):
         gated = _through_gate(core, event_id, handler, task_id, dict(flow_state or {}))
@@ -559,6 +575,34 @@ def run_attempt(
     finally:
         if lease:
             _give_back(core, lease, event_id, handler)
+
+
+#: Verdicts of a delivery that ran no attempt: held by flow control, or not this task's.
+NO_ATTEMPT = (Outcome.WAIT, Outcome.NOT_RUN, Outcome.GONE)
+
+
+def _noted(handler: str, verdict: Verdict) -> Verdict:
+    """Count the verdict, and log what needs an eye: a retry, a dead letter, a stop."""
+    outcome = verdict.outcome
+    if outcome not in NO_ATTEMPT:
+        metrics.attempt_ended(handler, str(outcome), final=outcome is not Outcome.RETRY)
+    if outcome is Outcome.RETRY:
+        log.info(
+            "retrying in %.3f s after attempt %d: %s",
+            verdict.delay,
+            verdict.attempt,
+            verdict.reason,
+        )
+    elif outcome is Outcome.SUCCEEDED:
+        # A success only at DEBUG: the store keeps it, and a line per success cost a
+        # busy worker a tenth of its deliveries a second.
+        log.debug("succeeded on attempt %d", verdict.attempt)
+    elif outcome in (Outcome.DEAD, Outcome.STOPPED):
+        ended = "dead-lettered" if outcome is Outcome.DEAD else "stopped"
+        log.warning("%s on attempt %d: %s", ended, verdict.attempt, verdict.reason)
+    elif outcome is not Outcome.WAIT:
+        log.info("%s: %s", outcome, verdict.reason)
+    return verdict
 
 
 def _through_gate(
