@@ -22,9 +22,9 @@
                                          dying; the dead letter is written in the same step)
 
     any status ── operator: retry a dead letter, replay ──► queued (a new run)
-    queued, retrying, running ── sweeper: recover (no message, no live worker holds it)
-                                 ──► queued under a new task id (the same run; an
-                                     attempt that never ended restarts in place)
+    queued, waiting, retrying, running ── sweeper: recover (no message, no live worker
+                                 holds it) ──► queued under a new task id (the same run;
+                                 an attempt that never ended restarts in place)
     dead ── operator: discard ──► dead (the reason is noted)
     queued ── operator: the broker refused the requeue ──► the status it had before
 
