@@ -21,12 +21,14 @@
             └── worker: finish ──► dead  (permanent, out of retries, or its worker kept
                                          dying; the dead letter is written in the same step)
 
-    any status ── operator: retry a dead letter, replay ──► queued (a new run)
+    any status ── operator: retry a dead letter (taken in the same step), replay
+                  ──► queued (a new run)
     queued, waiting, retrying, running ── sweeper: recover (no message, no live worker
                                  holds it) ──► queued under a new task id (the same run;
                                  an attempt that never ended restarts in place)
     dead ── operator: discard ──► dead (the reason is noted)
-    queued ── operator: the broker refused the requeue ──► the status it had before
+    queued ── operator: the broker refused the requeue ──► the status (and the dead
+                                                           letter) it had before
 
 Each step is one Lua script call (``lua/delivery.lua``); :data:`STEPS` says from
 which statuses each is legal, and the script refuses any other. A delivery keeps
@@ -53,7 +55,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eda import logs, metrics, traces
-from eda.dead_letters import DeadLetter
+from eda.dead_letters import DeadLetter, letter_id
 from eda.errors import (
     EdaError,
     InvalidInput,
@@ -393,6 +395,18 @@ class Applied:
         return self.result == "ok"
 
 
+def reverting(queued: Applied, event_id: str, handler: str, task_id: str, reason: str) -> Change:
+    """The step that undoes a requeue the broker refused: back to the status it had,
+    with the dead letter it took (``take_letter``) back in its place."""
+    back = Status(queued.previous) if queued.previous in set(Status) else Status.DEAD
+    letter, options = None, {}
+    if queued.extra:  # a requeue's extra: the letter it took, as JSON, and its score
+        letter = DeadLetter(**json.loads(queued.extra[0]))
+        if len(queued.extra) > 1:  # (none when the index had lost it)
+            options = {"letter_score": float(queued.extra[1])}
+    return Change(event_id, handler, "revert", back, reason, task_id, options, letter=letter)
+
+
 class Deliveries:
     """The delivery steps of one store: each one script call, many in one pipeline."""
 
@@ -429,14 +443,16 @@ class Deliveries:
             raise InvalidInput("status", f"{change.step} cannot lead to {change.target}")
         keys = self.keys
         letter = change.letter
+        dead_letter = letter_id(change.event_id, change.handler)
         options = {
             **self.kept,
+            "letter_id": dead_letter,
             **change.options,
             "member": inflight_member(change.event_id, change.handler),
             "now_ms": int(time.time() * 1000),
         }
-        if letter is not None:
-            options |= {"letter_id": letter.id, "letter_score": time.time()}
+        if letter is not None:  # a revert puts a taken letter back in its place
+            options.setdefault("letter_score", time.time())
         return (
             self.store.scripts.delivery,
             [
@@ -444,7 +460,7 @@ class Deliveries:
                 keys.event(change.event_id),
                 keys.outcomes(change.event_id),
                 keys.dlq,
-                keys.dead_letter(letter.id if letter else ""),
+                keys.dead_letter(dead_letter),
                 keys.inflight,
             ],
             [
