@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from eda.event import Event
-from tasks.delivery import worker_core
+from tasks.worker import worker_core
 
 
 def started_key(prefix: str) -> str:

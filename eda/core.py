@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import redis
 
 from eda import logs, metrics
-from eda.dead_letters import DeadLetter, DeadLetters, letter_id
-from eda.delivery import Change, Deliveries, Status
+from eda.dead_letters import DeadLetter, DeadLetters
+from eda.delivery import Change, Deliveries, Status, reverting
 from eda.destinations import DisabledDestinations
 from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, reaching_redis
 from eda.event import Event
@@ -516,11 +516,11 @@ class Core:
         return self.dead_letters.get(dead_letter_id)
 
     def retry_dead_letter(self, dead_letter_id: str) -> dict[str, Any]:
-        """Enqueue a fresh delivery with a fresh retry budget, then drop the dead letter."""
+        """Queue a fresh delivery with a fresh retry budget, taking the dead letter in that step."""
         letter = self.dead_letters.get(dead_letter_id)
         event = self.store.get(letter.event_id).event
-        task_id = self._redeliver(event, letter.handler, "retried from the dead-letter queue")
-        self.dead_letters.remove(dead_letter_id, task_id=letter.task_id)
+        reason = "retried from the dead-letter queue"
+        task_id = self._redeliver(event, letter.handler, reason, letter_of=letter.task_id)
         metrics.dead_letters("retried")
         return {
             "dead_letter_id": dead_letter_id,
@@ -614,8 +614,8 @@ class Core:
             if delivery.get("status") != "dead":
                 continue
             dead_task = str(delivery.get("task_id", ""))
-            task_id = self._redeliver(stored.event, handler, "retried by an operator")
-            self.dead_letters.remove(letter_id(event_id, handler), task_id=dead_task)
+            reason = "retried by an operator"
+            task_id = self._redeliver(stored.event, handler, reason, letter_of=dead_task)
             retried.append({"event_id": event_id, "handler": handler, "task_id": task_id})
         if not retried:
             raise InvalidInput("event_id", f"event {event_id!r} has no failed deliveries to retry")
@@ -745,33 +745,35 @@ class Core:
             raise NoBroker("no broker is configured for dispatching (use tasks.connect())")
         return self.enqueuer
 
-    def _redeliver(self, event: Event, handler: str, reason: str, *, replay: bool = False) -> str:
+    def _redeliver(
+        self,
+        event: Event,
+        handler: str,
+        reason: str,
+        *,
+        replay: bool = False,
+        letter_of: str | None = None,
+    ) -> str:
         """Queue a delivery afresh (a new run, a fresh retry budget) and enqueue it.
 
-        When the broker refuses it, the delivery goes back to the status it had:
-        nothing new will run, and the caller is told.
+        ``letter_of`` (a retry from the dead-letter queue): the same step takes the
+        delivery's dead letter, if that task left it ("" whichever). When the broker
+        refuses it, the delivery goes back to the status it had, with the letter it
+        had: nothing new will run, and the caller is told.
         """
         enqueuer = self._enqueuer()
         task_id = uuid.uuid4().hex
+        options: dict[str, Any] = {"new_run": True, "replay": replay}
+        if letter_of is not None:
+            options["take_letter"] = letter_of
         queued = self.deliveries.apply(
-            Change(
-                event.id,
-                handler,
-                "requeue",
-                Status.QUEUED,
-                reason,
-                task_id=task_id,
-                options={"new_run": True, "replay": replay},
-            )
+            Change(event.id, handler, "requeue", Status.QUEUED, reason, task_id, options)
         )
         try:
             enqueuer.deliver(event, handler, task_id, replay=replay)
         except Exception as exc:
-            back = Status(queued.previous) if queued.previous in set(Status) else Status.DEAD
             failure = f"could not enqueue: {logs.error_summary(exc)}"
-            self.deliveries.apply(
-                Change(event.id, handler, "revert", back, failure, task_id=task_id)
-            )
+            self.deliveries.apply(reverting(queued, event.id, handler, task_id, failure))
             raise
         return task_id
 

@@ -66,7 +66,8 @@ class DeadLetters:
     """List, read and remove dead letters under one key prefix.
 
     A dead letter is written by the delivery step that records the ``dead`` status
-    (``eda/delivery.py``), in the same script call, never on its own.
+    (``eda/delivery.py``), in the same script call, never on its own; a retry takes
+    it in the step that queues the delivery again, and a refused retry puts it back.
     """
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
@@ -111,16 +112,12 @@ class DeadLetters:
     def count(self) -> int:
         return int(self._guard(lambda: self.redis.zcard(self.keys.dlq)))
 
-    def remove(self, dead_letter_id: str, *, task_id: str = "") -> bool:
-        """Remove a dead letter; with ``task_id``, only the one that task left behind.
-
-        Retrying a letter enqueues a new task first: should that task die before the
-        old letter is removed, its own new letter must stay.
-        """
+    def remove(self, dead_letter_id: str) -> bool:
+        """Remove a dead letter for good (a retry's is taken by the step that queues it)."""
         removed = self._guard(
             lambda: self.remove_script(
                 keys=[self.keys.dead_letter(dead_letter_id), self.keys.dlq],
-                args=[dead_letter_id, task_id],
+                args=[dead_letter_id],
             )
         )
         return bool(removed)

@@ -21,12 +21,16 @@
             └── worker: finish ──► dead  (permanent, out of retries, or its worker kept
                                          dying; the dead letter is written in the same step)
 
-    any status ── operator: retry a dead letter, replay ──► queued (a new run)
-    queued, retrying, running ── sweeper: recover (no message, no live worker holds it)
-                                 ──► queued under a new task id (the same run; an
-                                     attempt that never ended restarts in place)
+    any status ── operator: retry a dead letter (taken in the same step), replay
+                  ──► queued (a new run)
+    queued, waiting, retrying, running ── sweeper: recover (no message, no live worker
+                                 holds it) ──► queued under a new task id (the same run;
+                                 an attempt that never ended restarts in place)
+    retrying, waiting ── relay: due (a wait over EDA_RETRY_HOLD_MAX is kept in the store,
+                                 no message) ──► queued under a new task id
     dead ── operator: discard ──► dead (the reason is noted)
-    queued ── operator: the broker refused the requeue ──► the status it had before
+    queued ── operator: the broker refused the requeue ──► the status (and the dead
+                                                           letter) it had before
 
 Each step is one Lua script call (``lua/delivery.lua``); :data:`STEPS` says from
 which statuses each is legal, and the script refuses any other. A delivery keeps
@@ -52,8 +56,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from eda import logs, metrics
-from eda.dead_letters import DeadLetter
+from eda import logs, metrics, traces
+from eda.dead_letters import DeadLetter, letter_id
 from eda.errors import (
     EdaError,
     InvalidInput,
@@ -404,6 +408,18 @@ class Applied:
         return self.result == "ok"
 
 
+def reverting(queued: Applied, event_id: str, handler: str, task_id: str, reason: str) -> Change:
+    """The step that undoes a requeue the broker refused: back to the status it had,
+    with the dead letter it took (``take_letter``) back in its place."""
+    back = Status(queued.previous) if queued.previous in set(Status) else Status.DEAD
+    letter, options = None, {}
+    if queued.extra:  # a requeue's extra: the letter it took, as JSON, and its score
+        letter = DeadLetter(**json.loads(queued.extra[0]))
+        if len(queued.extra) > 1:  # (none when the index had lost it)
+            options = {"letter_score": float(queued.extra[1])}
+    return Change(event_id, handler, "revert", back, reason, task_id, options, letter=letter)
+
+
 class Deliveries:
     """The delivery steps of one store: each one script call, many in one pipeline."""
 
@@ -440,14 +456,16 @@ class Deliveries:
             raise InvalidInput("status", f"{change.step} cannot lead to {change.target}")
         keys = self.keys
         letter = change.letter
+        dead_letter = letter_id(change.event_id, change.handler)
         options = {
             **self.kept,
+            "letter_id": dead_letter,
             **change.options,
             "member": inflight_member(change.event_id, change.handler),
             "now_ms": int(time.time() * 1000),
         }
-        if letter is not None:
-            options |= {"letter_id": letter.id, "letter_score": time.time()}
+        if letter is not None:  # a revert puts a taken letter back in its place
+            options.setdefault("letter_score", time.time())
         return (
             self.store.scripts.delivery,
             [
@@ -455,7 +473,7 @@ class Deliveries:
                 keys.event(change.event_id),
                 keys.outcomes(change.event_id),
                 keys.dlq,
-                keys.dead_letter(letter.id if letter else ""),
+                keys.dead_letter(dead_letter),
                 keys.inflight,
                 keys.due,
             ],
@@ -552,7 +570,7 @@ def run_attempt(
     worker: str = "",
     flow_state: dict[str, Any] | None = None,
 ) -> Verdict:
-    """Run one attempt of a delivery and record how it ended; the verdict for the adapter.
+    """Run one attempt of a delivery; record, trace, count and log how it ended; the verdict.
 
     A delivery under flow control passes its gate first (``eda/flow.py``): it may
     wait (``WAIT``: come back after ``delay`` with ``state``, or, parked, be sent
@@ -563,6 +581,22 @@ def run_attempt(
     the delivery again once nobody holds it (the attempt restarts in place and
     spends nothing).
     """
+    with traces.delivery(core, event_id, handler, task_id) as span:
+        ended = _gate_and_run(core, event_id, handler, task_id, worker, flow_state)
+        verdict = _noted(handler, ended)
+        traces.attempt_ended(span, str(verdict.outcome), verdict.attempt)
+    return verdict
+
+
+def _gate_and_run(
+    core: Core,
+    event_id: str,
+    handler: str,
+    task_id: str,
+    worker: str,
+    flow_state: dict[str, Any] | None,
+) -> Verdict:
+    """Through flow control's gate (when the handler has flow), then the attempt."""
     lease = ""
     if core.has_flow(handler):
         gated = _through_gate(core, event_id, handler, task_id, dict(flow_state or {}))
@@ -576,6 +610,34 @@ def run_attempt(
     finally:
         if lease:
             _give_back(core, lease, event_id, handler)
+
+
+#: Verdicts of a delivery that ran no attempt: held by flow control, or not this task's.
+NO_ATTEMPT = (Outcome.WAIT, Outcome.NOT_RUN, Outcome.GONE)
+
+
+def _noted(handler: str, verdict: Verdict) -> Verdict:
+    """Count the verdict, and log what needs an eye: a retry, a dead letter, a stop."""
+    outcome = verdict.outcome
+    if outcome not in NO_ATTEMPT:
+        metrics.attempt_ended(handler, str(outcome), final=outcome is not Outcome.RETRY)
+    if outcome is Outcome.RETRY:
+        log.info(
+            "retrying in %.3f s after attempt %d: %s",
+            verdict.delay,
+            verdict.attempt,
+            verdict.reason,
+        )
+    elif outcome is Outcome.SUCCEEDED:
+        # A success only at DEBUG: the store keeps it, and a line per success cost a
+        # busy worker a tenth of its deliveries a second.
+        log.debug("succeeded on attempt %d", verdict.attempt)
+    elif outcome in (Outcome.DEAD, Outcome.STOPPED):
+        ended = "dead-lettered" if outcome is Outcome.DEAD else "stopped"
+        log.warning("%s on attempt %d: %s", ended, verdict.attempt, verdict.reason)
+    elif outcome is not Outcome.WAIT:
+        log.info("%s: %s", outcome, verdict.reason)
+    return verdict
 
 
 def _through_gate(

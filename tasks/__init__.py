@@ -96,6 +96,6 @@ def connect(settings: Settings | None = None, *, defer_dispatch: bool = False) -
     return core
 
 
-from tasks import delivery, triage  # noqa: E402,F401  (registers the tasks)
+from tasks import delivery, sweep, triage, worker  # noqa: E402,F401  (registers the tasks)
 
 __all__ = ["app", "connect", "register", "register_handler"]

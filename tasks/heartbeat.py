@@ -39,7 +39,7 @@ class HeartbeatStep(bootsteps.StartStopStep):
         self.thread.start()
 
     def _run(self) -> None:
-        from tasks.delivery import worker_core
+        from tasks.worker import worker_core
 
         liveness = worker_core().liveness
         quiet = False

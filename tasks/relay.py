@@ -41,7 +41,7 @@ class RelayStep(bootsteps.StartStopStep):
         self.thread.start()
 
     def _run(self) -> None:
-        from tasks.delivery import worker_core
+        from tasks.worker import worker_core
 
         Relay(worker_core(), name=self.name).run(self.stopping)
 

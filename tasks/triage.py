@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 @app.task(name="eda.triage", ignore_result=True)
 def triage(cause: Cause = "schedule") -> str | None:
     """Ask DeadLetterTriager to run, when triage is on and letters wait (or pile up)."""
-    from tasks.delivery import worker_core
+    from tasks.worker import worker_core
 
     published = request_triage(worker_core(), cause)
     if published is None or published.duplicate:

@@ -13,7 +13,7 @@ from typing import Any
 from eda.errors import PermanentError, TransientError
 from eda.event import Event
 from eda.handlers import Skip
-from tasks.delivery import worker_core
+from tasks.worker import worker_core
 
 
 def _attempt(event: Event, name: str) -> int:

@@ -34,7 +34,12 @@ def queue(
 
 
 def requeue(
-    steps: Deliveries, event_id: str, handler: str, task: str, reason: str = "replayed"
+    steps: Deliveries,
+    event_id: str,
+    handler: str,
+    task: str,
+    reason: str = "replayed",
+    **options: Any,
 ) -> Applied:
     return steps.apply(
         Change(
@@ -44,7 +49,7 @@ def requeue(
             Status.QUEUED,
             reason,
             task_id=task,
-            options={"new_run": True},
+            options={"new_run": True, **options},
         )
     )
 

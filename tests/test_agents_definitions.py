@@ -21,9 +21,9 @@ from eda.handlers import CODE, Handler, Skip
 from eda.retry import RetryOverride
 from eda.routes import load_routes
 from eda.settings import Settings
-from tasks import handlers
+from tasks import connect, handlers
 from tests.agent_fixtures import dry_run, stored_event
-from tests.workers import ROOT
+from tests.workers import ROOT, Worker
 
 __all__ = ["dry_run"]  # a fixture used by the tests below
 
@@ -282,11 +282,38 @@ def test_an_agents_file_that_is_not_yaml_is_refused_with_its_path(
     assert raised.value.field == f"{path}:2"
 
 
+#: An agents file whose only agent asks for no turns at all (line 4).
+NO_TURNS = "agents:\n  - name: Broken\n    instructions: x\n    max_turns: 0\n"
+
+
+def test_a_broken_agents_file_stops_connect_naming_the_line_the_agent_and_the_field(
+    tmp_path: Path, agents_file: Callable[[str], Settings]
+) -> None:
+    settings = agents_file(NO_TURNS)
+
+    with pytest.raises(InvalidInput) as raised:
+        connect(settings)
+
+    assert raised.value.field == f"{tmp_path / 'agents.yaml'}:4: agents[0] (Broken).max_turns"
+
+
+def test_a_worker_with_a_broken_agents_file_refuses_to_start_and_says_where(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "agents.yaml"
+    path.write_text(NO_TURNS)
+
+    with pytest.raises(RuntimeError) as failure:
+        Worker(tmp_path / "bad.log", {"EDA_AGENTS": str(path)})
+
+    where = f"{path}:4: agents[0] (Broken).max_turns"
+    assert f"eda: configuration error: {where}: must be a whole number" in str(failure.value)
+
+
 def test_connect_runs_the_agents_of_the_agents_file_its_settings_name(
     make_settings: Any, dry_run: None
 ) -> None:
     from eda.delivery import Outcome, run_attempt
-    from tasks import connect
     from tests.lifecycle import queue
 
     settings = make_settings(

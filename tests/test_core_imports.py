@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 
-#: The modules of the core, imported together in a fresh interpreter.
+#: The modules of the core, imported together in a fresh interpreter; and the agents,
+#: which workers run but which the web and the scripts load too, without Celery.
 CORE = ["eda", "eda.core", "eda.store", "eda.routes", "eda.lanes", "eda.dead_letters", "eda.times"]
+CORE += ["agents"]
 #: Frameworks that belong to the faces around the core, never to the core itself.
 FRAMEWORKS = ["celery", "flask", "anthropic", "kombu"]
 

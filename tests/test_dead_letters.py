@@ -1,14 +1,22 @@
-"""The dead-letter queue in Redis: newest first, filters, and careful removal."""
+"""The dead-letter queue in Redis: newest first, filters, careful removal, and retries."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+from kombu.exceptions import OperationalError
 
 from eda.core import Core
 from eda.dead_letters import MAX_TRACEBACK
 from eda.errors import InvalidInput, NotFound
 from eda.event import Event
-from tests.lifecycle import kill
+from eda.redis_server import free_port
+from tasks import app
+from tasks.enqueue import CeleryEnqueuer
+from tests.lifecycle import kill, requeue
 
 
 def stored(core: Core, event_type: str = "a.b") -> Event:
@@ -38,17 +46,69 @@ def test_a_long_traceback_keeps_its_end(core: Core) -> None:
     assert len(kept) == MAX_TRACEBACK and kept.endswith("the end")
 
 
-def test_removal_with_a_task_id_spares_a_newer_letter_of_the_same_delivery(core: Core) -> None:
+def test_a_retry_takes_only_the_letter_its_dead_task_left(core: Core) -> None:
     event = stored(core)
-    kill(core.deliveries, event, "h", task="new-task")  # the retry died again already
+    kill(core.deliveries, event, "h", task="new-task")  # it died again since it was read
     letter = f"{event.id}:h"
 
-    assert core.dead_letters.remove(letter, task_id="old-task") is False
-    assert core.dead_letter(letter).task_id == "new-task"
-    assert core.dead_letters.remove(letter, task_id="new-task") is True
+    kept = requeue(core.deliveries, event.id, "h", "t2", take_letter="old-task")
+    assert kept.extra == () and core.dead_letter(letter).task_id == "new-task"
+
+    taken = requeue(core.deliveries, event.id, "h", "t3", take_letter="new-task")
+    assert json.loads(taken.extra[0])["task_id"] == "new-task"
     with pytest.raises(NotFound):
         core.dead_letter(letter)
     assert core.dead_letters.count() == 0
+
+
+def by_letter(core: Core, event: Event) -> Any:
+    return core.retry_dead_letter(f"{event.id}:h")
+
+
+def by_event(core: Core, event: Event) -> Any:
+    return core.retry_event(event.id)
+
+
+class DiesAfterSending(CeleryEnqueuer):
+    """The real enqueuer, in a process that dies just after the broker took the message."""
+
+    def deliver(self, *args: Any, **kwargs: Any) -> None:
+        super().deliver(*args, **kwargs)
+        raise SystemExit("killed")
+
+
+@pytest.mark.parametrize("retry", [by_letter, by_event])
+def test_a_retry_that_dies_after_sending_leaves_no_dead_letter_beside_its_queued_delivery(
+    retry: Callable[[Core, Event], Any], core: Core, idle_broker: str
+) -> None:
+    dying = Core(core.settings, core.redis, DiesAfterSending(app, broker_url=idle_broker))
+    event = stored(dying)
+    kill(dying.deliveries, event, "h")
+
+    with pytest.raises(SystemExit):
+        retry(dying, event)
+
+    assert dying.get_event(event.id).deliveries["h"]["status"] == "queued"
+    assert dying.dead_letter_list() == []
+
+
+def test_a_retry_the_broker_refuses_leaves_the_delivery_dead_and_its_letter_in_place(
+    core: Core,
+) -> None:
+    nowhere = CeleryEnqueuer(app, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    refused = Core(core.settings, core.redis, nowhere)
+    older, newer = stored(refused), stored(refused)
+    letter = kill(refused.deliveries, older, "h")
+    kill(refused.deliveries, newer, "h")
+
+    with pytest.raises(OperationalError):
+        refused.retry_dead_letter(letter.id)
+
+    record = refused.get_event(older.id).deliveries["h"]
+    assert record["status"] == "dead"
+    assert record["history"][-1]["reason"].startswith("could not enqueue")
+    assert refused.dead_letter(letter.id) == letter.trimmed()
+    assert [x.event_id for x in refused.dead_letter_list()] == [newer.id, older.id]
 
 
 def test_discarding_needs_a_reason_and_records_it_on_the_delivery(core: Core) -> None:

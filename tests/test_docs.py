@@ -1,10 +1,12 @@
-"""The README tells the truth about configuration and the two commands."""
+"""The README tells the truth about configuration, the two commands and the delivery's lifecycle."""
 
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
+from eda import delivery
 from eda.settings import ENVIRONMENT
 from webhooks.sources import PROVIDERS
 
@@ -34,3 +36,12 @@ def test_the_ci_script_runs_the_readmes_test_commands() -> None:
 def test_the_procfile_variables_are_documented() -> None:
     used = set(re.findall(r"\$\{(\w+)", (ROOT / "Procfile").read_text()))
     assert used and all(f"`{name}`" in TABLE for name in used)
+
+
+def test_the_readmes_delivery_lifecycle_is_the_one_drawn_in_its_module() -> None:
+    doc = delivery.__doc__ or ""
+    drawn = doc[doc.index("::\n") + 3 : doc.index("\nEach step")]
+    section = README[README.index("**The delivery's lifecycle**") :]
+    start = section.index("```\n") + 4
+    shown = section[start : section.index("\n```", start)]
+    assert textwrap.dedent(shown).strip("\n") == textwrap.dedent(drawn).strip("\n")

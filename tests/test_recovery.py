@@ -17,8 +17,8 @@ from eda.recovery import stuck
 from eda.redis_server import free_port
 from eda.settings import Settings
 from tasks import app
-from tasks.delivery import sweep
 from tasks.enqueue import CeleryEnqueuer
+from tasks.sweep import sweep
 from tests.brokers import Broker
 from tests.conftest import wait_for
 from tests.handlers import attempts

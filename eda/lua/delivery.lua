@@ -17,12 +17,14 @@
 --   the delivery still belongs to that task), expect_updated (queue: only while its last
 --   step is still the one read at that time: not started again meanwhile), worker (start), attempt (finish:
 --   the attempt it ends), error {class, message, traceback} (finish), max_attempts,
---   max_runs (what is kept), letter_id, letter_score (dead letter), member and now_ms
+--   max_runs (what is kept), letter_id, letter_score (dead letter), take_letter (queue:
+--   remove the dead letter that task left, "" whichever is there), member and now_ms
 --   (the delivery in the in-flight index, and its score), due (finish to retrying, note
 --   to waiting: the time in ms when the delivery is sent again from the store, with
 --   ``carry``, what its next pass is given; it has no message meanwhile).
 -- Returns {previous status or "new", event status, "ok" | "refused" | "superseded"}; a
--- start that was applied adds {event data, attempt number, times this attempt started, run}.
+-- start that was applied adds {event data, attempt number, times this attempt started, run},
+-- a queue that took a dead letter adds {the letter as JSON, its score} (for a revert).
 --
 -- The record: {handler, status, task_id, replay, enqueue_failed, created_at, updated_at,
 --   dropped_runs, runs: [{number, reason, at, replay, count, dropped_attempts,
@@ -128,6 +130,18 @@ if step == 'queue' or step == 'skip' then
       delivery.replay = false
     end
     delivery.enqueue_failed = options.enqueue_failed or false
+    if options.take_letter ~= nil then
+      -- A retry from the dead-letter queue: the letter goes in the step that queues the
+      -- delivery, so no crash leaves a queued delivery beside its dead letter.
+      local letter = redis.call('GET', KEYS[5])
+      if letter and (options.take_letter == '' or cjson.decode(letter).task_id == options.take_letter) then
+        result = {letter, redis.call('ZSCORE', KEYS[4], options.letter_id)}
+        redis.call('DEL', KEYS[5])
+        redis.call('ZREM', KEYS[4], options.letter_id)
+      elseif not letter then
+        redis.call('ZREM', KEYS[4], options.letter_id)
+      end
+    end
   end
 elseif step == 'start' then
   local attempts = list(run.attempts)
