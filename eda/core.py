@@ -533,15 +533,13 @@ class Core:
         stops between two letters; the report says what was done.
         """
         report = RetryReport()
-        seen: set[tuple[str, str]] = set()
+        # Keyed on the letter alone: a retried delivery that dies again leaves a letter of
+        # the same id (with a new task id), and retrying it again in this call never ends.
+        seen: set[str] = set()
         try:
             while True:
-                letters = [
-                    letter
-                    for letter in self.dead_letters.newest(limit, event_type, handler)
-                    if (letter.id, letter.task_id) not in seen
-                ]
-                seen.update((letter.id, letter.task_id) for letter in letters)
+                letters = self.dead_letters.newest(limit, event_type, handler, skip=seen)
+                seen.update(letter.id for letter in letters)
                 report.retried.extend(self._paced(letters, self._retry_letter, progress))
                 if not until_empty or not letters:
                     break

@@ -7,6 +7,7 @@ replaces the entry rather than piling up copies.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -82,9 +83,13 @@ class DeadLetters:
         return DeadLetter(**json.loads(raw))
 
     def newest(
-        self, limit: int = 50, event_type: str | None = None, handler: str | None = None
+        self,
+        limit: int = 50,
+        event_type: str | None = None,
+        handler: str | None = None,
+        skip: Collection[str] = (),
     ) -> list[DeadLetter]:
-        """Newest first, filtered by event type and handler."""
+        """Newest first, filtered by event type and handler, passing over the ids in ``skip``."""
         if not 1 <= limit <= 10_000:
             raise InvalidInput("limit", "must be between 1 and 10000")
         found: list[DeadLetter] = []
@@ -100,6 +105,8 @@ class DeadLetters:
                 if raw is None:
                     continue
                 letter = DeadLetter(**json.loads(raw))
+                if letter.id in skip:
+                    continue
                 if event_type and letter.event_type != event_type:
                     continue
                 if handler and letter.handler != handler:

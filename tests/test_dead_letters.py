@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from eda.core import Core
 from eda.dead_letters import MAX_TRACEBACK
 from eda.errors import InvalidInput, NotFound
 from eda.event import Event
+from tests.conftest import wait_for
+from tests.handlers import attempts
 from tests.lifecycle import kill
 
 
@@ -62,3 +66,26 @@ def test_discarding_needs_a_reason_and_records_it_on_the_delivery(core: Core) ->
     assert core.dead_letter_list() == []
     history = core.get_event(event.id).deliveries["h"]["history"]
     assert history[-1]["reason"] == "discarded: known bad payload"
+
+
+def test_retrying_until_empty_retries_each_letter_once_when_the_handler_always_fails(
+    live: Core, unique_type: Callable[[str], str]
+) -> None:
+    import tasks
+
+    # Paced slower than the worker fails a delivery, so each retried letter is back
+    # (with a new task id) long before the call could run out of letters.
+    paced = tasks.connect(live.settings.model_copy(update={"replay_rate": 10.0}))
+    event_type = unique_type("always_fails")
+    paced.subscribe([event_type], "tests.handlers:fail")
+    ids = [paced.publish(event_type, {}, "t").event_id for _ in range(3)]
+
+    def dead() -> int:
+        return len(paced.dead_letter_list(10, event_type))
+
+    wait_for(lambda: dead() == 3)
+    report = paced.retry_dead_letters(event_type=event_type, limit=1, until_empty=True)
+
+    assert sorted(item["event_id"] for item in report.retried) == sorted(ids)
+    wait_for(lambda: dead() == 3)
+    assert [len(attempts(paced.redis, e, "fail")) for e in ids] == [2, 2, 2]
