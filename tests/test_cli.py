@@ -598,20 +598,29 @@ def many_dead(core: Core, events: list[Event], handler: str) -> None:
     )
 
 
-def test_replay_and_retry_all_over_2500_say_what_is_left_and_retry_all_can_empty_the_queue(
-    settings: Settings, client: Any, idle_broker: Any
-) -> None:
+def unpaced(settings: Settings, client: Any, broker_url: str) -> Core:
+    """A core that enqueues to ``broker_url`` as fast as it can."""
     from tasks import app, handlers
     from tasks.enqueue import CeleryEnqueuer
 
-    url = idle_broker
     registry, routes = handlers(settings)
     fast = settings.model_copy(update={"replay_rate": 1_000_000.0})
-    core = Core(fast, client, CeleryEnqueuer(app, url), routes, registry)
-    handler = "tests.handlers:succeed"
-    events = [Event.create(type="bulk.thing", source="t") for _ in range(2500)]
+    return Core(fast, client, CeleryEnqueuer(app, broker_url), routes, registry)
+
+
+def stored(core: Core, count: int) -> list[Event]:
+    events = [Event.create(type="bulk.thing", source="t") for _ in range(count)]
     for event in events:
         core.store.publish(event)
+    return events
+
+
+def test_replay_and_retry_all_over_2500_say_what_is_left_and_retry_all_can_empty_the_queue(
+    settings: Settings, client: Any, idle_broker: Any
+) -> None:
+    core = unpaced(settings, client, idle_broker)
+    handler = "tests.handlers:succeed"
+    events = stored(core, 2500)
 
     replayed: list[str] = []
     first = run_json(core, "replay", "--handler", handler)
@@ -633,4 +642,18 @@ def test_replay_and_retry_all_over_2500_say_what_is_left_and_retry_all_can_empty
     assert "retried 500 dead letters" in said and "1000 matching dead letters left" in said
     rest = run_json(core, "dlq", "retry-all", "--until-empty")
     assert (rest["retried"], rest["left"]) == (1000, 0)
+    assert core.dead_letters.count() == 0
+
+
+def test_one_retry_all_until_empty_empties_a_queue_of_2500_letters(
+    settings: Settings, client: Any, idle_broker: Any
+) -> None:
+    core = unpaced(settings, client, idle_broker)
+    events = stored(core, 2500)
+    many_dead(core, events, "tests.handlers:succeed")
+
+    emptied = run_json(core, "dlq", "retry-all", "--until-empty")
+
+    assert (emptied["retried"], emptied["left"], emptied["interrupted"]) == (2500, 0, False)
+    assert sorted(item["event_id"] for item in emptied["items"]) == sorted(e.id for e in events)
     assert core.dead_letters.count() == 0
