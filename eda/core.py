@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import redis
 
 from eda import metrics
-from eda.dead_letters import DeadLetter, DeadLetters, letter_id
+from eda.dead_letters import DeadLetter, DeadLetterPage, DeadLetters, letter_id
 from eda.delivery import Change, Deliveries, Status
 from eda.destinations import DisabledDestinations
 from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, reaching_redis
@@ -40,8 +40,6 @@ from eda.times import now_iso
 
 log = logging.getLogger(__name__)
 
-#: Most dead letters counted as left after a batch retry.
-MAX_LISTED = 10_000
 #: Called with (done, total) as a long operation advances.
 Progress = Callable[[int, int], None]
 
@@ -499,6 +497,12 @@ class Core:
     ) -> list[DeadLetter]:
         return self.dead_letters.newest(limit, event_type, handler)
 
+    def dead_letter_page(
+        self, limit: int = 50, event_type: str | None = None, handler: str | None = None
+    ) -> DeadLetterPage:
+        """The newest ``limit`` matching dead letters, and how many more match beyond them."""
+        return self.dead_letters.page(limit, event_type, handler)
+
     def dead_letter(self, dead_letter_id: str) -> DeadLetter:
         return self.dead_letters.get(dead_letter_id)
 
@@ -545,7 +549,7 @@ class Core:
                     break
         except KeyboardInterrupt:
             report.interrupted = True
-        report.left = len(self.dead_letters.newest(MAX_LISTED, event_type, handler))
+        report.left = self.dead_letters.count(event_type, handler)
         return report
 
     def _retry_letter(self, letter: DeadLetter) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from eda.core import ReplayReport, RetryReport
-from eda.dead_letters import DeadLetter
+from eda.dead_letters import DeadLetter, DeadLetterPage
 from eda.store import StoredEvent
 
 #: Columns from which events are shown as a table (below: two lines an event).
@@ -267,13 +267,11 @@ def tool_calls_table(calls: Iterable[Mapping[str, Any]]) -> Table:
     return table
 
 
-def dead_letters_table(console: Console, letters: Iterable[DeadLetter]) -> None:
+def dead_letters_table(console: Console, page: DeadLetterPage) -> None:
     table = Table(title="Dead letters", title_justify="left")
     for column in ("id", "event type", "handler", "error", "attempts", "last failure"):
         table.add_column(column, overflow="fold")
-    count = 0
-    for letter in letters:
-        count += 1
+    for letter in page.letters:
         table.add_row(
             letter.id,
             letter.event_type,
@@ -282,7 +280,9 @@ def dead_letters_table(console: Console, letters: Iterable[DeadLetter]) -> None:
             str(letter.attempts),
             letter.last_failure_at,
         )
-    console.print(table if count else "the dead-letter queue is empty")
+    console.print(table if page.letters else "the dead-letter queue is empty")
+    if page.more:
+        console.print(f"{page.more} more: raise --limit, or narrow with --type or --handler")
 
 
 def dead_letter_detail(console: Console, letter: DeadLetter) -> None:

@@ -309,9 +309,12 @@ def test_dlq_list_show_and_discard(core: Core) -> None:
     other = core.publish("order.paid", {}, "shop").event_id
     dead(core, other, "tests.handlers:flaky")
     listed = run_json(core, "dlq", "list")
-    assert {item["event_id"] for item in listed} == {event_id, other}
+    assert {item["event_id"] for item in listed["dead_letters"]} == {event_id, other}
+    assert listed["more"] == 0
     only = run_json(core, "dlq", "list", "--type", "order.paid")
-    assert [item["handler"] for item in only] == ["tests.handlers:flaky"]
+    assert [item["handler"] for item in only["dead_letters"]] == ["tests.handlers:flaky"]
+    assert run_json(core, "dlq", "list", "--limit", "1")["more"] == 1
+    assert "1 more: raise --limit" in run(core, "dlq", "list", "--limit", "1").stdout
     letter_id = f"{event_id}:tests.handlers:fail"
     assert run_json(core, "dlq", "show", letter_id)["error"] == "this handler always fails"
     shown = run(core, "dlq", "show", letter_id)
@@ -322,7 +325,8 @@ def test_dlq_list_show_and_discard(core: Core) -> None:
         "discarded": letter_id,
         "reason": "fixed by hand",
     }
-    assert [item["event_id"] for item in run_json(core, "dlq", "list")] == [other]
+    assert [item["event_id"] for item in run_json(core, "dlq", "list")["dead_letters"]] == [other]
+    assert "more" not in run(core, "dlq", "list").stdout
     history = core.get_event(event_id).deliveries["tests.handlers:fail"]["history"]
     assert history[-1]["reason"] == "discarded: fixed by hand"
 

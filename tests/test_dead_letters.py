@@ -35,6 +35,19 @@ def test_dead_letters_are_listed_newest_first_and_filtered(core: Core) -> None:
         core.dead_letter_list(limit=0)
 
 
+def test_a_page_of_dead_letters_says_how_many_more_match(core: Core) -> None:
+    events = [stored(core, "a.b" if n % 2 else "c.d") for n in range(5)]
+    for event in events:
+        kill(core.deliveries, event, "h")
+
+    page = core.dead_letter_page(limit=2)
+    assert ([x.event_id for x in page.letters], page.more) == ([events[4].id, events[3].id], 3)
+    odd = core.dead_letter_page(limit=1, event_type="a.b")
+    assert ([x.event_id for x in odd.letters], odd.more) == ([events[3].id], 1)
+    assert core.dead_letter_page(limit=5).more == 0
+    assert core.dead_letter_page(handler="other").as_dict() == {"dead_letters": [], "more": 0}
+
+
 def test_a_long_traceback_keeps_its_end(core: Core) -> None:
     event = stored(core)
     kill(core.deliveries, event, "h", traceback="x" * 10_000 + "the end")
