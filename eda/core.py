@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import redis
 
 from eda import logs, metrics
-from eda.dead_letters import DeadLetter, DeadLetters
+from eda.dead_letters import DeadLetter, DeadLetterPage, DeadLetters
 from eda.delivery import Change, Deliveries, Status, reverting
 from eda.destinations import DisabledDestinations
 from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, reaching_redis
@@ -40,8 +40,6 @@ from eda.times import now_iso
 
 log = logging.getLogger(__name__)
 
-#: Most dead letters counted as left after a batch retry.
-MAX_LISTED = 10_000
 #: Called with (done, total) as a long operation advances.
 Progress = Callable[[int, int], None]
 
@@ -512,6 +510,12 @@ class Core:
     ) -> list[DeadLetter]:
         return self.dead_letters.newest(limit, event_type, handler)
 
+    def dead_letter_page(
+        self, limit: int = 50, event_type: str | None = None, handler: str | None = None
+    ) -> DeadLetterPage:
+        """The newest ``limit`` matching dead letters, and how many more match beyond them."""
+        return self.dead_letters.page(limit, event_type, handler)
+
     def dead_letter(self, dead_letter_id: str) -> DeadLetter:
         return self.dead_letters.get(dead_letter_id)
 
@@ -546,21 +550,19 @@ class Core:
         stops between two letters; the report says what was done.
         """
         report = RetryReport()
-        seen: set[tuple[str, str]] = set()
+        # Keyed on the letter alone: a retried delivery that dies again leaves a letter of
+        # the same id (with a new task id), and retrying it again in this call never ends.
+        seen: set[str] = set()
         try:
             while True:
-                letters = [
-                    letter
-                    for letter in self.dead_letters.newest(limit, event_type, handler)
-                    if (letter.id, letter.task_id) not in seen
-                ]
-                seen.update((letter.id, letter.task_id) for letter in letters)
+                letters = self.dead_letters.newest(limit, event_type, handler, skip=seen)
+                seen.update(letter.id for letter in letters)
                 report.retried.extend(self._paced(letters, self._retry_letter, progress))
                 if not until_empty or not letters:
                     break
         except KeyboardInterrupt:
             report.interrupted = True
-        report.left = len(self.dead_letters.newest(MAX_LISTED, event_type, handler))
+        report.left = self.dead_letters.count(event_type, handler)
         return report
 
     def _retry_letter(self, letter: DeadLetter) -> dict[str, Any]:

@@ -7,7 +7,9 @@ replaces the entry rather than piling up copies.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, replace
+from itertools import islice
 from typing import Any
 
 import redis
@@ -58,6 +60,18 @@ class DeadLetter:
         )
 
 
+@dataclass(frozen=True)
+class DeadLetterPage:
+    """The newest matching dead letters, and how many more match beyond them."""
+
+    letters: list[DeadLetter]
+    #: Matching letters left out of the page.
+    more: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dead_letters": [letter.as_dict() for letter in self.letters], "more": self.more}
+
+
 def letter_id(event_id: str, handler: str) -> str:
     return f"{event_id}:{handler}"
 
@@ -83,34 +97,53 @@ class DeadLetters:
         return DeadLetter(**json.loads(raw))
 
     def newest(
-        self, limit: int = 50, event_type: str | None = None, handler: str | None = None
+        self,
+        limit: int = 50,
+        event_type: str | None = None,
+        handler: str | None = None,
+        skip: Collection[str] = (),
     ) -> list[DeadLetter]:
-        """Newest first, filtered by event type and handler."""
+        """Newest first, filtered by event type and handler, passing over the ids in ``skip``."""
         if not 1 <= limit <= 10_000:
             raise InvalidInput("limit", "must be between 1 and 10000")
-        found: list[DeadLetter] = []
-        offset, batch = 0, max(limit, 200)
-        while len(found) < limit:
+        return list(islice(self._matching(event_type, handler, skip, max(limit, 200)), limit))
+
+    def page(
+        self, limit: int = 50, event_type: str | None = None, handler: str | None = None
+    ) -> DeadLetterPage:
+        """The newest ``limit`` matching letters, and how many more match beyond them."""
+        letters = self.newest(limit, event_type, handler)
+        return DeadLetterPage(letters, max(0, self.count(event_type, handler) - len(letters)))
+
+    def count(self, event_type: str | None = None, handler: str | None = None) -> int:
+        """How many letters there are, or (filtered) match; a filter reads every letter."""
+        if not event_type and not handler:
+            return int(self._guard(lambda: self.redis.zcard(self.keys.dlq)))
+        return sum(1 for _ in self._matching(event_type, handler, (), 1000))
+
+    def _matching(
+        self, event_type: str | None, handler: str | None, skip: Collection[str], batch: int
+    ) -> Iterator[DeadLetter]:
+        offset = 0
+        while True:
             ids = self._guard(
                 lambda o=offset: self.redis.zrevrange(self.keys.dlq, o, o + batch - 1)
             )
             if not ids:
-                break
+                return
             raws = self._guard(lambda i=ids: self.redis.mget([self.keys.dead_letter(x) for x in i]))
             for raw in raws:
                 if raw is None:
                     continue
                 letter = DeadLetter(**json.loads(raw))
+                if letter.id in skip:
+                    continue
                 if event_type and letter.event_type != event_type:
                     continue
                 if handler and letter.handler != handler:
                     continue
-                found.append(letter)
+                yield letter
             offset += batch
-        return found[:limit]
-
-    def count(self) -> int:
-        return int(self._guard(lambda: self.redis.zcard(self.keys.dlq)))
 
     def remove(self, dead_letter_id: str) -> bool:
         """Remove a dead letter for good (a retry's is taken by the step that queues it)."""

@@ -263,12 +263,8 @@ def dlq_list(
     ctx: click.Context, event_type: str | None, handler: str | None, limit: int, as_json: bool
 ) -> None:
     """List dead letters, newest first."""
-    letters = core_of(ctx).dead_letter_list(limit, event_type, handler)
-    answer(
-        as_json,
-        [letter.as_dict() for letter in letters],
-        lambda out: render.dead_letters_table(out, letters),
-    )
+    page = core_of(ctx).dead_letter_page(limit, event_type, handler)
+    answer(as_json, page.as_dict(), lambda out: render.dead_letters_table(out, page))
 
 
 @dlq.command("show")

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from eda.core import ReplayReport, RetryReport
-from eda.dead_letters import DeadLetter
+from eda.dead_letters import DeadLetter, DeadLetterPage
 from eda.flow import usd
 from eda.store import StoredEvent
 
@@ -331,8 +331,10 @@ def lines(console: Console, title: str, entries: Iterable[tuple[Text | str, ...]
             console.print(Text.assemble("  " if number else "", line), overflow="fold")
 
 
-def dead_letters_table(console: Console, letters: Sequence[DeadLetter]) -> None:
-    """A table where it fits, else three lines a letter, its id whole on the first."""
+def dead_letters_table(console: Console, page: DeadLetterPage) -> None:
+    """A table where it fits, else three lines a letter, its id whole on the first; then
+    how many more match."""
+    letters = page.letters
     if not letters:
         console.print("the dead-letter queue is empty")
         return
@@ -350,19 +352,22 @@ def dead_letters_table(console: Console, letters: Sequence[DeadLetter]) -> None:
         )
     if fits(console, table):
         console.print(table)
-        return
-    lines(
-        console,
-        "Dead letters",
-        (
+    else:
+        lines(
+            console,
+            "Dead letters",
             (
-                letter.id,
-                f"{letter.event_type}, {letter.attempts} attempts, last {letter.last_failure_at}",
-                letter_error(letter),
-            )
-            for letter in letters
-        ),
-    )
+                (
+                    letter.id,
+                    f"{letter.event_type}, {letter.attempts} attempts, "
+                    f"last {letter.last_failure_at}",
+                    letter_error(letter),
+                )
+                for letter in letters
+            ),
+        )
+    if page.more:
+        console.print(f"{page.more} more: raise --limit, or narrow with --type or --handler")
 
 
 def letter_error(letter: DeadLetter) -> str:

@@ -1,4 +1,7 @@
-"""The dead-letter queue: ``get_dlq.py [LIMIT] [EVENT_TYPE] [HANDLER]``, newest first."""
+"""The dead-letter queue: ``get_dlq.py [LIMIT] [EVENT_TYPE] [HANDLER]``, newest first.
+
+Answers ``{"dead_letters": [...], "more": N}``: ``more`` matching letters were left out.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ from scripts.gantz import arguments, reader, run, whole_number
 DEFAULT_LIMIT = 50
 
 
-def main(argv: list[str]) -> list[dict[str, Any]]:
+def main(argv: list[str]) -> dict[str, Any]:
     limit, event_type, handler = arguments(argv, ("limit", "event_type", "handler"))
     count = whole_number(limit, "limit", DEFAULT_LIMIT)
-    return [x.as_dict() for x in reader().dead_letter_list(count, event_type, handler)]
+    return reader().dead_letter_page(count, event_type, handler).as_dict()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.faults.__main__ import chosen
+from bench.faults.__main__ import chosen, ok, table
+from bench.faults.scenarios import SCENARIOS, Row
 from tests.workers import ROOT
 
 pytestmark = pytest.mark.brokers
@@ -42,7 +43,23 @@ def test_every_fault_leaves_nothing_unrun_unstored_or_stuck(
         # Twice only where a process died between a handler's work and its record.
         assert row["twice"] == 0 or row["may_duplicate"], row
         assert row["once"] + row["twice"] == row["answered"], row
+    worker = rows["worker kill -9, restarted"]
+    assert worker["recovery"] <= worker["recovers_within"] == 60, worker
     assert done.returncode == 0, done.stdout[-3000:]
     assert "| fault " in done.stdout and "recovery" in done.stdout
     if bench_broker:  # the workers really consumed the node, not a Redis
         assert "Connected to amqp://" in (tmp_path / "run" / "worker-1.log").read_text()
+
+
+def test_a_worker_kill_whose_deliveries_recover_after_60_s_fails_the_run() -> None:
+    (scenario,) = [s for s in SCENARIOS if s.name == "worker kill -9, restarted"]
+    bound = scenario.recovers_within
+
+    def row(recovery: float | None) -> Row:
+        return Row(scenario.name, answered=10, once=10, recovery=recovery, recovers_within=bound)
+
+    assert bound == 60
+    assert ok(row(59.0)) and ok(row(60.0))
+    assert not ok(row(61.0)) and not ok(row(None))  # late, or never settled in the run
+    assert "61.0 s (over 60 s)" in table([row(61.0)])
+    assert ok(Row("relay kill -9, restarted", answered=10, once=10, recovery=300.0))

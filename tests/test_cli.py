@@ -351,9 +351,12 @@ def test_dlq_list_show_and_discard(core: Core) -> None:
     other = core.publish("order.paid", {}, "shop").event_id
     dead(core, other, "tests.handlers:flaky")
     listed = run_json(core, "dlq", "list")
-    assert {item["event_id"] for item in listed} == {event_id, other}
+    assert {item["event_id"] for item in listed["dead_letters"]} == {event_id, other}
+    assert listed["more"] == 0
     only = run_json(core, "dlq", "list", "--type", "order.paid")
-    assert [item["handler"] for item in only] == ["tests.handlers:flaky"]
+    assert [item["handler"] for item in only["dead_letters"]] == ["tests.handlers:flaky"]
+    assert run_json(core, "dlq", "list", "--limit", "1")["more"] == 1
+    assert "1 more: raise --limit" in run(core, "dlq", "list", "--limit", "1").stdout
     letter_id = f"{event_id}:tests.handlers:fail"
     assert run_json(core, "dlq", "show", letter_id)["error"] == "this handler always fails"
     shown = run(core, "dlq", "show", letter_id)
@@ -364,7 +367,8 @@ def test_dlq_list_show_and_discard(core: Core) -> None:
         "discarded": letter_id,
         "reason": "fixed by hand",
     }
-    assert [item["event_id"] for item in run_json(core, "dlq", "list")] == [other]
+    assert [item["event_id"] for item in run_json(core, "dlq", "list")["dead_letters"]] == [other]
+    assert "more" not in run(core, "dlq", "list").stdout
     history = core.get_event(event_id).deliveries["tests.handlers:fail"]["history"]
     assert history[-1]["reason"] == "discarded: fixed by hand"
 
@@ -701,20 +705,29 @@ def many_dead(core: Core, events: list[Event], handler: str) -> None:
     )
 
 
-def test_replay_and_retry_all_over_2500_say_what_is_left_and_retry_all_can_empty_the_queue(
-    settings: Settings, client: Any, idle_broker: Any
-) -> None:
+def unpaced(settings: Settings, client: Any, broker_url: str) -> Core:
+    """A core that enqueues to ``broker_url`` as fast as it can."""
     from tasks import app, handlers
     from tasks.enqueue import CeleryEnqueuer
 
-    url = idle_broker
     registry, routes = handlers(settings)
     fast = settings.model_copy(update={"replay_rate": 1_000_000.0})
-    core = Core(fast, client, CeleryEnqueuer(app, url), routes, registry)
-    handler = "tests.handlers:succeed"
-    events = [Event.create(type="bulk.thing", source="t") for _ in range(2500)]
+    return Core(fast, client, CeleryEnqueuer(app, broker_url), routes, registry)
+
+
+def stored(core: Core, count: int) -> list[Event]:
+    events = [Event.create(type="bulk.thing", source="t") for _ in range(count)]
     for event in events:
         core.store.publish(event)
+    return events
+
+
+def test_replay_and_retry_all_over_2500_say_what_is_left_and_retry_all_can_empty_the_queue(
+    settings: Settings, client: Any, idle_broker: Any
+) -> None:
+    core = unpaced(settings, client, idle_broker)
+    handler = "tests.handlers:succeed"
+    events = stored(core, 2500)
 
     replayed: list[str] = []
     first = run_json(core, "replay", "--handler", handler)
@@ -736,4 +749,18 @@ def test_replay_and_retry_all_over_2500_say_what_is_left_and_retry_all_can_empty
     assert "retried 500 dead letters" in said and "1000 matching dead letters left" in said
     rest = run_json(core, "dlq", "retry-all", "--until-empty")
     assert (rest["retried"], rest["left"]) == (1000, 0)
+    assert core.dead_letters.count() == 0
+
+
+def test_one_retry_all_until_empty_empties_a_queue_of_2500_letters(
+    settings: Settings, client: Any, idle_broker: Any
+) -> None:
+    core = unpaced(settings, client, idle_broker)
+    events = stored(core, 2500)
+    many_dead(core, events, "tests.handlers:succeed")
+
+    emptied = run_json(core, "dlq", "retry-all", "--until-empty")
+
+    assert (emptied["retried"], emptied["left"], emptied["interrupted"]) == (2500, 0, False)
+    assert sorted(item["event_id"] for item in emptied["items"]) == sorted(e.id for e in events)
     assert core.dead_letters.count() == 0

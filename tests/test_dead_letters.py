@@ -16,6 +16,8 @@ from eda.event import Event
 from eda.redis_server import free_port
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
+from tests.conftest import wait_for
+from tests.handlers import attempts
 from tests.lifecycle import kill, requeue
 
 
@@ -37,6 +39,19 @@ def test_dead_letters_are_listed_newest_first_and_filtered(core: Core) -> None:
     assert [x.event_id for x in core.dead_letter_list(limit=1)] == [e3.id]
     with pytest.raises(InvalidInput, match="limit"):
         core.dead_letter_list(limit=0)
+
+
+def test_a_page_of_dead_letters_says_how_many_more_match(core: Core) -> None:
+    events = [stored(core, "a.b" if n % 2 else "c.d") for n in range(5)]
+    for event in events:
+        kill(core.deliveries, event, "h")
+
+    page = core.dead_letter_page(limit=2)
+    assert ([x.event_id for x in page.letters], page.more) == ([events[4].id, events[3].id], 3)
+    odd = core.dead_letter_page(limit=1, event_type="a.b")
+    assert ([x.event_id for x in odd.letters], odd.more) == ([events[3].id], 1)
+    assert core.dead_letter_page(limit=5).more == 0
+    assert core.dead_letter_page(handler="other").as_dict() == {"dead_letters": [], "more": 0}
 
 
 def test_a_long_traceback_keeps_its_end(core: Core) -> None:
@@ -122,3 +137,26 @@ def test_discarding_needs_a_reason_and_records_it_on_the_delivery(core: Core) ->
     assert core.dead_letter_list() == []
     history = core.get_event(event.id).deliveries["h"]["history"]
     assert history[-1]["reason"] == "discarded: known bad payload"
+
+
+def test_retrying_until_empty_retries_each_letter_once_when_the_handler_always_fails(
+    live: Core, unique_type: Callable[[str], str]
+) -> None:
+    import tasks
+
+    # Paced slower than the worker fails a delivery, so each retried letter is back
+    # (with a new task id) long before the call could run out of letters.
+    paced = tasks.connect(live.settings.model_copy(update={"replay_rate": 10.0}))
+    event_type = unique_type("always_fails")
+    paced.subscribe([event_type], "tests.handlers:fail")
+    ids = [paced.publish(event_type, {}, "t").event_id for _ in range(3)]
+
+    def dead() -> int:
+        return len(paced.dead_letter_list(10, event_type))
+
+    wait_for(lambda: dead() == 3)
+    report = paced.retry_dead_letters(event_type=event_type, limit=1, until_empty=True)
+
+    assert sorted(item["event_id"] for item in report.retried) == sorted(ids)
+    wait_for(lambda: dead() == 3)
+    assert [len(attempts(paced.redis, e, "fail")) for e in ids] == [2, 2, 2]

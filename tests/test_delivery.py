@@ -6,6 +6,9 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -331,30 +334,52 @@ def test_a_subscription_naming_no_runnable_handler_is_dead_lettered_and_the_work
     settled(live, after, "tests.handlers:succeed", "succeeded")
 
 
-def test_a_delivery_survives_the_event_store_going_away_mid_run(
-    tmp_path: Path, broker_under_test: Broker, live_settings: Settings, unique_type: Any
-) -> None:
+@dataclass
+class Outage:
+    """A slow delivery running on a worker whose event store the test stops and starts."""
+
+    core: Core
+    store: RedisServer
+    worker: Worker
+    event_id: str
+
+
+@contextmanager
+def slow_delivery_on_a_store_of_its_own(
+    tmp_path: Path, broker: str, settings: Settings, env: dict[str, str]
+) -> Iterator[Outage]:
+    """A store of the test's own, a worker on it and ``broker`` started with ``env``, and
+    one delivery of ``tests.handlers:slow`` (a second long) seen running."""
     store = RedisServer(tmp_path / "store")
     store.start()
-    broker = broker_under_test.url(6)
-    env = {"REDIS_URL": store.url, "CELERY_BROKER_URL": broker}
-    worker = Worker(tmp_path / "worker.log", env, name="outage")
+    environment = {"REDIS_URL": store.url, "CELERY_BROKER_URL": broker, **env}
+    worker = Worker(tmp_path / "worker.log", environment, name="outage")
     try:
         # The session's prefix: the broker's keys carry it too, and the worker must agree.
-        settings = live_settings.model_copy(update={"redis_url": store.url})
-        core = Core(settings, None, CeleryEnqueuer(app, broker))
-        event_type = unique_type()
-        core.subscribe([event_type], "tests.handlers:slow")
-        event_id = core.publish(event_type, {"seconds": 1.0}, "test").event_id
+        private = settings.model_copy(update={"redis_url": store.url})
+        core = Core(private, None, CeleryEnqueuer(app, broker))
+        core.subscribe(["outage.slow"], "tests.handlers:slow")
+        event_id = core.publish("outage.slow", {"seconds": 1.0}, "test").event_id
         wait_for(lambda: delivery(core, event_id, "tests.handlers:slow").get("status") == "running")
+        yield Outage(core, store, worker, event_id)
+    finally:
+        worker.stop()
+        store.stop()
 
-        store.stop()  # the handler finishes while the store is down
+
+def test_a_delivery_survives_the_event_store_going_away_mid_run(
+    tmp_path: Path, broker_under_test: Broker, live_settings: Settings
+) -> None:
+    broker = broker_under_test.url(6)
+    with slow_delivery_on_a_store_of_its_own(tmp_path, broker, live_settings, {}) as it:
+        it.store.stop()  # the handler finishes while the store is down
         time.sleep(1.5)
-        store.start()
+        it.store.start()
 
         record = wait_for(
             lambda: (
-                (d := delivery(core, event_id, "tests.handlers:slow"))["status"] == "succeeded"
+                (d := delivery(it.core, it.event_id, "tests.handlers:slow"))["status"]
+                == "succeeded"
                 and d
             ),
             timeout=30,
@@ -362,13 +387,41 @@ def test_a_delivery_survives_the_event_store_going_away_mid_run(
         assert record["status"] == "succeeded"
         # The attempt waited for the store (EDA_STORE_WAIT) to record its end: one attempt,
         # the handler ran once, nothing was left for recovery.
-        assert "left for recovery" not in worker.log()
+        assert "left for recovery" not in it.worker.log()
         (attempt,) = record["runs"][0]["attempts"]
         assert (record["attempts"], attempt["number"], attempt["status"]) == (1, 1, "succeeded")
         assert attempt["starts"] == 1
-    finally:
-        worker.stop()
-        store.stop()
+
+
+#: A worker that gives the store half a second, and recovery that looks after half a second.
+SHORT_STORE_WAIT = {
+    "EDA_STORE_WAIT": "0.5",
+    "EDA_RECOVERY_GRACE": "0.5",
+    "EDA_HEARTBEAT_INTERVAL": "0.2",
+}
+
+
+def test_a_delivery_the_store_stays_away_from_past_the_wait_is_recovered_in_the_same_attempt(
+    tmp_path: Path, broker_under_test: Broker, live_settings: Settings
+) -> None:
+    settings = live_settings.model_copy(update={"recovery_grace": 0.5, "heartbeat_interval": 0.2})
+    broker = broker_under_test.url(12)
+    with slow_delivery_on_a_store_of_its_own(tmp_path, broker, settings, SHORT_STORE_WAIT) as it:
+        it.store.stop()  # the handler finishes, and its end cannot be recorded
+        wait_for(lambda: "left for recovery" in it.worker.log(), timeout=20)
+        it.store.start()
+
+        def recovered() -> dict[str, Any]:
+            it.core.recover()  # what beat's sweep does every EDA_SWEEP_INTERVAL
+            record = delivery(it.core, it.event_id, "tests.handlers:slow")
+            return record if record.get("status") == "succeeded" else {}
+
+        record = wait_for(recovered, timeout=30, interval=0.2)
+        # The attempt that never recorded its end ran again in place: no retry was spent.
+        (run,) = record["runs"]
+        (attempt,) = run["attempts"]
+        assert (record["attempts"], attempt["number"], attempt["status"]) == (1, 1, "succeeded")
+        assert attempt["starts"] == len(attempts(it.core.redis, it.event_id, "slow")) == 2
 
 
 class BrokerThatDies(CeleryEnqueuer):

@@ -74,9 +74,10 @@ def test_get_dlq_lists_dead_letters_and_retry_event_retries_them(
     event_id = live.publish(event_type, {}, "test").event_id
     wait_for(lambda: live.get_event(event_id).status == "failed")
 
-    letters = script("get_dlq.py", "{{limit}}", event_type).answer
+    answer = script("get_dlq.py", "{{limit}}", event_type).answer
+    letters = answer["dead_letters"]
     assert [(x["event_id"], x["handler"]) for x in letters] == [(event_id, "tests.handlers:fail")]
-    assert letters[0]["error_class"] == "eda.errors.PermanentError"
+    assert (letters[0]["error_class"], answer["more"]) == ("eda.errors.PermanentError", 0)
     assert script("get_dlq.py", "0").error(2)["field"] == "limit"
 
     retried = script("retry_event.py", event_id).answer

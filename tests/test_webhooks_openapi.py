@@ -227,8 +227,9 @@ def test_a_generated_client_calls_every_operation_and_parses_every_answer(
         call("retryEvent", 400, admin, event_id=published.event_id)  # nothing dead
 
         # -- dead letters
-        listed = call("listDeadLetters", 200, admin, type_=event_type)
-        assert {letter.event_id for letter in listed.dead_letters} == set(letters[1:])
+        listed = call("listDeadLetters", 200, admin, type_=event_type, limit=2)
+        listed_ids = {letter.event_id for letter in listed.dead_letters}
+        assert (len(listed_ids), listed.more) == (2, 1) and listed_ids < set(letters[1:])
         call("getDeadLetter", 200, admin, letter_id=f"{letters[1]}:{handler}")
         call("getDeadLetter", 404, admin, letter_id="no:such")
         call("retryDeadLetter", 200, admin, letter_id=f"{letters[1]}:{handler}")

@@ -188,8 +188,8 @@ def retry_event(event_id: str) -> Response:
 
 @blueprint.get("/dead-letters")
 def list_dead_letters() -> Response:
-    letters = services().core.dead_letter_list(_int("limit", 50), _text("type"), _text("handler"))
-    return jsonify({"dead_letters": [letter.as_dict() for letter in letters]})
+    page = services().core.dead_letter_page(_int("limit", 50), _text("type"), _text("handler"))
+    return jsonify(page.as_dict())
 
 
 @blueprint.get("/dead-letters/<path:letter_id>")

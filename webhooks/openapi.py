@@ -503,8 +503,11 @@ def _dead_letter_paths() -> dict[str, Any]:
                 "List dead letters, newest first",
                 {
                     "200": _json(
-                        _object({"dead_letters": _array(_ref("DeadLetter"))}, ("dead_letters",)),
-                        "Dead letters.",
+                        _object(
+                            {"dead_letters": _array(_ref("DeadLetter")), "more": _INTEGER},
+                            ("dead_letters", "more"),
+                        ),
+                        "Dead letters, and how many more match beyond the limit.",
                     )
                 },
                 parameters=[

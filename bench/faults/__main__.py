@@ -94,6 +94,8 @@ def table(rows: list[Row]) -> str:
         answers = ", ".join(f"{n} {'no answer' if s < 0 else s}" for s, n in row.refused.items())
         refused = f" ({answers})" if row.refused else ""
         recovery = "-" if row.recovery is None else f"{row.recovery:.1f} s"
+        if late(row):
+            recovery += f" (over {row.recovers_within:g} s)"
         lines.append([row.name, f"{row.answered:,}{refused}", str(row.not_stored),
                       f"{row.once:,}", str(row.twice), str(row.never), str(row.stuck),
                       str(row.dead), recovery])  # fmt: skip
@@ -129,9 +131,16 @@ def scheme(broker: str) -> str:
 
 
 def ok(row: Row) -> bool:
-    """Nothing lost, nothing stuck, duplicates only where a process died mid-run."""
+    """Nothing lost, nothing stuck, duplicates only where a process died mid-run, and
+    recovery within its bound where the fault has one."""
     clean = not (row.not_stored or row.never or row.stuck)
-    return clean and (row.may_duplicate or row.twice == 0)
+    return clean and (row.may_duplicate or row.twice == 0) and not late(row)
+
+
+def late(row: Row) -> bool:
+    """Whether the row's deliveries settled past its bound, or not before the run gave up."""
+    bound = row.recovers_within
+    return bound is not None and (row.recovery is None or row.recovery > bound)
 
 
 if __name__ == "__main__":
