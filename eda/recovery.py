@@ -81,9 +81,13 @@ def send_held(core: Core, now: float | None = None) -> int:
     sent: list[tuple[str, str, str]] = []
     for (event_id, handler), record in zip(pairs, records, strict=True):
         event = events.get(event_id)
-        if record is None or not record.due or event is None:  # done, or retention took it
+        if record is None or event is None:  # retention took it
             with reaching_redis():
                 core.redis.zrem(core.keys.due, inflight_member(event_id, handler))
+            continue
+        if not record.due or record.due > now_ms:
+            # Another relay sent it since the due set was read, and it may already wait
+            # again, held anew: its own step keeps the due set, this pass leaves it.
             continue
         task_id = uuid.uuid4().hex
         applied = core.deliveries.apply(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 import tasks
 from eda.core import Core
 from eda.delivery import Delivery
-from eda.settings import Settings, load
+from eda.settings import load
 from tasks.enqueue import CeleryEnqueuer
 from tests.brokers import Broker
 from tests.conftest import wait_for
@@ -46,13 +47,13 @@ class Held:
     """A worker (with its relay thread) that holds retries over 0.2 s in the store, which a
     test may stop and start again; the core that dispatches to it, and its broker."""
 
-    def __init__(self, folder: Path, broker: str, settings: Settings) -> None:
+    def __init__(self, folder: Path, broker: str) -> None:
         routes = folder / "routes.yaml"
         routes.write_text(ROUTES)
         self.folder, self.broker = folder, broker
         self.env = {
-            # The session's prefix: the broker's keys carry it, as this process's app's do.
-            "EDA_PREFIX": settings.prefix,
+            # A prefix of its own: no other relay (the session worker's) sends its retries.
+            "EDA_PREFIX": f"held-{uuid.uuid4().hex[:8]}",
             "CELERY_BROKER_URL": broker,
             "EDA_ROUTES": str(routes),
             "EDA_RETRY_HOLD_MAX": "0.2",
@@ -77,8 +78,8 @@ class Held:
 
 
 @pytest.fixture
-def held(tmp_path: Path, broker_under_test: Broker, live_settings: Settings) -> Iterator[Held]:
-    started = Held(tmp_path, broker_under_test.url(6), live_settings)
+def held(tmp_path: Path, broker_under_test: Broker) -> Iterator[Held]:
+    started = Held(tmp_path, broker_under_test.url(6))
     started.start()
     try:
         yield started
