@@ -18,8 +18,9 @@ import pytest
 from tests.workers import ROOT
 
 FIGURES = {
-    "ingest", "ingest_vs_store_only", "ingest_p50", "ingest_p99", "replay", "dlq_retry",
-    "dispatch", "dispatch_vs_events", "redis_bytes_per_event", "agents", "agents_vs_sdk",
+    "ingest", "ingest_vs_store_only", "ingest_observed", "ingest_p50", "ingest_p99", "replay",
+    "dlq_retry", "dispatch", "dispatch_vs_events", "dispatch_observed",
+    "redis_bytes_per_event", "agents", "agents_vs_sdk",
     "agents_capped", "agents_tools", "own_tool_cpu",
     "e2e_p50", "e2e_p99", "worker_rss",
 }  # fmt: skip
@@ -38,6 +39,7 @@ def test_a_smoke_run_completes_and_writes_every_figure_as_json(tmp_path: Path) -
     document = json.loads(report.read_text())
     assert document["mode"] == "smoke"
     assert set(document["figures"]) == FIGURES
+    assert document["otlp_exports"] > 0  # the observed rows' processes really exported spans
     for key, figure in document["figures"].items():
         assert math.isfinite(figure["ours"]) and figure["baseline"] > 0, key
         assert math.isfinite(figure["ratio"]), key
@@ -60,7 +62,11 @@ def test_the_scale_rows_measure_one_and_two_workers_on_the_broker(
     assert done.returncode == 0, done.stderr[-4000:]
     document = json.loads(report.read_text())
     kind = "rabbitmq" if bench_broker else "redis"
-    assert set(document["figures"]) == {f"{kind}_dispatch", f"{kind}_two_workers"}
+    assert set(document["figures"]) == {
+        f"{kind}_dispatch",
+        f"{kind}_two_workers",
+        f"{kind}_retries_held",
+    }
     dispatch, two = (
         document["figures"][f"{kind}_dispatch"],
         document["figures"][f"{kind}_two_workers"],
@@ -69,3 +75,6 @@ def test_the_scale_rows_measure_one_and_two_workers_on_the_broker(
     # Both rows measured real deliveries: the two-worker row's baseline is the one-worker rate.
     assert dispatch["ours"] > 0 and two["ours"] > 0
     assert two["baseline"] == dispatch["ours"]
+    # Deliveries waiting out a long retry are held in the store, not in the worker.
+    held = document["figures"][f"{kind}_retries_held"]
+    assert held["details"]["retries"] > 0 and held["ratio"] < 1.25, held
