@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.figures import Figure
 from bench.messages_api import MessagesAPI
+from bench.otlp_sink import Sink
 from bench.procfile import read_procfile
 from bench.report import Progress, table, write_json
 from bench.services import Stack
@@ -49,7 +50,11 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
     """Start everything, measure every figure, stop everything."""
     sizes = MODES[mode]
     procfile = read_procfile()
-    with MessagesAPI(sizes.model_delay) as api, Stack(folder, procfile, api.url) as stack:
+    with (
+        MessagesAPI(sizes.model_delay) as api,
+        Stack(folder, procfile, api.url) as stack,
+        Sink() as sink,
+    ):
         # The Celery app of this process reads its broker from the environment on import:
         # this process runs in the environment it gives its children, and no other.
         os.environ.clear()
@@ -57,7 +62,8 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
         from bench.context import Bench
         from bench.scenarios import agents, dispatch, ingest, latency, raw, replay
 
-        bench = Bench(stack, sizes)
+        observed = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_SERVICE_NAME": "eda-bench"}
+        bench = Bench(stack, sizes, observed=observed)
         figures: list[Figure] = []
         progress("ingest")
         figures += ingest.measure(bench)
@@ -66,20 +72,28 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
         progress("replay and dead-letter retry")
         figures += replay.measure(bench, baseline)
         worker = stack.worker("worker")
-        stack.relay("relay")
+        relay = stack.relay("relay")
         progress("dispatch")
-        figures += dispatch.measure(bench, baseline)
+        dispatched = dispatch.measure(bench, baseline)
+        figures += dispatched
         progress("agents")
         figures += agents.measure(bench, api)
         progress("end-to-end latency")
         figures += latency.measure(bench, baseline, worker)
         worker.stop()
+        if relay is not None:
+            relay.stop()
+        progress("dispatch with traces and metrics on")
+        plain = [ours for ours, _ in dispatched[0].runs]
+        figures.append(dispatch.measure_observed(bench, plain))
+        context_exports = sink.exports
     context = {
         "mode": mode,
         "sizes": sizes.__dict__,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "procfile": {"web": procfile.web, "worker": procfile.worker},
+        "otlp_exports": context_exports,
     }
     return figures, context
 

@@ -29,6 +29,8 @@ class Bench:
     stack: Stack
     sizes: Sizes
     notes: dict[str, Any] = field(default_factory=dict)
+    #: Variables that turn tracing on (to the run's OTLP sink) for the observed rows.
+    observed: dict[str, str] = field(default_factory=dict)
 
     @cached_property
     def settings(self) -> Settings:

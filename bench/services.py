@@ -146,15 +146,16 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self._exit.close()
 
-    def _start(self, name: str, command: list[str]) -> Process:
-        process = Process(name, command, self.env, self.folder / f"{name}.log")
+    def _start(self, name: str, command: list[str], more: dict[str, str] | None = None) -> Process:
+        """A child with the run's environment (and ``more`` variables), ended at exit."""
+        process = Process(name, command, {**self.env, **(more or {})}, self.folder / f"{name}.log")
         self._exit.callback(process.stop)
         return process
 
-    def worker(self, name: str) -> Process:
-        """A worker of the project, started as the Procfile starts it."""
+    def worker(self, name: str, more: dict[str, str] | None = None) -> Process:
+        """A worker of the project, started as the Procfile starts it (``more``: variables)."""
         arguments = self.procfile.celery_worker()
-        return self._celery(name, arguments)
+        return self._celery(name, arguments, more)
 
     def raw_worker(self, name: str, *, events: bool = False) -> Process:
         """A raw Celery worker (``bench.raw_celery``) with the Procfile's pool and concurrency.
@@ -168,31 +169,33 @@ class Stack:
         flags = ["-E"] if events else []
         return self._celery(name, ["-A", "bench.raw_celery", *arguments, *flags, "-Q", "bench_raw"])
 
-    def _celery(self, name: str, arguments: list[str]) -> Process:
+    def _celery(
+        self, name: str, arguments: list[str], more: dict[str, str] | None = None
+    ) -> Process:
         # Mingle and gossip only cost start-up time: a run's workers need no peers.
         node = f"{name}-{self.prefix}@{socket.gethostname()}"
         command = [
             *(sys.executable, "-m", "celery", *arguments, "-n", node),
             *("--without-mingle", "--without-gossip"),
         ]
-        process = self._start(name, command)
+        process = self._start(name, command, more)
         process.wait_until(lambda: b" ready." in process.log_path.read_bytes() or _pong(node))
         return process
 
-    def relay(self, name: str) -> Process | None:
+    def relay(self, name: str, more: dict[str, str] | None = None) -> Process | None:
         """The Procfile's relay process, when it has one (else the workers relay)."""
         command = self.procfile.relay_command()
         if command is None:
             return None
-        process = self._start(name, command)
+        process = self._start(name, command, more)
         process.wait_until(lambda: b"relay started" in process.log_path.read_bytes())
         return process
 
-    def web(self, name: str, app: str) -> tuple[Process, int]:
+    def web(self, name: str, app: str, more: dict[str, str] | None = None) -> tuple[Process, int]:
         """gunicorn serving ``app`` as the Procfile serves the webhooks; and its port."""
         port = free_port()
         command = [sys.executable, "-m", "gunicorn", *self.procfile.gunicorn(app, port)]
-        process = self._start(name, command)
+        process = self._start(name, command, more)
         process.wait_until(lambda: _answers(port))
         return process, port
 

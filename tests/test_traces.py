@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from bench.otlp_sink import Sink
 from eda import traces
 from eda.core import Core
 from tests.conftest import RedisServer, wait_for
@@ -43,39 +42,24 @@ SENDER_SPAN = "00f067aa0ba902b7"
 SECRET_WORDS = "a-payload-value-no-span-may-hold"
 
 
-class Receiver:
+class Receiver(Sink):
     """An OTLP/HTTP receiver: every span the worker exports, decoded."""
 
     def __init__(self) -> None:
         self.spans: list[Span] = []
-        received = self.spans
+        super().__init__(self._keep)
 
-        class Export(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                request = ExportTraceServiceRequest.FromString(body)
-                for resource in request.resource_spans:
-                    for scope in resource.scope_spans:
-                        received.extend(scope.spans)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Export)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+    def _keep(self, body: bytes) -> None:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                self.spans.extend(scope.spans)
 
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    started = Receiver()
-    yield started
-    started.server.shutdown()
-    started.server.server_close()
+    with Receiver() as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

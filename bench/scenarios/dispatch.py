@@ -19,10 +19,13 @@ from bench.context import Bench, memory_in_use, wait_settled
 from bench.figures import Figure, median_run
 from bench.scenarios.common import NOOP, require, statuses, store_events
 from bench.scenarios.raw import RawCelery
+from eda.redis_server import free_port
 
 #: The issue's targets: 0.6x raw Celery; at most 1.5 KB per event beyond its payload.
 TARGET = 0.6
 OVERHEAD_TARGET = 1536
+#: Traces and metrics on cost at most a tenth of the deliveries per second.
+OBSERVED_TARGET = 0.9
 
 
 def run_once(bench: Bench, count: int) -> tuple[float, dict[str, float]]:
@@ -39,6 +42,26 @@ def run_once(bench: Bench, count: int) -> tuple[float, dict[str, float]]:
     delivered = memory_in_use(bench.store)
     memory = {"stored": (stored - before) / count, "delivered": (delivered - before) / count}
     return count / (finished - started), memory
+
+
+def measure_observed(bench: Bench, plain: list[float]) -> Figure:
+    """Dispatch with the worker and relay tracing (to the run's sink) and serving metrics,
+    against the same run's dispatch without (``plain``, repetition by repetition)."""
+    more = {**bench.observed, "EDA_WORKER_METRICS_PORT": str(free_port())}
+    worker = bench.stack.worker("worker-observed", more)
+    relay = bench.stack.relay("relay-observed", bench.observed)
+    runs: list[tuple[float, float]] = []
+    for index in range(bench.sizes.repeats):
+        runs.append((run_once(bench, bench.sizes.dispatch_events)[0], plain[index]))
+        bench.reset()
+    worker.stop()
+    if relay is not None:
+        relay.stop()
+    ours, baseline = median_run(runs)
+    return Figure("dispatch_observed", "dispatch: traces and worker metrics on, against off",
+                  "/s", ours, baseline, "the same dispatch, traces off",
+                  target=f"≥ {OBSERVED_TARGET}x", met=ours >= OBSERVED_TARGET * baseline,
+                  runs=runs)  # fmt: skip
 
 
 def measure(bench: Bench, raw: RawCelery) -> list[Figure]:

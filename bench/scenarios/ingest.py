@@ -1,10 +1,11 @@
 """Ingest: signed webhook POSTs/s answered 202 (stored), against a bare Flask endpoint.
 
 A second row compares with an endpoint that does the least a durable one does:
-one Redis write of the body (XADD) before it answers. The apps run under the
-Procfile's gunicorn configuration, at the same time, and each repetition loads
-each in turn so that drift hits them alike. No worker runs: this is the web
-tier alone.
+one Redis write of the body (XADD) before it answers. A third compares the web
+with traces on (exported over OTLP to the run's sink) against the same web with
+them off; its metrics are counted either way. The apps run under the Procfile's
+gunicorn configuration, at the same time, and each repetition loads each in turn
+so that drift hits them alike. No worker runs: this is the web tier alone.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from bench.procfile import WEB_APP
 from bench.scenarios.common import require
 from bench.services import SOURCE
 
-#: The issue's target: at least half the bare endpoint's requests per second.
+#: The target: at least half the bare endpoint's requests per second.
 TARGET = 0.5
+#: Traces and metrics on cost at most a tenth of the requests per second.
+OBSERVED_TARGET = 0.9
 
 
 def _load(bench: Bench, port: int) -> tuple[Answers, float]:
@@ -34,7 +37,9 @@ def measure(bench: Bench) -> list[Figure]:
     hello, hello_port = bench.stack.web("hello", "bench.hello:app")
     store_only, store_only_port = bench.stack.web("store-only", "bench.hello:stored")
     web, web_port = bench.stack.web("web", WEB_APP)
+    observed, observed_port = bench.stack.web("web-observed", WEB_APP, bench.observed)
     rates: list[tuple[float, float]] = []
+    traced: list[tuple[float, float]] = []
     against_store_only: list[tuple[float, float]] = []
     p50: list[tuple[float, float]] = []
     p99: list[tuple[float, float]] = []
@@ -45,6 +50,9 @@ def measure(bench: Bench) -> list[Figure]:
         ours, our_rate = _load(bench, web_port)
         require(set(ours.statuses) == {202}, f"webhooks answered {dict(ours.statuses)}:\n"
                 f"{web.log()[-2000:]}")  # fmt: skip
+        seen, seen_rate = _load(bench, observed_port)
+        require(set(seen.statuses) == {202}, f"traced webhooks answered {dict(seen.statuses)}")
+        traced.append((seen_rate, our_rate))
         rates.append((our_rate, flask_rate))
         against_store_only.append((our_rate, store_only_rate))
         p50.append((percentile(ours.latencies, 0.5), percentile(flask.latencies, 0.5)))
@@ -53,6 +61,7 @@ def measure(bench: Bench) -> list[Figure]:
     hello.stop()
     store_only.stop()
     web.stop()
+    observed.stop()
     stored = int(bench.store.xlen(bench.plain_core.keys.stream))
     bench.reset()
     ours_rate, flask_rate = median_run(rates)
@@ -67,6 +76,11 @@ def measure(bench: Bench) -> list[Figure]:
         Figure("ingest_vs_store_only", "ingest: the same, against one XADD per request",
                "req/s", *median_run(against_store_only), "Flask storing the body, no checks",
                runs=against_store_only),
+        Figure("ingest_observed", "ingest: traces on, against off", "req/s",
+               *median_run(traced), "the same web, traces off",
+               target=f"≥ {OBSERVED_TARGET}x",
+               met=median_run(traced)[0] >= OBSERVED_TARGET * median_run(traced)[1],
+               runs=traced),
         Figure("ingest_p50", "ingest: p50 latency", "ms", *median_run(p50), "bare Flask",
                higher_is_better=False, runs=p50),
         Figure("ingest_p99", "ingest: p99 latency", "ms", *median_run(p99), "bare Flask",
