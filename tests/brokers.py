@@ -31,8 +31,8 @@ from kombu import Connection
 from eda.redis_server import free_port
 from tests.lanes import lane_length
 
-#: Private brokers a test may ask for (Redis databases 1..9, RabbitMQ vhosts eda-1..eda-9).
-SLOTS = range(1, 10)
+#: Private brokers a test may ask for (Redis databases 1..15, RabbitMQ vhosts eda-1..eda-15).
+SLOTS = range(1, 16)
 #: The session's own broker, the one the shared workers consume.
 SESSION_SLOT = 1
 #: Where the system's RabbitMQ keeps its start script (the one on PATH may switch user).
