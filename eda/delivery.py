@@ -569,8 +569,11 @@ def run_attempt(
     task_id: str,
     worker: str = "",
     flow_state: dict[str, Any] | None = None,
+    trace: dict[str, str] | None = None,
 ) -> Verdict:
     """Run one attempt of a delivery; record, trace, count and log how it ended; the verdict.
+
+    ``trace`` is the event's trace context as its message carried it (None: read it).
 
     A delivery under flow control passes its gate first (``eda/flow.py``): it may
     wait (``WAIT``: come back after ``delay`` with ``state``, or, parked, be sent
@@ -581,7 +584,7 @@ def run_attempt(
     the delivery again once nobody holds it (the attempt restarts in place and
     spends nothing).
     """
-    with traces.delivery(core, event_id, handler, task_id) as span:
+    with traces.delivery(core, event_id, handler, task_id, trace) as span:
         ended = _gate_and_run(core, event_id, handler, task_id, worker, flow_state)
         verdict = _noted(handler, ended)
         traces.attempt_ended(span, str(verdict.outcome), verdict.attempt)

@@ -130,6 +130,13 @@ def carrier(traceparent: object, tracestate: object = None) -> dict[str, str]:
     return found
 
 
+def of_event(event: Event) -> dict[str, str]:
+    """The trace context an event carries (empty for none): what its messages carry on,
+    so that a delivery's span needs no read of the event."""
+    attributes = event.attributes or {}
+    return carrier(attributes.get("traceparent"), attributes.get("tracestate"))
+
+
 def current() -> dict[str, str]:
     """The current span's W3C carrier (what a published event carries on); empty while off."""
     if _tracer is None:
@@ -196,21 +203,26 @@ def ingest(event: Event, headers: Mapping[str, str], kind: str = "SERVER") -> It
 
 
 @contextlib.contextmanager
-def delivery(core: Core, event_id: str, handler: str, task_id: str) -> Iterator[Any]:
+def delivery(
+    core: Core, event_id: str, handler: str, task_id: str, sent: Mapping[str, str] | None = None
+) -> Iterator[Any]:
     """Around one delivery attempt: the ``eda.deliver`` span, child of its event's trace.
 
+    ``sent`` is the trace context the message carried (:func:`of_event`); without it
+    (a message sent before messages carried it, a retry) the event is read for it.
     Yields the span (None while tracing is off); :func:`attempt_ended` records the
     verdict on it.
     """
     if _tracer is None:
         yield None
         return
-    try:
-        stored = core.get_event(event_id).event.attributes or {}
-    except Exception as exc:  # the attempt itself says what is wrong with the event
-        log.debug("traces: no trace context for %s: %s", event_id, type(exc).__name__)
-        stored = {}
-    parent = carrier(stored.get("traceparent"), stored.get("tracestate"))
+    context: Mapping[str, object] = {} if sent is None else sent
+    if sent is None:
+        try:
+            context = core.get_event(event_id).event.attributes or {}
+        except Exception as exc:  # the attempt itself says what is wrong with the event
+            log.debug("traces: no trace context for %s: %s", event_id, type(exc).__name__)
+    parent = carrier(context.get("traceparent"), context.get("tracestate"))
     named = {"eda.event.id": event_id, "eda.handler": handler, "eda.task.id": task_id}
     with _span("eda.deliver", parent, "CONSUMER", named) as span:
         yield span

@@ -47,11 +47,13 @@ def deliver(
     handler: str,
     replay: bool = False,
     flow: dict[str, Any] | None = None,
+    trace: dict[str, str] | None = None,
 ) -> str:
     """Run one attempt of one delivery.
 
     ``flow`` is what flow control handed the delivery on an earlier pass (a debounce
-    passed, a rate slot reserved); ``replay`` is kept for messages sent before runs.
+    passed, a rate slot reserved); ``trace``, the event's trace context, when it has
+    one; ``replay`` is kept for messages sent before runs.
     """
     core = worker_core()
     task_id, worker = str(self.request.id), self.request.hostname or ""
@@ -59,7 +61,7 @@ def deliver(
         event_id=event_id, handler=handler, delivery=f"{event_id}:{handler}", task_id=task_id
     ):
         try:
-            verdict = run_attempt(core, event_id, handler, task_id, worker, flow)
+            verdict = run_attempt(core, event_id, handler, task_id, worker, flow, trace)
         except (StoreUnavailable, redis.RedisError) as exc:
             # The store stayed away past EDA_STORE_WAIT. Retrying through the broker would
             # need the same Redis (and a failed publish drops the message): the delivery is

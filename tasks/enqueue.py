@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue, pools
 
+from eda import traces
 from eda.event import Event
 from eda.flow import PRIORITIES
 from eda.lanes import LaneTable
@@ -110,6 +111,9 @@ class CeleryEnqueuer:
         kwargs: dict[str, Any] = {"replay": True} if replay else {}
         if flow:
             kwargs["flow"] = flow
+        if event.attributes or traces.enabled():
+            # The event's trace context ({}: none): the delivery's span needs no read of it.
+            kwargs["trace"] = traces.of_event(event)
         deliver.apply_async(
             (event.id, handler),
             kwargs,

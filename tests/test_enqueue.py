@@ -70,3 +70,25 @@ def test_route_priorities_are_read_the_way_each_broker_reads_them() -> None:
     high, normal, low = (PRIORITIES[name] for name in ("high", "normal", "low"))
     assert [broker_priority(p, "redis") for p in (high, normal, low)] == [0, 5, 9]  # lowest first
     assert [broker_priority(p, "amqp") for p in (high, normal, low)] == [9, 4, 0]  # highest first
+
+
+@pytest.mark.redis_broker
+def test_a_traced_events_message_carries_its_trace_context(
+    idle_redis_broker: tuple[str, redis.Redis],
+) -> None:
+    url, broker = idle_redis_broker
+    enqueuer = CeleryEnqueuer(app, url)
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    traced = Event.create(type="thing.traced", source="test", payload={},
+                          attributes={"traceparent": traceparent})  # fmt: skip
+    plain = Event.create(type="thing.plain", source="test", payload={})
+
+    enqueuer.deliver_many([(traced, "tests.handlers:succeed", "traced"),
+                           (plain, "tests.handlers:succeed", "plain")])  # fmt: skip
+
+    queued = lane_messages(broker)
+    kwargs = {m["headers"]["id"]: json.loads(base64.b64decode(m["body"]))[1] for m in queued}
+    # The worker's delivery span takes its parent from the message, not from a read of the
+    # event; an event without a trace (tracing off here) adds nothing to its message.
+    assert kwargs["traced"]["trace"] == {"traceparent": traceparent}
+    assert "trace" not in kwargs["plain"]
