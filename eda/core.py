@@ -494,7 +494,10 @@ class Core:
         period (see ``eda/recovery.py``); how many were recovered."""
         from eda.recovery import recover, send_held
 
-        send_held(self)
+        try:
+            send_held(self)
+        except Exception as exc:  # held deliveries wait for the next pass; recovery goes on
+            log.warning("held deliveries not sent this pass: %s", logs.error_summary(exc))
         return len(recover(self, self._enqueuer().waiting_task_ids()))
 
     def send_held(self) -> int:

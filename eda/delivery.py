@@ -413,10 +413,14 @@ def reverting(queued: Applied, event_id: str, handler: str, task_id: str, reason
     with the dead letter it took (``take_letter``) back in its place."""
     back = Status(queued.previous) if queued.previous in set(Status) else Status.DEAD
     letter, options = None, {}
+    if back in (Status.RETRYING, Status.WAITING):
+        # No message is behind it any more (a held one left the due set with the requeue,
+        # a countdown's was superseded): held again, due at once, for the relay to send.
+        options = held_until(0.0, {})
     if queued.extra:  # a requeue's extra: the letter it took, as JSON, and its score
         letter = DeadLetter(**json.loads(queued.extra[0]))
         if len(queued.extra) > 1:  # (none when the index had lost it)
-            options = {"letter_score": float(queued.extra[1])}
+            options |= {"letter_score": float(queued.extra[1])}
     return Change(event_id, handler, "revert", back, reason, task_id, options, letter=letter)
 
 

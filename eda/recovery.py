@@ -33,12 +33,13 @@ import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from eda.delivery import Change, Delivery, Status, inflight_member
-from eda.errors import EdaError, reaching_redis
+from eda import logs
+from eda.delivery import Change, Delivery, Status, held_until, inflight_member
+from eda.errors import EdaError, NotFound, reaching_redis
 
 if TYPE_CHECKING:
     from eda.core import Core
@@ -60,6 +61,8 @@ class Stuck:
     why: str
     #: The record's last step when it was found stuck: recovery takes it only if unchanged.
     updated_at: str = ""
+    #: What its next pass is given (flow control's state), as its record keeps it.
+    carry: dict[str, Any] = field(default_factory=dict)
 
 
 def send_held(core: Core, now: float | None = None) -> int:
@@ -67,7 +70,8 @@ def send_held(core: Core, now: float | None = None) -> int:
 
     Each is moved to ``queued`` first (only while it still waits under its old task
     id, so that two relays never both send it), flagged unsent until the broker took
-    its message; one the broker refused is left to recovery.
+    its message, its flow-control state kept; one the broker refused is held again,
+    due a second later (and should that fail too, it is recovery's).
     """
     now_ms = int((time.time() if now is None else now) * 1000)
     with reaching_redis():
@@ -90,27 +94,27 @@ def send_held(core: Core, now: float | None = None) -> int:
             # again, held anew: its own step keeps the due set, this pass leaves it.
             continue
         task_id = uuid.uuid4().hex
-        applied = core.deliveries.apply(
-            Change(
-                event_id,
-                handler,
-                "send_held",
-                Status.QUEUED,
-                "due: sent again",
-                task_id=task_id,
-                options={"expect_task": record.task_id, "enqueue_failed": True},
-            )
-        )
+        options = {"expect_task": record.task_id, "enqueue_failed": True, "carry": record.carry}
+        try:
+            applied = core.deliveries.apply(
+                Change(event_id, handler, "send_held", Status.QUEUED, "due: sent again",
+                       task_id=task_id, options=options)
+            )  # fmt: skip
+        except NotFound:  # retention took the event meanwhile
+            with reaching_redis():
+                core.redis.zrem(core.keys.due, inflight_member(event_id, handler))
+            continue
         if not applied.ok:
             continue  # another relay sent it, or an operator moved it on
         try:
             enqueuer.deliver(event, handler, task_id, flow=record.carry or None)
-        except Exception as exc:  # recovery sends it once the grace period has passed
-            log.warning(
-                "a due delivery was not sent: %s",
-                exc,
-                extra={"event_id": event_id, "handler": handler},
-            )
+        except Exception as exc:
+            why = f"due: not sent ({logs.error_summary(exc)}), held again"
+            log.warning(why, extra={"event_id": event_id, "handler": handler})
+            core.deliveries.apply(
+                Change(event_id, handler, "revert", record.status, why, task_id=task_id,
+                       options=held_until(1.0, record.carry))
+            )  # fmt: skip
             continue
         sent.append((event_id, handler, task_id))
     core.store.mark_dispatched_many([], sent=sent)
@@ -148,8 +152,11 @@ def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> lis
         )
         if why:
             found.append(
-                Stuck(event_id, handler, record.status, record.task_id, why, record.updated_at)
-            )
+                Stuck(
+                    event_id, handler, record.status, record.task_id, why, record.updated_at,
+                    record.carry,
+                )
+            )  # fmt: skip
     if finished:
         with reaching_redis():
             core.redis.zrem(core.keys.inflight, *finished)
@@ -215,7 +222,7 @@ def recover(core: Core, waiting: set[str] | None) -> list[Stuck]:
             continue  # it moved on meanwhile
         try:
             event = core.store.get(item.event_id).event
-            enqueuer.deliver(event, item.handler, task_id)
+            enqueuer.deliver(event, item.handler, task_id, flow=item.carry or None)
         except (EdaError, Exception) as exc:  # the next pass tries it again
             log.warning(
                 "could not recover a delivery yet: %s",

@@ -21,12 +21,14 @@ import pytest
 
 import tasks
 from eda.core import Core
-from eda.delivery import Delivery
+from eda.delivery import Change, Delivery, Status, held_until
+from eda.redis_server import free_port
 from eda.settings import load
 from tasks.enqueue import CeleryEnqueuer
 from tests.brokers import Broker
 from tests.conftest import wait_for
 from tests.handlers import attempts
+from tests.lifecycle import queue, start
 from tests.workers import FAST, Worker
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.brokers]
@@ -89,7 +91,11 @@ def held(tmp_path: Path, broker_under_test: Broker) -> Iterator[Held]:
 
 
 def record(core: Core, event_id: str) -> Delivery:
-    found = core.deliveries.get_many([(event_id, HANDLER)])[0]
+    return record_of(core, event_id, HANDLER)
+
+
+def record_of(core: Core, event_id: str, handler: str) -> Delivery:
+    found = core.deliveries.get_many([(event_id, handler)])[0]
     assert found is not None
     return found
 
@@ -158,3 +164,28 @@ def test_a_held_retry_nobody_sent_is_recovered_once_past_due_and_grace(
     assert time.time() * 1000 >= waiting.due + 500  # only past due and the grace
     wait_for(lambda: record(core, event_id).status == "succeeded", timeout=20)
     assert len(attempts(client, event_id, "flaky")) == 2
+
+
+def test_a_held_delivery_the_broker_refuses_is_held_again_with_its_flow_state(
+    core: Core,
+) -> None:
+    nowhere = CeleryEnqueuer(tasks.app, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    refused = Core(core.settings, core.redis, nowhere)
+    event = refused.publish("held.refused", {}, "test")
+    steps, handler = refused.deliveries, "h"
+    queue(steps, event.event_id, handler)
+    start(steps, event.event_id, handler)
+    # A retry held until now, carrying what a debounce it passed hands its next pass.
+    steps.apply(
+        Change(event.event_id, handler, "finish", Status.RETRYING, "failed", task_id="t1",
+               options={"attempt": 1, **held_until(0.0, {"debounced": True})})
+    )  # fmt: skip
+
+    assert refused.send_held() == 0  # the broker is unreachable
+
+    again = record_of(refused, event.event_id, handler)
+    assert again.status == "retrying" and again.due > 0
+    assert again.carry == {"debounced": True}  # kept for the next pass
+    member = f"{event.event_id} {handler}"
+    assert refused.redis.zscore(refused.keys.due, member) == again.due
+    assert "not sent" in again.history()[-1]["reason"]

@@ -212,7 +212,8 @@ delivery.history = nil -- the shape before runs were kept
 redis.call('HSET', KEYS[1], handler, cjson.encode(delivery))
 local member = options.member
 if target == 'queued' or target == 'running' or target == 'retrying' or target == 'waiting' then
-  redis.call('ZADD', KEYS[6], options.now_ms, member)
+  -- A delivery held until due enters recovery's window only then.
+  redis.call('ZADD', KEYS[6], options.due or options.now_ms, member)
 else
   redis.call('ZREM', KEYS[6], member)
 end
