@@ -326,3 +326,18 @@ def test_a_slot_whose_lease_ran_out_goes_to_a_parked_delivery_at_the_next_tick(
     wait_for(lambda: all_ended(core, [events[2].id], handler), timeout=20)
     assert len(attempts(client, events[2].id, "concurrent_probe")) == 1
     assert flow.tick(core) == 0 and core.flow.in_use() == {}  # nothing parked, nothing held
+
+
+def test_an_older_event_of_a_burst_that_comes_after_the_newest_ran_is_coalesced(
+    core: Core,
+) -> None:
+    flow, scope, now = core.flow, "tests.handlers:succeed|late", [1000.0]
+    flow.clock = lambda: now[0]
+    assert flow.debounce(scope, "newest", 2000, 1.5, 15.0)[0] == "wait"
+    now[0] += 2.0
+    assert flow.debounce(scope, "newest", 2000, 1.5, 15.0)[0] == "run"
+    # An older event's first pass, its message slower than the others': not a burst of its
+    # own, which would run it after the newer one.
+    assert flow.debounce(scope, "older", 1000, 1.5, 15.0) == ("coalesced", "newest")
+    # A newer event afterwards starts the next burst.
+    assert flow.debounce(scope, "next", 3000, 1.5, 15.0)[0] == "wait"
