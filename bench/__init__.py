@@ -8,7 +8,8 @@ a Redis server, Celery workers, gunicorn and a Messages API server.
 
 Modules: ``sizes`` (what each mode measures), ``procfile`` (the commands the
 Procfile runs), ``services`` (the processes), ``context`` (what scenarios share),
-``http_load`` (the load generator), ``messages_api`` (the model API stand-in),
-``raw_celery`` and ``hello`` (the baselines), ``handlers`` (what the measured
-deliveries run), ``scenarios/`` (one module per figure), ``figures`` and ``report``.
+``cost`` (CPU and Redis counters around a run), ``http_load`` (the load
+generator), ``messages_api`` (the model API stand-in), ``raw_celery`` and
+``hello`` (the baselines), ``handlers`` (what the measured deliveries run),
+``scenarios/`` (one module per figure), ``figures`` and ``report``.
 """

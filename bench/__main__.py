@@ -19,7 +19,7 @@ from bench.figures import Figure
 from bench.messages_api import MessagesAPI
 from bench.otlp_sink import Sink
 from bench.procfile import read_procfile
-from bench.report import Progress, table, write_json
+from bench.report import Progress, commands, table, write_json
 from bench.services import Stack
 from bench.sizes import MODES
 
@@ -74,10 +74,10 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
         worker = stack.worker("worker")
         relay = stack.relay("relay")
         progress("dispatch")
-        dispatched = dispatch.measure(bench, baseline)
+        dispatched = dispatch.measure(bench, baseline, [worker, relay])
         figures += dispatched
         progress("agents")
-        figures += agents.measure(bench, api)
+        figures += agents.measure(bench, api, [worker, relay])
         progress("end-to-end latency")
         figures += latency.measure(bench, baseline, worker)
         worker.stop()
@@ -94,6 +94,7 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
         "python": platform.python_version(),
         "procfile": {"web": procfile.web, "worker": procfile.worker},
         "otlp_exports": context_exports,
+        **bench.notes,
     }
     return figures, context
 
@@ -105,6 +106,7 @@ def main(argv: list[str]) -> int:
         figures, context = run(options.mode, Path(folder), progress)
     context["seconds"] = progress.seconds()
     print(table(figures))
+    print(commands(context["redis_commands_per_delivery"]))
     print(f"\n{options.mode} run, {context['seconds']} s", flush=True)
     if options.json:
         write_json(options.json, figures, context)

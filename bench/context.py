@@ -10,7 +10,8 @@ from typing import Any
 
 import redis
 
-from bench.services import Stack
+from bench.cost import Meter, look
+from bench.services import Process, Stack
 from bench.sizes import Sizes
 from eda.core import Core
 from eda.settings import Settings, load
@@ -57,6 +58,10 @@ class Bench:
         """A core without a broker: what it publishes stays pending."""
         return Core(self.settings, self.store)
 
+    def meter(self, *processes: Process | None) -> Meter:
+        """The cost, from now, of these processes' CPU and of the run's Redis server."""
+        return Meter(self.store, processes)
+
     def lanes(self) -> tuple[list[str], str]:
         """The broker keys of the project's queues (every lane) and of its reserved messages."""
         import tasks
@@ -95,9 +100,18 @@ def wait_drained(
         for queue in queues:
             pipe.llen(queue)
         pipe.hlen(unacked)
-        return sum(pipe.execute())
+        return sum(look(pipe))
 
     return wait_empty(waiting, timeout)
+
+
+def wait_acknowledged(bench: Bench) -> None:
+    """Wait until the project's lanes are empty and no message is left unacknowledged.
+
+    On another broker than Redis, return at once: only Redis's queues are looked at.
+    """
+    if bench.stack.broker_url.startswith("redis"):
+        wait_drained(bench.broker, *bench.lanes())
 
 
 def wait_empty(waiting: Callable[[], int], timeout: float = DRAIN_TIMEOUT) -> float:
@@ -131,7 +145,7 @@ def wait_settled(
         pipe = bench.store.pipeline(transaction=False)
         for event_id in waiting[:LOOK]:
             pipe.hget(keys.event(event_id), "status")
-        found = pipe.execute()
+        found = look(pipe)
         waiting = [e for e, s in zip(waiting, found, strict=False) if s != status] + waiting[LOOK:]
         if not waiting:
             return time.perf_counter()

@@ -51,6 +51,8 @@ class Answers:
     #: (event id from the answer, wall time the request left, wall time the answer arrived)
     events: list[tuple[str, float, float]] = field(default_factory=list)
     cpu_seconds: float = 0.0
+    #: Every answer, those of the warm-up and of the last requests in flight too.
+    answered: int = 0
     #: Largest delay of a send behind its schedule (open loop), in seconds.
     behind: float = 0.0
 
@@ -151,6 +153,7 @@ def closed_loop(target: Target, connections: int, warmup: float, seconds: float,
             if answer is None:
                 continue
             now = time.perf_counter()
+            answers.answered += 1
             if connection.sent_at >= measure_from and now <= end:
                 answers.latencies.append(now - connection.sent_at)
                 answers.statuses[answer[0]] += 1
@@ -233,6 +236,7 @@ def run_closed_loop(target: Target, processes: int, connections: int, warmup: fl
         merged.latencies += part.latencies
         merged.statuses.update(part.statuses)
         merged.cpu_seconds += part.cpu_seconds
+        merged.answered += part.answered
     return merged
 
 

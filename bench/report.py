@@ -19,6 +19,10 @@ def _number(value: float, unit: str) -> str:
         return f"{value / 2**20:,.1f} MiB"
     if unit == "ms":
         return f"{value * 1000:,.1f} ms"
+    if unit == "µs":
+        return f"{value * 1e6:,.0f} µs"
+    if unit == "trips":
+        return f"{value:,.2f} trips"
     if unit == "B":
         return f"{value:,.0f} B"
     return f"{value:,.0f} {unit}"
@@ -36,6 +40,14 @@ def table(figures: list[Figure]) -> str:
                      f"{_number(f.baseline, f.unit)} ({f.baseline_name})",
                      f"{f.ratio:.2f}x", f.target, _met(f)])  # fmt: skip
     return markdown(rows)
+
+
+def commands(by_run: dict[str, dict[str, float]]) -> str:
+    """Redis commands per delivery by name, a line for each run (ours, raw Celery's)."""
+    lines = ["\nRedis commands per delivery (dispatch):"]
+    for run, calls in by_run.items():
+        lines.append(f"- {run}: " + ", ".join(f"{name} {n:g}" for name, n in calls.items()))
+    return "\n".join(lines)
 
 
 def markdown(rows: list[list[str]]) -> str:

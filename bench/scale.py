@@ -124,12 +124,12 @@ def run(mode: str, folder: Path, broker_url: str, say: Callable[[str], None]) ->
         one, two = [], []
         say(f"dispatch on {name}, one worker")
         for index in range(sizes.repeats):
-            one.append((dispatch.run_once(bench, sizes.dispatch_events)[0], raw[index]))
+            one.append((dispatch.run_once(bench, sizes.dispatch_events).rate, raw[index]))
             bench.reset()
         second = stack.worker("worker-2")
         say(f"dispatch on {name}, two workers")
         for index in range(sizes.repeats):
-            two.append((dispatch.run_once(bench, sizes.dispatch_events)[0], one[index][0]))
+            two.append((dispatch.run_once(bench, sizes.dispatch_events).rate, one[index][0]))
             bench.reset()
         second.stop()
         burst = RETRY_BURST if mode == "full" else sizes.dispatch_events

@@ -66,9 +66,13 @@ class Process:
         self.stop()
         raise RuntimeError(f"{self.name} did not start:\n{self.log()[-3000:]}")
 
+    def pids(self) -> list[int]:
+        """The process and its children (gunicorn's workers, a prefork pool's processes)."""
+        return [self.popen.pid, *_children(self.popen.pid)]
+
     def rss_bytes(self) -> int:
-        """Resident memory of the process and its children (a prefork pool's processes)."""
-        return sum(_rss(pid) for pid in [self.popen.pid, *_children(self.popen.pid)])
+        """Resident memory of the process and its children."""
+        return sum(_rss(pid) for pid in self.pids())
 
     def stop(self) -> None:
         if self.popen.poll() is None:

@@ -22,8 +22,7 @@ class Sizes:
     #: first rounds start together and contend for the GIL; later ones spread out, so a
     #: longer burst measures the throughput a busy worker keeps up.
     agent_rounds: int
-    #: End-to-end latency: events per second and seconds at that rate.
-    latency_rate: float
+    #: End-to-end latency: seconds at its rate (half raw Celery's, see scenarios/latency.py).
     latency_seconds: float
     #: The Messages API's fixed answer time, in seconds.
     model_delay: float = 0.5
@@ -33,11 +32,11 @@ class Sizes:
 MODES: dict[str, Sizes] = {
     "full": Sizes(repeats=3, ingest_warmup=1.0, ingest_seconds=8.0, load_processes=2,
                   load_connections=8, dispatch_events=4000, replay_events=3000,
-                  agent_rounds=16, latency_rate=200, latency_seconds=15),
+                  agent_rounds=16, latency_seconds=15),
     "quick": Sizes(repeats=1, ingest_warmup=1.0, ingest_seconds=4.0, load_processes=2,
                    load_connections=8, dispatch_events=2000, replay_events=1000,
-                   agent_rounds=4, latency_rate=200, latency_seconds=4),
+                   agent_rounds=4, latency_seconds=4),
     "smoke": Sizes(repeats=1, ingest_warmup=0.3, ingest_seconds=1.0, load_processes=2,
                    load_connections=4, dispatch_events=200, replay_events=100,
-                   agent_rounds=1, latency_rate=200, latency_seconds=1),
+                   agent_rounds=1, latency_seconds=1),
 }  # fmt: skip

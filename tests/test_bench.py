@@ -17,10 +17,15 @@ import pytest
 
 from tests.workers import ROOT
 
-FIGURES = {
+#: CPU seconds per unit (request, delivery, call), ours and the baseline's.
+CPU_FIGURES = {
+    "ingest_cpu", "ingest_cpu_vs_store_only", "replay_cpu", "dlq_retry_cpu", "dispatch_cpu",
+    "dispatch_cpu_vs_events", "agents_cpu",
+}  # fmt: skip
+FIGURES = CPU_FIGURES | {
     "ingest", "ingest_vs_store_only", "ingest_observed", "ingest_p50", "ingest_p99", "replay",
-    "dlq_retry", "dispatch", "dispatch_vs_events", "dispatch_observed",
-    "redis_bytes_per_event", "agents", "agents_vs_sdk",
+    "dlq_retry", "dispatch", "dispatch_vs_events", "dispatch_observed", "dispatch_round_trips",
+    "redis_bytes_per_event", "agents", "agents_vs_sdk", "agents_cpu_beyond_sdk",
     "agents_capped", "agents_tools", "own_tool_cpu",
     "e2e_p50", "e2e_p99", "worker_rss",
 }  # fmt: skip
@@ -44,6 +49,23 @@ def test_a_smoke_run_completes_and_writes_every_figure_as_json(tmp_path: Path) -
         assert math.isfinite(figure["ours"]) and figure["baseline"] > 0, key
         assert math.isfinite(figure["ratio"]), key
         assert f"| {figure['title']}" in done.stdout
+    figures = document["figures"]
+    for key in CPU_FIGURES:  # a millisecond-scale cost, counted: neither nothing nor seconds
+        assert 0 < figures[key]["ours"] < 0.5 and 0 < figures[key]["baseline"] < 0.5, key
+    beyond = figures["agents_cpu_beyond_sdk"]
+    assert beyond["ours"] == figures["agents_cpu"]["ours"] - figures["agents_cpu"]["baseline"]
+    # A delivery takes a few round trips (a fetch, an acknowledgement, the relay's sends), and
+    # the suite's own polling for the end of the run is not among them.
+    trips = figures["dispatch_round_trips"]
+    assert 2 <= trips["baseline"] <= 10 and 2 <= trips["ours"] <= 50, trips
+    commands = document["redis_commands_per_delivery"]
+    assert set(commands) == {"ours", "raw", "raw_events"}
+    assert commands["raw"]["brpop"] > 0 and commands["raw"].get("llen", 0) < 0.5, commands
+    assert "Redis commands per delivery" in done.stdout
+    # The end-to-end rate is half what raw Celery did in the same run.
+    rate = figures["e2e_p99"]["details"]["rate_per_s"]
+    assert rate == round(0.5 * figures["dispatch"]["baseline"]), rate
+    assert f"at {rate:,}/s" in figures["e2e_p99"]["title"]
 
 
 @pytest.mark.brokers

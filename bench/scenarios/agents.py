@@ -14,6 +14,11 @@ against the agent without tools at the same concurrency, in model calls a second
 (what a tool costs the worker shows as calls it could not make). And the CPU of one
 own tool call, called in process as the runner does, against the same tool run as
 its script (a new interpreter), as Gantz runs it.
+
+Cost: the CPU of the worker and the relay per agent delivery (from the hand-over
+until the messages are acknowledged), against the CPU of the threads making the
+same SDK calls alone; and what a delivery costs beyond its SDK call (ours less
+the SDK's per call), against the SDK call's own.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from __future__ import annotations
 import resource
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from bench.context import Bench, wait_settled
+from bench.context import Bench, wait_acknowledged, wait_settled
 from bench.figures import Figure, median_run
 from bench.messages_api import MessagesAPI
 from bench.scenarios.common import require, statuses, store_events
+from bench.services import Process
 
 #: The issue's target: 0.9 of the ideal.
 TARGET = 0.9
@@ -43,21 +50,34 @@ TOOLS_TARGET = 0.9
 OWN_TOOL_TARGET = 0.05
 #: Calls of each kind timed for the tool cost.
 TOOL_CALL_SAMPLES = 5
+#: The target of a delivery's CPU beyond its SDK call: a quarter of the call's own.
+BEYOND_SDK_TARGET = 0.25
 
 
-def _run(bench: Bench, api: MessagesAPI, count: int, agent: str = AGENT, kind: str = "") -> float:
-    """Model calls a second of a burst of ``count`` deliveries to ``agent``."""
+def _run(
+    bench: Bench,
+    api: MessagesAPI,
+    count: int,
+    agent: str = AGENT,
+    kind: str = "",
+    processes: Sequence[Process | None] = (),
+) -> tuple[float, float]:
+    """Model calls a second of a burst of ``count`` deliveries to ``agent``, and the CPU
+    seconds of ``processes`` (the worker and the relay) per delivery."""
     calls = api.calls
     kind = kind or ("agent" if agent == AGENT else "agent_tools")
     ids = [event.id for event in store_events(bench, count, kind)]
+    meter = bench.meter(*processes)
     started = time.perf_counter()
     bench.store.rpush(bench.plain_core.keys.dispatch, *ids)
     finished = wait_settled(bench, ids)
+    wait_acknowledged(bench)
+    cpu = meter.stop().cpu / count
     counts = statuses(bench, ids, agent)
     require(counts == {"succeeded": count}, f"agent deliveries ended as {counts}")
     made = api.calls - calls
     require(made == count * CALLS[agent], f"{made} model calls for {count} deliveries")
-    return made / (finished - started)
+    return made / (finished - started), cpu
 
 
 def _tool_call_cpu(bench: Bench) -> tuple[float, float]:
@@ -93,7 +113,7 @@ def _capped(bench: Bench, api: MessagesAPI, count: int) -> Figure:
     no thread and no message, and is sent again as slots free.
     """
     burst = min(1000, max(count, 4 * CAPPED))
-    rate = _run(bench, api, burst, AGENT, "capped")
+    rate, _ = _run(bench, api, burst, AGENT, "capped")
     bench.reset()
     ideal = CAPPED / api.delay
     return Figure(
@@ -107,56 +127,80 @@ def _capped(bench: Bench, api: MessagesAPI, count: int) -> Figure:
     )
 
 
-def _raw_sdk(api: MessagesAPI, threads: int, rounds: int) -> float:
-    """SDK calls per second from ``threads`` threads making ``rounds`` calls each."""
+def _raw_sdk(api: MessagesAPI, threads: int, rounds: int) -> tuple[float, float]:
+    """SDK calls per second from ``threads`` threads making ``rounds`` calls each, and the
+    CPU seconds of a call (the calling threads' own)."""
     import anthropic
 
     client = anthropic.Anthropic(base_url=api.url, api_key="bench", max_retries=0)
 
     message: list[Any] = [{"role": "user", "content": "Acknowledge."}]
+    spent: list[float] = []
 
     def calls(count: int) -> None:
+        began = time.thread_time()
         for _ in range(count):
             client.messages.create(model="claude-haiku-5-5", max_tokens=64, messages=message)
+        spent.append(time.thread_time() - began)
 
-    def run(count: int) -> float:
+    def run(count: int) -> tuple[float, float]:
+        spent.clear()
         started = time.perf_counter()
         pool = [threading.Thread(target=calls, args=(count,)) for _ in range(threads)]
         for thread in pool:
             thread.start()
         for thread in pool:
             thread.join()
-        return threads * count / (time.perf_counter() - started)
+        made = threads * count
+        return made / (time.perf_counter() - started), sum(spent) / made
 
     run(1)  # each thread's connection opened, as the worker's warm-up round does
     return run(rounds)
 
 
-def measure(bench: Bench, api: MessagesAPI) -> list[Figure]:
+def measure(bench: Bench, api: MessagesAPI, processes: Sequence[Process | None]) -> list[Figure]:
+    """The agent rows; ``processes`` are the worker and the relay (None without one)."""
     concurrency = bench.stack.procfile.concurrency
     ideal = concurrency / api.delay
     count = concurrency * bench.sizes.agent_rounds
     # One round first: the worker imports the model SDK on its first agent delivery, and
     # each of its threads opens its connections (Redis, the API) on its first.
     _run(bench, api, concurrency)
-    runs = [(_run(bench, api, count), ideal) for _ in range(bench.sizes.repeats)]
+    bursts = [_run(bench, api, count, processes=processes) for _ in range(bench.sizes.repeats)]
     bench.reset()
-    raw = _raw_sdk(api, concurrency, bench.sizes.agent_rounds)
+    raw, sdk_cpu = _raw_sdk(api, concurrency, bench.sizes.agent_rounds)
+    runs = [(rate, ideal) for rate, _ in bursts]
     ours, _ = median_run(runs)
     details = {"pool": bench.stack.procfile.pool, "concurrency": concurrency,
                "model_delay_s": api.delay, "deliveries": count}  # fmt: skip
     return [
         *_agent_figures(ours, ideal, runs, raw, details, concurrency, api),
+        *_cpu_figures([cpu for _, cpu in bursts], sdk_cpu, concurrency),
         *_tool_figures(bench, api, concurrency, count),
         _capped(bench, api, count),
     ]
+
+
+def _cpu_figures(ours: list[float], sdk: float, concurrency: int) -> list[Figure]:
+    """A delivery's CPU against the SDK call's alone; and beyond the call, against the call."""
+    runs = [(cpu, sdk) for cpu in ours]
+    beyond = [(cpu - sdk, sdk) for cpu in ours]
+    baseline = f"SDK alone, {concurrency} threads, per call"
+    return [
+        Figure("agents_cpu", "agents: CPU per delivery (worker + relay)", "µs",
+               *median_run(runs), baseline, higher_is_better=False, runs=runs),
+        Figure("agents_cpu_beyond_sdk", "agents: CPU per delivery beyond its SDK call", "µs",
+               *median_run(beyond), baseline, higher_is_better=False,
+               target=f"≤ {BEYOND_SDK_TARGET}x",
+               met=median_run(beyond)[0] <= BEYOND_SDK_TARGET * sdk, runs=beyond),
+    ]  # fmt: skip
 
 
 def _tool_figures(bench: Bench, api: MessagesAPI, concurrency: int, count: int) -> list[Figure]:
     """Deliveries with two own-tool calls against none, and one tool call's CPU."""
     _run(bench, api, concurrency, TOOL_AGENT)  # warm-up: the tool's first call imports it
     runs = [
-        (_run(bench, api, count, TOOL_AGENT), _run(bench, api, count, AGENT))
+        (_run(bench, api, count, TOOL_AGENT)[0], _run(bench, api, count, AGENT)[0])
         for _ in range(bench.sizes.repeats)
     ]
     with_tools, without = median_run(runs)

@@ -6,18 +6,23 @@ with traces on (exported over OTLP to the run's sink) against the same web with
 them off; its metrics are counted either way. The apps run under the Procfile's
 gunicorn configuration, at the same time, and each repetition loads each in turn
 so that drift hits them alike. No worker runs: this is the web tier alone.
+
+The CPU rows count the gunicorn master and workers of each app over each load
+(its warm-up too) per request answered; Redis's own CPU is in the details.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from bench.context import Bench
-from bench.figures import Figure, median_run, percentile
+from bench.cost import Cost
+from bench.figures import Figure, median, median_run, percentile
 from bench.http_load import Answers, Target, run_closed_loop
 from bench.procfile import WEB_APP
 from bench.scenarios.common import require
-from bench.services import SOURCE
+from bench.services import SOURCE, Process
 
 #: The target: at least half the bare endpoint's requests per second.
 TARGET = 0.5
@@ -25,12 +30,31 @@ TARGET = 0.5
 OBSERVED_TARGET = 0.9
 
 
-def _load(bench: Bench, port: int) -> tuple[Answers, float]:
+@dataclass
+class Load:
+    """What one app answered under the closed loop, how fast, and at what cost."""
+
+    answers: Answers
+    cost: Cost
+    rate: float
+
+    @property
+    def cpu(self) -> float:
+        """The app's CPU seconds per request answered."""
+        return self.cost.cpu / self.answers.answered
+
+    @property
+    def redis_cpu(self) -> float:
+        return self.cost.redis_cpu / self.answers.answered
+
+
+def _load(bench: Bench, web: Process, port: int) -> Load:
     sizes = bench.sizes
     target = Target(port, SOURCE, bench.stack.secret, "noop", sizes.payload_bytes)
+    meter = bench.meter(web)
     answers = run_closed_loop(target, sizes.load_processes, sizes.load_connections,
                               sizes.ingest_warmup, sizes.ingest_seconds)  # fmt: skip
-    return answers, len(answers.latencies) / sizes.ingest_seconds
+    return Load(answers, meter.stop(), len(answers.latencies) / sizes.ingest_seconds)
 
 
 def measure(bench: Bench) -> list[Figure]:
@@ -43,21 +67,30 @@ def measure(bench: Bench) -> list[Figure]:
     against_store_only: list[tuple[float, float]] = []
     p50: list[tuple[float, float]] = []
     p99: list[tuple[float, float]] = []
-    cpu = 0.0
+    cpu: list[tuple[float, float]] = []
+    cpu_store_only: list[tuple[float, float]] = []
+    redis_cpu: list[float] = []
+    busy = 0.0
     for _ in range(bench.sizes.repeats):
-        flask, flask_rate = _load(bench, hello_port)
-        _, store_only_rate = _load(bench, store_only_port)
-        ours, our_rate = _load(bench, web_port)
-        require(set(ours.statuses) == {202}, f"webhooks answered {dict(ours.statuses)}:\n"
-                f"{web.log()[-2000:]}")  # fmt: skip
-        seen, seen_rate = _load(bench, observed_port)
-        require(set(seen.statuses) == {202}, f"traced webhooks answered {dict(seen.statuses)}")
-        traced.append((seen_rate, our_rate))
-        rates.append((our_rate, flask_rate))
-        against_store_only.append((our_rate, store_only_rate))
-        p50.append((percentile(ours.latencies, 0.5), percentile(flask.latencies, 0.5)))
-        p99.append((percentile(ours.latencies, 0.99), percentile(flask.latencies, 0.99)))
-        cpu = max(cpu, ours.cpu_seconds, flask.cpu_seconds)
+        flask = _load(bench, hello, hello_port)
+        store = _load(bench, store_only, store_only_port)
+        ours = _load(bench, web, web_port)
+        require(set(ours.answers.statuses) == {202}, f"webhooks answered "
+                f"{dict(ours.answers.statuses)}:\n{web.log()[-2000:]}")  # fmt: skip
+        seen = _load(bench, observed, observed_port)
+        require(set(seen.answers.statuses) == {202},
+                f"traced webhooks answered {dict(seen.answers.statuses)}")  # fmt: skip
+        traced.append((seen.rate, ours.rate))
+        rates.append((ours.rate, flask.rate))
+        against_store_only.append((ours.rate, store.rate))
+        cpu.append((ours.cpu, flask.cpu))
+        cpu_store_only.append((ours.cpu, store.cpu))
+        redis_cpu.append(ours.redis_cpu)
+        p50.append((percentile(ours.answers.latencies, 0.5),
+                    percentile(flask.answers.latencies, 0.5)))  # fmt: skip
+        p99.append((percentile(ours.answers.latencies, 0.99),
+                    percentile(flask.answers.latencies, 0.99)))  # fmt: skip
+        busy = max(busy, ours.answers.cpu_seconds, flask.answers.cpu_seconds)
     hello.stop()
     store_only.stop()
     web.stop()
@@ -66,7 +99,7 @@ def measure(bench: Bench) -> list[Figure]:
     bench.reset()
     ours_rate, flask_rate = median_run(rates)
     elapsed = bench.sizes.ingest_warmup + bench.sizes.ingest_seconds
-    details = {"stored": stored, "load_cpu_share": round(cpu / elapsed / (os.cpu_count() or 1), 3),
+    details = {"stored": stored, "load_cpu_share": round(busy / elapsed / (os.cpu_count() or 1), 3),
                "load": f"{bench.sizes.load_processes} processes x "
                        f"{bench.sizes.load_connections} keep-alive connections"}  # fmt: skip
     return [
@@ -76,6 +109,12 @@ def measure(bench: Bench) -> list[Figure]:
         Figure("ingest_vs_store_only", "ingest: the same, against one XADD per request",
                "req/s", *median_run(against_store_only), "Flask storing the body, no checks",
                runs=against_store_only),
+        Figure("ingest_cpu", "ingest: CPU per request (gunicorn master + workers)", "µs",
+               *median_run(cpu), "bare Flask", higher_is_better=False, runs=cpu,
+               details={"redis_cpu_us": round(median(redis_cpu) * 1e6, 1)}),
+        Figure("ingest_cpu_vs_store_only", "ingest: CPU per request, against one XADD",
+               "µs", *median_run(cpu_store_only), "Flask storing the body, no checks",
+               higher_is_better=False, runs=cpu_store_only),
         Figure("ingest_observed", "ingest: traces on, against off", "req/s",
                *median_run(traced), "the same web, traces off",
                target=f"≥ {OBSERVED_TARGET}x",

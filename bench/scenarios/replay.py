@@ -1,12 +1,14 @@
 """Replay and dead-letter retry: events re-dispatched per second, against raw ``apply_async``.
 
 No worker runs: what is measured is how fast the core puts stored work back on
-the broker (the pace limit, ``EDA_REPLAY_RATE``, is set out of the way).
+the broker (the pace limit, ``EDA_REPLAY_RATE``, is set out of the way), and
+the CPU the calling thread spends on each, against that of raw ``apply_async``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from bench.context import Bench
 from bench.figures import Figure, median_run
@@ -50,36 +52,51 @@ def _kill(bench: Bench, events: list[Event]) -> None:
         )
 
 
-def _replay(bench: Bench, count: int) -> float:
+def _timed(count: int, redispatch: Callable[[], int], what: str) -> tuple[float, float]:
+    """Per second and CPU seconds per item of ``redispatch()``, which says how many it did."""
+    started, began = time.perf_counter(), time.thread_time()
+    done = redispatch()
+    cpu, elapsed = time.thread_time() - began, time.perf_counter() - started
+    require(done == count, f"{what}: {done} of {count}")
+    return count / elapsed, cpu / count
+
+
+def _replay(bench: Bench, count: int) -> tuple[float, float]:
     store_events(bench, count)
-    started = time.perf_counter()
-    report = bench.core.replay(event_type="bench.noop", limit=count)
-    elapsed = time.perf_counter() - started
-    require(report.deliveries == count, f"replay re-dispatched {report.deliveries} of {count}")
-    return count / elapsed
+    return _timed(count, lambda: bench.core.replay(event_type="bench.noop", limit=count)
+                  .deliveries, "replay re-dispatched")  # fmt: skip
 
 
-def _retry(bench: Bench, count: int) -> float:
+def _retry(bench: Bench, count: int) -> tuple[float, float]:
     _kill(bench, store_events(bench, count))
-    started = time.perf_counter()
-    retried = bench.core.retry_dead_letters(limit=count).retried
-    elapsed = time.perf_counter() - started
-    require(len(retried) == count, f"retried {len(retried)} of {count} dead letters")
-    return count / elapsed
+    return _timed(count, lambda: len(bench.core.retry_dead_letters(limit=count).retried),
+                  "dead letters retried")  # fmt: skip
 
 
 def measure(bench: Bench, raw: RawCelery) -> list[Figure]:
     count = bench.sizes.replay_events
     replays: list[tuple[float, float]] = []
     retries: list[tuple[float, float]] = []
+    replay_cpu: list[tuple[float, float]] = []
+    retry_cpu: list[tuple[float, float]] = []
     for index in range(bench.sizes.repeats):
-        replays.append((_replay(bench, count), raw.enqueue_rates[index]))
+        rate, cpu = _replay(bench, count)
+        replays.append((rate, raw.enqueue_rates[index]))
+        replay_cpu.append((cpu, raw.enqueue_cpu[index]))
         bench.reset()
-        retries.append((_retry(bench, count), raw.enqueue_rates[index]))
+        rate, cpu = _retry(bench, count)
+        retries.append((rate, raw.enqueue_rates[index]))
+        retry_cpu.append((cpu, raw.enqueue_cpu[index]))
         bench.reset()
     return [
         Figure("replay", "replay: events re-dispatched/s", "/s", *median_run(replays),
                "raw apply_async", runs=replays),
+        Figure("replay_cpu", "replay: CPU per event re-dispatched", "µs",
+               *median_run(replay_cpu), "raw apply_async", higher_is_better=False,
+               runs=replay_cpu),
         Figure("dlq_retry", "DLQ retry: letters re-dispatched/s", "/s", *median_run(retries),
                "raw apply_async", runs=retries),
+        Figure("dlq_retry_cpu", "DLQ retry: CPU per letter re-dispatched", "µs",
+               *median_run(retry_cpu), "raw apply_async", higher_is_better=False,
+               runs=retry_cpu),
     ]  # fmt: skip
