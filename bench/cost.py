@@ -47,8 +47,9 @@ class Cost:
         )
 
     def commands_per(self, units: int) -> dict[str, float]:
-        """Calls of each command per unit, most called first."""
-        return {name: round(calls / units, 2) for name, calls in self.commands.most_common()}
+        """Calls of each command per unit, most called first (those under 0.001 left out)."""
+        per = {name: round(calls / units, 3) for name, calls in self.commands.most_common()}
+        return {name: calls for name, calls in per.items() if calls}
 
 
 #: What the suite itself sent to watch for the end of runs (see :func:`look`).

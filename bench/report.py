@@ -43,10 +43,14 @@ def table(figures: list[Figure]) -> str:
 
 
 def commands(by_run: dict[str, dict[str, float]]) -> str:
-    """Redis commands per delivery by name, a line for each run (ours, raw Celery's)."""
+    """Redis commands per delivery by name, a line for each run (ours, raw Celery's).
+
+    Commands called less than once in a hundred deliveries are left to the JSON.
+    """
     lines = ["\nRedis commands per delivery (dispatch):"]
     for run, calls in by_run.items():
-        lines.append(f"- {run}: " + ", ".join(f"{name} {n:g}" for name, n in calls.items()))
+        shown = ", ".join(f"{name} {n:.2f}" for name, n in calls.items() if n >= 0.01)
+        lines.append(f"- {run}: {shown}")
     return "\n".join(lines)
 
 
