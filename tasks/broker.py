@@ -42,11 +42,14 @@ pool threads CPU              1,036 µs    938 µs                     723 µs
 deliveries/s                  341         351                        924
 ============================  ==========  =========================  =======
 
-kombu's options do not reach it: a larger prefetch takes as many round trips (above),
-and ``ack_emulation=False`` (no record, no acknowledgement) gives up the visibility
-timeout's restore, so a worker killed with messages in hand would lose them. Messages
-that arrive one at a time still cost five (``BRPOP``; the step recording it; start;
-finish; the step forgetting it), as before.
+On a backlog every step takes at least one message, so a delivery costs the worker
+three round trips at most, however the turns fall (two and a fraction when a turn
+gathers several acknowledgements, as above). kombu's options do not reach it: a
+larger prefetch takes as many round trips (above), and ``ack_emulation=False`` (no
+record, no acknowledgement) gives up the visibility timeout's restore, so a worker
+killed with messages in hand would lose them. Messages that arrive one at a time
+still cost five (``BRPOP``; the step recording it; start; finish; the step
+forgetting it), as before.
 
 :func:`install` makes ``redis://`` and ``rediss://`` URLs use it: the broker URL keeps
 its scheme, by which Flower picks its broker client. ``tests/test_broker.py`` fails when
