@@ -57,6 +57,10 @@ def fixable(event: Event) -> dict[str, Any]:
     return {"attempt": attempt}
 
 
+def noop(event: Event) -> None:
+    """Nothing, and no note either: what a delivery costs the worker alone."""
+
+
 def succeed(event: Event) -> dict[str, Any]:
     return {"attempt": _attempt(event, "succeed")}
 

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import base64
+import itertools
+import os
+import signal
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from kombu import Connection
+from kombu import Connection, Exchange, Queue
+from kombu.asynchronous import Hub
 from kombu.transport import redis as kombu_redis
 
+import tasks
+from eda.core import Core
+from eda.settings import load
 from tasks import app
 from tasks.broker import Transport
-from tests.conftest import RedisServer
+from tasks.enqueue import CeleryEnqueuer
+from tests.conftest import RedisServer, wait_for
+from tests.handlers import attempts
+from tests.lanes import lane_length, lane_messages
+from tests.workers import FAST, Worker
 
 
 def collected_channel(url: str, transport: type) -> Any:
@@ -51,3 +66,211 @@ def test_the_broker_url_keeps_its_redis_scheme_with_our_transport() -> None:
     with app.connection_for_write() as connection:
         assert isinstance(connection.transport, Transport)
         assert connection.as_uri().startswith("redis://")
+
+
+# -- the worker's steps: acknowledgements, records and takes in one round trip -------------------
+
+LANES = ("first", "second")
+
+
+def lane_queues() -> list[Queue]:
+    exchange = Exchange("steps", type="direct")
+    return [Queue(name, exchange, routing_key=name) for name in LANES]
+
+
+def publish(url: str, messages: list[tuple[str, int, str]]) -> None:
+    """(lane, priority, body) messages, in this order; on Redis 0 is the highest priority."""
+    with Connection(url, transport=Transport) as connection, connection.Producer() as producer:
+        for lane, priority, body in messages:
+            producer.publish(
+                body, exchange="steps", routing_key=lane, priority=priority, declare=lane_queues()
+            )
+
+
+class Looped:
+    """A consumer of the lanes under a kombu event loop, as Celery's worker runs it."""
+
+    def __init__(self, url: str, prefetch: int, **options: Any) -> None:
+        self.connection = Connection(url, transport=Transport, transport_options=options)
+        self.connection.connect()
+        self.received: list[Any] = []
+        self.consumer = self.connection.Consumer(
+            lane_queues(), callbacks=[lambda body, message: self.received.append(message)]
+        )
+        self.consumer.qos(prefetch_count=prefetch)
+        self.consumer.consume()
+        self.hub = Hub()
+        self.connection.transport.register_with_event_loop(self.connection.connection, self.hub)
+        self.channel: Any = self.consumer.channel
+
+    def turns(self, count: int = 3) -> list[str]:
+        for _ in range(count):
+            self.hub.run_once()
+        return [message.payload for message in self.received]
+
+    def close(self) -> None:
+        self.hub.close()
+        self.connection.close()
+
+
+@pytest.fixture
+def looped(idle_redis_broker: tuple[str, redis.Redis]) -> Iterator[Callable[..., Looped]]:
+    made: list[Looped] = []
+
+    def make(prefetch: int, **options: Any) -> Looped:
+        made.append(Looped(idle_redis_broker[0], prefetch, **options))
+        return made[-1]
+
+    yield make
+    for consumer in made:
+        consumer.close()
+
+
+def test_a_step_takes_by_priority_each_lane_in_turn_and_records_what_it_took(
+    idle_redis_broker: tuple[str, redis.Redis], looped: Callable[..., Looped]
+) -> None:
+    url, broker = idle_redis_broker
+    low = [(lane, 9, f"{lane}-low-{n}") for lane in LANES for n in range(2)]
+    high = [("first", 0, f"first-high-{n}") for n in range(3)] + [("second", 0, "second-high-0")]
+    publish(url, low + high)
+    consumer = looped(prefetch=5)
+
+    taken = consumer.turns()
+
+    assert taken == ["first-high-0", "second-high-0", "first-high-1", "first-high-2", "first-low-0"]
+    assert broker.hlen("unacked") == broker.zcard("unacked_index") == 5  # kombu's own records
+    assert lane_length(broker, "first") + lane_length(broker, "second") == 3
+
+
+def test_acknowledgements_are_forgotten_in_the_next_step_and_kombus_restore_reads_the_rest(
+    idle_redis_broker: tuple[str, redis.Redis], looped: Callable[..., Looped]
+) -> None:
+    url, broker = idle_redis_broker
+    publish(url, [("first", 5, f"message-{n}") for n in range(4)])
+    consumer = looped(prefetch=4)
+    consumer.turns()
+    for message in consumer.received[:2]:
+        message.ack()
+    assert broker.hlen("unacked") == 4  # on the loop's thread: left to the step of this turn
+
+    consumer.turns(1)
+    assert broker.hlen("unacked") == broker.zcard("unacked_index") == 2
+
+    # The upstream behaviour the records rely on: once the consumer is gone, kombu's own
+    # restore (past the visibility timeout) puts what it never acknowledged back, whole.
+    consumer.channel.client.connection.disconnect()  # its BRPOP, as a killed worker's
+    options = {"visibility_timeout": 0}
+    with Connection(url, transport=kombu_redis.Transport, transport_options=options) as other:
+        other.default_channel.qos.restore_visible(num=10, interval=1)
+    assert broker.hlen("unacked") == 0
+    restored = lane_messages(broker, "first")
+    assert sorted(base64.b64decode(m["body"]).decode() for m in restored) == [
+        "message-2",
+        "message-3",
+    ]
+    assert all(m["headers"]["redelivered"] for m in restored)
+
+
+# -- through a real worker ----------------------------------------------------------------------
+
+#: Deliveries counted: enough that the worker's idle chatter (heartbeat, a BRPOP's timeout)
+#: is a few hundredths of a round trip each.
+COUNTED = 200
+
+
+def round_trips(client: redis.Redis) -> int:
+    """The reads the server processed so far: a round trip each (the INFO asking, not yet)."""
+    return int(client.info("stats")["total_reads_processed"])
+
+
+def backlog_round_trips(core: Core, client: redis.Redis, worker: Worker, event_type: str) -> float:
+    """Round trips a delivery of a backlog of COUNTED costs (the worker is held while the
+    backlog is made), all of them succeeded."""
+    os.kill(worker.process.pid, signal.SIGSTOP)
+    ids = [core.publish(event_type, {}, "test").event_id for _ in range(COUNTED)]
+    before = round_trips(client)
+    os.kill(worker.process.pid, signal.SIGCONT)
+    polls = itertools.count(1)  # each poll is a round trip of ours
+
+    def settled() -> int:
+        made = next(polls)
+        return made if client.zcard(core.keys.inflight) == 0 else 0
+
+    made = wait_for(settled, timeout=60)
+    spent = (round_trips(client) - before - made - 1) / COUNTED  # less our polls and INFO
+    statuses = {core.get_event(i).deliveries["tests.handlers:noop"]["status"] for i in ids}
+    assert statuses == {"succeeded"}
+    return spent
+
+
+def test_a_delivery_that_succeeds_costs_the_worker_at_most_three_round_trips(
+    tmp_path: Path, unique_type: Callable[[str], str]
+) -> None:
+    """Take, start, finish: BRPOP, kombu's record of each message and its acknowledgement
+    were a round trip each (five in all); now a step of the worker's event loop forgets
+    the acknowledged and takes and records the next messages in one."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    env = {
+        "REDIS_URL": server.url,
+        "CELERY_BROKER_URL": server.url.rsplit("/", 1)[0] + "/1",
+        "EDA_PREFIX": f"trips-{uuid.uuid4().hex[:8]}",
+    }
+    client = redis.Redis.from_url(server.url)
+    settings = load({**os.environ, **FAST, **env})
+    registry, routes = tasks.handlers(settings)
+    enqueuer = CeleryEnqueuer(tasks.app, broker_url=env["CELERY_BROKER_URL"])
+    core = Core(settings, enqueuer=enqueuer, routes=routes, handlers=registry)
+    worker = Worker(tmp_path / "worker.log", env=env, concurrency=64)  # as the Procfile's
+    try:
+        event_type = unique_type("counted")
+        core.subscribe([event_type], "tests.handlers:noop")
+        backlog_round_trips(core, client, worker, event_type)  # its threads connect
+        spent = backlog_round_trips(core, client, worker, event_type)
+        assert spent <= 3.0, f"{spent:.2f} round trips a delivery"
+    finally:
+        worker.stop()
+        client.close()
+        server.stop()
+
+
+#: A worker whose unacknowledged messages come back after two seconds.
+SHORT_VISIBILITY = {
+    "EDA_VISIBILITY_TIMEOUT": "2",
+    "EDA_TASK_TIME_LIMIT": "1.5",
+    "EDA_TASK_SOFT_TIME_LIMIT": "1.2",
+}
+
+
+def test_a_killed_worker_loses_none_of_the_messages_it_took_ahead(
+    private_broker: Any, client: Any, unique_type: Callable[[str], str], tmp_path: Path
+) -> None:
+    broker_url, core = private_broker(12)
+    broker = redis.Redis.from_url(broker_url)
+    env = {"CELERY_BROKER_URL": broker_url, **SHORT_VISIBILITY}
+    ahead = ("--prefetch-multiplier", "4")  # two running, six more taken and waiting
+    first = Worker(tmp_path / "first.log", env, name="doomed", concurrency=2, options=ahead)
+    event_type = unique_type("held")
+    core.subscribe([event_type], "tests.handlers:slow")
+    ids = [core.publish(event_type, {"seconds": 0.4}, "test").event_id for _ in range(12)]
+    wait_for(lambda: broker.hlen("unacked") >= 8)
+
+    first.kill()
+    unfinished = sum(
+        core.get_event(i).deliveries["tests.handlers:slow"]["status"] != "succeeded" for i in ids
+    )
+    # every message the worker took and did not finish is recorded for kombu's restore
+    assert broker.hlen("unacked") + lane_length(broker) >= unfinished
+    second = Worker(tmp_path / "second.log", env, name="rescuer")
+    try:
+
+        def settled() -> bool:
+            deliveries = [core.get_event(i).deliveries["tests.handlers:slow"] for i in ids]
+            return all(delivery["status"] == "succeeded" for delivery in deliveries)
+
+        wait_for(settled, timeout=40, interval=0.3)
+        assert all(1 <= len(attempts(client, i, "slow")) <= 2 for i in ids)
+        assert broker.hlen("unacked") == 0
+    finally:
+        second.stop()
+        broker.close()
