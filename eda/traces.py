@@ -55,18 +55,23 @@ ENVIRONMENT_CARRIER = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE"}
 _lock = threading.Lock()
 _tracer: Any = None
 _provider: Any = None
+#: The SDK's pieces every span uses, imported once by :func:`enable`.
+_api: Any = None
+_propagator: Any = None
 
 
 def enable(settings: Settings, exporter: Any = None) -> bool:
     """Trace in this process when the settings name an OTLP endpoint (or ``exporter``
     is given: an SDK span exporter, exported to as each span ends). True when on.
     """
-    global _tracer, _provider
+    global _tracer, _provider, _api, _propagator
     if exporter is None and not settings.otel_endpoint:
         return False
+    from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     with _lock:
         if _provider is not None:
@@ -78,6 +83,7 @@ def enable(settings: Settings, exporter: Any = None) -> bool:
             provider.add_span_processor(SimpleSpanProcessor(exporter))
         else:
             provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(settings)))
+        _api, _propagator = trace, TraceContextTextMapPropagator()
         _provider, _tracer = provider, provider.get_tracer("eda")
     return True
 
@@ -114,10 +120,19 @@ def flush() -> None:
 
 
 def request_context(headers: Any) -> dict[str, str]:
-    """The W3C trace context headers of a request (any case-insensitive ``get``)."""
-    return {
-        name: str(headers.get(name)) for name in ("traceparent", "tracestate") if headers.get(name)
-    }
+    """The W3C trace context headers of a request (any case-insensitive ``get``).
+
+    A ``tracestate`` means nothing without a ``traceparent``: most requests carry
+    neither, and pay one header look-up.
+    """
+    traceparent = headers.get("traceparent")
+    if not traceparent:
+        return {}
+    found = {"traceparent": str(traceparent)}
+    tracestate = headers.get("tracestate")
+    if tracestate:
+        found["tracestate"] = str(tracestate)
+    return found
 
 
 def carrier(traceparent: object, tracestate: object = None) -> dict[str, str]:
@@ -141,10 +156,8 @@ def current() -> dict[str, str]:
     """The current span's W3C carrier (what a published event carries on); empty while off."""
     if _tracer is None:
         return {}
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     found: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(found)
+    _propagator.inject(found)
     return found
 
 
@@ -160,13 +173,10 @@ def _span(
 
     Neither an exception's text nor its traceback is recorded: they may quote a payload.
     """
-    from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     return _tracer.start_as_current_span(
         name,
-        context=TraceContextTextMapPropagator().extract(parent) if parent else None,
-        kind=trace.SpanKind[kind],
+        context=_propagator.extract(parent) if parent else None,
+        kind=_api.SpanKind[kind],
         record_exception=False,
         set_status_on_exception=False,
         attributes=attributes,
@@ -182,24 +192,42 @@ def ingest(event: Event, headers: Mapping[str, str], kind: str = "SERVER") -> It
     own ``traceparent`` wins over the request's (a batch's events each have theirs);
     without either the span is the current span's child, or starts a trace. ``kind``:
     ``SERVER`` for a request, ``PRODUCER`` for an event a handler publishes.
+
+    Every webhook pays for this span, so it costs no more than the SDK asks: it is
+    never the current span (storing makes no span under it), and a stored event
+    leaves its status unset, as the OpenTelemetry conventions ask of success; an
+    event not stored marks it failed, by the error's class alone.
     """
     if _tracer is None:
         yield event
         return
-    from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     attributes = dict(event.attributes or {})
     parent = carrier(attributes.get("traceparent"), attributes.get("tracestate")) or carrier(
         headers.get("traceparent"), headers.get("tracestate")
     )
     named = {"eda.event.id": event.id, "eda.event.type": event.type, "eda.source": event.source}
-    with _span("eda.ingest", parent, kind, named) as span:
-        outgoing: dict[str, str] = {}
-        TraceContextTextMapPropagator().inject(outgoing)
-        attributes.update(outgoing)
+    span = _tracer.start_span(
+        "eda.ingest",
+        context=_propagator.extract(parent) if parent else None,
+        kind=_api.SpanKind[kind],
+        attributes=named,
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+    try:
+        _propagator.inject(attributes, context=_api.set_span_in_context(span))
         yield event.model_copy(update={"attributes": attributes})
-        span.set_status(trace.StatusCode.OK)
+    except BaseException as exc:
+        _failed(span, exc)
+        raise
+    finally:
+        span.end()
+
+
+def _failed(span: Any, exc: BaseException) -> None:
+    """An exception's mark on its span: its class, never its text (it may quote a payload)."""
+    span.set_attribute("error.type", type(exc).__name__)
+    span.set_status(_api.StatusCode.ERROR)
 
 
 @contextlib.contextmanager
@@ -232,12 +260,10 @@ def attempt_ended(span: Any, outcome: str, attempt: int) -> None:
     """An attempt's verdict on its span: the outcome, the attempt's number, an error status."""
     if span is None:
         return
-    from opentelemetry import trace
-
     span.set_attribute("eda.delivery.outcome", outcome)
     span.set_attribute("eda.delivery.attempt", attempt)
     failed = outcome in ("retry", "dead", "stopped")
-    span.set_status(trace.StatusCode.ERROR if failed else trace.StatusCode.OK)
+    span.set_status(_api.StatusCode.ERROR if failed else _api.StatusCode.OK)
 
 
 @contextlib.contextmanager
@@ -246,14 +272,11 @@ def _operation(name: str, kind: str, attributes: dict[str, Any]) -> Iterator[Any
     if _tracer is None:
         yield None
         return
-    from opentelemetry import trace
-
     with _span(name, {}, kind, attributes) as span:
         try:
             yield span
         except BaseException as exc:
-            span.set_attribute("error.type", type(exc).__name__)
-            span.set_status(trace.StatusCode.ERROR)
+            _failed(span, exc)
             raise
 
 
@@ -319,10 +342,8 @@ def tool_ended(span: Any, outcome: str) -> None:
     """A tool call's outcome (``ok``, ``error``, ``refused``) on its span."""
     if span is None:
         return
-    from opentelemetry import trace
-
     span.set_attribute("eda.tool.outcome", outcome)
-    span.set_status(trace.StatusCode.OK if outcome == "ok" else trace.StatusCode.ERROR)
+    span.set_status(_api.StatusCode.OK if outcome == "ok" else _api.StatusCode.ERROR)
 
 
 @contextlib.contextmanager
@@ -334,17 +355,13 @@ def relay_batch(events: Sequence[Event]) -> Iterator[None]:
     if _tracer is None:
         yield
         return
-    from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    propagator = TraceContextTextMapPropagator()
     links = []
     for event in events:
         stored = event.attributes or {}
         parent = carrier(stored.get("traceparent"), stored.get("tracestate"))
         if parent:
-            linked = trace.get_current_span(propagator.extract(parent)).get_span_context()
-            links.append(trace.Link(linked, {"eda.event.id": event.id}))
+            linked = _api.get_current_span(_propagator.extract(parent)).get_span_context()
+            links.append(_api.Link(linked, {"eda.event.id": event.id}))
     named = {"eda.relay.events": len(events)}
     with _span("eda.relay", {}, "PRODUCER", named, links=links):
         yield

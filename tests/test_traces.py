@@ -22,10 +22,13 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from bench.otlp_sink import Sink
 from eda import traces
 from eda.core import Core
+from eda.errors import StoreUnavailable
+from eda.event import Event
 from tests.conftest import RedisServer, wait_for
 from tests.http_support import app_client
 from tests.messages_api import MessagesAPI, message, messages_api_server, text, tool_use
@@ -173,6 +176,25 @@ def test_without_a_traceparent_ingest_starts_the_trace(
     assert ingest.parent is None
     stored = core.get_event(event_id).event.attributes or {}
     assert stored["traceparent"].split("-")[1] == format(ingest.context.trace_id, "032x")
+
+
+def test_a_stored_events_ingest_span_is_left_unset_and_one_not_stored_is_failed_by_class(
+    traced_core: Core, memory: InMemorySpanExporter
+) -> None:
+    push(traced_core, "refs/heads/stored", f"00-{TRACE_ID}-{SENDER_SPAN}-01")
+    [stored] = memory.get_finished_spans()
+    assert stored.status.status_code is StatusCode.UNSET
+    assert "error.type" not in (stored.attributes or {})
+
+    memory.clear()
+    event = Event.create(type="code.pushed", source="github", payload={"ref": SECRET_WORDS})
+    with pytest.raises(StoreUnavailable), traces.ingest(event, {}):
+        raise StoreUnavailable(f"the store refused {SECRET_WORDS}")
+    [failed] = memory.get_finished_spans()
+    assert failed.name == "eda.ingest" and failed.status.status_code is StatusCode.ERROR
+    assert (failed.attributes or {})["error.type"] == "StoreUnavailable"
+    assert not failed.status.description and not failed.events  # no error text anywhere
+    assert not [v for v in (failed.attributes or {}).values() if SECRET_WORDS in str(v)]
 
 
 def test_while_tracing_is_off_the_event_is_stored_as_it_came(traced_core: Core) -> None:
