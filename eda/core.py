@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -59,7 +59,9 @@ class Enqueuer(Protocol):
         """Enqueue the delivery (``flow``: state flow control hands it); raise when the broker
         did not take it."""
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
         """Enqueue (event, handler, task id) deliveries together; raise unless all were taken."""
 
     def waiting_task_ids(self) -> set[str] | None:
@@ -126,6 +128,11 @@ class RetryReport:
             "interrupted": self.interrupted,
             "items": self.retried,
         }
+
+
+def parsed_subscriptions(raw: Iterable[str | bytes]) -> list[dict[str, Any]]:
+    """Subscriptions as stored (JSON), read and in order of pattern and handler."""
+    return sorted((json.loads(x) for x in raw), key=lambda s: (s["pattern"], s["handler"]))
 
 
 class Core:
@@ -317,8 +324,7 @@ class Core:
 
     def subscriptions(self) -> list[dict[str, Any]]:
         with reaching_redis():
-            raw = self.redis.hvals(self.keys.subscriptions)
-        return sorted((json.loads(x) for x in raw), key=lambda s: (s["pattern"], s["handler"]))
+            return parsed_subscriptions(self.redis.hvals(self.keys.subscriptions))
 
     def plan(
         self, event: Event, subscriptions: list[dict[str, Any]] | None = None

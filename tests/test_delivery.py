@@ -243,12 +243,14 @@ class BrokerRefusingOnce(CeleryEnqueuer):
         super().__init__(app)
         self.refuse = refuse
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
         if self.refuse in (handler for _, handler, _ in deliveries):
             refused, self.refuse = self.refuse, ""
             super().deliver_many([d for d in deliveries if d[1] != refused])
             raise ConnectionError("the broker went away")
-        super().deliver_many(deliveries)
+        super().deliver_many(deliveries, replay=replay)
 
 
 def test_a_partial_dispatch_is_finished_by_the_sweeper_without_running_anything_twice(
@@ -431,11 +433,13 @@ class BrokerThatDies(CeleryEnqueuer):
         super().__init__(app)
         self.died = False
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
         if not self.died:
             self.died = True
             raise SystemExit("killed")
-        super().deliver_many(deliveries)
+        super().deliver_many(deliveries, replay=replay)
 
 
 def test_deliveries_recorded_by_a_dispatch_that_died_are_swept_and_run_once(
@@ -479,10 +483,12 @@ class SweptBeforeItSends(CeleryEnqueuer):
         super().__init__(app)
         self.sweeper = sweeper
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
         with pytest.raises(SystemExit):
             self.sweeper.dispatch_many([event for event, _, _ in deliveries])
-        super().deliver_many(deliveries)
+        super().deliver_many(deliveries, replay=replay)
 
 
 def test_a_delivery_a_sweeper_took_over_and_never_sent_is_swept_again(
@@ -509,8 +515,10 @@ class BrokerFailingAfterTheWorkerRan(CeleryEnqueuer):
         super().__init__(app)
         self.core = core
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
-        super().deliver_many(deliveries)
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
+        super().deliver_many(deliveries, replay=replay)
         for event, handler, _ in deliveries:
             settled(self.core, event.id, handler, "succeeded")
         raise ConnectionError("the broker went away after the flush")

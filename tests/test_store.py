@@ -19,7 +19,7 @@ from eda.event import Event
 from eda.keys import Keys
 from eda.redis_server import free_port
 from eda.settings import Settings
-from eda.store import ACK_STATUSES, EventStore
+from eda.store import ACK_STATUSES, EventStore, Taken
 from tests.conftest import RedisServer
 from tests.lifecycle import finish, queue, start
 
@@ -445,11 +445,21 @@ def test_an_event_marked_pending_gets_its_derived_status_back_once_dispatched(
     assert store.get(sent.id).status == "ignored"
 
 
-def test_still_pending_reads_only_the_events_waiting_for_dispatch(store: EventStore) -> None:
+def test_taking_a_batch_reads_the_events_still_waiting_and_the_subscriptions_at_once(
+    store: EventStore, client: redis.Redis
+) -> None:
     waiting, dispatched = published(store), published(store)
     queue(Deliveries(store), dispatched.id, "h")
     store.mark_dispatched_many([(dispatched.id, None)])
-    assert store.still_pending([dispatched.id, "no-such-event", waiting.id]) == [waiting]
+    client.rpush(store.keys.dispatch, dispatched.id, "no-such-event", waiting.id)
+    client.hset(store.keys.subscriptions, "a.* h", '{"pattern": "a.*", "handler": "h"}')
+
+    taken = store.take_dispatch(10, wait=0.1, block=False)
+
+    assert taken.ids == [dispatched.id, "no-such-event", waiting.id]
+    assert taken.pending == [waiting]
+    assert taken.subscriptions == ['{"pattern": "a.*", "handler": "h"}']
+    assert store.take_dispatch(10, wait=0.1, block=False) == Taken()
 
 
 def test_many_events_are_marked_dispatched_together(
