@@ -201,6 +201,15 @@ class EventStore:
                 found.append(_stored(record, deliveries, outcomes))
         return found
 
+    def events(self, event_ids: list[str]) -> dict[str, Event]:
+        """The stored events among these ids, by id, in one round trip (the events alone,
+        not their deliveries)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.hget(self.keys.event(event_id), "data")
+        found = (Event.from_json(data) for data in self.execute(pipe) if data)
+        return {event.id: event for event in found}
+
     def history(
         self,
         event_type: str | None = None,
