@@ -29,11 +29,13 @@ Counted with redis-py's sends (``INFO`` agrees, a large pipeline aside), a batch
 of 200 no-op events cost 210 round trips before steps 1 and 2 were one script and
 the bindings were read once a batch (kombu read them once a message), and costs
 8 to 9 now (10 events: 17 before, 5 to 6 now); the relay's CPU per event fell
-from 1.2 to about 0.65 ms. Steps 3 and 5 stay apart from 4 on purpose: the
+from 1.2 to 0.65-0.85 ms. Steps 3 and 5 stay apart from 4 on purpose: the
 records must be in Redis before a worker can take a message, and the messages
 are Celery's, built and sent by kombu on the broker's own connection (which may
 be RabbitMQ, or another Redis); one transaction across them would mean writing
-kombu's message format here.
+kombu's message format here. Nor is step 5 put off to ride with the next batch's
+step 3: until it runs the batch's events stay ``pending``, and a relay that then
+waited for work or was killed would leave them to the sweeper to send again.
 """
 
 from __future__ import annotations
