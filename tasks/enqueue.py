@@ -123,7 +123,7 @@ class CeleryEnqueuer:
         """Enqueue one delivery (``flow``: what flow control hands it); raises when the broker
         did not take it."""
         with self.producers().acquire(block=True) as producer:
-            self._send(producer, event, handler, task_id, replay, flow)
+            self._send(producer, event, handler, task_id, replay, flow, None)
 
     def deliver_many(
         self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
@@ -133,16 +133,20 @@ class CeleryEnqueuer:
 
         On Redis the messages (and their task-sent events) go out in one pipeline;
         raises unless the broker took them all, and then some may have been taken.
+        Each lane's queue is declared (if this connection has not yet) once a batch,
+        not once a message as ``apply_async`` does: that check cost a sixth of the
+        CPU of a replayed delivery (0.37 of 2.1 s for 1,000).
         """
         if not deliveries:
             return
+        declared: set[str] = set()
         with (
             self.producers().acquire(block=True) as producer,
             bindings_read_once(producer.channel),
             producer.batch(BATCH_COMMANDS),
         ):
             for event, handler, task_id in deliveries:
-                self._send(producer, event, handler, task_id, replay, None)
+                self._send(producer, event, handler, task_id, replay, None, declared)
 
     def _send(
         self,
@@ -152,12 +156,19 @@ class CeleryEnqueuer:
         task_id: str,
         replay: bool,
         flow: dict[str, Any] | None,
+        declared: set[str] | None,
     ) -> None:
+        """Publish one delivery; ``declared``: the lanes this batch has declared (None:
+        ``apply_async`` declares the lane itself)."""
         from tasks.delivery import deliver
 
         lane = self.lanes.resolve(event.type)
         if lane == self.lanes.default.name and event.type not in self._bound:
             self._bind(producer.channel, lane, event.type)
+        if declared is not None and lane not in declared:
+            if producer.maybe_declare(self.queues[lane]):  # its bindings are new
+                forget_bindings(producer.channel)
+            declared.add(lane)
         kwargs: dict[str, Any] = {"replay": True} if replay else {}
         if flow:
             kwargs["flow"] = flow
@@ -171,6 +182,7 @@ class CeleryEnqueuer:
             queue=self.queues[lane],
             exchange=self.exchange,
             routing_key=event.type,
+            declare=None if declared is None else [],
             task_id=task_id,
             retry_policy=PUBLISH_RETRY_POLICY,
             priority=broker_priority(self.priority_of(handler, event.type), self.driver_type),

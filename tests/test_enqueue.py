@@ -86,6 +86,26 @@ def test_a_batch_reads_the_lane_bindings_once_and_again_after_binding_a_new_type
     broker.close()
 
 
+@pytest.mark.redis_broker
+def test_a_batch_declares_each_lane_it_sends_to_on_a_broker_nobody_declared_it_on(
+    own_redis: tuple[RedisServer, redis.Redis], unique_type: Any
+) -> None:
+    server, _ = own_redis
+    url = server.url.rsplit("/", 1)[0] + "/1"
+    enqueuer = CeleryEnqueuer(app, url)
+    kinds = [unique_type("a", lane="alert"), unique_type("c", lane="code"), unique_type()]
+    events = [Event.create(type=kind, source="test", payload={}) for kind in kinds for _ in "ab"]
+
+    enqueuer.deliver_many([(e, "tests.handlers:succeed", f"task-{e.id}") for e in events])
+
+    with redis.Redis.from_url(url) as broker:
+        for lane, kind in zip(("alerts", "code", "default"), kinds, strict=True):
+            queued = lane_messages(broker, lane)
+            assert sorted(m["headers"]["id"] for m in queued) == sorted(
+                f"task-{e.id}" for e in events if e.type == kind
+            )
+
+
 def test_route_priorities_are_read_the_way_each_broker_reads_them() -> None:
     from tasks.enqueue import broker_priority
 
