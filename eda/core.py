@@ -676,20 +676,19 @@ class Core:
         events = matched = 0
         next_since = None
         subscriptions = self.subscriptions()
-        for stored in self.store.scan_history(event_type, since, until):
-            handlers = [
-                p.handler for p in self.plan(stored.event, subscriptions) if not p.skipped_by
-            ]
+        for stream_id, event in self.store.scan_events(event_type, since, until):
             if handler is not None:
                 handlers = [handler]
+            else:
+                handlers = [p.handler for p in self.plan(event, subscriptions) if not p.skipped_by]
             if not handlers:
                 continue
             matched += 1
             if events < limit:
                 events += 1
-                work.extend((stored.event, h) for h in handlers)
+                work.extend((event, h) for h in handlers)
             elif next_since is None:
-                next_since = stored.stream_id
+                next_since = stream_id
         report = ReplayReport(
             dry_run=dry_run, events=events, matched=matched, next_since=next_since
         )

@@ -250,21 +250,25 @@ class EventStore:
             raise InvalidInput("since/until", str(exc)) from None
         return [str(fields["id"]) for _, fields in entries]
 
-    def scan_history(
+    def scan_events(
         self,
         event_type: str | None = None,
         since: datetime | str | None = None,
         until: datetime | str | None = None,
         batch: int = 500,
-    ) -> Iterator[StoredEvent]:
-        """Every stored event in the window, oldest first, read in batches."""
+    ) -> Iterator[tuple[str, Event]]:
+        """Every stored event in the window with its stream id, oldest first, read in
+        batches (the events alone: a replay needs no delivery records)."""
         low = stream_bound(since, upper=False)
         high = stream_bound(until, upper=True)
         stream = self.keys.type_stream(event_type) if event_type else self.keys.stream
         while True:
             with reaching_redis():
                 entries: list[Any] = self.redis.xrange(stream, low, high, count=batch)  # type: ignore[assignment]
-            yield from self.get_many(fields["id"] for _, fields in entries)
+            events = self.events([fields["id"] for _, fields in entries])
+            for stream_id, fields in entries:
+                if fields["id"] in events:
+                    yield stream_id, events[fields["id"]]
             if len(entries) < batch:
                 return
             low = "(" + entries[-1][0]
