@@ -73,6 +73,18 @@ class StoredEvent:
         return data
 
 
+@dataclass
+class Taken:
+    """What a relay took for one batch (:meth:`EventStore.take_dispatch`)."""
+
+    #: The ids taken off the dispatch queue, oldest first.
+    ids: list[str] = field(default_factory=list)
+    #: The events among them still waiting for dispatch (the others were dispatched first).
+    pending: list[Event] = field(default_factory=list)
+    #: The subscriptions as stored (JSON), read in the same step.
+    subscriptions: list[str] = field(default_factory=list)
+
+
 class Scripts:
     """The Lua scripts of the store, registered once per client."""
 
@@ -83,6 +95,7 @@ class Scripts:
         self.set_status = lua.load(client, "set_status")
         self.sent = lua.load(client, "sent")
         self.journal = lua.load(client, "journal")
+        self.take = lua.load(client, "take")
 
 
 def stream_bound(value: datetime | str | None, *, upper: bool) -> str:
@@ -188,16 +201,14 @@ class EventStore:
                 found.append(_stored(record, deliveries, outcomes))
         return found
 
-    def still_pending(self, event_ids: list[str]) -> list[Event]:
-        """The events among these ids still waiting for dispatch, in one round trip."""
+    def events(self, event_ids: list[str]) -> dict[str, Event]:
+        """The stored events among these ids, by id, in one round trip (the events alone,
+        not their deliveries)."""
         pipe = self.redis.pipeline(transaction=False)
         for event_id in event_ids:
-            pipe.hmget(self.keys.event(event_id), "status", "data")
-        return [
-            Event.from_json(data)
-            for status, data in self.execute(pipe)
-            if status == "pending" and data
-        ]
+            pipe.hget(self.keys.event(event_id), "data")
+        found = (Event.from_json(data) for data in self.execute(pipe) if data)
+        return {event.id: event for event in found}
 
     def history(
         self,
@@ -239,21 +250,25 @@ class EventStore:
             raise InvalidInput("since/until", str(exc)) from None
         return [str(fields["id"]) for _, fields in entries]
 
-    def scan_history(
+    def scan_events(
         self,
         event_type: str | None = None,
         since: datetime | str | None = None,
         until: datetime | str | None = None,
         batch: int = 500,
-    ) -> Iterator[StoredEvent]:
-        """Every stored event in the window, oldest first, read in batches."""
+    ) -> Iterator[tuple[str, Event]]:
+        """Every stored event in the window with its stream id, oldest first, read in
+        batches (the events alone: a replay needs no delivery records)."""
         low = stream_bound(since, upper=False)
         high = stream_bound(until, upper=True)
         stream = self.keys.type_stream(event_type) if event_type else self.keys.stream
         while True:
             with reaching_redis():
                 entries: list[Any] = self.redis.xrange(stream, low, high, count=batch)  # type: ignore[assignment]
-            yield from self.get_many(fields["id"] for _, fields in entries)
+            events = self.events([fields["id"] for _, fields in entries])
+            for stream_id, fields in entries:
+                if fields["id"] in events:
+                    yield stream_id, events[fields["id"]]
             if len(entries) < batch:
                 return
             low = "(" + entries[-1][0]
@@ -320,19 +335,37 @@ class EventStore:
             ids = self.redis.zrangebyscore(self.keys.pending, "-inf", cutoff, start=0, num=limit)
         return [str(i) for i in ids]
 
-    def take_dispatch(self, limit: int, wait: float) -> list[str]:
-        """Up to ``limit`` ids of events handed to the dispatchers, oldest first.
+    def take_dispatch(self, limit: int, wait: float, *, block: bool = True) -> Taken:
+        """Up to ``limit`` events handed to the dispatchers, oldest first, with what a
+        batch needs to dispatch them (``lua/take.lua``).
 
-        Blocks up to ``wait`` seconds for the first; each id goes to one caller only.
-        An id taken by a process that dies before dispatching stays ``pending``, for
-        the sweeper.
+        Each id goes to one caller only; an id taken by a process that dies before
+        dispatching stays ``pending``, for the sweeper. ``block`` waits first (up to
+        ``wait`` seconds) for an id, then takes the rest: two round trips. Without it
+        (the last batch was full: more is likely waiting) the batch is taken in one,
+        and only an empty queue is then waited on.
         """
+        if not block:
+            taken = self._take(limit, [])
+            if taken.ids:
+                return taken
         with reaching_redis():
             first: Any = self.redis.blpop([self.keys.dispatch], timeout=wait)
-            if not first:
-                return []
-            more: Any = self.redis.lpop(self.keys.dispatch, limit - 1) if limit > 1 else None
-        return [str(first[1]), *(str(x) for x in more or ())]
+        if not first:
+            return Taken()
+        return self._take(limit, [str(first[1])])
+
+    def _take(self, limit: int, taken: list[str]) -> Taken:
+        ids, pending, subscriptions = self._call(
+            self.scripts.take,
+            keys=[self.keys.dispatch, self.keys.subscriptions],
+            args=[limit, self.keys.event_prefix, *taken],
+        )
+        return Taken(
+            [str(x) for x in ids],
+            [Event.from_json(data) for data in pending],
+            [str(x) for x in subscriptions],
+        )
 
     def claim_pending(self, event_id: str, lease: float) -> bool:
         """Take a pending event for dispatch: True for exactly one of several sweepers."""

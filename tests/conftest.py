@@ -283,6 +283,18 @@ def private_broker(
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, redis.Redis]]:
+    """A Redis server of the test's own and a client of it: what the server counts is the
+    test's alone (see ``tests/redis_cost.py``). The broker is its database 1."""
+    server = RedisServer(tmp_path / "own-redis")
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    yield server, client
+    client.close()
+    server.stop()
+
+
+@pytest.fixture
 def idle_broker(broker_under_test: Broker) -> Iterator[str]:
     """The URL of a broker no worker consumes from, emptied afterwards."""
     url = broker_under_test.url(7)

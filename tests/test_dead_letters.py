@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from kombu.exceptions import OperationalError
 
 from eda.core import Core
@@ -14,11 +15,14 @@ from eda.dead_letters import MAX_TRACEBACK
 from eda.errors import InvalidInput, NotFound
 from eda.event import Event
 from eda.redis_server import free_port
+from eda.settings import Settings
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
-from tests.conftest import wait_for
+from tests.conftest import RedisServer, wait_for
 from tests.handlers import attempts
+from tests.lanes import lane_length
 from tests.lifecycle import kill, requeue
+from tests.redis_cost import cost
 
 
 def stored(core: Core, event_type: str = "a.b") -> Event:
@@ -87,8 +91,10 @@ def by_event(core: Core, event: Event) -> Any:
 class DiesAfterSending(CeleryEnqueuer):
     """The real enqueuer, in a process that dies just after the broker took the message."""
 
-    def deliver(self, *args: Any, **kwargs: Any) -> None:
-        super().deliver(*args, **kwargs)
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
+        super().deliver_many(deliveries, replay=replay)
         raise SystemExit("killed")
 
 
@@ -124,6 +130,55 @@ def test_a_retry_the_broker_refuses_leaves_the_delivery_dead_and_its_letter_in_p
     assert record["history"][-1]["reason"].startswith("could not enqueue")
     assert refused.dead_letter(letter.id) == letter.trimmed()
     assert [x.event_id for x in refused.dead_letter_list()] == [newer.id, older.id]
+
+
+def test_a_batch_retry_the_broker_refuses_leaves_every_delivery_dead_and_every_letter(
+    core: Core,
+) -> None:
+    nowhere = CeleryEnqueuer(app, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    refused = Core(core.settings, core.redis, nowhere)
+    events = [stored(refused) for _ in range(5)]
+    letters = [kill(refused.deliveries, event, "h") for event in events]
+
+    with pytest.raises(OperationalError):
+        refused.retry_dead_letters()
+
+    for event in events:
+        record = refused.get_event(event.id).deliveries["h"]
+        assert record["status"] == "dead"
+        assert record["history"][-1]["reason"].startswith("could not enqueue")
+    assert refused.dead_letter_list() == [letter.trimmed() for letter in reversed(letters)]
+
+
+@pytest.mark.redis_broker
+def test_a_batch_retry_costs_redis_a_few_round_trips_whatever_the_letters(
+    make_settings: Callable[..., Settings], own_redis: tuple[RedisServer, redis.Redis]
+) -> None:
+    """Counted by the server, store and broker together: the letters read, their events
+    read, the new runs recorded (each taking its letter), the bindings read, the messages
+    sent in pipelines of 50, the letters left counted. One letter at a time, 40 letters
+    cost 200 round trips."""
+    server, counter = own_redis
+    broker = server.url.rsplit("/", 1)[0] + "/1"
+    settings = make_settings(redis_url=server.url, replay_rate=1e6)  # one batch, unpaced
+    retrying = Core(settings, None, CeleryEnqueuer(app, broker))
+    events = [stored(retrying) for _ in range(42)]
+    for event in events:
+        kill(retrying.deliveries, event, "h")
+    for event in events[:2]:  # the first retries load the scripts, bind the type, connect
+        retrying.retry_dead_letter(f"{event.id}:h")
+
+    with cost(counter) as spent:
+        report = retrying.retry_dead_letters(limit=100)
+
+    assert (len(report.retried), report.left) == (40, 0)
+    assert spent.reads <= 25, spent
+    assert spent.of("smembers") == 1, spent
+    for event in events:
+        record = retrying.get_event(event.id).deliveries["h"]
+        assert (record["status"], len(record["runs"])) == ("queued", 2)
+    with redis.Redis.from_url(broker) as lanes:
+        assert lane_length(lanes) == 42
 
 
 def test_discarding_needs_a_reason_and_records_it_on_the_delivery(core: Core) -> None:

@@ -13,16 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kombu.exceptions import OperationalError
 
 from eda.core import Core
+from eda.delivery import Status
 from eda.event import Event
+from eda.redis_server import free_port
 from eda.settings import Settings
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
 from tests.brokers import Broker
 from tests.conftest import RedisServer, wait_for
 from tests.handlers import attempts
-from tests.lifecycle import queue, start
+from tests.lifecycle import finish, queue, start
+from tests.redis_cost import cost
 from tests.workers import ROOT, Worker
 
 ROUTES = ROOT / "tests" / "routes.yaml"
@@ -221,6 +225,73 @@ def test_replay_redispatches_a_window_of_events_and_dry_run_enqueues_nothing(
     assert live.replay(event_type, until=before).events == 0
 
 
+def test_a_replay_in_batches_runs_each_delivery_once_more_in_a_run_of_its_own(
+    live: Core, unique_type: Any, client: Any
+) -> None:
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:succeed")
+    ids = [live.publish(event_type, {"n": n}, "test").event_id for n in range(30)]
+    for event_id in ids:
+        settled(live, event_id, "tests.handlers:succeed", "succeeded")
+
+    report = live.replay(event_type)  # at 200 a second: batches of 20
+
+    assert report.deliveries == 30
+    assert [item["event_id"] for item in report.items] == ids
+    wait_for(lambda: all(len(attempts(client, i, "succeed")) == 2 for i in ids))
+    time.sleep(0.3)
+    assert all(len(attempts(client, i, "succeed")) == 2 for i in ids)
+    for event_id in ids:
+        record = settled(live, event_id, "tests.handlers:succeed", "succeeded")
+        assert [(r["number"], r["replay"]) for r in record["runs"]] == [(1, False), (2, True)]
+
+
+def test_a_replay_the_broker_refuses_leaves_every_delivery_as_it_was(core: Core) -> None:
+    nowhere = CeleryEnqueuer(app, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    refused = Core(core.settings, core.redis, nowhere)
+    events = [Event.create(type="a.b", source="test") for _ in range(5)]
+    for event in events:
+        refused.store.publish(event)
+        queue(refused.deliveries, event.id, "h")
+        start(refused.deliveries, event.id, "h")
+        finish(refused.deliveries, event.id, "h", Status.SUCCEEDED)
+
+    with pytest.raises(OperationalError):
+        refused.replay("a.b", handler="h")
+
+    for event in events:
+        record = refused.get_event(event.id).deliveries["h"]
+        assert (record["status"], len(record["runs"])) == ("succeeded", 2)
+        assert record["history"][-1]["reason"].startswith("could not enqueue")
+
+
+@pytest.mark.redis_broker
+def test_a_replay_costs_redis_a_few_round_trips_whatever_the_deliveries(
+    make_settings: Any, own_redis: tuple[RedisServer, Any]
+) -> None:
+    """Counted by the server, store and broker together: the window read, the new runs
+    recorded, the bindings read, the messages sent in pipelines of 50. One delivery at a
+    time, 40 deliveries cost 120 round trips."""
+    server, counter = own_redis
+    broker = server.url.rsplit("/", 1)[0] + "/1"
+    settings = make_settings(redis_url=server.url, replay_rate=1e6)  # one batch, unpaced
+    replaying = Core(settings, None, CeleryEnqueuer(app, broker))
+    events = [Event.create(type="a.b", source="test") for _ in range(40)]
+    for event in events:
+        replaying.store.publish(event)
+    for _ in range(2):  # the first replays load the scripts, bind the type, connect
+        replaying.replay("a.b", handler="h", limit=1)
+
+    with cost(counter) as spent:
+        report = replaying.replay("a.b", handler="h")
+
+    assert report.deliveries == 40
+    assert spent.reads <= 25, spent
+    assert spent.of("smembers") == 1, spent
+    runs = [len(replaying.get_event(e.id).deliveries["h"]["runs"]) for e in events]
+    assert runs == [3] + [1] * 39
+
+
 def test_dispatching_an_event_twice_enqueues_each_delivery_once(
     live: Core, unique_type: Any, client: Any
 ) -> None:
@@ -243,12 +314,14 @@ class BrokerRefusingOnce(CeleryEnqueuer):
         super().__init__(app)
         self.refuse = refuse
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
         if self.refuse in (handler for _, handler, _ in deliveries):
             refused, self.refuse = self.refuse, ""
             super().deliver_many([d for d in deliveries if d[1] != refused])
             raise ConnectionError("the broker went away")
-        super().deliver_many(deliveries)
+        super().deliver_many(deliveries, replay=replay)
 
 
 def test_a_partial_dispatch_is_finished_by_the_sweeper_without_running_anything_twice(
@@ -431,11 +504,13 @@ class BrokerThatDies(CeleryEnqueuer):
         super().__init__(app)
         self.died = False
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
         if not self.died:
             self.died = True
             raise SystemExit("killed")
-        super().deliver_many(deliveries)
+        super().deliver_many(deliveries, replay=replay)
 
 
 def test_deliveries_recorded_by_a_dispatch_that_died_are_swept_and_run_once(
@@ -479,10 +554,12 @@ class SweptBeforeItSends(CeleryEnqueuer):
         super().__init__(app)
         self.sweeper = sweeper
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
         with pytest.raises(SystemExit):
             self.sweeper.dispatch_many([event for event, _, _ in deliveries])
-        super().deliver_many(deliveries)
+        super().deliver_many(deliveries, replay=replay)
 
 
 def test_a_delivery_a_sweeper_took_over_and_never_sent_is_swept_again(
@@ -509,8 +586,10 @@ class BrokerFailingAfterTheWorkerRan(CeleryEnqueuer):
         super().__init__(app)
         self.core = core
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
-        super().deliver_many(deliveries)
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
+        super().deliver_many(deliveries, replay=replay)
         for event, handler, _ in deliveries:
             settled(self.core, event.id, handler, "succeeded")
         raise ConnectionError("the broker went away after the flush")

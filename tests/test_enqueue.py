@@ -13,7 +13,9 @@ from eda.event import Event
 from eda.flow import PRIORITIES
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
+from tests.conftest import RedisServer
 from tests.lanes import lane_length, lane_messages
+from tests.redis_cost import cost
 
 #: Where a delivery goes, on any broker; the Redis transport's own ways are marked apart.
 pytestmark = pytest.mark.brokers
@@ -62,6 +64,46 @@ def test_a_batch_of_deliveries_reaches_the_broker_with_their_sent_events(
     bodies = [json.loads(base64.b64decode(json.loads(m["data"])["body"])) for m in sent if m]
     assert sorted(b["uuid"] for b in bodies) == sorted(f"task-{e.id}" for e in events)
     monitor.close()  # Flower sees each task as sent
+
+
+@pytest.mark.redis_broker
+def test_a_batch_reads_the_lane_bindings_once_and_again_after_binding_a_new_type(
+    own_redis: tuple[RedisServer, redis.Redis], unique_type: Any
+) -> None:
+    server, counter = own_redis
+    broker = redis.Redis.from_url(server.url.rsplit("/", 1)[0] + "/1")
+    enqueuer = CeleryEnqueuer(app, server.url.rsplit("/", 1)[0] + "/1")
+    kinds = [unique_type(name) for name in ("first", "second", "third")]  # each bound anew
+    events = [Event.create(type=kind, source="test", payload={}) for kind in kinds for _ in "ab"]
+
+    with cost(counter) as spent:
+        enqueuer.deliver_many([(e, "tests.handlers:succeed", f"task-{e.id}") for e in events])
+
+    queued = lane_messages(broker)
+    assert sorted(m["headers"]["id"] for m in queued) == sorted(f"task-{e.id}" for e in events)
+    assert {m["properties"]["delivery_info"]["routing_key"] for m in queued} == set(kinds)
+    assert spent.of("smembers") == len(kinds)  # once after each new binding, not per message
+    broker.close()
+
+
+@pytest.mark.redis_broker
+def test_a_batch_declares_each_lane_it_sends_to_on_a_broker_nobody_declared_it_on(
+    own_redis: tuple[RedisServer, redis.Redis], unique_type: Any
+) -> None:
+    server, _ = own_redis
+    url = server.url.rsplit("/", 1)[0] + "/1"
+    enqueuer = CeleryEnqueuer(app, url)
+    kinds = [unique_type("a", lane="alert"), unique_type("c", lane="code"), unique_type()]
+    events = [Event.create(type=kind, source="test", payload={}) for kind in kinds for _ in "ab"]
+
+    enqueuer.deliver_many([(e, "tests.handlers:succeed", f"task-{e.id}") for e in events])
+
+    with redis.Redis.from_url(url) as broker:
+        for lane, kind in zip(("alerts", "code", "default"), kinds, strict=True):
+            queued = lane_messages(broker, lane)
+            assert sorted(m["headers"]["id"] for m in queued) == sorted(
+                f"task-{e.id}" for e in events if e.type == kind
+            )
 
 
 def test_route_priorities_are_read_the_way_each_broker_reads_them() -> None:

@@ -23,7 +23,8 @@ from eda.store import EventStore
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
 from tests.brokers import Broker
-from tests.conftest import wait_for
+from tests.conftest import RedisServer, wait_for
+from tests.redis_cost import cost
 from tests.workers import ROOT
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.brokers]
@@ -71,10 +72,10 @@ def test_publishing_with_notify_hands_the_event_over_once(store: EventStore) -> 
 def test_taking_hands_over_up_to_the_limit_oldest_first(store: EventStore) -> None:
     ids = [store.publish(event(), notify=True).event_id for _ in range(5)]
 
-    assert store.take_dispatch(3, wait=0.1) == ids[:3]
-    assert store.take_dispatch(3, wait=0.1) == ids[3:]
+    assert store.take_dispatch(3, wait=0.1).ids == ids[:3]
+    assert store.take_dispatch(3, wait=0.1, block=False).ids == ids[3:]
     started = time.monotonic()
-    assert store.take_dispatch(3, wait=0.2) == []
+    assert store.take_dispatch(3, wait=0.2, block=False).ids == []
     assert 0.1 < time.monotonic() - started < 2
 
 
@@ -129,10 +130,46 @@ def test_a_batch_costs_the_store_the_same_few_round_trips_whatever_its_size(
     assert waiting() == 2 * 62
 
 
+@pytest.mark.redis_broker
+def test_a_batch_costs_redis_a_few_round_trips_store_and_broker_alike(
+    make_settings: Callable[..., Settings],
+    own_redis: tuple[RedisServer, redis.Redis],
+    unique_type: Any,
+) -> None:
+    """Counted by the server, store and broker (its database 1) together.
+
+    A batch waits for its first event (unless the last one was full), takes the rest with
+    what dispatching them needs, records their deliveries, reads the lane bindings once,
+    sends the messages (one pipeline per 50), marks them sent: 6 round trips for 50
+    events. The server counts reads, and a large pipeline arrives in several: about 27.
+    When bindings were read once a message, 50 events cost more than 50.
+    """
+    server, counter = own_redis
+    settings = make_settings(redis_url=server.url)
+    core = Core(settings, None, CeleryEnqueuer(app, server.url.rsplit("/", 1)[0] + "/1"))
+    deferring = Core(settings, core.redis, defer_dispatch=True)
+    kind = unique_type()
+    core.subscribe([kind], "tests.handlers:succeed")
+    relay = Relay(core, batch=50, wait=0.1)
+    for _ in range(2):  # the first batches load the scripts, bind the type, connect
+        deferring.publish(kind, {}, "test")
+        relay.dispatch_batch()
+    ids = [deferring.publish(kind, {"n": n}, "test").event_id for n in range(100)]
+
+    for _ in range(2):  # the first waits for an event; the second, after a full one, not
+        with cost(counter) as spent:
+            assert relay.dispatch_batch() == 50
+        assert spent.reads <= 35, spent
+        assert spent.of("smembers") == spent.of("lpop") == 1, spent
+    assert {core.get_event(i).status for i in ids} == {"queued"}
+
+
 class RefusingBroker(CeleryEnqueuer):
     """The real enqueuer, with a broker that refuses every batch."""
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
         if deliveries:
             raise ConnectionError("the broker went away")
 
@@ -169,7 +206,9 @@ QUOTED = "while sending {'card': 'secret-4242'}"
 class BrokerQuotingWhatItRefused(CeleryEnqueuer):
     """The real enqueuer, with a broker whose refusal quotes what it was sent on a second line."""
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
         if deliveries:
             raise ConnectionError(f"the broker went away\n{QUOTED}")
 
@@ -212,11 +251,13 @@ class BrokerBlinkingOnce(CeleryEnqueuer):
         super().__init__(app, broker_url)
         self.refused = 0
 
-    def deliver_many(self, deliveries: list[tuple[Event, str, str]]) -> None:
+    def deliver_many(
+        self, deliveries: list[tuple[Event, str, str]], *, replay: bool = False
+    ) -> None:
         if deliveries and not self.refused:
             self.refused += 1
             raise ConnectionError("the broker blinked")
-        super().deliver_many(deliveries)
+        super().deliver_many(deliveries, replay=replay)
 
 
 def test_a_batch_the_broker_refused_once_is_sent_again_at_once(

@@ -19,7 +19,7 @@ from eda.event import Event
 from eda.keys import Keys
 from eda.redis_server import free_port
 from eda.settings import Settings
-from eda.store import ACK_STATUSES, EventStore
+from eda.store import ACK_STATUSES, EventStore, Taken
 from tests.conftest import RedisServer
 from tests.lifecycle import finish, queue, start
 
@@ -330,10 +330,11 @@ def test_history_refuses_a_malformed_stream_id_bound(store: EventStore) -> None:
     assert caught.value.field == "since/until"
 
 
-def test_scan_history_reads_every_event_oldest_first_in_batches(store: EventStore) -> None:
-    sent = [store.publish(event()).event_id for _ in range(7)]
-    assert ids(list(store.scan_history(batch=3))) == sent
-    assert ids(list(store.scan_history("alert.triggered", batch=2))) == sent
+def test_scanning_reads_every_event_oldest_first_in_batches(store: EventStore) -> None:
+    published = [store.publish(event()) for _ in range(7)]
+    sent = [(p.stream_id, p.event_id) for p in published]
+    assert [(s, e.id) for s, e in store.scan_events(batch=3)] == sent
+    assert [(s, e.id) for s, e in store.scan_events("alert.triggered", batch=2)] == sent
 
 
 # -- retention ---------------------------------------------------------------------------------
@@ -445,11 +446,21 @@ def test_an_event_marked_pending_gets_its_derived_status_back_once_dispatched(
     assert store.get(sent.id).status == "ignored"
 
 
-def test_still_pending_reads_only_the_events_waiting_for_dispatch(store: EventStore) -> None:
+def test_taking_a_batch_reads_the_events_still_waiting_and_the_subscriptions_at_once(
+    store: EventStore, client: redis.Redis
+) -> None:
     waiting, dispatched = published(store), published(store)
     queue(Deliveries(store), dispatched.id, "h")
     store.mark_dispatched_many([(dispatched.id, None)])
-    assert store.still_pending([dispatched.id, "no-such-event", waiting.id]) == [waiting]
+    client.rpush(store.keys.dispatch, dispatched.id, "no-such-event", waiting.id)
+    client.hset(store.keys.subscriptions, "a.* h", '{"pattern": "a.*", "handler": "h"}')
+
+    taken = store.take_dispatch(10, wait=0.1, block=False)
+
+    assert taken.ids == [dispatched.id, "no-such-event", waiting.id]
+    assert taken.pending == [waiting]
+    assert taken.subscriptions == ['{"pattern": "a.*", "handler": "h"}']
+    assert store.take_dispatch(10, wait=0.1, block=False) == Taken()
 
 
 def test_many_events_are_marked_dispatched_together(
@@ -611,7 +622,7 @@ def test_an_unreachable_redis_is_store_unavailable(make_settings: Callable[..., 
         lambda: store.publish(sent),
         lambda: store.get(sent.id),
         lambda: store.history(),
-        lambda: list(store.scan_history()),
+        lambda: list(store.scan_events()),
         lambda: Deliveries(store).get(sent.id, "h"),
         lambda: queue(Deliveries(store), sent.id, "h"),
         lambda: store.acknowledge(sent.id),
