@@ -172,6 +172,14 @@ class EventStore:
             raise NotFound("event_id", f"no event {event_id!r} is stored")
         return found[0]
 
+    def event(self, event_id: str) -> Event:
+        """The event alone, without its deliveries (one read); NotFound when not stored."""
+        with reaching_redis():
+            data = self.redis.hget(self.keys.event(event_id), "data")
+        if data is None:
+            raise NotFound("event_id", f"no event {event_id!r} is stored")
+        return Event.from_json(data)
+
     def get_many(self, event_ids: Iterable[str]) -> list[StoredEvent]:
         """The stored events among these ids, in order, in one round trip."""
         ids = list(event_ids)
