@@ -30,7 +30,9 @@ def agent_handler(spec: AgentSpec, settings: Settings | None = None) -> Handler:
         current = settings or load()
         context = DeliveryContext(event, current)
         journal = journal_for(context)
-        entries = journal.entries() if journal is not None else []
+        # Nothing of the run ran before its first attempt's first start: no journal to read.
+        fresh = event.delivery is None or event.delivery.first_start
+        entries = journal.entries() if journal is not None and not fresh else []
         if not entries:
             run_pipeline(spec.stages, context)
         with open_backend() as backend:

@@ -110,7 +110,13 @@ def run_agent(
         raise
     metrics.agent_run(record.as_dict())
     refused = sum(1 for call in record.tool_calls if call.refused)
-    level = logging.WARNING if refused or record.outcome in STOPPED_OUTCOMES else logging.INFO
+    # A run that completed only at DEBUG: its record is the delivery's outcome, and a line
+    # per run cost a busy worker as much CPU as the rest of the agent's own work.
+    level = logging.DEBUG
+    if refused or record.outcome in STOPPED_OUTCOMES:
+        level = logging.WARNING
+    elif record.outcome != "completed":
+        level = logging.INFO
     log.log(
         level,
         "agent %s: %s after %d turns, %d tool calls (%d refused), %d tokens",

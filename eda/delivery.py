@@ -654,7 +654,7 @@ def _through_gate(
     from eda import flow
 
     try:
-        event = core.store.get(event_id).event
+        event = core.store.event(event_id)  # its deliveries are not the gate's business
     except NotFound:
         return Verdict(Outcome.GONE, reason="the event is no longer stored")
     verdict = flow.gate(core, event, handler, task_id, state)
@@ -762,7 +762,9 @@ def _attempt(
     if not started.ok:
         return Verdict(Outcome.NOT_RUN, reason=f"{started.result}: it is {started.previous}")
     data, attempt, starts, run = started.extra
-    info = DeliveryInfo(f"{event_id}:{handler}", handler, int(run), int(attempt), task_id)
+    info = DeliveryInfo(
+        f"{event_id}:{handler}", handler, int(run), int(attempt), task_id, int(starts)
+    )
     event = Event.from_json(data).delivered(info)
     policy = core.policy(handler, event.type)
     ran = Ran(core, event, handler, task_id, int(attempt), time.monotonic(), carry)

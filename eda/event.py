@@ -97,6 +97,13 @@ class DeliveryInfo:
     #: The attempt within the run (1 for the first try; retries add one).
     attempt: int
     task_id: str
+    #: Times this attempt started: more than 1 when its worker died and it restarts in place.
+    starts: int = 1
+
+    @property
+    def first_start(self) -> bool:
+        """True on the first start of the run's first attempt: nothing of the run ran before."""
+        return self.attempt == 1 and self.starts == 1
 
     @property
     def idempotency_key(self) -> str:

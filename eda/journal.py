@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from eda.errors import NotFound, reaching_redis
 from eda.times import now_iso
 
@@ -60,23 +62,20 @@ class Journal:
         """
         entry = {"kind": kind, "attempt": attempt, "at": now_iso(), **data}
         keys = self.store.keys
-        reply = self.store.run_scripts(
-            [
-                (
-                    self.store.scripts.journal,
-                    [keys.journal(self.event_id), keys.event(self.event_id)],
-                    [
-                        run_key(self.handler, self.run),
-                        json.dumps(entry, default=str),
-                        self.store.settings.journal_max_bytes,
-                    ],
-                )
-            ]
-        )[0]
-        if isinstance(reply, Exception):
-            if str(reply).startswith("NOTFOUND"):
-                raise NotFound("event_id", f"no event {self.event_id!r} is stored")
-            raise reply
+        try:
+            reply = self.store.run_script(
+                self.store.scripts.journal,
+                [keys.journal(self.event_id), keys.event(self.event_id)],
+                [
+                    run_key(self.handler, self.run),
+                    json.dumps(entry, default=str),
+                    self.store.settings.journal_max_bytes,
+                ],
+            )
+        except redis.ResponseError as exc:
+            if str(exc).startswith("NOTFOUND"):
+                raise NotFound("event_id", f"no event {self.event_id!r} is stored") from None
+            raise
         return int(reply[0]) > 0
 
     def entries(self) -> list[dict[str, Any]]:

@@ -136,7 +136,7 @@ class EventStore:
             )
         keys = self.keys
         try:
-            reply = self._call(
+            reply = self.run_script(
                 self.scripts.publish,
                 keys=[
                     keys.dedupe(event.dedupe_key or ""),
@@ -184,6 +184,14 @@ class EventStore:
         if not found:
             raise NotFound("event_id", f"no event {event_id!r} is stored")
         return found[0]
+
+    def event(self, event_id: str) -> Event:
+        """The event alone, without its deliveries (one read); NotFound when not stored."""
+        with reaching_redis():
+            data = self.redis.hget(self.keys.event(event_id), "data")
+        if data is None:
+            raise NotFound("event_id", f"no event {event_id!r} is stored")
+        return Event.from_json(data)
 
     def get_many(self, event_ids: Iterable[str]) -> list[StoredEvent]:
         """The stored events among these ids, in order, in one round trip."""
@@ -319,7 +327,7 @@ class EventStore:
     ) -> str:
         """Set fields of an existing event record; NotFound when retention took it."""
         pairs = [part for item in fields.items() for part in item]
-        previous = self._call(
+        previous = self.run_script(
             self.scripts.set_status,
             keys=[self.keys.event(event_id), self.keys.pending, self.keys.deliveries(event_id)],
             args=[event_id, "1" if clear_pending else "0", *pairs],
@@ -370,7 +378,7 @@ class EventStore:
     def claim_pending(self, event_id: str, lease: float) -> bool:
         """Take a pending event for dispatch: True for exactly one of several sweepers."""
         now = time.time()
-        claimed = self._call(
+        claimed = self.run_script(
             self.scripts.claim,
             keys=[self.keys.pending],
             args=[event_id, int(now * 1000), int((now + lease) * 1000)],
@@ -405,7 +413,8 @@ class EventStore:
         with reaching_redis():
             return list(pipe.execute(raise_on_error=False))
 
-    def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    def run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """One script call, alone (cheaper than a pipeline of one); its errors are raised."""
         with reaching_redis():
             return script(keys=keys, args=args)
 

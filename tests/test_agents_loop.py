@@ -375,9 +375,10 @@ def test_an_agent_may_send_publish_events_payload_as_json_not_only_as_text(
     assert published.event.payload == payload
 
 
-def delivered(event: Any, run: int, attempt: int = 1) -> Any:
-    """The event as a delivery of run ``run`` hands it to the agent."""
-    info = DeliveryInfo(f"{event.id}:Responder", "Responder", run, attempt, f"task-{run}")
+def delivered(event: Any, run: int, attempt: int = 1, starts: int = 1) -> Any:
+    """The event as a delivery of run ``run`` hands it to the agent (``starts``: the
+    attempt's starts, more than 1 when its worker died)."""
+    info = DeliveryInfo(f"{event.id}:Responder", "Responder", run, attempt, f"task-{run}", starts)
     return event.delivered(info)
 
 
@@ -450,3 +451,51 @@ def test_an_agent_that_republishes_its_trigger_stops_at_the_depth_limit_blocked(
     assert "causation depth 4 is over the limit of 3" in (chain[-1].blocked or "")
     assert chain[-1].event.id not in core.store.pending(older_than=0)
     assert all(s.status != "blocked" for s in chain[:-1])
+
+
+def journal_reads(core: Core) -> int:
+    """HGETALL calls the store's Redis has served (a journal is read with one)."""
+    stats: dict[str, Any] = core.redis.info("commandstats")
+    return int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
+
+
+def test_a_first_attempt_reads_no_journal_and_a_restarted_one_resumes_from_it(
+    messages_api: MessagesAPI, make_agent: Any, core: Core
+) -> None:
+    handler = make_agent(tools=[LOOKUP])
+    event = stored_event(core, "alert.triggered", {"service": "checkout"})
+    script = messages_api.script(
+        message(tool_use("lookup_service", {"service": "checkout"})),
+        error(500, "internal"),
+        message(text("resumed")),
+    )
+
+    before = journal_reads(core)
+    with pytest.raises(TransientError):
+        handler(delivered(event, run=1))
+    read = journal_reads(core) - before
+    resumed = handler(delivered(event, run=1, starts=2))  # its worker died: started again
+
+    assert read == 0
+    assert resumed["text"] == "resumed" and resumed["tool_calls"][0]["name"] == "lookup_service"
+    assert [len(r.body["messages"]) for r in script.requests] == [1, 3, 3]
+
+
+def test_a_completed_run_is_logged_only_at_debug_and_a_refused_call_as_a_warning(
+    messages_api: MessagesAPI, make_agent: Any, core: Core, caplog: Any
+) -> None:
+    handler = make_agent(tools=[LOOKUP])
+    messages_api.script(
+        message(text("done")),
+        message(tool_use("publish_event", {"event_type": "x", "payload": "{}"})),
+        message(text("done again")),
+    )
+
+    with caplog.at_level("INFO", logger="agents.loop"):
+        handler(stored_event(core, "alert.triggered", {}))
+        completed = [r for r in caplog.records if "completed after" in r.getMessage()]
+        handler(stored_event(core, "alert.triggered", {}))
+
+    assert completed == []
+    (warned,) = [r for r in caplog.records if "completed after" in r.getMessage()]
+    assert warned.levelname == "WARNING" and "(1 refused)" in warned.getMessage()

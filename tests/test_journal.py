@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from eda.core import Core
+from eda.errors import NotFound
 from eda.journal import Journal, journal_runs
 from eda.settings import Settings
 
@@ -54,3 +57,36 @@ def test_a_journal_is_deleted_with_its_event_when_retention_trims_it(
         core.publish("alert.triggered", {}, "monitoring")
 
     assert not core.redis.exists(core.keys.journal(old))
+
+
+def test_an_entry_is_one_command_and_is_written_after_the_scripts_are_flushed(
+    core: Core,
+) -> None:
+    event_id = core.publish("alert.triggered", {}, "monitoring").event_id
+    journal = Journal(core.store, event_id, "Responder", 1)
+    journal.append("request", 1, messages=["hello"])
+    before = core.redis.info("commandstats")
+
+    assert journal.append("response", 1, stop_reason="end_turn")
+    after = core.redis.info("commandstats")
+    sent = {
+        name: after[name]["calls"] - before.get(name, {"calls": 0})["calls"]
+        for name in after
+        if name != "cmdstat_info" and after[name] != before.get(name)
+    }
+    core.redis.script_flush()
+    assert journal.append("response", 2, stop_reason="end_turn")
+
+    assert sent["cmdstat_evalsha"] == 1 and "cmdstat_script|load" not in sent
+    assert [e["attempt"] for e in journal.entries()] == [1, 1, 2]
+
+
+def test_an_entry_for_an_event_no_longer_stored_is_not_found_and_not_written(
+    core: Core,
+) -> None:
+    journal = Journal(core.store, "no-such-event", "Responder", 1)
+
+    with pytest.raises(NotFound):
+        journal.append("request", 1, messages=["hello"])
+
+    assert journal.entries() == []

@@ -127,6 +127,21 @@ def test_getting_an_unknown_id_is_not_found(store: EventStore) -> None:
     assert "no-such-event" in caught.value.reason
 
 
+def test_the_event_alone_is_read_in_one_command_without_its_deliveries(
+    store: EventStore, client: redis.Redis
+) -> None:
+    sent = event(payload={"n": 1})
+    store.publish(sent)
+    before = client.info("stats")["total_commands_processed"]
+
+    read = store.event(sent.id)
+
+    assert client.info("stats")["total_commands_processed"] - before == 2  # HGET, and INFO
+    assert (read.id, read.payload) == (sent.id, {"n": 1})
+    with pytest.raises(NotFound):
+        store.event("no-such-event")
+
+
 def test_get_many_returns_the_stored_events_in_order_and_skips_unknown_ids(
     store: EventStore,
 ) -> None:
