@@ -364,7 +364,7 @@ class EventStore:
         return self._take(limit, [str(first[1])])
 
     def _take(self, limit: int, taken: list[str]) -> Taken:
-        ids, pending, subscriptions = self._call(
+        ids, pending, subscriptions = self.run_script(
             self.scripts.take,
             keys=[self.keys.dispatch, self.keys.subscriptions],
             args=[limit, self.keys.event_prefix, *taken],
