@@ -92,8 +92,13 @@ class Meter:
 def _server(client: redis.Redis) -> Cost:
     """The server's counters so far, as a cost (``cpu`` left 0)."""
     info: dict[str, Any] = client.info("all")
-    calls = Counter({key.removeprefix("cmdstat_"): int(value["calls"])
-                     for key, value in info.items() if key.startswith("cmdstat_")})  # fmt: skip
+    calls = Counter(
+        {
+            key.removeprefix("cmdstat_"): int(value["calls"])
+            for key, value in info.items()
+            if key.startswith("cmdstat_")
+        }
+    )
     cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
     return Cost(0.0, cpu, int(info["total_reads_processed"]), calls)
 

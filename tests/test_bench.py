@@ -19,9 +19,14 @@ from tests.workers import ROOT
 
 #: CPU seconds per unit (request, delivery, call), ours and the baseline's.
 CPU_FIGURES = {
-    "ingest_cpu", "ingest_cpu_vs_store_only", "replay_cpu", "dlq_retry_cpu", "dispatch_cpu",
-    "dispatch_cpu_vs_events", "agents_cpu",
-}  # fmt: skip
+    "ingest_cpu",
+    "ingest_cpu_vs_store_only",
+    "replay_cpu",
+    "dlq_retry_cpu",
+    "dispatch_cpu",
+    "dispatch_cpu_vs_events",
+    "agents_cpu",
+}
 FIGURES = CPU_FIGURES | {
     "ingest", "ingest_vs_store_only", "ingest_observed", "ingest_p50", "ingest_p99", "replay",
     "dlq_retry", "dispatch", "dispatch_vs_events", "dispatch_observed", "dispatch_round_trips",

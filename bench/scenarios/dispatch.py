@@ -103,18 +103,38 @@ def measure(bench: Bench, raw: RawCelery, processes: Sequence[Process | None]) -
     size = bench.sizes.payload_bytes
     worst = max(done[0].memory.values())
     return [
-        Figure("dispatch", "dispatch: events stored→succeeded/s", "/s", *median_run(runs),
-               "raw Celery no-op", target=f"≥ {TARGET}x",
-               met=median_run(runs)[0] >= TARGET * median_run(runs)[1], runs=runs),
-        Figure("dispatch_vs_events", "dispatch: the same, against raw Celery with -E", "/s",
-               *median_run(with_events), "raw Celery no-op, task events on",
-               runs=with_events),
+        Figure(
+            "dispatch",
+            "dispatch: events stored→succeeded/s",
+            "/s",
+            *median_run(runs),
+            "raw Celery no-op",
+            target=f"≥ {TARGET}x",
+            met=median_run(runs)[0] >= TARGET * median_run(runs)[1],
+            runs=runs,
+        ),
+        Figure(
+            "dispatch_vs_events",
+            "dispatch: the same, against raw Celery with -E",
+            "/s",
+            *median_run(with_events),
+            "raw Celery no-op, task events on",
+            runs=with_events,
+        ),
         *cost_figures(bench, [d.cost for d in done], raw),
-        Figure("redis_bytes_per_event", "Redis bytes per event (1 KB payload)", "B", worst,
-               size, "payload", higher_is_better=False,
-               target=f"≤ payload + {OVERHEAD_TARGET} B", met=worst - size <= OVERHEAD_TARGET,
-               details={f"{k}_bytes": round(v) for k, v in done[0].memory.items()}),
-    ]  # fmt: skip
+        Figure(
+            "redis_bytes_per_event",
+            "Redis bytes per event (1 KB payload)",
+            "B",
+            worst,
+            size,
+            "payload",
+            higher_is_better=False,
+            target=f"≤ payload + {OVERHEAD_TARGET} B",
+            met=worst - size <= OVERHEAD_TARGET,
+            details={f"{k}_bytes": round(v) for k, v in done[0].memory.items()},
+        ),
+    ]
 
 
 def cost_figures(bench: Bench, costs: list[Cost], raw: RawCelery) -> list[Figure]:
@@ -134,8 +154,10 @@ def cost_figures(bench: Bench, costs: list[Cost], raw: RawCelery) -> list[Figure
     bench.notes["redis_commands_per_delivery"] = {
         name: cost.commands_per(deliveries) for name, cost in total.items()
     }
-    redis_cpu = {f"redis_cpu_{name}_us": round(cost.redis_cpu / deliveries * 1e6, 1)
-                 for name, cost in total.items()}  # fmt: skip
+    redis_cpu = {
+        f"redis_cpu_{name}_us": round(cost.redis_cpu / deliveries * 1e6, 1)
+        for name, cost in total.items()
+    }
     cpu = pairs(raw.task_costs, lambda c: c.cpu)
     cpu_events = pairs(raw.task_costs_with_events, lambda c: c.cpu)
     trips = pairs(raw.task_costs, lambda c: c.round_trips)

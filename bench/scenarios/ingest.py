@@ -75,21 +75,27 @@ def measure(bench: Bench) -> list[Figure]:
         flask = _load(bench, hello, hello_port)
         store = _load(bench, store_only, store_only_port)
         ours = _load(bench, web, web_port)
-        require(set(ours.answers.statuses) == {202}, f"webhooks answered "
-                f"{dict(ours.answers.statuses)}:\n{web.log()[-2000:]}")  # fmt: skip
+        require(
+            set(ours.answers.statuses) == {202},
+            f"webhooks answered {dict(ours.answers.statuses)}:\n{web.log()[-2000:]}",
+        )
         seen = _load(bench, observed, observed_port)
-        require(set(seen.answers.statuses) == {202},
-                f"traced webhooks answered {dict(seen.answers.statuses)}")  # fmt: skip
+        require(
+            set(seen.answers.statuses) == {202},
+            f"traced webhooks answered {dict(seen.answers.statuses)}",
+        )
         traced.append((seen.rate, ours.rate))
         rates.append((ours.rate, flask.rate))
         against_store_only.append((ours.rate, store.rate))
         cpu.append((ours.cpu, flask.cpu))
         cpu_store_only.append((ours.cpu, store.cpu))
         redis_cpu.append(ours.redis_cpu)
-        p50.append((percentile(ours.answers.latencies, 0.5),
-                    percentile(flask.answers.latencies, 0.5)))  # fmt: skip
-        p99.append((percentile(ours.answers.latencies, 0.99),
-                    percentile(flask.answers.latencies, 0.99)))  # fmt: skip
+        p50.append(
+            (percentile(ours.answers.latencies, 0.5), percentile(flask.answers.latencies, 0.5))
+        )
+        p99.append(
+            (percentile(ours.answers.latencies, 0.99), percentile(flask.answers.latencies, 0.99))
+        )
         busy = max(busy, ours.answers.cpu_seconds, flask.answers.cpu_seconds)
     hello.stop()
     store_only.stop()

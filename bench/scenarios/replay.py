@@ -63,14 +63,20 @@ def _timed(count: int, redispatch: Callable[[], int], what: str) -> tuple[float,
 
 def _replay(bench: Bench, count: int) -> tuple[float, float]:
     store_events(bench, count)
-    return _timed(count, lambda: bench.core.replay(event_type="bench.noop", limit=count)
-                  .deliveries, "replay re-dispatched")  # fmt: skip
+    return _timed(
+        count,
+        lambda: bench.core.replay(event_type="bench.noop", limit=count).deliveries,
+        "replay re-dispatched",
+    )
 
 
 def _retry(bench: Bench, count: int) -> tuple[float, float]:
     _kill(bench, store_events(bench, count))
-    return _timed(count, lambda: len(bench.core.retry_dead_letters(limit=count).retried),
-                  "dead letters retried")  # fmt: skip
+    return _timed(
+        count,
+        lambda: len(bench.core.retry_dead_letters(limit=count).retried),
+        "dead letters retried",
+    )
 
 
 def measure(bench: Bench, raw: RawCelery) -> list[Figure]:
