@@ -257,13 +257,17 @@ def delivery(
 
 
 def attempt_ended(span: Any, outcome: str, attempt: int) -> None:
-    """An attempt's verdict on its span: the outcome, the attempt's number, an error status."""
+    """An attempt's verdict on its span: the outcome, the attempt's number, an error status.
+
+    A success leaves the status unset, as the OpenTelemetry conventions ask (as the
+    ingest span does); an attempt that failed marks it ``ERROR``.
+    """
     if span is None:
         return
     span.set_attribute("eda.delivery.outcome", outcome)
     span.set_attribute("eda.delivery.attempt", attempt)
-    failed = outcome in ("retry", "dead", "stopped")
-    span.set_status(_api.StatusCode.ERROR if failed else _api.StatusCode.OK)
+    if outcome in ("retry", "dead", "stopped"):
+        span.set_status(_api.StatusCode.ERROR)
 
 
 @contextlib.contextmanager
@@ -339,11 +343,17 @@ def tool_call(name: str, call_id: str) -> contextlib.AbstractContextManager[Any]
 
 
 def tool_ended(span: Any, outcome: str) -> None:
-    """A tool call's outcome (``ok``, ``error``, ``refused``) on its span."""
+    """A tool call's outcome (``ok``, ``error``, ``refused``) on its span.
+
+    ``ok`` leaves the status unset, as for every span here; another outcome marks it
+    ``ERROR``, with the outcome as its ``error.type``.
+    """
     if span is None:
         return
     span.set_attribute("eda.tool.outcome", outcome)
-    span.set_status(_api.StatusCode.OK if outcome == "ok" else _api.StatusCode.ERROR)
+    if outcome != "ok":
+        span.set_attribute("error.type", outcome)
+        span.set_status(_api.StatusCode.ERROR)
 
 
 @contextlib.contextmanager

@@ -160,6 +160,7 @@ def test_a_webhooks_trace_reaches_its_delivery_with_the_parent_links_intact(
     assert attributes["eda.handler"].string_value == HANDLER
     assert attributes["eda.delivery.outcome"].string_value == "succeeded"
     assert attributes["eda.delivery.attempt"].int_value == 1
+    assert deliver.status.code == deliver.status.STATUS_CODE_UNSET  # success: left unset
 
     # No payload in any attribute, on either side.
     values = [str(v) for v in (ingest.attributes or {}).values()]
@@ -195,6 +196,40 @@ def test_a_stored_events_ingest_span_is_left_unset_and_one_not_stored_is_failed_
     assert (failed.attributes or {})["error.type"] == "StoreUnavailable"
     assert not failed.status.description and not failed.events  # no error text anywhere
     assert not [v for v in (failed.attributes or {}).values() if SECRET_WORDS in str(v)]
+
+
+@pytest.mark.parametrize("outcome", ["error", "refused"])
+def test_a_tool_call_that_failed_or_was_refused_marks_its_span_by_outcome(
+    traced_core: Core, memory: InMemorySpanExporter, outcome: str
+) -> None:
+    with traces.tool_call("publish_event", "toolu_1") as span:
+        traces.tool_ended(span, outcome)
+    with traces.tool_call("publish_event", "toolu_2") as span:
+        traces.tool_ended(span, "ok")
+    failed, done = memory.get_finished_spans()
+    assert failed.status.status_code is StatusCode.ERROR and not failed.status.description
+    assert (failed.attributes or {})["error.type"] == outcome
+    assert done.status.status_code is StatusCode.UNSET
+    assert "error.type" not in (done.attributes or {})
+
+
+ATTEMPT_STATUS = [
+    ("succeeded", "UNSET"),
+    ("skipped", "UNSET"),
+    ("retry", "ERROR"),
+    ("dead", "ERROR"),
+]
+
+
+@pytest.mark.parametrize(("outcome", "code"), ATTEMPT_STATUS)
+def test_an_attempts_span_is_failed_only_by_an_attempt_that_failed(
+    traced_core: Core, memory: InMemorySpanExporter, outcome: str, code: str
+) -> None:
+    sent = {"traceparent": f"00-{TRACE_ID}-{SENDER_SPAN}-01"}
+    with traces.delivery(traced_core, "evt_1", HANDLER, "task-1", sent) as span:
+        traces.attempt_ended(span, outcome, 1)
+    [ended] = memory.get_finished_spans()
+    assert ended.status.status_code is StatusCode[code]
 
 
 def test_while_tracing_is_off_the_event_is_stored_as_it_came(traced_core: Core) -> None:
@@ -284,6 +319,8 @@ def test_an_agents_model_turns_tool_call_and_published_event_continue_the_webhoo
     assert called["gen_ai.tool.name"] == "publish_event"
     assert called["gen_ai.tool.call.id"] == call_id
     assert called["eda.tool.outcome"] == "ok"
+    assert tool.status.code == deliver.status.code == tool.status.STATUS_CODE_UNSET
+    assert "error.type" not in called
     assert first.end_time_unix_nano <= tool.start_time_unix_nano <= second.start_time_unix_nano
 
     # The event the agent published is stored under the tool call, and delivered under that.
