@@ -662,7 +662,8 @@ class Core:
         """Re-dispatch stored events, keeping their ids and lineage, at a bounded rate.
 
         Replayed deliveries are marked ``replay`` and run even where the delivery
-        already succeeded; each gets a new run. They are sent in batches, as the relay
+        already succeeded; each gets a new run, and takes the delivery's dead letter
+        if it has one. They are sent in batches, as the relay
         sends (:meth:`_redeliver_many`). A dry run says what would be replayed and
         enqueues nothing.
         """
@@ -705,8 +706,14 @@ class Core:
         return report
 
     def _replay_batch(self, work: list[tuple[Event, str]]) -> list[dict[str, Any]]:
-        """Replay these deliveries; those whose event retention took are passed over."""
-        task_ids = self._redeliver_many([(e, h, None) for e, h in work], "replayed", replay=True)
+        """Replay these deliveries; those whose event retention took are passed over.
+
+        A replayed delivery that was dead takes its dead letter in the same step, as a
+        retry does: the letter's delivery is running again, and a later retry of the
+        letter would run it twice.
+        """
+        redelivered = [(e, h, "") for e, h in work]
+        task_ids = self._redeliver_many(redelivered, "replayed", replay=True)
         return [
             {"event_id": event.id, "type": event.type, "handler": handler, "task_id": task_id}
             for (event, handler), task_id in zip(work, task_ids, strict=True)

@@ -21,7 +21,7 @@
             └── worker: finish ──► dead  (permanent, out of retries, or its worker kept
                                          dying; the dead letter is written in the same step)
 
-    any status ── operator: retry a dead letter (taken in the same step), replay
+    any status ── operator: retry or replay (a dead letter taken in the same step)
                   ──► queued (a new run)
     queued, waiting, retrying, running ── sweeper: recover (no message, no live worker
                                  holds it) ──► queued under a new task id (the same run;

@@ -98,7 +98,11 @@ class DiesAfterSending(CeleryEnqueuer):
         raise SystemExit("killed")
 
 
-@pytest.mark.parametrize("retry", [by_letter, by_event])
+def by_replay(core: Core, event: Event) -> Any:
+    return core.replay(event_type=event.type, handler="h")
+
+
+@pytest.mark.parametrize("retry", [by_letter, by_event, by_replay])
 def test_a_retry_that_dies_after_sending_leaves_no_dead_letter_beside_its_queued_delivery(
     retry: Callable[[Core, Event], Any], core: Core, idle_broker: str
 ) -> None:
