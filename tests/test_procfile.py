@@ -357,6 +357,12 @@ def test_web_binds_eda_web_host_which_platforms_set_to_every_interface(
         http("GET", f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
+def test_flower_binds_loopback_unless_eda_flower_host_says_otherwise() -> None:
+    assert "--address=127.0.0.1" in procfile_line("flower", {})
+    line = procfile_line("flower", {"EDA_FLOWER_HOST": EVERY_INTERFACE, "EDA_FLOWER_PORT": "5600"})
+    assert f"--address={EVERY_INTERFACE}" in line and "--port=5600" in line
+
+
 def test_the_web_line_falls_back_to_eda_web_port_then_8000() -> None:
     assert "127.0.0.1:8123" in procfile_line("web", {"EDA_WEB_PORT": "8123"})
     assert "127.0.0.1:8000" in procfile_line("web", {})
