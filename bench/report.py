@@ -12,7 +12,7 @@ from typing import Any
 from bench.figures import Figure
 
 
-def _number(value: float, unit: str) -> str:
+def number(value: float, unit: str) -> str:
     if math.isnan(value):
         return "-"
     if unit == "MiB":
@@ -36,8 +36,8 @@ def table(figures: list[Figure]) -> str:
     """A Markdown table: figure, ours, baseline, ratio, target, met."""
     rows = [["figure", "ours", "baseline", "ratio", "target", "met"]]
     for f in figures:
-        rows.append([f.title, _number(f.ours, f.unit),
-                     f"{_number(f.baseline, f.unit)} ({f.baseline_name})",
+        rows.append([f.title, number(f.ours, f.unit),
+                     f"{number(f.baseline, f.unit)} ({f.baseline_name})",
                      f"{f.ratio:.2f}x", f.target, _met(f)])  # fmt: skip
     return markdown(rows)
 

@@ -105,3 +105,74 @@ def test_the_scale_rows_measure_one_and_two_workers_on_the_broker(
     # Deliveries waiting out a long retry are held in the store, not in the worker.
     held = document["figures"][f"{kind}_retries_held"]
     assert held["details"]["retries"] > 0 and held["ratio"] < 1.25, held
+
+
+def test_several_runs_are_one_table_with_each_ratio_their_median_and_spread(
+    tmp_path: Path,
+) -> None:
+    from bench.figures import Figure
+    from bench.report import write_json
+
+    paths = []
+    for n, (ours, met) in enumerate([(50.0, False), (70.0, True), (60.0, True)]):
+        figures = [
+            Figure(
+                "ingest",
+                f"ingest, run {n}",
+                "req/s",
+                ours,
+                100.0,
+                "bare Flask",
+                target="≥ 0.5x",
+                met=met,
+            )
+        ]
+        if n:  # a figure the first run did not have yet
+            figures.append(Figure("bytes", "bytes per event", "B", 2000.0 + n, 1000.0, "payload"))
+        paths.append(tmp_path / f"run{n}.json")
+        write_json(paths[-1], figures, {"mode": "full"})
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.spread", *map(str, paths)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    header, _, ingest, size = done.stdout.splitlines()
+    assert [c.strip() for c in header.strip("|").split("|")][:6] == [
+        "figure",
+        "run 1",
+        "run 2",
+        "run 3",
+        "median",
+        "spread",
+    ]
+    cells = [c.strip() for c in ingest.strip("|").split("|")]
+    assert cells == [
+        "ingest, run 2",
+        "0.50x",
+        "0.70x",
+        "0.60x",
+        "0.60x",
+        "0.50 to 0.70x",
+        "60 req/s",
+        "100 req/s (bare Flask)",
+        "≥ 0.5x",
+        "2 of 3",
+    ]
+    cells = [c.strip() for c in size.strip("|").split("|")]
+    assert cells[1:6] == ["-", "2.00x", "2.00x", "2.00x", "2.00 to 2.00x"] and cells[-1] == ""
+
+    (tmp_path / "bad.json").write_text("{not json")
+    refused = subprocess.run(
+        [sys.executable, "-m", "bench.spread", str(tmp_path / "bad.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0 and "bad.json: not a run's JSON" in refused.stderr
+    assert "Traceback" not in refused.stderr
