@@ -728,10 +728,12 @@ class Core:
         live workers, and deliveries stuck past the recovery grace by status."""
         by_type: dict[str, dict[str, int]] = {}
         by_status: dict[str, int] = {}
-        for stored in self.store.history(limit=sample):
-            counts = by_type.setdefault(stored.event.type, {})
-            counts[stored.status] = counts.get(stored.status, 0) + 1
-            by_status[stored.status] = by_status.get(stored.status, 0) + 1
+        for event_type, status in self.store.types_and_statuses(
+            self.store.history_ids(limit=sample)
+        ):
+            counts = by_type.setdefault(event_type, {})
+            counts[status] = counts.get(status, 0) + 1
+            by_status[status] = by_status.get(status, 0) + 1
         with reaching_redis():
             length = int(self.redis.xlen(self.keys.stream))
             pending = int(self.redis.zcard(self.keys.pending))

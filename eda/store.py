@@ -209,6 +209,23 @@ class EventStore:
                 found.append(_stored(record, deliveries, outcomes))
         return found
 
+    def types_and_statuses(self, event_ids: list[str]) -> list[tuple[str, str]]:
+        """(type, status) of the stored events among these ids, in one round trip: two
+        fields of each record, never its payload or its deliveries. A record stored
+        before it kept its type apart is read whole."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.hmget(self.keys.event(event_id), "type", "status", "sid")
+        found = []
+        for event_id, (event_type, status, stream_id) in zip(
+            event_ids, self.execute(pipe), strict=True
+        ):
+            if event_type is not None:
+                found.append((str(event_type), str(status or "pending")))
+            elif stream_id is not None:  # else retention took it
+                found.extend((s.event.type, s.status) for s in self.get_many([event_id]))
+        return found
+
     def events(self, event_ids: list[str]) -> dict[str, Event]:
         """The stored events among these ids, by id, in one round trip (the events alone,
         not their deliveries)."""

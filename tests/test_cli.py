@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from click.testing import CliRunner, Result
 
 from eda.core import Core
@@ -25,9 +26,10 @@ from eda.store import ACK_STATUSES
 from scripts.cli import main
 from scripts.cli_progress import Interrupts
 from tests.agent_fixtures import make_agent
-from tests.conftest import wait_for
+from tests.conftest import RedisServer, wait_for
 from tests.lifecycle import finish, kill, letter_for, queue, start
 from tests.messages_api import MessagesAPI, message, messages_api, text, tool_use
+from tests.redis_cost import cost
 
 __all__ = ["make_agent", "messages_api"]  # fixtures used by the tests below
 
@@ -480,6 +482,24 @@ def test_stats_counts_events_by_type_and_status_and_dead_letters(core: Core) -> 
     assert "order.paid" in table
     assert "dead letters" in table
     assert "no route sends to a handler:" in table and "payment.succeeded" in table
+
+
+def test_stats_read_two_fields_of_each_event_never_its_payload(
+    make_settings: Callable[..., Settings], own_redis: tuple[RedisServer, redis.Redis]
+) -> None:
+    server, counter = own_redis
+    core = Core(make_settings(redis_url=server.url), None)
+    for _ in range(20):
+        core.publish("order.created", {"blob": "x" * 50_000}, "shop")
+
+    with cost(counter) as spent:
+        stats = core.stats()
+
+    assert stats["events"] == {"order.created": {"pending": 20}}
+    # Two fields of each event (HMGET), where each event's whole record, its deliveries
+    # and its outcomes were read (three HGETALLs an event); the few left are the
+    # subscriptions' and flow control's, whatever the number of events.
+    assert spent.of("hmget") == 20 and spent.of("hgetall") < 20, spent
 
 
 def test_stats_name_the_types_agents_publish_that_nothing_consumes(
