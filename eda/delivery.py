@@ -231,15 +231,18 @@ class Delivery:
     held: str = ""
 
     @classmethod
-    def parse(cls, raw: str, outcomes: Mapping[str, str]) -> Delivery:
-        """A record from its stored JSON and the event's outcomes hash."""
+    def parse(cls, raw: str, outcomes: Mapping[str, str], handler: str) -> Delivery:
+        """A record from its stored JSON (the field ``handler`` of the event's deliveries
+        hash) and the event's outcomes hash. What the JSON leaves out (delivery.lua) reads
+        as it was: a flag false, a count 0, an attempt's task id the record's.
+        """
         data = json.loads(raw)
-        handler = data["handler"]
         runs = []
         for run in _list(data.get("runs")):
             attempts = []
             for item in _list(run.get("attempts")):
                 attempt = Attempt(**{k: v for k, v in item.items() if k in Attempt.__annotations__})
+                attempt.task_id = attempt.task_id or data.get("task_id", "")
                 found = outcomes.get(f"{handler}#{run['number']}.{attempt.number}")
                 attempt.outcome = json.loads(found) if found else None
                 attempts.append(attempt)
@@ -251,7 +254,9 @@ class Delivery:
                     replay=bool(run.get("replay")),
                     attempts=attempts,
                     dropped_attempts=run.get("dropped_attempts", 0),
-                    notes=_list(run.get("notes")),
+                    notes=[
+                        {**note, "after": note.get("after", 0)} for note in _list(run.get("notes"))
+                    ],
                 )
             )
         return cls(
@@ -507,8 +512,8 @@ class Deliveries:
             pipe.hgetall(self.keys.outcomes(event_id))
         replies = self.store.execute(pipe)
         return [
-            Delivery.parse(raw, outcomes) if raw else None
-            for raw, outcomes in zip(replies[::2], replies[1::2], strict=True)
+            Delivery.parse(raw, outcomes, handler) if raw else None
+            for (_, handler), raw, outcomes in zip(pairs, replies[::2], replies[1::2], strict=True)
         ]
 
 

@@ -572,18 +572,18 @@ def waiting(core: Core) -> dict[str, dict[str, int]]:
     first :data:`WAITING_SAMPLE` in flight."""
     with reaching_redis():
         members = core.redis.zrange(core.keys.inflight, 0, WAITING_SAMPLE - 1)
+        pairs = [str(member).split(" ", 1) for member in members]
         pipe = core.redis.pipeline(transaction=False)
-        for member in members:
-            event_id, handler = str(member).split(" ", 1)
+        for event_id, handler in pairs:
             pipe.hget(core.keys.deliveries(event_id), handler)
         raws = pipe.execute()
     counts: dict[str, dict[str, int]] = {}
-    for raw in raws:
+    for (_, handler), raw in zip(pairs, raws, strict=True):
         record = json.loads(raw) if raw else {}
         if record.get("status") == "waiting":
             # A record from before holds were named: parked ones waited for a slot.
             hold = record.get("held") or ("concurrency" if record.get("parked") else "other")
-            per_handler = counts.setdefault(record["handler"], {})
+            per_handler = counts.setdefault(handler, {})
             per_handler[hold] = per_handler.get(hold, 0) + 1
     return counts
 

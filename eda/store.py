@@ -443,7 +443,7 @@ class EventStore:
 def _shown(handler: str, raw: str, outcomes: dict[str, str]) -> dict[str, Any]:
     """A delivery as the faces show it; a record that cannot be read says so, alone."""
     try:
-        return Delivery.parse(raw, outcomes).as_dict()
+        return Delivery.parse(raw, outcomes, handler).as_dict()
     except (ValueError, KeyError, TypeError) as exc:
         return {
             "handler": handler,

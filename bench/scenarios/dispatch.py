@@ -8,7 +8,8 @@ The events are stored first; the clock runs from handing them all to the
 relay (as the web's store write does) to the moment the last one
 is ``succeeded``. The worker (the Procfile's) runs throughout, as the raw
 baseline's did. Redis memory per event is read around the first repetition:
-once the events are stored, and once they are delivered.
+once the events are stored, and once they are delivered (every client's buffers
+left out: ``bench.context.memory_in_use``).
 
 Each repetition's cost runs from the hand-over until the last message is also
 acknowledged (raw Celery's runs end there): the CPU of the worker and the relay

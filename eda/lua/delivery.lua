@@ -26,10 +26,13 @@
 -- start that was applied adds {event data, attempt number, times this attempt started, run},
 -- a queue that took a dead letter adds {the letter as JSON, its score} (for a revert).
 --
--- The record: {handler, status, task_id, replay, enqueue_failed, created_at, updated_at,
---   dropped_runs, runs: [{number, reason, at, replay, count, dropped_attempts,
+-- The record (its field: the handler): {status, task_id, replay, enqueue_failed,
+--   created_at, updated_at, dropped_runs, runs: [{number, reason, at, replay, count, dropped_attempts,
 --   notes: [{at, status, reason, after (the attempts started before it)}], attempts: [{number, task_id, worker, started_at,
---   starts, ended_at, duration_ms, status, reason, error}]}]}
+--   starts, ended_at, duration_ms, status, reason, error}]}]}; the flags (replay,
+--   enqueue_failed) only when true, the counts (dropped runs and attempts, a note's after)
+--   only when not 0, starts only when not 1, count only when not what started() reads,
+--   an attempt's task_id only when not the record's.
 -- An attempt's outcome is kept in KEYS 3 under "<handler>#<run>.<attempt>".
 
 if redis.call('EXISTS', KEYS[2]) == 0 then
@@ -77,6 +80,11 @@ local function list(value)
   return value
 end
 
+-- Attempts a run has started: stored only when its attempts kept and dropped do not say.
+local function started(r)
+  return r.count or (#list(r.attempts) + (r.dropped_attempts or 0))
+end
+
 local function outcome_field(run, attempt)
   return handler .. '#' .. run.number .. '.' .. attempt.number
 end
@@ -88,7 +96,7 @@ local function drop_run(run)
 end
 
 if not delivery then
-  delivery = {handler = handler, created_at = now, dropped_runs = 0}
+  delivery = {created_at = now}
 end
 local runs = list(delivery.runs)
 delivery.runs = runs
@@ -102,7 +110,7 @@ end
 
 local function note(status, why)
   local notes = list(run.notes)
-  table.insert(notes, {at = now, status = status, reason = why, after = run.count or 0})
+  table.insert(notes, {at = now, status = status, reason = why, after = started(run)})
   while #notes > 20 do
     table.remove(notes, 1)
   end
@@ -123,6 +131,13 @@ if step == 'queue' or step == 'skip' then
   end
   note(target, reason)
   if step == 'queue' then
+    -- An attempt under the task the record names leaves its task id out: it is written
+    -- back into each attempt before the record names another task.
+    for _, each in ipairs(runs) do
+      for _, attempt in ipairs(list(each.attempts)) do
+        attempt.task_id = attempt.task_id or delivery.task_id
+      end
+    end
     delivery.task_id = task_id
     if options.replay ~= nil then
       delivery.replay = options.replay
@@ -153,7 +168,7 @@ elseif step == 'start' then
     -- again; it spends none of the retry budget.
     attempt.starts = (attempt.starts or 1) + 1
   else
-    run.count = (run.count or #attempts) + 1
+    run.count = started(run) + 1
     attempt = {number = run.count, task_id = delivery.task_id, starts = 1}
     table.insert(attempts, attempt)
     while #attempts > (options.max_attempts or 20) do
@@ -209,6 +224,26 @@ end
 delivery.status = target
 delivery.updated_at = now
 delivery.history = nil -- the shape before runs were kept
+-- What a reader knows without it is not stored: the handler (the record's field name), a
+-- flag that is false, a count that is 0, an attempt's one start and the record's task id,
+-- a run's count of attempts started when its attempts say it (eda/delivery.py reads them
+-- so): 200 bytes of a record of one attempt.
+delivery.handler = nil
+if not delivery.replay then delivery.replay = nil end
+if not delivery.enqueue_failed then delivery.enqueue_failed = nil end
+if delivery.dropped_runs == 0 then delivery.dropped_runs = nil end
+for _, each in ipairs(runs) do
+  if each.count == #list(each.attempts) + (each.dropped_attempts or 0) then each.count = nil end
+  if not each.replay then each.replay = nil end
+  if each.dropped_attempts == 0 then each.dropped_attempts = nil end
+  for _, attempt in ipairs(list(each.attempts)) do
+    if attempt.starts == 1 then attempt.starts = nil end
+    if attempt.task_id == delivery.task_id then attempt.task_id = nil end
+  end
+  for _, entry in ipairs(list(each.notes)) do
+    if entry.after == 0 then entry.after = nil end
+  end
+end
 redis.call('HSET', KEYS[1], handler, cjson.encode(delivery))
 local member = options.member
 if target == 'queued' or target == 'running' or target == 'retrying' or target == 'waiting' then
@@ -238,11 +273,24 @@ elseif (counts.succeeded or 0) > 0 then
 else
   derived = 'skipped'
 end
-redis.call('HSET', KEYS[2], 'derived', derived)
-if redis.call('HEXISTS', KEYS[2], 'ack') == 0 then
-  redis.call('HSET', KEYS[2], 'status', derived)
+-- The status is the derived one; only an event whose status is held apart (acknowledged
+-- by an operator, or marked pending until dispatched: set_status.lua) stores 'derived'.
+local held = redis.call('HMGET', KEYS[2], 'ack', 'derived', 'status')
+local status = held[3]
+if held[1] then
+  if held[2] ~= derived then
+    redis.call('HSET', KEYS[2], 'derived', derived)
+  end
+else
+  if status ~= derived then
+    redis.call('HSET', KEYS[2], 'status', derived)
+    status = derived
+  end
+  if held[2] then
+    redis.call('HDEL', KEYS[2], 'derived')
+  end
 end
-local reply = {previous, redis.call('HGET', KEYS[2], 'status'), 'ok'}
+local reply = {previous, status, 'ok'}
 for _, value in ipairs(result) do
   table.insert(reply, value)
 end

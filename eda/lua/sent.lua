@@ -13,6 +13,6 @@ local delivery = cjson.decode(raw)
 if delivery.status ~= 'queued' or delivery.task_id ~= ARGV[2] or not delivery.enqueue_failed then
   return 0
 end
-delivery.enqueue_failed = false
+delivery.enqueue_failed = nil -- false is not stored (delivery.lua)
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(delivery))
 return 1

@@ -25,6 +25,12 @@ if dispatched then
   end
 end
 if #ARGV > 2 then
+  -- A status the deliveries derived (no operator's, none held apart already) is kept
+  -- as 'derived' before another replaces it: delivery.lua stores it only then.
+  if previous ~= 'pending' and redis.call('EXISTS', KEYS[3]) == 1
+      and redis.call('HEXISTS', KEYS[1], 'ack') == 0 then
+    redis.call('HSETNX', KEYS[1], 'derived', previous)
+  end
   redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 end
 if ARGV[2] == '1' then
@@ -33,6 +39,7 @@ if ARGV[2] == '1' then
     local derived = redis.call('HGET', KEYS[1], 'derived')
     if derived then
       redis.call('HSET', KEYS[1], 'status', derived)
+      redis.call('HDEL', KEYS[1], 'derived')
     end
   end
 end
