@@ -318,8 +318,11 @@ def test_a_delivery_that_succeeds_costs_the_worker_at_most_three_round_trips(
 
 
 #: Lone messages counted, after a few that let the worker's pool threads connect.
-LONE = 30
+LONE = 10
 WARM = 3
+#: Counts of LONE, whose median is taken: kombu's housekeeping (a binding table refreshed
+#: and swept a second after the worker starts, then every minute) falls in one at most.
+COUNTS = 3
 
 
 def counters(client: redis.Redis) -> dict[str, int]:
@@ -340,13 +343,14 @@ def test_a_lone_message_to_an_idle_worker_costs_it_at_most_three_round_trips(
     BRPOP woken, the step recording it, start, finish, the step forgetting it were five
     round trips; now the record and the previous message's acknowledgement go with the
     next BRPOP, in one write. The worker's idle chatter is left out: task events and
-    heartbeats (PUBLISH), and a BRPOP that timed out (none, unless the machine stalls)."""
+    heartbeats (PUBLISH), a BRPOP that timed out (none, unless the machine stalls), and
+    kombu's housekeeping (the median of three counts)."""
     quiet = {"EDA_HEARTBEAT_INTERVAL": "600"}  # the store's heartbeat, once at the start
     with counted(tmp_path, **quiet) as (core, client, env):
         event_type = unique_type("lone")
         core.subscribe([event_type], "tests.handlers:noop")
         # Made before the worker runs, then let into its lane one at a time by the test.
-        ids = [core.publish(event_type, {}, "test").event_id for _ in range(WARM + LONE)]
+        ids = [core.publish(event_type, {}, "test").event_id for _ in range(WARM + LONE * COUNTS)]
         broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
         (lane,) = [key for key in broker.scan_iter() if broker.type(key) == b"list"]
         broker.rename(lane, "staged")
@@ -363,19 +367,24 @@ def test_a_lone_message_to_an_idle_worker_costs_it_at_most_three_round_trips(
 
             wait_for(succeeded)
 
-        try:
-            wait_for(lambda: any(c["cmd"] == "brpop" for c in client.client_list()))
-            for event_id in ids[:WARM]:
-                one(event_id)
+        def count(event_ids: list[str]) -> tuple[float, dict[str, int]]:
             before = counters(client)
             made = next(polls)
-            for event_id in ids[WARM:]:
+            for event_id in event_ids:
                 one(event_id)
             after = counters(client)
             spent = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
             ours = LONE + next(polls) - made  # the moves, the polls between, the first INFO
             idle = spent.get("publish", 0) + spent.get("brpop", 0) - LONE
-            trips = (spent["reads"] - ours - idle) / LONE
+            return (spent["reads"] - ours - idle) / LONE, spent
+
+        try:
+            wait_for(lambda: any(c["cmd"] == "brpop" for c in client.client_list()))
+            for event_id in ids[:WARM]:
+                one(event_id)
+            counts = [count(ids[n : n + LONE]) for n in range(WARM, len(ids), LONE)]
+            trips, spent = sorted(counts, key=lambda counted: counted[0])[COUNTS // 2]
+            print("LONE", [c[0] for c in counts])
             assert trips <= 3.0, f"{trips:.2f} round trips a lone delivery: {spent}"
         finally:
             worker.stop()
