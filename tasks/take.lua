@@ -7,18 +7,14 @@
 -- KEYS[1] unacked hash, KEYS[2] unacked index, KEYS[3..] the lanes' lists, highest
 --   priority first, ARGV[3] lanes to each priority (kombu's BRPOP order)
 -- ARGV[1] now (epoch seconds), ARGV[2] how many to take, ARGV[3] lanes per priority,
--- ARGV[4] n, ARGV[5 .. 4+n] the tags acknowledged, then (tag, record) pairs of messages
---   BRPOP took
+-- ARGV[4] n, ARGV[5 .. 4+n] the tags acknowledged, then the messages BRPOP took, as it
+--   gave them
 -- Returns {list, message, list, message, ...}: the messages taken, in the order taken.
 local now, wanted, width, acked = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 
 if acked > 0 then
   redis.call('ZREM', KEYS[2], unpack(ARGV, 5, 4 + acked))
   redis.call('HDEL', KEYS[1], unpack(ARGV, 5, 4 + acked))
-end
-for i = 5 + acked, #ARGV, 2 do
-  redis.call('ZADD', KEYS[2], now, ARGV[i])
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 
 -- A message recorded as kombu records it; one that is not kombu's JSON is returned as it
@@ -37,6 +33,10 @@ local function record(message)
   redis.call('ZADD', KEYS[2], now, tag)
   redis.call('HSET', KEYS[1], tag,
     '[' .. message .. ',' .. cjson.encode(info.exchange) .. ',' .. cjson.encode(info.routing_key) .. ']')
+end
+
+for i = 5 + acked, #ARGV do
+  record(ARGV[i])
 end
 
 -- Nothing to take (as when BRPOP just took the one message there was): one command.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import os
 import signal
@@ -26,6 +27,7 @@ from tasks.enqueue import CeleryEnqueuer
 from tests.conftest import RedisServer, wait_for
 from tests.handlers import attempts
 from tests.lanes import lane_length, lane_messages
+from tests.redis_cost import cost
 from tests.workers import FAST, Worker
 
 
@@ -117,8 +119,8 @@ class Looped:
 def looped(idle_redis_broker: tuple[str, redis.Redis]) -> Iterator[Callable[..., Looped]]:
     made: list[Looped] = []
 
-    def make(prefetch: int, **options: Any) -> Looped:
-        made.append(Looped(idle_redis_broker[0], prefetch, **options))
+    def make(prefetch: int, url: str = "", **options: Any) -> Looped:
+        made.append(Looped(url or idle_redis_broker[0], prefetch, **options))
         return made[-1]
 
     yield make
@@ -171,6 +173,76 @@ def test_acknowledgements_are_forgotten_in_the_next_step_and_kombus_restore_read
     assert all(m["headers"]["redelivered"] for m in restored)
 
 
+@pytest.fixture
+def own_broker(
+    own_redis: tuple[RedisServer, redis.Redis],
+) -> Iterator[tuple[str, redis.Redis, redis.Redis]]:
+    """The URL and a client of the broker database of a Redis of the test's own, and a
+    client of the server to count with: no other consumer's round trips in the counts."""
+    server, client = own_redis
+    url = server.url.rsplit("/", 1)[0] + "/1"
+    broker = redis.Redis.from_url(url)
+    yield url, broker, client
+    broker.close()
+
+
+def one_turn(consumer: Looped, client: redis.Redis) -> tuple[list[str], tuple[int, int, int]]:
+    """What the consumer was handed so far, after one more turn of its loop, and the turn's
+    round trips, scripts and BRPOPs."""
+    with cost(client) as spent:
+        taken = consumer.turns(1)
+    return taken, (spent.reads, spent.of("evalsha"), spent.of("brpop"))
+
+
+def test_a_message_brpop_brings_is_recorded_by_a_step_written_with_the_next_brpop(
+    own_broker: tuple[str, redis.Redis, redis.Redis], looped: Callable[..., Looped]
+) -> None:
+    url, broker, client = own_broker
+    consumer = looped(prefetch=4, url=url)
+    assert consumer.turns() == []  # the lanes are empty: its BRPOP waits
+
+    publish(url, [("first", 5, f"message-{n}") for n in range(3)])  # BRPOP has the first
+    taken, spent = one_turn(consumer, client)
+    # its record, with the two others taken, and the next BRPOP: one write
+    assert taken == ["message-0", "message-1", "message-2"]
+    assert spent == (1, 1, 1)
+    assert broker.hlen("unacked") == broker.zcard("unacked_index") == 3
+
+    for message in consumer.received:
+        message.ack()  # wait for the BRPOP's reply: they go with the next write
+    publish(url, [("first", 5, f"message-{n}") for n in range(3, 7)])
+    taken, spent = one_turn(consumer, client)
+    # the acknowledgements, message-3's record, two taken, and a BRPOP whose message
+    # came back with the step's reply, read in the same turn and recorded on its own
+    # (the prefetch limit left no room for another BRPOP)
+    assert taken[3:] == ["message-3", "message-4", "message-5", "message-6"]
+    assert spent == (2, 2, 1)
+    assert broker.hlen("unacked") == broker.zcard("unacked_index") == 4
+
+
+def test_acknowledgements_left_when_brpop_timed_out_go_with_the_next_brpop(
+    own_broker: tuple[str, redis.Redis, redis.Redis], looped: Callable[..., Looped]
+) -> None:
+    url, broker, client = own_broker
+    publish(url, [("first", 5, "message-0")])
+    consumer = looped(prefetch=2, url=url)
+    assert consumer.turns(1) == ["message-0"]  # a step took it; the lanes are empty now
+    consumer.received[0].ack()
+    for _ in range(50):  # until its BRPOP, a second long, has timed out
+        if not consumer.channel._in_poll:
+            break
+        consumer.hub.run_once()
+    assert broker.hlen("unacked") == 1  # the acknowledgement waited for the BRPOP's reply
+
+    publish(url, [("first", 5, "message-1")])
+    taken, spent = one_turn(consumer, client)
+    # the acknowledgement and the next BRPOP in one write; the BRPOP's message came back
+    # with the step's reply, read in the same turn, and recorded with the next BRPOP
+    assert taken == ["message-0", "message-1"]
+    assert spent == (2, 2, 2)
+    assert broker.hlen("unacked") == broker.zcard("unacked_index") == 1
+
+
 # -- through a real worker ----------------------------------------------------------------------
 
 #: Deliveries counted: enough that the worker's idle chatter (heartbeat, a BRPOP's timeout)
@@ -203,35 +275,120 @@ def backlog_round_trips(core: Core, client: redis.Redis, worker: Worker, event_t
     return spent
 
 
-def test_a_delivery_that_succeeds_costs_the_worker_at_most_three_round_trips(
-    tmp_path: Path, unique_type: Callable[[str], str]
-) -> None:
-    """Take, start, finish: BRPOP, kombu's record of each message and its acknowledgement
-    were a round trip each (five in all); now a step of the worker's event loop forgets
-    the acknowledged and takes and records the next messages in one."""
+@contextlib.contextmanager
+def counted(tmp_path: Path, **env: str) -> Iterator[tuple[Core, redis.Redis, dict[str, str]]]:
+    """A Redis server of the test's own (store in database 0, broker in 1), so that what it
+    counts is the worker's and the test's alone; a core dispatching to it, and the
+    environment of a worker of it."""
     server = RedisServer(tmp_path / "redis")
     server.start()
     env = {
         "REDIS_URL": server.url,
         "CELERY_BROKER_URL": server.url.rsplit("/", 1)[0] + "/1",
         "EDA_PREFIX": f"trips-{uuid.uuid4().hex[:8]}",
+        **env,
     }
     client = redis.Redis.from_url(server.url)
     settings = load({**os.environ, **FAST, **env})
     registry, routes = tasks.handlers(settings)
     enqueuer = CeleryEnqueuer(tasks.app, broker_url=env["CELERY_BROKER_URL"])
-    core = Core(settings, enqueuer=enqueuer, routes=routes, handlers=registry)
-    worker = Worker(tmp_path / "worker.log", env=env, concurrency=64)  # as the Procfile's
     try:
-        event_type = unique_type("counted")
-        core.subscribe([event_type], "tests.handlers:noop")
-        backlog_round_trips(core, client, worker, event_type)  # its threads connect
-        spent = backlog_round_trips(core, client, worker, event_type)
-        assert spent <= 3.0, f"{spent:.2f} round trips a delivery"
+        yield Core(settings, enqueuer=enqueuer, routes=routes, handlers=registry), client, env
     finally:
-        worker.stop()
         client.close()
         server.stop()
+
+
+def test_a_delivery_that_succeeds_costs_the_worker_at_most_three_round_trips(
+    tmp_path: Path, unique_type: Callable[[str], str]
+) -> None:
+    """Take, start, finish: BRPOP, kombu's record of each message and its acknowledgement
+    were a round trip each (five in all); now a step of the worker's event loop forgets
+    the acknowledged and takes and records the next messages in one."""
+    with counted(tmp_path) as (core, client, env):
+        worker = Worker(tmp_path / "worker.log", env=env, concurrency=64)  # as the Procfile's
+        try:
+            event_type = unique_type("counted")
+            core.subscribe([event_type], "tests.handlers:noop")
+            backlog_round_trips(core, client, worker, event_type)  # its threads connect
+            spent = backlog_round_trips(core, client, worker, event_type)
+            assert spent <= 3.0, f"{spent:.2f} round trips a delivery"
+        finally:
+            worker.stop()
+
+
+#: Lone messages counted, after a few that let the worker's pool threads connect.
+LONE = 10
+WARM = 3
+#: Counts of LONE, whose median is taken: kombu's housekeeping (a binding table refreshed
+#: and swept a second after the worker starts, then every minute) falls in one at most.
+COUNTS = 3
+
+
+def counters(client: redis.Redis) -> dict[str, int]:
+    """Reads the server processed so far (the INFO asking, not yet), and its calls by command."""
+    info = client.info("all")
+    calls = {
+        k.removeprefix("cmdstat_"): int(v["calls"])
+        for k, v in info.items()
+        if k.startswith("cmdstat_")
+    }
+    return {"reads": int(info["total_reads_processed"]), **calls}
+
+
+def test_a_lone_message_to_an_idle_worker_costs_it_at_most_three_round_trips(
+    tmp_path: Path, unique_type: Callable[[str], str]
+) -> None:
+    """A message that finds the worker waiting (its BRPOP) and nothing else in the lanes:
+    BRPOP woken, the step recording it, start, finish, the step forgetting it were five
+    round trips; now the record and the previous message's acknowledgement go with the
+    next BRPOP, in one write. The worker's idle chatter is left out: task events and
+    heartbeats (PUBLISH), a BRPOP that timed out (none, unless the machine stalls), and
+    kombu's housekeeping (the median of three counts)."""
+    quiet = {"EDA_HEARTBEAT_INTERVAL": "600"}  # the store's heartbeat, once at the start
+    with counted(tmp_path, **quiet) as (core, client, env):
+        event_type = unique_type("lone")
+        core.subscribe([event_type], "tests.handlers:noop")
+        # Made before the worker runs, then let into its lane one at a time by the test.
+        ids = [core.publish(event_type, {}, "test").event_id for _ in range(WARM + LONE * COUNTS)]
+        broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+        (lane,) = [key for key in broker.scan_iter() if broker.type(key) == b"list"]
+        broker.rename(lane, "staged")
+        options = ("--without-relay", "--without-heartbeat")
+        worker = Worker(tmp_path / "worker.log", env=env, concurrency=64, options=options)
+        polls = itertools.count(1)  # each poll is a round trip of ours
+
+        def one(event_id: str) -> None:
+            broker.lmove("staged", lane, "RIGHT", "LEFT")
+
+            def succeeded() -> bool:
+                next(polls)
+                return client.hget(core.keys.event(event_id), "status") == b"succeeded"
+
+            wait_for(succeeded)
+
+        def count(event_ids: list[str]) -> tuple[float, dict[str, int]]:
+            before = counters(client)
+            made = next(polls)
+            for event_id in event_ids:
+                one(event_id)
+            after = counters(client)
+            spent = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+            ours = LONE + next(polls) - made  # the moves, the polls between, the first INFO
+            idle = spent.get("publish", 0) + spent.get("brpop", 0) - LONE
+            return (spent["reads"] - ours - idle) / LONE, spent
+
+        try:
+            wait_for(lambda: any(c["cmd"] == "brpop" for c in client.client_list()))
+            for event_id in ids[:WARM]:
+                one(event_id)
+            counts = [count(ids[n : n + LONE]) for n in range(WARM, len(ids), LONE)]
+            trips, spent = sorted(counts, key=lambda counted: counted[0])[COUNTS // 2]
+            print("LONE", [c[0] for c in counts])
+            assert trips <= 3.0, f"{trips:.2f} round trips a lone delivery: {spent}"
+        finally:
+            worker.stop()
+            broker.close()
 
 
 #: A worker whose unacknowledged messages come back after two seconds.
@@ -270,7 +427,8 @@ def test_a_killed_worker_loses_none_of_the_messages_it_took_ahead(
 
         wait_for(settled, timeout=40, interval=0.3)
         assert all(1 <= len(attempts(client, i, "slow")) <= 2 for i in ids)
-        assert broker.hlen("unacked") == 0
+        # the rescuer, idle now, forgets its last acknowledgements with its next BRPOP
+        wait_for(lambda: broker.hlen("unacked") == 0, timeout=5)
     finally:
         second.stop()
         broker.close()
