@@ -21,7 +21,7 @@ import redis
 from bench.procfile import expand
 from eda.core import Core
 from eda.redis_server import free_port
-from tests.conftest import RedisServer, end, wait_for
+from tests.conftest import RedisServer, end_group, wait_for
 from tests.http_support import github_signature, http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,8 @@ def procfile_line(name: str, env: dict[str, str]) -> list[str]:
 def running(
     command: list[str], env: dict[str, str], log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``command`` as a process of its own session, stopped (and reaped) at the end."""
+    """``command`` as a process of its own session, stopped (and reaped) at the end with every
+    process it started: gunicorn's workers, or gunicorn itself under a shell."""
     with log.open("wb") as output:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
                                    stdout=output, stderr=subprocess.STDOUT,
@@ -53,7 +54,26 @@ def running(
         try:
             yield process
         finally:
-            end(process, grace=15)
+            end_group(process, grace=15)
+
+
+def test_running_leaves_nothing_the_command_started_behind(tmp_path: Path) -> None:
+    # As the web line under a shell: dash forks gunicorn rather than exec it, so a SIGTERM to
+    # the shell alone left gunicorn and its workers running.
+    pid = tmp_path / "pid"
+    script = f"sleep 300 & echo $! > {pid}.new && mv {pid}.new {pid}; wait"
+    with running(["/bin/sh", "-c", script], dict(os.environ), tmp_path / "sh.log") as shell:
+        started = int(wait_for(lambda: pid.exists() and pid.read_text(), timeout=10))
+        assert shell.poll() is None
+    assert not alive(started)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not reaped yet, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
 
 
 # -- flower ------------------------------------------------------------------------------------
