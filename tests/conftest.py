@@ -362,6 +362,20 @@ def private_broker(
 
 
 @pytest.fixture
+def refusing_broker(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of a broker that refuses every connection (a port nothing listens on).
+
+    The connections this test's enqueuers open give up at the first refusal, where kombu's
+    defaults retry for four seconds, two apart: the tests are about what a refusal leaves.
+    """
+    from tasks import app
+
+    quick = {**app.conf.broker_transport_options, "max_retries": 0, "interval_start": 0}
+    monkeypatch.setitem(app.conf, "broker_transport_options", quick)
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+@pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, redis.Redis]]:
     """A Redis server of the test's own and a client of it: what the server counts is the
     test's alone (see ``tests/redis_cost.py``). The broker is its database 1."""
