@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -219,43 +220,44 @@ def serving_web(env: dict[str, str], log: Path) -> Iterator[str]:
 
 #: Slow clients held open at once, each trickling one header line every half second.
 SLOW_CLIENTS = 50
-#: Seconds the slow clients keep trickling.
+#: Most seconds the slow clients keep trickling (they stop once the test is done).
 TRICKLE_SECONDS = 8.0
 #: Longest a normal request may take while they do.
 PROMPT = 2.0
 
 
-def _trickle(port: int, until: float) -> None:
+def _trickle(port: int, connected: threading.Barrier, done: threading.Event) -> None:
     """One slowloris client: a request's header lines, one every half second, never finished."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        connected.wait(timeout=30)
         for line in range(int(TRICKLE_SECONDS / 0.5)):  # bounded
-            if time.monotonic() > until:
+            if done.wait(0.5):
                 return
             try:
                 sock.sendall(f"X-Slow-{line}: a\r\n".encode())
             except OSError:
                 return  # the server closed it: fine, it keeps nothing for it
-            time.sleep(0.5)
 
 
 def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
     tmp_path: Path, core: Core, prefix: str
 ) -> None:
-    import threading
-
     port = free_port()
     secret = "procfile web test secret"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDA_PREFIX": prefix,
            "GITHUB_WEBHOOK_SECRET": secret, "EDA_WEB_PORT": str(port),
            "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml")}  # fmt: skip
     with serving_web(env, tmp_path / "web.log") as url:
-        until = time.monotonic() + TRICKLE_SECONDS
-        slow = [threading.Thread(target=_trickle, args=(port, until)) for _ in range(SLOW_CLIENTS)]
+        connected, done = threading.Barrier(SLOW_CLIENTS + 1), threading.Event()
+        slow = [
+            threading.Thread(target=_trickle, args=(port, connected, done))
+            for _ in range(SLOW_CLIENTS)
+        ]
         for thread in slow:
             thread.start()
         try:
-            time.sleep(1.0)  # every slow client is connected and trickling
+            connected.wait(timeout=30)  # every slow client is connected and trickling
             timings = []
             for n in range(20):
                 body = f'{{"ref": "refs/heads/slow-{n}"}}'.encode()
@@ -267,8 +269,9 @@ def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
                 stored = http("POST", f"{url}/webhooks/github", body, headers, timeout=PROMPT)[0]
                 timings.append(time.monotonic() - started)
                 assert (health, stored) == (200, 202), n
-                time.sleep(0.2)
+                time.sleep(0.1)  # the requests spread over several of the clients' lines
         finally:
+            done.set()
             for thread in slow:
                 thread.join(timeout=TRICKLE_SECONDS + 10)
     assert max(timings) < PROMPT
