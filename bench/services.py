@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import http.client
 import os
 import signal
@@ -197,11 +198,20 @@ class Stack:
 
     def web(self, name: str, app: str, more: dict[str, str] | None = None) -> tuple[Process, int]:
         """gunicorn serving ``app`` as the Procfile serves the webhooks; and its port."""
-        port = free_port()
-        command = [sys.executable, "-m", "gunicorn", *self.procfile.gunicorn(app, port)]
-        process = self._start(name, command, more)
-        process.wait_until(lambda: _answers(port))
-        return process, port
+        (started,) = self.webs((name, app, more))
+        return started
+
+    def webs(self, *specs: tuple[str, str, dict[str, str] | None]) -> list[tuple[Process, int]]:
+        """:meth:`web` for each (name, app, variables), started together (their imports
+        overlap on a machine of several cores) and back once every one answers."""
+        started: list[tuple[Process, int]] = []
+        for name, app, more in specs:
+            port = free_port()
+            command = [sys.executable, "-m", "gunicorn", *self.procfile.gunicorn(app, port)]
+            started.append((self._start(name, command, more), port))
+        for process, port in started:
+            process.wait_until(functools.partial(_answers, port))
+        return started
 
 
 def _pong(node: str) -> bool:

@@ -38,5 +38,5 @@ MODES: dict[str, Sizes] = {
                    agent_rounds=4, latency_seconds=4),
     "smoke": Sizes(repeats=1, ingest_warmup=0.3, ingest_seconds=1.0, load_processes=2,
                    load_connections=4, dispatch_events=200, replay_events=100,
-                   agent_rounds=1, latency_seconds=1),
+                   agent_rounds=1, latency_seconds=1, model_delay=0.1),
 }  # fmt: skip

@@ -12,7 +12,9 @@ each other's deliveries.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -45,6 +47,37 @@ def end(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of this group still runs (one that ended but is not reaped yet, a
+    zombie, does not count: an orphan is reaped by init, in its own time)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def end_group(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """Stop a child started with ``start_new_session=True`` and everything it started: SIGTERM
+    to its process group, SIGKILL to what is left after ``grace`` seconds, and back only once
+    no process of the group remains (a shell's children outlive a SIGTERM to the shell)."""
+    import time
+
+    group = process.pid
+    for signal_number, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal_number)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not _group_alive(group):
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"process group {group} still runs after SIGKILL")
 
 
 class RedisServer:
@@ -118,6 +151,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["CELERY_BROKER_URL"] = _broker.url(SESSION_SLOT)
     os.environ.setdefault("EDA_PREFIX", f"session-{uuid.uuid4().hex[:8]}")
     os.environ["EDA_DATA_DIR"] = str(Path(_folder.name) / "data")
+    # Set after the session's servers started: what carries it was started by a test.
+    os.environ[RUN_MARK] = uuid.uuid4().hex
 
 
 def _start_broker(name: str, folder: Path) -> Broker:
@@ -146,6 +181,50 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+#: The variable that marks every process the tests start (they inherit the environment).
+RUN_MARK = "TEST_SUITE_RUN"
+
+
+def left_behind(wait: float = 10.0) -> dict[int, str]:
+    """{pid: command line} of the processes a test started that still run, once those ending
+    had ``wait`` seconds to end: what a fixture failed to stop."""
+    import time
+
+    mark = f"{RUN_MARK}={os.environ[RUN_MARK]}".encode()
+    deadline = time.monotonic() + wait
+    while True:
+        found: dict[int, str] = {}
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            pid = int(environ.parent.name)
+            try:
+                marked = pid != os.getpid() and mark in environ.read_bytes().split(b"\0")
+                command = (environ.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if marked and command:  # a zombie has no command line
+                found[pid] = command.replace(b"\0", b" ").decode(errors="replace").strip()
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run when a test left a process running (and end it, so nothing stays)."""
+    leftovers = left_behind()
+    if not leftovers:
+        return
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"{len(leftovers)} processes started by tests still ran at the end (killed):"]
+    lines += [f"  {pid} {command}" for pid, command in sorted(leftovers.items())]
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line("\n".join(lines), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -280,6 +359,20 @@ def private_broker(
     yield make
     for broker in used:
         broker_under_test.empty(broker)
+
+
+@pytest.fixture
+def refusing_broker(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of a broker that refuses every connection (a port nothing listens on).
+
+    The connections this test's enqueuers open give up at the first refusal, where kombu's
+    defaults retry for four seconds, two apart: the tests are about what a refusal leaves.
+    """
+    from tasks import app
+
+    quick = {**app.conf.broker_transport_options, "max_retries": 0, "interval_start": 0}
+    monkeypatch.setitem(app.conf, "broker_transport_options", quick)
+    return f"redis://127.0.0.1:{free_port()}/0"
 
 
 @pytest.fixture

@@ -44,9 +44,9 @@ AGENT = "DurableResponder"
 #: worker, slow to make its first delivery under load, never gets it back before it is
 #: killed (a message unacknowledged past it is delivered again, to anyone).
 SHORT_VISIBILITY = {
-    "EDA_VISIBILITY_TIMEOUT": "10",
-    "EDA_TASK_TIME_LIMIT": "8",
-    "EDA_TASK_SOFT_TIME_LIMIT": "7.5",
+    "EDA_VISIBILITY_TIMEOUT": "5",
+    "EDA_TASK_TIME_LIMIT": "4",
+    "EDA_TASK_SOFT_TIME_LIMIT": "3.5",
 }
 
 

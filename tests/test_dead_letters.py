@@ -14,7 +14,6 @@ from eda.core import Core
 from eda.dead_letters import MAX_TRACEBACK
 from eda.errors import InvalidInput, NotFound
 from eda.event import Event
-from eda.redis_server import free_port
 from eda.settings import Settings
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
@@ -118,9 +117,9 @@ def test_a_retry_that_dies_after_sending_leaves_no_dead_letter_beside_its_queued
 
 
 def test_a_retry_the_broker_refuses_leaves_the_delivery_dead_and_its_letter_in_place(
-    core: Core,
+    core: Core, refusing_broker: str
 ) -> None:
-    nowhere = CeleryEnqueuer(app, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    nowhere = CeleryEnqueuer(app, broker_url=refusing_broker)
     refused = Core(core.settings, core.redis, nowhere)
     older, newer = stored(refused), stored(refused)
     letter = kill(refused.deliveries, older, "h")
@@ -137,9 +136,9 @@ def test_a_retry_the_broker_refuses_leaves_the_delivery_dead_and_its_letter_in_p
 
 
 def test_a_batch_retry_the_broker_refuses_leaves_every_delivery_dead_and_every_letter(
-    core: Core,
+    core: Core, refusing_broker: str
 ) -> None:
-    nowhere = CeleryEnqueuer(app, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    nowhere = CeleryEnqueuer(app, broker_url=refusing_broker)
     refused = Core(core.settings, core.redis, nowhere)
     events = [stored(refused) for _ in range(5)]
     letters = [kill(refused.deliveries, event, "h") for event in events]

@@ -18,7 +18,6 @@ from kombu.exceptions import OperationalError
 from eda.core import Core
 from eda.delivery import Status
 from eda.event import Event
-from eda.redis_server import free_port
 from eda.settings import Settings
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
@@ -246,8 +245,10 @@ def test_a_replay_in_batches_runs_each_delivery_once_more_in_a_run_of_its_own(
     assert all(len(attempts(client, i, "succeed")) == 2 for i in ids)
 
 
-def test_a_replay_the_broker_refuses_leaves_every_delivery_as_it_was(core: Core) -> None:
-    nowhere = CeleryEnqueuer(app, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+def test_a_replay_the_broker_refuses_leaves_every_delivery_as_it_was(
+    core: Core, refusing_broker: str
+) -> None:
+    nowhere = CeleryEnqueuer(app, broker_url=refusing_broker)
     refused = Core(core.settings, core.redis, nowhere)
     events = [Event.create(type="a.b", source="test") for _ in range(5)]
     for event in events:

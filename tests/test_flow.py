@@ -93,9 +93,9 @@ def test_a_rate_limit_holds_across_two_workers(
     live: Core, second_worker: Worker, client: Any, unique_type: Any
 ) -> None:
     event_type = unique_type("rate", "flowrate")
-    ids = [live.publish(event_type, {}, "t").event_id for _ in range(400)]
+    ids = [live.publish(event_type, {}, "t").event_id for _ in range(120)]
 
-    wait_for(lambda: all_ended(live, ids, "tests.handlers:succeed"), timeout=80, interval=0.5)
+    wait_for(lambda: all_ended(live, ids, "tests.handlers:succeed"), timeout=40, interval=0.2)
 
     starts = sorted(attempts(client, i, "succeed")[0] for i in ids)
     rate = (len(starts) - 1) / (starts[-1] - starts[0])

@@ -22,7 +22,6 @@ import pytest
 import tasks
 from eda.core import Core
 from eda.delivery import Change, Delivery, Status, held_until
-from eda.redis_server import free_port
 from eda.settings import load
 from tasks.enqueue import CeleryEnqueuer
 from tests.brokers import Broker
@@ -167,9 +166,9 @@ def test_a_held_retry_nobody_sent_is_recovered_once_past_due_and_grace(
 
 
 def test_a_held_delivery_the_broker_refuses_is_held_again_with_its_flow_state(
-    core: Core,
+    core: Core, refusing_broker: str
 ) -> None:
-    nowhere = CeleryEnqueuer(tasks.app, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    nowhere = CeleryEnqueuer(tasks.app, broker_url=refusing_broker)
     refused = Core(core.settings, core.redis, nowhere)
     event = refused.publish("held.refused", {}, "test")
     steps, handler = refused.deliveries, "h"

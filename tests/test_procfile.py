@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +22,7 @@ import redis
 from bench.procfile import expand
 from eda.core import Core
 from eda.redis_server import free_port
-from tests.conftest import RedisServer, end, wait_for
+from tests.conftest import RedisServer, end_group, wait_for
 from tests.http_support import github_signature, http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,8 @@ def procfile_line(name: str, env: dict[str, str]) -> list[str]:
 def running(
     command: list[str], env: dict[str, str], log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``command`` as a process of its own session, stopped (and reaped) at the end."""
+    """``command`` as a process of its own session, stopped (and reaped) at the end with every
+    process it started: gunicorn's workers, or gunicorn itself under a shell."""
     with log.open("wb") as output:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
                                    stdout=output, stderr=subprocess.STDOUT,
@@ -53,7 +55,26 @@ def running(
         try:
             yield process
         finally:
-            end(process, grace=15)
+            end_group(process, grace=15)
+
+
+def test_running_leaves_nothing_the_command_started_behind(tmp_path: Path) -> None:
+    # As the web line under a shell: dash forks gunicorn rather than exec it, so a SIGTERM to
+    # the shell alone left gunicorn and its workers running.
+    pid = tmp_path / "pid"
+    script = f"sleep 300 & echo $! > {pid}.new && mv {pid}.new {pid}; wait"
+    with running(["/bin/sh", "-c", script], dict(os.environ), tmp_path / "sh.log") as shell:
+        started = int(wait_for(lambda: pid.exists() and pid.read_text(), timeout=10))
+        assert shell.poll() is None
+    assert not alive(started)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not reaped yet, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
 
 
 # -- flower ------------------------------------------------------------------------------------
@@ -199,43 +220,44 @@ def serving_web(env: dict[str, str], log: Path) -> Iterator[str]:
 
 #: Slow clients held open at once, each trickling one header line every half second.
 SLOW_CLIENTS = 50
-#: Seconds the slow clients keep trickling.
+#: Most seconds the slow clients keep trickling (they stop once the test is done).
 TRICKLE_SECONDS = 8.0
 #: Longest a normal request may take while they do.
 PROMPT = 2.0
 
 
-def _trickle(port: int, until: float) -> None:
+def _trickle(port: int, connected: threading.Barrier, done: threading.Event) -> None:
     """One slowloris client: a request's header lines, one every half second, never finished."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        connected.wait(timeout=30)
         for line in range(int(TRICKLE_SECONDS / 0.5)):  # bounded
-            if time.monotonic() > until:
+            if done.wait(0.5):
                 return
             try:
                 sock.sendall(f"X-Slow-{line}: a\r\n".encode())
             except OSError:
                 return  # the server closed it: fine, it keeps nothing for it
-            time.sleep(0.5)
 
 
 def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
     tmp_path: Path, core: Core, prefix: str
 ) -> None:
-    import threading
-
     port = free_port()
     secret = "procfile web test secret"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDA_PREFIX": prefix,
            "GITHUB_WEBHOOK_SECRET": secret, "EDA_WEB_PORT": str(port),
            "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml")}  # fmt: skip
     with serving_web(env, tmp_path / "web.log") as url:
-        until = time.monotonic() + TRICKLE_SECONDS
-        slow = [threading.Thread(target=_trickle, args=(port, until)) for _ in range(SLOW_CLIENTS)]
+        connected, done = threading.Barrier(SLOW_CLIENTS + 1), threading.Event()
+        slow = [
+            threading.Thread(target=_trickle, args=(port, connected, done))
+            for _ in range(SLOW_CLIENTS)
+        ]
         for thread in slow:
             thread.start()
         try:
-            time.sleep(1.0)  # every slow client is connected and trickling
+            connected.wait(timeout=30)  # every slow client is connected and trickling
             timings = []
             for n in range(20):
                 body = f'{{"ref": "refs/heads/slow-{n}"}}'.encode()
@@ -247,8 +269,9 @@ def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
                 stored = http("POST", f"{url}/webhooks/github", body, headers, timeout=PROMPT)[0]
                 timings.append(time.monotonic() - started)
                 assert (health, stored) == (200, 202), n
-                time.sleep(0.2)
+                time.sleep(0.1)  # the requests spread over several of the clients' lines
         finally:
+            done.set()
             for thread in slow:
                 thread.join(timeout=TRICKLE_SECONDS + 10)
     assert max(timings) < PROMPT

@@ -14,7 +14,6 @@ from eda.delivery import Change, Status, run_attempt
 from eda.event import Event
 from eda.flow import Concurrency, FlowRules
 from eda.recovery import stuck
-from eda.redis_server import free_port
 from eda.settings import Settings
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
@@ -68,9 +67,9 @@ def test_a_delivery_whose_worker_is_killed_is_finished_by_another_exactly_once(
 
 
 def test_events_stored_while_the_broker_is_down_are_swept_once_it_is_back(
-    live: Core, live_settings: Settings, client: Any, unique_type: Any
+    live: Core, live_settings: Settings, client: Any, unique_type: Any, refusing_broker: str
 ) -> None:
-    down = f"redis://127.0.0.1:{free_port()}/0"
+    down = refusing_broker
     offline = Core(live_settings, client, CeleryEnqueuer(app, down), live.routes)
     event_type = unique_type()
     offline.subscribe([event_type], "tests.handlers:succeed")

@@ -194,6 +194,10 @@ def replicated(tmp_path: Path) -> Iterator[Replicated]:
     try:
         watcher = redis.Redis(port=replica.port, decode_responses=True)
         wait_for(lambda: watcher.info("replication").get("master_link_status") == "up")
+        # The replica rewrites its append-only file after the sync and refuses a SIGTERM
+        # until it is written ("Writing initial AOF, can't exit"): the stop would wait out
+        # its grace and kill it.
+        wait_for(lambda: not _rewriting(watcher))
         watcher.close()
         # The sentinel has found the replica it would promote.
         sentinels = redis.Redis(port=port, decode_responses=True)
@@ -204,6 +208,11 @@ def replicated(tmp_path: Path) -> Iterator[Replicated]:
         end(sentinel)
         replica.stop()
         primary.stop()
+
+
+def _rewriting(client: redis.Redis) -> bool:
+    persistence = client.info("persistence")
+    return bool(persistence["aof_rewrite_in_progress"] or persistence["aof_rewrite_scheduled"])
 
 
 def _answers(client: redis.Redis) -> bool:

@@ -51,7 +51,7 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__)
     parser.add_argument("--short", action="store_true", help="millisecond settings, few events")
     parser.add_argument("--count", type=int, help="webhooks per scenario (3000; short: 40)")
-    parser.add_argument("--rate", type=float, help="webhooks per second (100; short: 20)")
+    parser.add_argument("--rate", type=float, help="webhooks per second (100; short: 40)")
     parser.add_argument("--only", action="append", help="run only scenarios naming this")
     parser.add_argument("--keep", type=Path, help="keep the processes' logs and data here")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
@@ -105,7 +105,7 @@ def table(rows: list[Row]) -> str:
 def main(argv: list[str]) -> int:
     options = arguments(argv)
     count = options.count or (40 if options.short else 3000)
-    rate = options.rate or (20.0 if options.short else 100.0)
+    rate = options.rate or (40.0 if options.short else 100.0)
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="eda-faults-") as folder:
         kept = options.keep or Path(folder)

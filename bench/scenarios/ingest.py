@@ -58,10 +58,14 @@ def _load(bench: Bench, web: Process, port: int) -> Load:
 
 
 def measure(bench: Bench) -> list[Figure]:
-    hello, hello_port = bench.stack.web("hello", "bench.hello:app")
-    store_only, store_only_port = bench.stack.web("store-only", "bench.hello:stored")
-    web, web_port = bench.stack.web("web", WEB_APP)
-    observed, observed_port = bench.stack.web("web-observed", WEB_APP, bench.observed)
+    started = bench.stack.webs(
+        ("hello", "bench.hello:app", None),
+        ("store-only", "bench.hello:stored", None),
+        ("web", WEB_APP, None),
+        ("web-observed", WEB_APP, bench.observed),
+    )
+    (hello, hello_port), (store_only, store_only_port) = started[:2]
+    (web, web_port), (observed, observed_port) = started[2:]
     rates: list[tuple[float, float]] = []
     traced: list[tuple[float, float]] = []
     against_store_only: list[tuple[float, float]] = []
