@@ -384,20 +384,6 @@ class FlowControl:
         tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         return (tomorrow - now).total_seconds()
 
-    def spend(self, agent: str, tokens: int, cost: float = 0.0) -> None:
-        """Count tokens an agent used today, and their cost in USD (both kept two days)."""
-        day = self.day()
-        tokens_key, cost_key = self.keys.flow_budget(agent, day), self.keys.flow_cost(agent, day)
-        pipe = self.redis.pipeline(transaction=False)
-        if tokens:
-            pipe.incrby(tokens_key, tokens)
-            pipe.expire(tokens_key, BUDGET_KEPT)
-        if cost:
-            pipe.incrbyfloat(cost_key, cost)
-            pipe.expire(cost_key, BUDGET_KEPT)
-        with reaching_redis():
-            pipe.execute()
-
     def spent(self, agent: str) -> Spent:
         """Tokens an agent used today (UTC), and what they cost."""
         day = self.day()
