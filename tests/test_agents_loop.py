@@ -536,3 +536,33 @@ def test_an_agent_delivery_costs_three_round_trips_and_records_what_it_did(
     assert [entry["kind"] for entry in entries] == ["request", "response"]
     assert entries[1]["content"] == [text("Noted.")]
     assert core.flow.spent("Counted").tokens == 2 * 120
+
+
+def test_a_finish_sent_again_counts_its_tokens_and_journals_its_entries_once(core: Core) -> None:
+    from eda.delivery import Change, Status
+    from eda.flow import Spent
+    from eda.journal import run_key
+    from tests.lifecycle import queue
+
+    event = stored_event(core, "count.twice", {})
+    queue(core.deliveries, event.id, "Twice")
+    start = Change(event.id, "Twice", "start", Status.RUNNING, task_id="t1", options={})
+    run = int(core.deliveries.apply(start).extra[3])
+    entry = {"kind": "response", "attempt": 1, "at": "2026-12-03T10:00:00Z", "content": []}
+    options = {
+        "attempt": 1,
+        "duration_ms": 1.0,
+        "journal": {"run": run_key("Twice", run), "max": 10_000},
+        "spend": {"tokens": 120, "cost": 0.5, "kept": 60, "day": core.flow.day()},
+    }
+    journal = (json.dumps(entry),)
+    finish = Change(
+        event.id, "Twice", "finish", Status.SUCCEEDED, "done", "t1", options, journal=journal
+    )
+
+    assert core.deliveries.apply(finish).ok
+    # its reply lost on the way back, the worker sends the same step again
+    assert not core.deliveries.apply(finish).ok
+
+    assert core.flow.spent("Twice") == Spent(120, 0.5)
+    assert journal_runs(core.store, event.id)["Twice"][run] == [entry]

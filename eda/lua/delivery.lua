@@ -28,9 +28,9 @@
 --   ``carry``, what its next pass is given; it has no message meanwhile), pause_model and
 --   pause_at (start: refused as "paused" while that model's pause lasts past pause_at, epoch
 --   seconds), spend {tokens, cost, kept} (finish: what the attempt used, added to the day's
---   counts, KEYS 10 and 11, kept that many seconds; counted whatever the step's verdict),
---   journal {run, max} (finish: ARGV 11... appended to that run's journal within its bound
---   of max bytes, as journal.lua does, whatever the step's verdict).
+--   counts, KEYS 10 and 11, kept that many seconds; counted whatever the step's verdict,
+--   but once), journal {run, max} (finish: ARGV 11... appended to that run's journal within
+--   its bound of max bytes, as journal.lua does, whatever the step's verdict, but once).
 -- Returns {previous status or "new", event status, "ok" | "refused" | "superseded" | "paused"}
 -- (paused adds the seconds the pause has left, as a string); a
 -- start that was applied adds {event data, attempt number, times this attempt started, run},
@@ -42,46 +42,59 @@
 --   starts, ended_at, duration_ms, status, reason, error}]}]}
 -- An attempt's outcome is kept in KEYS 3 under "<handler>#<run>.<attempt>".
 
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return redis.error_reply('NOTFOUND event record ' .. KEYS[2] .. ' does not exist')
+end
+
+local handler, step, now, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local target, task_id = ARGV[6], ARGV[7]
 local options = cjson.decode(ARGV[8])
-if options.spend then
-  -- The tokens were used whatever becomes of the record: counted first.
+local raw = redis.call('HGET', KEYS[1], handler)
+local delivery = raw and cjson.decode(raw) or nil
+local previous = delivery and delivery.status or 'new'
+
+-- The same finish sent again (its reply was lost on the way back): its attempt has ended
+-- already, under this task, as this step ends it; what it spent and journaled is not
+-- written twice.
+local function resent()
+  if step ~= 'finish' or not delivery or delivery.task_id ~= task_id then
+    return false
+  end
+  local runs = delivery.runs
+  local run = type(runs) == 'table' and runs[#runs] or nil
+  local attempts = type(run) == 'table' and run.attempts or nil
+  local attempt = type(attempts) == 'table' and attempts[#attempts] or nil
+  return type(attempt) == 'table' and attempt.number == options.attempt
+    and type(attempt.ended_at) == 'string' and attempt.status == target
+end
+
+if (options.spend or options.journal) and not resent() then
+  -- What the attempt used and the run's last entries, held by the handler until its end:
+  -- written whatever becomes of the record, as they were before the step.
   local spend = options.spend
-  if spend.tokens and spend.tokens > 0 then
+  if spend and spend.tokens and spend.tokens > 0 then
     redis.call('INCRBY', KEYS[10], spend.tokens)
     redis.call('EXPIRE', KEYS[10], spend.kept)
   end
-  if spend.cost and spend.cost > 0 then
+  if spend and spend.cost and spend.cost > 0 then
     -- Not INCRBYFLOAT: inside a script, Redis 6.2 rewrites its arguments for the AOF in a
     -- way that corrupted the script engine's memory (the next script call crashed it).
     local cost = tonumber(redis.call('GET', KEYS[11]) or '0') + spend.cost
     redis.call('SET', KEYS[11], string.format('%.17g', cost), 'EX', spend.kept)
   end
-end
-
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  return redis.error_reply('NOTFOUND event record ' .. KEYS[2] .. ' does not exist')
-end
-
-if options.journal then
-  -- The run's last entries, held by the handler until its end: written as they would
-  -- have been before it.
-  local base, bound = options.journal.run, options.journal.max
-  local used = tonumber(redis.call('HGET', KEYS[9], base .. '#bytes') or '0')
-  for i = 11, #ARGV do
-    if used + #ARGV[i] > bound then
-      break
+  if options.journal then
+    local base, bound = options.journal.run, options.journal.max
+    local used = tonumber(redis.call('HGET', KEYS[9], base .. '#bytes') or '0')
+    for i = 11, #ARGV do
+      if used + #ARGV[i] > bound then
+        break
+      end
+      local n = redis.call('HINCRBY', KEYS[9], base .. '#n', 1)
+      redis.call('HSET', KEYS[9], base .. '#' .. n, ARGV[i])
+      used = redis.call('HINCRBY', KEYS[9], base .. '#bytes', #ARGV[i])
     end
-    local n = redis.call('HINCRBY', KEYS[9], base .. '#n', 1)
-    redis.call('HSET', KEYS[9], base .. '#' .. n, ARGV[i])
-    used = redis.call('HINCRBY', KEYS[9], base .. '#bytes', #ARGV[i])
   end
 end
-
-local handler, step, now, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local target, task_id = ARGV[6], ARGV[7]
-local raw = redis.call('HGET', KEYS[1], handler)
-local delivery = raw and cjson.decode(raw) or nil
-local previous = delivery and delivery.status or 'new'
 
 local function refuse(why)
   return {previous, redis.call('HGET', KEYS[2], 'status'), why}
