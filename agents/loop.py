@@ -147,17 +147,26 @@ class AgentRun:
     state: Resumed
 
     def converse(self) -> None:
-        request = self._request()
-        turn = self.state.pending
         try:
-            while True:
-                if turn is None:
-                    turn = self._ask(request)
-                if not self._handle(turn, request["messages"]):
-                    return
-                turn = None
+            self._turns()
+            # The last response was held: it goes with the delivery's end (or now).
+            if self.journal is not None and not self.journal.settle():
+                raise JournalFull("response")
         except JournalFull:
             self.record.outcome = "journal_limit"
+        finally:
+            if self.journal is not None and self.journal.held:  # an error is on its way
+                self.journal.settle()
+
+    def _turns(self) -> None:
+        request = self._request()
+        turn = self.state.pending
+        while True:
+            if turn is None:
+                turn = self._ask(request)
+            if not self._handle(turn, request["messages"]):
+                return
+            turn = None
 
     def _request(self) -> dict[str, Any]:
         """The request: rebuilt from the journal, or new (and journaled)."""
@@ -175,7 +184,11 @@ class AgentRun:
         return request
 
     def _ask(self, request: dict[str, Any]) -> Turn:
-        """One model call, journaled before anything acts on it."""
+        """One model call, journaled before anything acts on it: its response is held, and
+        written with what comes next (a tool call's start, the delivery's end), in the same
+        store call; every entry before it is written before the call."""
+        if self.journal is not None and not self.journal.flush():
+            raise JournalFull("response")
         started = time.monotonic()
         with traces.model_turn(str(request["model"]), int(request["max_tokens"])) as span:
             reply = self.backend.create(request)
@@ -185,13 +198,11 @@ class AgentRun:
         turn = Turn(content, str(reply.stop_reason), usage)
         self.record.count(turn)
         duration = round((time.monotonic() - started) * 1000, 1)
-        self._write(
-            "response",
-            content=content,
-            stop_reason=turn.stop_reason,
-            usage=usage,
-            duration_ms=duration,
-        )
+        entry = {"content": content, "stop_reason": turn.stop_reason, "usage": usage}
+        if self.journal is not None and not self.journal.hold(
+            "response", self.attempt, **entry, duration_ms=duration
+        ):
+            raise JournalFull("response")
         request["messages"].append({"role": "assistant", "content": content})
         return turn
 

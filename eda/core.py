@@ -295,12 +295,11 @@ class Core:
                 rules = route.flow.over(rules)
         return rules
 
-    def has_flow(self, handler: str) -> bool:
-        """True when some route or the handler itself declares flow control for it, or it calls
-        a model (whose pauses it waits out)."""
-        if self.handlers is not None and (
-            self.handlers.flow(handler) or self.handlers.model(handler)
-        ):
+    def gated(self, handler: str) -> bool:
+        """True when some route or the handler itself declares flow control for it: its
+        deliveries pass flow control's gate (a handler that only calls a model waits out
+        that model's pauses at its start)."""
+        if self.handlers is not None and self.handlers.flow(handler):
             return True
         return any(r.handler == handler and r.flow is not None for r in self.routes.routes)
 

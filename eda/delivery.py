@@ -69,11 +69,13 @@ from eda.errors import (
 )
 from eda.event import DeliveryInfo, Event
 from eda.handlers import Skip, Stop
+from eda.journal import Deferred, deferring, run_key
 from eda.retry import RetryPolicy
 from eda.times import now_iso
 
 if TYPE_CHECKING:
     from eda.core import Core
+    from eda.flow import Verdict as FlowVerdict
     from eda.store import EventStore, ScriptCall
 
 log = logging.getLogger(__name__)
@@ -397,6 +399,8 @@ class Change:
     options: dict[str, Any] = field(default_factory=dict)
     outcome: dict[str, Any] | None = None
     letter: DeadLetter | None = None
+    #: Entries (JSON) of the run's journal that the step appends (option ``journal``).
+    journal: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -475,17 +479,24 @@ class Deliveries:
         }
         if letter is not None:  # a revert puts a taken letter back in its place
             options.setdefault("letter_score", time.time())
+        touched = [
+            keys.deliveries(change.event_id),
+            keys.event(change.event_id),
+            keys.outcomes(change.event_id),
+            keys.dlq,
+            keys.dead_letter(dead_letter),
+            keys.inflight,
+            keys.due,
+            keys.flow_pauses,
+            keys.journal(change.event_id),
+        ]
+        spend = options.get("spend")
+        if spend:  # the day's counts of the agent, which the finish adds to
+            day = spend["day"]
+            touched += [keys.flow_budget(change.handler, day), keys.flow_cost(change.handler, day)]
         return (
             self.store.scripts.delivery,
-            [
-                keys.deliveries(change.event_id),
-                keys.event(change.event_id),
-                keys.outcomes(change.event_id),
-                keys.dlq,
-                keys.dead_letter(dead_letter),
-                keys.inflight,
-                keys.due,
-            ],
+            touched,
             [
                 change.handler,
                 SCRIPT_STEP[change.step],
@@ -497,6 +508,7 @@ class Deliveries:
                 json.dumps(options),
                 _json(change.outcome),
                 json.dumps(letter.trimmed().as_record()) if letter else "",
+                *change.journal,
             ],
         )
 
@@ -608,17 +620,24 @@ def _gate_and_run(
     worker: str,
     flow_state: dict[str, Any] | None,
 ) -> Verdict:
-    """Through flow control's gate (when the handler has flow), then the attempt."""
+    """Through flow control's gate (when the handler has flow), then the attempt.
+
+    A handler whose only flow control is its model's pauses (an agent no route limits)
+    passes no gate of its own: the start step looks at the pause, in the same call.
+    """
     lease = ""
-    if core.has_flow(handler):
-        gated = _through_gate(core, event_id, handler, task_id, dict(flow_state or {}))
+    state = dict(flow_state or {})
+    model = core.handlers.model(handler) if core.handlers is not None else None
+    if core.gated(handler):
+        gated = _through_gate(core, event_id, handler, task_id, state, model)
         if isinstance(gated, Verdict):
             return gated
-        lease = gated
+        lease, model = gated, None  # the gate looked at the pause
     # A retry passes its gate again, but a debounce it passed stays passed.
-    carry = {"debounced": True} if (flow_state or {}).get("debounced") else {}
+    carry = {"debounced": True} if state.get("debounced") else {}
     try:
-        return _attempt(core, event_id, handler, task_id, worker, carry)
+        pausing = (model, state) if model else None
+        return _attempt(core, event_id, handler, task_id, worker, carry, pausing)
     finally:
         if lease:
             _give_back(core, lease, event_id, handler)
@@ -653,16 +672,30 @@ def _noted(handler: str, verdict: Verdict) -> Verdict:
 
 
 def _through_gate(
-    core: Core, event_id: str, handler: str, task_id: str, state: dict[str, Any]
+    core: Core,
+    event_id: str,
+    handler: str,
+    task_id: str,
+    state: dict[str, Any],
+    model: str | None,
 ) -> Verdict | str:
-    """The gate's verdict, recorded; or the concurrency lease taken ("" for none) to go on."""
+    """The gate's verdict, recorded; or the concurrency lease taken ("" for none) to go on.
+
+    The event (not its deliveries: they are not the gate's business) and the pause of the
+    handler's ``model`` are read in one round trip.
+    """
     from eda import flow
 
-    try:
-        event = core.store.event(event_id)  # its deliveries are not the gate's business
-    except NotFound:
+    pipe = core.redis.pipeline(transaction=False)
+    pipe.hget(core.keys.event(event_id), "data")
+    if model:
+        pipe.zscore(core.keys.flow_pauses, model)
+    data, *paused = core.store.execute(pipe)
+    if data is None:
         return Verdict(Outcome.GONE, reason="the event is no longer stored")
-    verdict = flow.gate(core, event, handler, task_id, state)
+    event = Event.from_json(data)
+    pause = core.flow.pause_left(paused[0]) if paused else 0.0
+    verdict = flow.gate(core, event, handler, task_id, state, pause=pause)
     if verdict.go:
         return verdict.lease
     if verdict.end:
@@ -685,6 +718,11 @@ def _through_gate(
             return Verdict(Outcome.NOT_RUN, reason=f"{applied.result}: it is {applied.previous}")
         outcome = Outcome.DEAD if status is Status.DEAD else Outcome.SKIPPED
         return Verdict(outcome, reason=verdict.reason, error=f"eda.flow: {verdict.reason}")
+    return _waits(core, event_id, handler, task_id, verdict)
+
+
+def _waits(core: Core, event_id: str, handler: str, task_id: str, verdict: FlowVerdict) -> Verdict:
+    """Record that flow control holds the delivery (``verdict``), and how it comes back."""
     options: dict[str, Any] = {"parked": verdict.parked, "held": verdict.hold}
     stored = not verdict.parked and verdict.wait > core.settings.retry_hold_max
     if stored:
@@ -744,26 +782,33 @@ def _give_back(core: Core, lease: str, event_id: str, handler: str) -> None:
 
 
 def _attempt(
-    core: Core, event_id: str, handler: str, task_id: str, worker: str, carry: dict[str, Any]
+    core: Core,
+    event_id: str,
+    handler: str,
+    task_id: str,
+    worker: str,
+    carry: dict[str, Any],
+    pausing: tuple[str, dict[str, Any]] | None = None,
 ) -> Verdict:
-    """Start the attempt, run the handler, record its end (``carry``: a retry's next pass)."""
+    """Start the attempt, run the handler, record its end (``carry``: a retry's next pass).
+
+    With ``pausing`` (a model, and the flow state of the delivery) the start refuses while
+    that model's pause lasts; the delivery then waits it out as the gate would have it wait.
+    """
+    from eda import flow
+
     steps = core.deliveries
+    options: dict[str, Any] = {"worker": worker}
+    if pausing:
+        options |= {"pause_model": pausing[0], "pause_at": core.flow.clock()}
+    start = Change(event_id, handler, "start", Status.RUNNING, task_id=task_id, options=options)
     try:
-        started = patiently(
-            core,
-            lambda: steps.apply(
-                Change(
-                    event_id,
-                    handler,
-                    "start",
-                    Status.RUNNING,
-                    task_id=task_id,
-                    options={"worker": worker},
-                )
-            ),
-        )
+        started = patiently(core, lambda: steps.apply(start))
     except NotFound:
         return Verdict(Outcome.GONE, reason="the event is no longer stored")
+    if started.result == "paused" and pausing:
+        paused = flow.paused(pausing[0], float(started.extra[0]), pausing[1])
+        return _waits(core, event_id, handler, task_id, paused)
     if not started.ok:
         return Verdict(Outcome.NOT_RUN, reason=f"{started.result}: it is {started.previous}")
     data, attempt, starts, run = started.extra
@@ -773,6 +818,7 @@ def _attempt(
     event = Event.from_json(data).delivered(info)
     policy = core.policy(handler, event.type)
     ran = Ran(core, event, handler, task_id, int(attempt), time.monotonic(), carry)
+    ran.deferred = Deferred(event_id, handler, int(run))
     if int(attempt) == 1 and int(run) <= 1:  # a retry's or a replay's wait is not latency
         metrics.handler_started(handler, event.time)
     if int(starts) > policy.max_retries + 1:
@@ -783,7 +829,8 @@ def _attempt(
     if core.handlers is None:
         raise EdaError("a core without handlers cannot run deliveries (use tasks.connect())")
     try:
-        result = core.handlers.resolve(handler)(event)
+        with deferring(ran.deferred):  # an agent's last journal entries go with its end
+            result = core.handlers.resolve(handler)(event)
     except SystemExit as exc:  # a handler must not end the worker
         return ran.failed(PermanentError(f"the handler called exit({exc.code})"), policy)
     except Skip as skip:
@@ -813,6 +860,8 @@ class Ran:
     began: float
     #: What a retry's next pass is given (flow control's state).
     carry: dict[str, Any] = field(default_factory=dict)
+    #: Journal entries the handler left for the attempt's end to write.
+    deferred: Deferred | None = None
 
     def end(
         self,
@@ -840,6 +889,14 @@ class Ran:
             options |= held_until(delay, carry or {})
         if error is not None:
             options["error"] = error_record(error)
+        spend = self._spend(record)
+        if spend:
+            options["spend"] = spend
+        journal: tuple[str, ...] = ()
+        if self.deferred is not None and self.deferred.entries:
+            journal = tuple(self.deferred.entries)
+            bound = self.core.settings.journal_max_bytes
+            options["journal"] = {"run": run_key(self.handler, self.deferred.run), "max": bound}
         change = Change(
             self.event.id,
             self.handler,
@@ -850,31 +907,32 @@ class Ran:
             options=options,
             outcome=record,
             letter=letter,
+            journal=journal,
         )
         applied = patiently(self.core, lambda: self.core.deliveries.apply(change))
-        self._count_tokens(record)
         if not applied.ok:
             return Verdict(Outcome.NOT_RUN, self.attempt, reason=f"{applied.result} on the way out")
         failure = f"{type(error).__module__}.{logs.error_summary(error)}" if error else ""
         return Verdict(outcome, self.attempt, delay, reason, failure, stored=stored)
 
-    def _count_tokens(self, record: dict[str, Any] | None) -> None:
-        """Add what an agent's attempt used to its day's budget: tokens, as the API counts
-        them, and their cost at its model's price (``EDA_MODEL_PRICES``)."""
+    def _spend(self, record: dict[str, Any] | None) -> dict[str, Any] | None:
+        """What an agent's attempt used, which its finish step adds to the day's budget
+        counts: tokens, as the API counts them, and their cost at its model's price
+        (``EDA_MODEL_PRICES``); None when nothing was used."""
+        from eda.flow import BUDGET_KEPT
+
         usage = (record or {}).get("usage")
         if not isinstance(usage, Mapping):
-            return
+            return None
         tokens = sum(v for k, v in usage.items() if k in TOTALS and isinstance(v, int))
         model = (record or {}).get("model")
         if not isinstance(model, str):
             model = self.core.handlers.model(self.handler) if self.core.handlers else None
         price = self.core.settings.model_prices.get(model or "")
         cost = price.cost(usage) if price is not None else 0.0
-        if tokens or cost:
-            try:
-                self.core.flow.spend(self.handler, tokens, cost)
-            except StoreUnavailable as exc:
-                log.warning("tokens not counted: %s", logs.error_summary(exc))
+        if not tokens and not cost:
+            return None
+        return {"tokens": tokens, "cost": cost, "kept": BUDGET_KEPT, "day": self.core.flow.day()}
 
     def _pause_model(self, exc: BaseException) -> None:
         """A model that asked to wait (429, 529 with retry-after) holds every caller back."""

@@ -370,6 +370,10 @@ class FlowControl:
         """Seconds left of a pause of ``model`` (0 when none)."""
         with reaching_redis():
             until = self.redis.zscore(self.keys.flow_pauses, model)
+        return self.pause_left(until)
+
+    def pause_left(self, until: float | None) -> float:
+        """Seconds left of a pause that lasts ``until`` (epoch seconds; None: no pause)."""
         return max(0.0, float(until) - self.clock()) if until else 0.0
 
     def day(self) -> str:
@@ -379,20 +383,6 @@ class FlowControl:
         now = datetime.fromtimestamp(self.clock(), UTC)
         tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         return (tomorrow - now).total_seconds()
-
-    def spend(self, agent: str, tokens: int, cost: float = 0.0) -> None:
-        """Count tokens an agent used today, and their cost in USD (both kept two days)."""
-        day = self.day()
-        tokens_key, cost_key = self.keys.flow_budget(agent, day), self.keys.flow_cost(agent, day)
-        pipe = self.redis.pipeline(transaction=False)
-        if tokens:
-            pipe.incrby(tokens_key, tokens)
-            pipe.expire(tokens_key, BUDGET_KEPT)
-        if cost:
-            pipe.incrbyfloat(cost_key, cost)
-            pipe.expire(cost_key, BUDGET_KEPT)
-        with reaching_redis():
-            pipe.execute()
 
     def spent(self, agent: str) -> Spent:
         """Tokens an agent used today (UTC), and what they cost."""
@@ -421,18 +411,32 @@ def scope_of(handler: str, payload: Any, path: str | None) -> str:
     return f"{handler}|{value}" if value else handler
 
 
-def gate(core: Core, event: Event, handler: str, task_id: str, state: dict[str, Any]) -> Verdict:
+def gate(
+    core: Core,
+    event: Event,
+    handler: str,
+    task_id: str,
+    state: dict[str, Any],
+    *,
+    pause: float | None = None,
+) -> Verdict:
     """May this delivery start now? Debounce, budget, model pause, rate, then concurrency.
 
     ``state`` is what the delivery carries from an earlier pass (a debounce passed, a
     rate slot reserved); the verdict's ``state`` is what it carries to the next one.
+    ``pause``: the seconds left of the handler's model's pause, when read already.
     """
     rules = core.flow_rules(handler, event.type) or FlowRules()
     flow = core.flow
-    for check in (_debounced, _within_budget, _model_free, _within_rate):
+    for check in (_debounced, _within_budget):
         verdict = check(core, rules, event, handler, state)
         if verdict is not None:
             return verdict
+    verdict = _model_free(core, handler, state, pause)
+    if verdict is None:
+        verdict = _within_rate(core, rules, event, handler, state)
+    if verdict is not None:
+        return verdict
     if rules.concurrency is None:
         return Verdict(True, state=state)
     limit = rules.concurrency
@@ -501,15 +505,20 @@ def _within_budget(
 
 
 def _model_free(
-    core: Core, rules: FlowRules, event: Event, handler: str, state: dict[str, Any]
+    core: Core, handler: str, state: dict[str, Any], pause: float | None
 ) -> Verdict | None:
     model = core.handlers.model(handler) if core.handlers is not None else None
-    pause = core.flow.model_pause(model) if model else 0.0
-    if pause <= 0:
+    if not model:
         return None
+    left = core.flow.model_pause(model) if pause is None else pause
+    return paused(model, left, state) if left > 0 else None
+
+
+def paused(model: str, left: float, state: dict[str, Any]) -> Verdict:
+    """The verdict for a delivery of ``model`` while its pause has ``left`` seconds."""
     return Verdict(
         False,
-        wait=min(pause, MAX_WAIT),
+        wait=min(left, MAX_WAIT),
         state=state,
         reason=f"model {model} asked every caller to wait",
         hold="model pause",

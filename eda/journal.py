@@ -17,13 +17,21 @@ A run's journal holds at most ``EDA_JOURNAL_MAX_BYTES`` of JSON: an entry that
 would pass it is not written and :meth:`Journal.append` says so. The journal is
 one hash per event (``keys.journal``), deleted with the event's record when
 retention trims it.
+
+An entry that nothing acts on before the next one (a model's response: its tool calls'
+starts, or the run's end, come next) may be *held* (:meth:`Journal.hold`): it is written
+with the next entry, in the same script call, or, at the end of a run that a delivery
+runs, by the delivery's finish step itself (:func:`deferring`), in the same call that
+records the attempt's end. Nothing is held across a model call or a tool call.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -46,6 +54,30 @@ def run_key(handler: str, run: int) -> str:
 
 
 @dataclass
+class Deferred:
+    """Entries of one run that the delivery's finish step writes (see :func:`deferring`)."""
+
+    event_id: str
+    handler: str
+    run: int
+    entries: list[str] = field(default_factory=list)
+
+
+_deferred: ContextVar[Deferred | None] = ContextVar("journal_deferred", default=None)
+
+
+@contextmanager
+def deferring(deferred: Deferred) -> Iterator[Deferred]:
+    """Within the block, a journal of ``deferred``'s run hands the entries it holds at its
+    end to ``deferred``, whose delivery writes them with the attempt's end."""
+    token = _deferred.set(deferred)
+    try:
+        yield deferred
+    finally:
+        _deferred.reset(token)
+
+
+@dataclass
 class Journal:
     """The journal of one run of one delivery."""
 
@@ -53,14 +85,37 @@ class Journal:
     event_id: str
     handler: str
     run: int
+    #: Entries (JSON) held for the next write.
+    held: list[str] = field(default_factory=list)
+    #: Bytes the run's journal held at this journal's last write (None: none yet).
+    used: int | None = None
 
     def append(self, kind: str, attempt: int, **data: Any) -> bool:
-        """Write one entry; False when the run's journal is full (nothing was written).
+        """Write one entry (after those held); False when the run's journal is full (the
+        entry was not written).
 
         Raises NotFound when the event is no longer stored, StoreUnavailable when
         Redis cannot be reached.
         """
-        entry = {"kind": kind, "attempt": attempt, "at": now_iso(), **data}
+        self.held.append(_entry(kind, attempt, data))
+        return self.flush()
+
+    def hold(self, kind: str, attempt: int, **data: Any) -> bool:
+        """Keep an entry to be written with the next one, or with the delivery's end
+        (:meth:`settle`); written at once when this journal does not know that it fits.
+        False when the run's journal is full."""
+        entry = _entry(kind, attempt, data)
+        self.held.append(entry)
+        bound = self.store.settings.journal_max_bytes
+        if self.used is None or self.used + sum(map(len, self.held)) > bound:
+            return self.flush()
+        return True
+
+    def flush(self) -> bool:
+        """Write the entries held, in one script call; False when one did not fit."""
+        if not self.held:
+            return True
+        entries, self.held = self.held, []
         keys = self.store.keys
         try:
             reply = self.store.run_script(
@@ -68,19 +123,38 @@ class Journal:
                 [keys.journal(self.event_id), keys.event(self.event_id)],
                 [
                     run_key(self.handler, self.run),
-                    json.dumps(entry, default=str),
                     self.store.settings.journal_max_bytes,
+                    *entries,
                 ],
             )
         except redis.ResponseError as exc:
             if str(exc).startswith("NOTFOUND"):
                 raise NotFound("event_id", f"no event {self.event_id!r} is stored") from None
             raise
+        self.used = int(reply[1])
         return int(reply[0]) > 0
+
+    def settle(self) -> bool:
+        """At the run's end: the entries held go to the delivery's finish step when this
+        run's delivery is deferring them, and are written now otherwise."""
+        deferred = _deferred.get()
+        if deferred is not None and (deferred.event_id, deferred.handler, deferred.run) == (
+            self.event_id,
+            self.handler,
+            self.run,
+        ):
+            deferred.entries += self.held
+            self.held = []
+            return True
+        return self.flush()
 
     def entries(self) -> list[dict[str, Any]]:
         """The run's entries, oldest first."""
         return journal_runs(self.store, self.event_id).get(self.handler, {}).get(self.run, [])
+
+
+def _entry(kind: str, attempt: int, data: dict[str, Any]) -> str:
+    return json.dumps({"kind": kind, "attempt": attempt, "at": now_iso(), **data}, default=str)
 
 
 def journal_runs(store: EventStore, event_id: str) -> dict[str, dict[int, list[dict[str, Any]]]]:

@@ -499,3 +499,70 @@ def test_a_completed_run_is_logged_only_at_debug_and_a_refused_call_as_a_warning
     assert completed == []
     (warned,) = [r for r in caplog.records if "completed after" in r.getMessage()]
     assert warned.levelname == "WARNING" and "(1 refused)" in warned.getMessage()
+
+
+def test_an_agent_delivery_costs_three_round_trips_and_records_what_it_did(
+    messages_api: MessagesAPI, make_settings: Any, own_redis: Any, tmp_path: Path
+) -> None:
+    from eda.delivery import Outcome, run_attempt
+    from tasks import connect
+    from tests.agent_fixtures import write_agents
+    from tests.lifecycle import queue
+    from tests.redis_cost import cost
+
+    server, counter = own_redis
+    agents = write_agents(tmp_path, {"name": "Counted", "model": "claude-haiku-5-5"})
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - events: [count.it]\n    handler: Counted\n")
+    core = connect(make_settings(redis_url=server.url, agents_path=agents, routes_path=routes))
+    events = [stored_event(core, "count.it", {"n": n}) for n in range(2)]
+    messages_api.script(*(message(text("Noted.")) for _ in events))
+    for event in events:
+        queue(core.deliveries, event.id, "Counted")
+    # the first delivery loads the scripts and opens the connections
+    assert run_attempt(core, events[0].id, "Counted", "t1", "here").outcome is Outcome.SUCCEEDED
+
+    with cost(counter) as spent:
+        verdict = run_attempt(core, events[1].id, "Counted", "t1", "here")
+
+    assert verdict.outcome is Outcome.SUCCEEDED
+    # The start (which also reads the event and the model's pause), the request journaled
+    # before the model call, and the finish (the response journaled and the tokens counted
+    # in the same step): no other round trip.
+    assert spent.reads == 3, spent
+    stored = core.get_event(events[1].id).deliveries["Counted"]
+    assert stored["status"] == "succeeded" and stored["outcome"]["text"] == "Noted."
+    entries = journal_runs(core.store, events[1].id)["Counted"][1]
+    assert [entry["kind"] for entry in entries] == ["request", "response"]
+    assert entries[1]["content"] == [text("Noted.")]
+    assert core.flow.spent("Counted").tokens == 2 * 120
+
+
+def test_a_finish_sent_again_counts_its_tokens_and_journals_its_entries_once(core: Core) -> None:
+    from eda.delivery import Change, Status
+    from eda.flow import Spent
+    from eda.journal import run_key
+    from tests.lifecycle import queue
+
+    event = stored_event(core, "count.twice", {})
+    queue(core.deliveries, event.id, "Twice")
+    start = Change(event.id, "Twice", "start", Status.RUNNING, task_id="t1", options={})
+    run = int(core.deliveries.apply(start).extra[3])
+    entry = {"kind": "response", "attempt": 1, "at": "2026-12-03T10:00:00Z", "content": []}
+    options = {
+        "attempt": 1,
+        "duration_ms": 1.0,
+        "journal": {"run": run_key("Twice", run), "max": 10_000},
+        "spend": {"tokens": 120, "cost": 0.5, "kept": 60, "day": core.flow.day()},
+    }
+    journal = (json.dumps(entry),)
+    finish = Change(
+        event.id, "Twice", "finish", Status.SUCCEEDED, "done", "t1", options, journal=journal
+    )
+
+    assert core.deliveries.apply(finish).ok
+    # its reply lost on the way back, the worker sends the same step again
+    assert not core.deliveries.apply(finish).ok
+
+    assert core.flow.spent("Twice") == Spent(120, 0.5)
+    assert journal_runs(core.store, event.id)["Twice"][run] == [entry]

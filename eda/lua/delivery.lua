@@ -6,12 +6,16 @@
 -- KEYS: 1 deliveries hash of the event, 2 event record, 3 outcomes hash of the event,
 --       4 dead-letter index (sorted set), 5 the dead letter's key, 6 the in-flight index
 --       (sorted set of "<event id> <handler>" queued, running or retrying, by last step),
---       7 the due set (sorted set of the same members, by when a held retry is due)
+--       7 the due set (sorted set of the same members, by when a held retry is due),
+--       8 the models' pauses (sorted set: model -> until, epoch seconds), 9 the event's
+--       journal hash, 10 and 11 (finish with ``spend`` only) the agent's token and cost
+--       counts of the day
 -- ARGV: 1 handler, 2 step: queue | skip | start | finish | note, 3 now (RFC 3339),
 --       4 reason, 5 statuses the step is legal from, comma-separated ("new": no record),
 --       6 status after the step, 7 task id (queue: the new one; others: the expected one,
 --       "" for any), 8 JSON options (below), 9 the handler's outcome as JSON ("" none),
---       10 the dead letter as JSON ("" none)
+--       10 the dead letter as JSON ("" none), 11... (finish with ``journal``) entries of the
+--       run's journal, in order (see journal.lua)
 -- Options: parked (note: waiting with no message), held (note: what it waits for), new_run, replay, enqueue_failed (queue, note), only_unsent (queue: a queued
 --   delivery is taken only while its message is unsent), expect_task (queue: only while
 --   the delivery still belongs to that task), expect_updated (queue: only while its last
@@ -21,8 +25,14 @@
 --   remove the dead letter that task left, "" whichever is there), member and now_ms
 --   (the delivery in the in-flight index, and its score), due (finish to retrying, note
 --   to waiting: the time in ms when the delivery is sent again from the store, with
---   ``carry``, what its next pass is given; it has no message meanwhile).
--- Returns {previous status or "new", event status, "ok" | "refused" | "superseded"}; a
+--   ``carry``, what its next pass is given; it has no message meanwhile), pause_model and
+--   pause_at (start: refused as "paused" while that model's pause lasts past pause_at, epoch
+--   seconds), spend {tokens, cost, kept} (finish: what the attempt used, added to the day's
+--   counts, KEYS 10 and 11, kept that many seconds; counted whatever the step's verdict,
+--   but once), journal {run, max} (finish: ARGV 11... appended to that run's journal within
+--   its bound of max bytes, as journal.lua does, whatever the step's verdict, but once).
+-- Returns {previous status or "new", event status, "ok" | "refused" | "superseded" | "paused"}
+-- (paused adds the seconds the pause has left, as a string); a
 -- start that was applied adds {event data, attempt number, times this attempt started, run},
 -- a queue that took a dead letter adds {the letter as JSON, its score} (for a revert).
 --
@@ -45,6 +55,49 @@ local options = cjson.decode(ARGV[8])
 local raw = redis.call('HGET', KEYS[1], handler)
 local delivery = raw and cjson.decode(raw) or nil
 local previous = delivery and delivery.status or 'new'
+
+-- The same finish sent again (its reply was lost on the way back): its attempt has ended
+-- already, under this task, as this step ends it; what it spent and journaled is not
+-- written twice.
+local function resent()
+  if step ~= 'finish' or not delivery or delivery.task_id ~= task_id then
+    return false
+  end
+  local runs = delivery.runs
+  local run = type(runs) == 'table' and runs[#runs] or nil
+  local attempts = type(run) == 'table' and run.attempts or nil
+  local attempt = type(attempts) == 'table' and attempts[#attempts] or nil
+  return type(attempt) == 'table' and attempt.number == options.attempt
+    and type(attempt.ended_at) == 'string' and attempt.status == target
+end
+
+if (options.spend or options.journal) and not resent() then
+  -- What the attempt used and the run's last entries, held by the handler until its end:
+  -- written whatever becomes of the record, as they were before the step.
+  local spend = options.spend
+  if spend and spend.tokens and spend.tokens > 0 then
+    redis.call('INCRBY', KEYS[10], spend.tokens)
+    redis.call('EXPIRE', KEYS[10], spend.kept)
+  end
+  if spend and spend.cost and spend.cost > 0 then
+    -- Not INCRBYFLOAT: inside a script, Redis 6.2 rewrites its arguments for the AOF in a
+    -- way that corrupted the script engine's memory (the next script call crashed it).
+    local cost = tonumber(redis.call('GET', KEYS[11]) or '0') + spend.cost
+    redis.call('SET', KEYS[11], string.format('%.17g', cost), 'EX', spend.kept)
+  end
+  if options.journal then
+    local base, bound = options.journal.run, options.journal.max
+    local used = tonumber(redis.call('HGET', KEYS[9], base .. '#bytes') or '0')
+    for i = 11, #ARGV do
+      if used + #ARGV[i] > bound then
+        break
+      end
+      local n = redis.call('HINCRBY', KEYS[9], base .. '#n', 1)
+      redis.call('HSET', KEYS[9], base .. '#' .. n, ARGV[i])
+      used = redis.call('HINCRBY', KEYS[9], base .. '#bytes', #ARGV[i])
+    end
+  end
+end
 
 local function refuse(why)
   return {previous, redis.call('HGET', KEYS[2], 'status'), why}
@@ -70,6 +123,15 @@ if options.expect_task and delivery and delivery.task_id ~= options.expect_task 
 end
 if options.expect_updated and delivery and delivery.updated_at ~= options.expect_updated then
   return refuse('superseded')
+end
+if step == 'start' and options.pause_model then
+  -- A model that asked every caller to wait (a 429 or 529 with retry-after): not started.
+  local paused = tonumber(redis.call('ZSCORE', KEYS[8], options.pause_model) or '0')
+  if paused > options.pause_at then
+    local reply = refuse('paused')
+    table.insert(reply, string.format('%.6f', paused - options.pause_at))
+    return reply
+  end
 end
 
 -- cjson reads an empty list back as an object: lists are lists again here.
