@@ -30,7 +30,7 @@ CPU_FIGURES = {
 FIGURES = CPU_FIGURES | {
     "ingest", "ingest_vs_store_only", "ingest_observed", "ingest_p50", "ingest_p99", "replay",
     "dlq_retry", "dispatch", "dispatch_vs_events", "dispatch_observed", "dispatch_round_trips",
-    "redis_bytes_per_event", "agents", "agents_vs_sdk", "agents_cpu_beyond_sdk",
+    "redis_bytes_per_event", "agents", "agents_vs_sdk", "agents_cpu_beyond_sdk", "agents_cpu_own",
     "agents_capped", "agents_tools", "own_tool_cpu",
     "e2e_p50", "e2e_p99", "worker_rss",
 }  # fmt: skip
@@ -59,6 +59,9 @@ def test_a_smoke_run_completes_and_writes_every_figure_as_json(tmp_path: Path) -
         assert 0 < figures[key]["ours"] < 0.5 and 0 < figures[key]["baseline"] < 0.5, key
     beyond = figures["agents_cpu_beyond_sdk"]
     assert beyond["ours"] == figures["agents_cpu"]["ours"] - figures["agents_cpu"]["baseline"]
+    noop = beyond["details"]["noop_delivery_cpu_s"]
+    assert 0 < noop < figures["agents_cpu"]["ours"], beyond  # a no-op delivery, counted
+    assert figures["agents_cpu_own"]["ours"] == beyond["ours"] - noop
     # A delivery takes a few round trips (a fetch, an acknowledgement, the relay's sends), and
     # the suite's own polling for the end of the run is not among them.
     trips = figures["dispatch_round_trips"]

@@ -18,7 +18,11 @@ its script (a new interpreter), as Gantz runs it.
 Cost: the CPU of the worker and the relay per agent delivery (from the hand-over
 until the messages are acknowledged), against the CPU of the threads making the
 same SDK calls alone; and what a delivery costs beyond its SDK call (ours less
-the SDK's per call), against the SDK call's own.
+the SDK's per call), against the SDK call's own. That part is split once more: a
+burst of as many no-op deliveries through the same worker and relay gives what any
+delivery costs (Celery, the relay, the store's start and finish), and the rest is
+the agent's own (its journal, prompt, token accounting and the SDK call's share of
+a busy worker), against the SDK call's.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.context import Bench, wait_acknowledged, wait_settled
-from bench.figures import Figure, median_run
+from bench.figures import Figure, median, median_run
 from bench.messages_api import MessagesAPI
 from bench.scenarios.common import require, statuses, store_events
 from bench.services import Process
@@ -42,8 +46,10 @@ AGENT = "BenchAgent"
 #: The concurrency limit of the ``bench.capped`` route (bench/routes.yaml).
 CAPPED = 16
 TOOL_AGENT = "BenchToolAgent"
+#: The handler of bench.noop events: a delivery that calls no model.
+NOOP = "bench.handlers:noop"
 #: Model calls a delivery of each.
-CALLS = {AGENT: 1, TOOL_AGENT: 3}
+CALLS = {AGENT: 1, TOOL_AGENT: 3, NOOP: 0}
 #: The target of a delivery with two own-tool calls against one without tools.
 TOOLS_TARGET = 0.9
 #: The target of an own tool call's CPU against its script's: at least 20 times cheaper.
@@ -65,7 +71,7 @@ def _run(
     """Model calls a second of a burst of ``count`` deliveries to ``agent``, and the CPU
     seconds of ``processes`` (the worker and the relay) per delivery."""
     calls = api.calls
-    kind = kind or ("agent" if agent == AGENT else "agent_tools")
+    kind = kind or {AGENT: "agent", TOOL_AGENT: "agent_tools", NOOP: "noop"}[agent]
     ids = [event.id for event in store_events(bench, count, kind)]
     meter = bench.meter(*processes)
     started = time.perf_counter()
@@ -167,6 +173,7 @@ def measure(bench: Bench, api: MessagesAPI, processes: Sequence[Process | None])
     # each of its threads opens its connections (Redis, the API) on its first.
     _run(bench, api, concurrency)
     bursts = [_run(bench, api, count, processes=processes) for _ in range(bench.sizes.repeats)]
+    noops = [_run(bench, api, count, NOOP, processes=processes)[1] for _ in bursts]
     bench.reset()
     raw, sdk_cpu = _raw_sdk(api, concurrency, bench.sizes.agent_rounds)
     runs = [(rate, ideal) for rate, _ in bursts]
@@ -175,16 +182,21 @@ def measure(bench: Bench, api: MessagesAPI, processes: Sequence[Process | None])
                "model_delay_s": api.delay, "deliveries": count}  # fmt: skip
     return [
         *_agent_figures(ours, ideal, runs, raw, details, concurrency, api),
-        *_cpu_figures([cpu for _, cpu in bursts], sdk_cpu, concurrency),
+        *_cpu_figures([cpu for _, cpu in bursts], sdk_cpu, concurrency, noops),
         *_tool_figures(bench, api, concurrency, count),
         _capped(bench, api, count),
     ]
 
 
-def _cpu_figures(ours: list[float], sdk: float, concurrency: int) -> list[Figure]:
-    """A delivery's CPU against the SDK call's alone; and beyond the call, against the call."""
+def _cpu_figures(
+    ours: list[float], sdk: float, concurrency: int, noops: list[float]
+) -> list[Figure]:
+    """A delivery's CPU against the SDK call's alone; beyond the call, against the call;
+    and beyond both the call and a no-op delivery (the agent's own), against the call."""
     runs = [(cpu, sdk) for cpu in ours]
     beyond = [(cpu - sdk, sdk) for cpu in ours]
+    noop = median(noops)
+    own = [(cpu - sdk - noop, sdk) for cpu in ours]
     baseline = f"SDK alone, {concurrency} threads, per call"
     return [
         Figure(
@@ -206,6 +218,16 @@ def _cpu_figures(ours: list[float], sdk: float, concurrency: int) -> list[Figure
             target=f"≤ {BEYOND_SDK_TARGET}x",
             met=median_run(beyond)[0] <= BEYOND_SDK_TARGET * sdk,
             runs=beyond,
+            details={"noop_delivery_cpu_s": noop, "noop_runs": noops},
+        ),
+        Figure(
+            "agents_cpu_own",
+            "agents: the same, less a no-op delivery's CPU (the agent's own)",
+            "µs",
+            *median_run(own),
+            baseline,
+            higher_is_better=False,
+            runs=own,
         ),
     ]
 
