@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import hashlib
 import hmac
 import io
@@ -32,15 +33,18 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-#: What each app is: the WSGI app to import, and more variables.
+from bench.procfile import ROOT, WEB_APP
+from bench.services import SOURCE
+
+#: The WSGI app each name stands for.
 APPS = {
     "hello": "bench.hello:app",
     "stored": "bench.hello:stored",
-    "web": "webhooks.wsgi:app",
-    "web-traced": "webhooks.wsgi:app",
+    "web": WEB_APP,
+    "web-traced": WEB_APP,
 }
-SOURCE = "bench"
+#: Webhooks sent before those counted, in every run alike.
+WARMUP = 20
 PAYLOAD_BYTES = 1024
 
 
@@ -111,15 +115,24 @@ def child(app_name: str, count: int, made: int) -> None:
 
     module, _, attribute = APPS[app_name].partition(":")
     app = getattr(importlib.import_module(module), attribute)
-    deliveries = requests(os.environ[f"EDA_WEBHOOK_SECRET_{SOURCE.upper()}"], made)
+    deliveries = requests(os.environ[f"EDA_WEBHOOK_SECRET_{SOURCE.upper()}"], made + WARMUP)
     statuses: list[str] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], *_: Any) -> None:
         statuses.append(status)
 
-    for headers, body in deliveries[:count]:
+    def send(headers: dict[str, str], body: bytes) -> None:
         for _chunk in app(environ(headers, body), start_response):
             pass
+
+    for headers, body in deliveries[made:]:  # warm-up: first calls, connections
+        send(headers, body)
+    # What start-up left is not walked by the collector as the run goes: how many such
+    # walks a run makes is what varied most from run to run.
+    gc.collect()
+    gc.freeze()
+    for headers, body in deliveries[:count]:
+        send(headers, body)
     from eda import traces
 
     traces.flush()
