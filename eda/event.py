@@ -50,6 +50,9 @@ MAX_PAYLOAD_DEPTH = 128
 STORED = {"stored": True}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: What tells a JSON value (no NaN or Infinity), built once: ``json.dumps`` with arguments
+#: builds an encoder at every call.
+_STRICT_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
 #: Half of a UTF-16 surrogate pair: JSON's ``"\\ud800"`` parses to one, and it is not text.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: What is said of a lone surrogate, wherever it is found.
@@ -194,10 +197,11 @@ class Event(BaseModel):
         if _nested_deeper_than(value, MAX_PAYLOAD_DEPTH):
             raise ValueError(f"is nested more than {MAX_PAYLOAD_DEPTH} levels deep")
         try:
-            text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+            text = _STRICT_JSON.encode(value)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"is not a JSON value ({exc})") from None
-        if _SURROGATE.search(text):  # stored as UTF-8, which cannot hold one
+        # Stored as UTF-8, which cannot hold one (ASCII text, the most of it, holds none).
+        if not text.isascii() and _SURROGATE.search(text):
             raise ValueError(SURROGATE_REASON)
         return value
 

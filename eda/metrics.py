@@ -71,6 +71,8 @@ class _Metrics:
             ["handler"],
             buckets=LATENCY_BUCKETS,
         )
+        #: Each counter's children by their labels (bounded, as every label value here is).
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.agent_runs = Counter("eda_agent_runs", "Agent runs ended", ["agent", "outcome"])
         self.model_requests = Counter(
             "eda_agent_model_requests", "Model calls of agent runs", ["agent", "model"]
@@ -81,6 +83,15 @@ class _Metrics:
         self.tool_calls = Counter(
             "eda_agent_tool_calls", "Tool calls of agent runs", ["agent", "tool", "outcome"]
         )
+
+    def child(self, metric: Any, *labels: str | int) -> Any:
+        """``metric.labels(*labels)``, looked up once: each webhook counts two of these,
+        and prometheus_client checks and converts the labels at every call."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*(str(label) for label in labels))
+        return found
 
 
 def enable(folder: Path) -> None:
@@ -153,12 +164,12 @@ def _alive(pid: int) -> bool:
 
 def webhook(source: str, code: int) -> None:
     if _metrics is not None:
-        _metrics.webhooks.labels(source, str(code)).inc()
+        _metrics.child(_metrics.webhooks, source, code).inc()
 
 
 def event_stored(event_type: str, *, blocked: bool = False) -> None:
     if _metrics is not None:
-        (_metrics.blocked if blocked else _metrics.events).labels(event_type).inc()
+        _metrics.child(_metrics.blocked if blocked else _metrics.events, event_type).inc()
 
 
 def attempt_ended(handler: str, outcome: str, *, final: bool) -> None:

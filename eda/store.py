@@ -431,9 +431,17 @@ class EventStore:
             return list(pipe.execute(raise_on_error=False))
 
     def run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """One script call, alone (cheaper than a pipeline of one); its errors are raised."""
+        """One script call, alone (cheaper than a pipeline of one); its errors are raised.
+
+        A plain EVALSHA, loading the script when the server lacks it (NOSCRIPT: that call
+        did nothing): redis-py's ``Script.__call__`` does the same and more per call.
+        """
         with reaching_redis():
-            return script(keys=keys, args=args)
+            try:
+                return self.redis.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                script.sha = self.redis.script_load(script.script)
+                return self.redis.evalsha(script.sha, len(keys), *keys, *args)
 
     def execute(self, pipe: Any) -> list[Any]:
         with reaching_redis():

@@ -215,13 +215,25 @@ def ingest(event: Event, headers: Mapping[str, str], kind: str = "SERVER") -> It
         set_status_on_exception=False,
     )
     try:
-        _propagator.inject(attributes, context=_api.set_span_in_context(span))
+        _carry(span.get_span_context(), attributes)
         yield event.model_copy(update={"attributes": attributes})
     except BaseException as exc:
         _failed(span, exc)
         raise
     finally:
         span.end()
+
+
+def _carry(context: Any, carried: dict[str, Any]) -> None:
+    """Write a span context into ``carried`` as W3C trace context, as the propagator's
+    ``inject`` writes it, without the context object that ``inject`` takes and searches."""
+    if not context.is_valid:
+        return
+    carried["traceparent"] = (
+        f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    )
+    if context.trace_state:
+        carried["tracestate"] = context.trace_state.to_header()
 
 
 def _failed(span: Any, exc: BaseException) -> None:

@@ -14,7 +14,13 @@ from eda.errors import InvalidInput
 from eda.event import Event
 from eda.settings import Settings
 from webhooks.app import create_app
-from webhooks.mapping import load_type_map, mapped_types, unrouted_types
+from webhooks.mapping import (
+    MAX_KEPT_KEYS,
+    MAX_RESOLVED,
+    load_type_map,
+    mapped_types,
+    unrouted_types,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,3 +126,22 @@ def test_stats_list_mapped_types_no_route_or_subscription_reaches(
     assert not {"customer.churned", "payment.failed", "code.pushed", "code.pr_*"} & set(unrouted)
     core.subscribe(["issue.*"], "tests.handlers:flaky")
     assert "issue.*" not in unrouted_types(core, load_type_map())
+
+
+def test_resolved_types_are_kept_up_to_a_bound_and_neither_a_refused_nor_a_long_name_is(
+    tmp_path: Path,
+) -> None:
+    types = load_type_map(write(tmp_path, "acme:\n  default: acme.received\n"))
+    assert types.resolve("other", ["order.paid"], {"type": "order.paid"}) == "other.order.paid"
+    assert types.resolve("other", ["order.paid"], {"type": "order.paid"}) == "other.order.paid"
+    with pytest.raises(InvalidInput, match="cannot map other delivery"):
+        types.resolve("other", ["."], {"type": "."})
+    with pytest.raises(InvalidInput, match="cannot map other delivery"):
+        types.resolve("other", ["."], {"type": "."})
+    long = "x" * (MAX_KEPT_KEYS + 1)
+    assert types.resolve("acme", [long], {"type": long}) == "acme.received"
+    assert len(types._resolved) == 1
+    for index in range(MAX_RESOLVED + 10):
+        named = f"kind{index}.made"
+        assert types.resolve("other", [named], {"type": named}) == f"other.kind{index}.made"
+    assert len(types._resolved) == MAX_RESOLVED

@@ -9,11 +9,12 @@ misconfigured (no broker: retrying cannot help), 503 try again later (with
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from eda import traces
@@ -21,7 +22,7 @@ from eda.errors import EdaError, InvalidInput, NoBroker, NotFound, StoreUnavaila
 from eda.event import Event
 from eda.store import Published
 from webhooks.extension import services
-from webhooks.verify import SecretMisconfigured, SignatureRejected
+from webhooks.verify import RequestHeaders, SecretMisconfigured, SignatureRejected
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,7 @@ RETRY_AFTER_SECONDS = 5
 
 def error(status: int, code: str, message: str, **extra: Any) -> Response:
     """A JSON error body: ``{"error": code, "message": message, ...}``."""
-    response = jsonify({"error": code, "message": message, **extra})
-    response.status_code = status
-    return response
+    return _json(status, {"error": code, "message": message, **extra})
 
 
 def published(result: Published) -> Response:
@@ -51,7 +50,8 @@ def publish(event: Event) -> Published:
     """
     try:
         if traces.enabled():
-            with traces.ingest(event, traces.request_context(request.headers)) as traced:
+            carried = traces.request_context(RequestHeaders(request.environ))
+            with traces.ingest(event, carried) as traced:
                 return services().core.publish_event(traced)
         return services().core.publish_event(event)
     except InvalidInput as exc:
@@ -60,10 +60,12 @@ def publish(event: Event) -> Published:
         raise
 
 
+#: Flask's compact JSON (``jsonify`` outside debug), without its per-call set-up.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json(status: int, body: Any) -> Response:
-    response = jsonify(body)
-    response.status_code = status
-    return response
+    return Response(f"{_ENCODER.encode(body)}\n", status, mimetype="application/json")
 
 
 def _unavailable(exc: Exception) -> Response:

@@ -17,10 +17,15 @@ nothing sent to one can make another's delivery a duplicate.
 from __future__ import annotations
 
 import hashlib
+import re
 from urllib.parse import quote
 
 from eda.event import MAX_FIELD_LENGTH
 
+#: What a key's part keeps as it is; the rest is percent-encoded.
+SAFE = "/@.-_~+="
+#: A part that percent-encoding leaves unchanged (most ids, every digest).
+_UNQUOTED = re.compile(r"[A-Za-z0-9/@.\-_~+=]*")
 #: The namespace of the CloudEvents endpoint, ``POST /events``.
 EVENTS = "events"
 #: The namespace of keys an operator gives through the admin API.
@@ -44,7 +49,10 @@ def key(namespace: str, *parts: str) -> str:
     (still under the namespace), so that a long id is never a reason to lose dedupe.
     """
     # surrogatepass: a lone surrogate is refused by the event, not by a key built first.
-    encoded = (quote(part, safe="/@.-_~+=", errors="surrogatepass") for part in parts)
+    encoded = (
+        part if _UNQUOTED.fullmatch(part) else quote(part, safe=SAFE, errors="surrogatepass")
+        for part in parts
+    )
     text = ":".join([namespace, *encoded])
     if len(text) <= MAX_FIELD_LENGTH:
         return text

@@ -17,18 +17,19 @@ from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from eda.errors import InvalidInput
 from eda.event import Event
+from eda.settings import Settings
 from webhooks import dedupe
 from webhooks.answers import publish, published
 from webhooks.extension import services
 from webhooks.sources import Reply, Source, source_for
-from webhooks.verify import SignatureRejected
+from webhooks.verify import Headers, RequestHeaders, SignatureRejected
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("webhooks", __name__)
 
 
-def raw_body() -> bytes:
+def raw_body(limit: int | None = None) -> bytes:
     """The request body as sent, bounded by ``webhook_max_body_bytes`` (413 past it).
 
     The app lets a body stream one byte past the limit (its ``MAX_CONTENT_LENGTH`` is the
@@ -37,13 +38,15 @@ def raw_body() -> bytes:
     limit is what tells a body over it from one that fits.
     """
     body = request.get_data(cache=True)
-    limit = services().settings.webhook_max_body_bytes
+    if limit is None:
+        limit = services().settings.webhook_max_body_bytes
     if len(body) > limit:
         raise RequestEntityTooLarge(f"the body is over {limit} bytes")
     return body
 
 
 def lower_headers() -> dict[str, str]:
+    """Every header, by its lower-case name (what reads them all: a CloudEvent's ``ce-*``)."""
     return {name.lower(): value for name, value in request.headers.items()}
 
 
@@ -55,9 +58,11 @@ def media_type(accepted: tuple[str, ...]) -> str:
     raise UnsupportedMediaType(f"send {' or '.join(accepted)}, not {mimetype or 'no content type'}")
 
 
-def authenticate(source: Source, body: bytes, headers: dict[str, str]) -> None:
+def authenticate(
+    source: Source, body: bytes, headers: Headers, settings: Settings | None = None
+) -> None:
     """Verify the signature with the source's secret; refuse unsigned unless allowed."""
-    settings = services().settings
+    settings = settings or services().settings
     secret = settings.webhook_secret(source.name)
     if secret is not None:
         source.verify(body, headers, secret, settings.signature_tolerance)
@@ -88,12 +93,14 @@ def parse_json(body: bytes, mimetype: str = "application/json") -> Any:
 def receive(name: str) -> Response | tuple[dict[str, Any], int]:
     """Accept one delivery from a sender."""
     source = source_for(name)
-    body = raw_body()
+    found = services()
+    body = raw_body(found.settings.webhook_max_body_bytes)
     mimetype = media_type(source.media_types)
-    headers = lower_headers()
-    authenticate(source, body, headers)
+    # Read by name (case-insensitive): no copy of every header.
+    headers = RequestHeaders(request.environ)
+    authenticate(source, body, headers, found.settings)
     document = parse_json(body, mimetype)
-    meaning = source.read(document, headers, services().types, source.name)
+    meaning = source.read(document, headers, found.types, source.name)
     if isinstance(meaning, Reply):
         return meaning.body, meaning.status
     namespace = dedupe.webhooks(source.name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +31,10 @@ BUILT_IN = Path(__file__).with_name("types.yaml")
 FALLBACK = "*"
 #: Placeholders a template may use.
 PLACEHOLDERS = frozenset({"source", "event", "action", "type", "subtype"})
+#: Most resolved event types a type map keeps.
+MAX_RESOLVED = 4096
+#: Longest keys (added up) whose event type is kept: a sender's long names are not.
+MAX_KEPT_KEYS = 512
 _NOT_TYPE_CHARACTERS = re.compile(r"[^a-z0-9_.]")
 
 
@@ -60,6 +64,11 @@ class TypeMap:
     """Every source's rule; :meth:`resolve` turns a delivery's keys into an event type."""
 
     rules: Mapping[str, TypeRule]
+    #: Event types already resolved, by (source, keys, fields): the same few come again and
+    #: again. Bounded; a delivery that cannot be mapped is never kept.
+    _resolved: dict[tuple[Any, ...], str] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def rule(self, source: str) -> TypeRule:
         return self.rules.get(source) or self.rules[FALLBACK]
@@ -69,6 +78,15 @@ class TypeMap:
 
         Raises InvalidInput("type", reason) when the result is not a valid event type.
         """
+        seen = (source, *keys, *fields.items())
+        found = self._resolved.get(seen)
+        if found is None:
+            found = self._resolve(source, keys, fields)
+            if len(self._resolved) < MAX_RESOLVED and sum(map(len, keys)) <= MAX_KEPT_KEYS:
+                self._resolved[seen] = found
+        return found
+
+    def _resolve(self, source: str, keys: Sequence[str], fields: Mapping[str, str]) -> str:
         rule = self.rule(source)
         template = next((rule.types[k] for k in keys if k in rule.types), rule.default)
         event_type = normalize(template.format_map(_Blank(source=source, **fields)))

@@ -8,7 +8,7 @@ store's gauges (relay queue, dead letters held, lane depth) at scrape time.
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Request, Response, request
 
 from eda import metrics
 from webhooks.admin import require_token
@@ -29,17 +29,21 @@ def scrape() -> Response:
     return Response(body, content_type=content_type)
 
 
-def source_label() -> str:
+def source_label(received: Request | None = None) -> str:
     """The source a request came to, bounded: a name the deployment knows, else ``other``."""
-    if request.blueprint == "cloudevents":
+    received = received or request
+    if received.blueprint == "cloudevents":
         return EVENTS.name
-    name = str((request.view_args or {}).get("name", ""))
+    name = str((received.view_args or {}).get("name", ""))
     return name if name in PROVIDERS or name in services().settings.webhook_secrets else "other"
 
 
 def count_webhook(response: Response) -> Response:
-    if request.method == "POST" and request.blueprint in RECEIVING:
-        metrics.webhook(source_label(), response.status_code)
+    if not metrics.enabled():
+        return response
+    received: Request = request._get_current_object()  # type: ignore[attr-defined]
+    if received.method == "POST" and received.blueprint in RECEIVING:
+        metrics.webhook(source_label(received), response.status_code)
     return response
 
 

@@ -8,8 +8,9 @@ URL verification). Event types come from the type map (``types.yaml``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from eda.errors import InvalidInput
@@ -43,7 +44,7 @@ class Reply:
 
 
 #: (parsed body, headers with lower-case names, type map, source name) -> what it means.
-Reader = Callable[[Any, Mapping[str, str], TypeMap, str], "Inbound | Reply"]
+Reader = Callable[[Any, verify.Headers, TypeMap, str], "Inbound | Reply"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def _field(document: Any, *path: str) -> Any:
 
 
 def read_github(
-    document: Any, headers: Mapping[str, str], types: TypeMap, source: str
+    document: Any, headers: verify.Headers, types: TypeMap, source: str
 ) -> Inbound | Reply:
     """``X-GitHub-Event`` plus the payload's ``action``; dedupe on the signed body.
 
@@ -108,7 +109,7 @@ def read_github(
 
 
 def read_stripe(
-    document: Any, headers: Mapping[str, str], types: TypeMap, source: str
+    document: Any, headers: verify.Headers, types: TypeMap, source: str
 ) -> Inbound | Reply:
     """The event's ``type``; dedupe on its ``id``."""
     event_type, event_id = _field(document, "type"), _field(document, "id")
@@ -123,7 +124,7 @@ def read_stripe(
 
 
 def read_slack(
-    document: Any, headers: Mapping[str, str], types: TypeMap, source: str
+    document: Any, headers: verify.Headers, types: TypeMap, source: str
 ) -> Inbound | Reply:
     """Events API callbacks by inner event type; dedupe on ``event_id`` (retries carry it too).
 
@@ -154,7 +155,7 @@ def read_slack(
 
 
 def read_standard(
-    document: Any, headers: Mapping[str, str], types: TypeMap, source: str
+    document: Any, headers: verify.Headers, types: TypeMap, source: str
 ) -> Inbound | Reply:
     """Any other sender: the type it names, else ``event``; dedupe on its signed message id.
 
@@ -207,4 +208,10 @@ def source_for(name: str) -> Source:
         )
     if name in RESERVED:
         raise InvalidInput("source", RESERVED[name])
+    return _standard_source(name)
+
+
+@lru_cache(maxsize=256)
+def _standard_source(name: str) -> Source:
+    """A Standard Webhooks sender, built once a name (any name may come: the cache is bounded)."""
     return Source(name, secret_variable(name), verify.standard, read_standard)

@@ -16,9 +16,49 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any, Protocol
+
+
+class Headers(Protocol):
+    """A request's headers as read here: ``get`` by lower-case name (a request's are
+    :class:`RequestHeaders`, case-insensitive; a dict's keys are lower-case names)."""
+
+    def get(self, key: str, default: str, /) -> str: ...
+
+
+class RequestHeaders:
+    """A request's headers read by name, case-insensitive, straight from the WSGI environ.
+
+    What werkzeug's ``request.headers`` does per look-up (upper-case the name, raise and
+    catch a ``BadRequestKeyError`` for each header not sent: a verifier asks for Svix's
+    names first), done once per name.
+    """
+
+    __slots__ = ("environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self.environ = environ
+
+    def get(self, name: str, default: str = "", /) -> str:
+        key = _ENVIRON_KEYS.get(name)
+        if key is None:
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = f"HTTP_{key}"
+            if len(_ENVIRON_KEYS) < MAX_NAMES_KEPT:
+                _ENVIRON_KEYS[name] = key
+        value = self.environ.get(key)
+        return default if value is None else str(value)
+
+
+#: Header names to their WSGI environ keys, as looked up (bounded: names come from code).
+_ENVIRON_KEYS: dict[str, str] = {}
+MAX_NAMES_KEPT = 256
+
 
 #: A verifier: (body, headers, secret, tolerance in seconds) -> None, or SignatureRejected.
-Verifier = Callable[[bytes, Mapping[str, str], str, float], None]
+Verifier = Callable[[bytes, Headers, str, float], None]
 #: The prefix of Stripe's and Standard Webhooks' secrets.
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 #: Longest signature header worth reading; anything longer is not a signature.
@@ -39,8 +79,12 @@ class SecretMisconfigured(Exception):
     """The configured secret cannot be used by its scheme (an operator's mistake)."""
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
-    value = headers.get(name, "").strip()
+def _header(headers: Headers, name: str) -> str:
+    return _present(name, headers.get(name, "").strip())
+
+
+def _present(name: str, value: str) -> str:
+    """A signature header's value (stripped); SignatureRejected when empty or too long."""
     if not value:
         raise SignatureRejected(f"the {name} header is missing")
     if len(value) > MAX_HEADER_LENGTH:
@@ -70,7 +114,7 @@ def _any_matches(expected: bytes, offered: list[bytes]) -> bool:
     return found
 
 
-def github(body: bytes, headers: Mapping[str, str], secret: str, tolerance: float) -> None:
+def github(body: bytes, headers: Headers, secret: str, tolerance: float) -> None:
     """``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``; GitHub sends no timestamp."""
     signature = _header(headers, "x-hub-signature-256")
     scheme, _, digest = signature.partition("=")
@@ -81,7 +125,7 @@ def github(body: bytes, headers: Mapping[str, str], secret: str, tolerance: floa
         raise SignatureRejected("the signature does not match the body")
 
 
-def stripe(body: bytes, headers: Mapping[str, str], secret: str, tolerance: float) -> None:
+def stripe(body: bytes, headers: Headers, secret: str, tolerance: float) -> None:
     """``Stripe-Signature: t=<unix>,v1=<hex>[,v1=…]`` over ``"{t}.{body}"``, the secret as bytes."""
     pairs = [item.partition("=") for item in _header(headers, "stripe-signature").split(",")]
     stamps = [value for key, _, value in pairs if key.strip() == "t"]
@@ -94,7 +138,7 @@ def stripe(body: bytes, headers: Mapping[str, str], secret: str, tolerance: floa
         raise SignatureRejected("no v1 signature matches the body")
 
 
-def slack(body: bytes, headers: Mapping[str, str], secret: str, tolerance: float) -> None:
+def slack(body: bytes, headers: Headers, secret: str, tolerance: float) -> None:
     """``X-Slack-Signature: v0=<hex>`` over ``"v0:{X-Slack-Request-Timestamp}:{body}"``."""
     signature = _header(headers, "x-slack-signature")
     stamp = _timestamp(
@@ -105,8 +149,12 @@ def slack(body: bytes, headers: Mapping[str, str], secret: str, tolerance: float
         raise SignatureRejected("the signature does not match the body")
 
 
+@lru_cache(maxsize=64)
 def standard_secret(secret: str) -> bytes:
-    """The key of a Standard Webhooks secret: base64 after an optional ``whsec_``."""
+    """The key of a Standard Webhooks secret: base64 after an optional ``whsec_``.
+
+    Decoded once a secret (a deployment has a few), not once a request.
+    """
     text = secret.strip().removeprefix(SECRET_PREFIX)
     try:
         key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
@@ -117,34 +165,41 @@ def standard_secret(secret: str) -> bytes:
     return key
 
 
-def standard_header(headers: Mapping[str, str], field: str) -> tuple[str, str]:
+#: The header names of each Standard Webhooks field: (Svix's, the standard's).
+_STANDARD_NAMES = {
+    field: (f"svix-{field}", f"webhook-{field}") for field in ("id", "timestamp", "signature")
+}
+
+
+def standard_header(headers: Headers, field: str) -> tuple[str, str]:
     """(name, value) of a Standard Webhooks header, ``svix-<field>`` before ``webhook-<field>``.
 
     Senders built on Svix (Clerk, Resend) send the same scheme under ``svix-*`` names;
     Svix's own verifier reads those first, and so do we. Missing: ``webhook-<field>``, "".
     """
-    for name in (f"svix-{field}", f"webhook-{field}"):
+    svix, standard = _STANDARD_NAMES.get(field) or (f"svix-{field}", f"webhook-{field}")
+    for name in (svix, standard):
         value = headers.get(name, "").strip()
         if value:
             return name, value
-    return f"webhook-{field}", ""
+    return standard, ""
 
 
-def message_id(headers: Mapping[str, str]) -> str | None:
+def message_id(headers: Headers) -> str | None:
     """The signed message id of a Standard Webhooks request (``svix-id`` or ``webhook-id``)."""
     return standard_header(headers, "id")[1] or None
 
 
-def standard(body: bytes, headers: Mapping[str, str], secret: str, tolerance: float) -> None:
+def standard(body: bytes, headers: Headers, secret: str, tolerance: float) -> None:
     """Standard Webhooks: ``webhook-signature: v1,<base64> …`` over ``"{id}.{stamp}.{body}"``.
 
     The ``svix-id``, ``svix-timestamp`` and ``svix-signature`` headers are read as well.
     """
-    names = {field: standard_header(headers, field)[0] for field in ("id", "timestamp")}
-    message = _header(headers, names["id"])
-    stamp = _timestamp(_header(headers, names["timestamp"]), tolerance, names["timestamp"])
+    message = _present(*standard_header(headers, "id"))
+    stamp_name, stamp_text = standard_header(headers, "timestamp")
+    stamp = _timestamp(_present(stamp_name, stamp_text), tolerance, stamp_name)
     offered: list[bytes] = []
-    for item in _header(headers, standard_header(headers, "signature")[0]).split():
+    for item in _present(*standard_header(headers, "signature")).split():
         version, _, encoded = item.partition(",")
         if version != "v1":
             continue
@@ -158,7 +213,7 @@ def standard(body: bytes, headers: Mapping[str, str], secret: str, tolerance: fl
         raise SignatureRejected("no v1 signature matches the body")
 
 
-def offered_token(headers: Mapping[str, str]) -> str | None:
+def offered_token(headers: Headers) -> str | None:
     """The token a request offers: ``Authorization: Bearer <token>`` or ``X-Api-Key``."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -182,6 +237,6 @@ def token_holder(offered: str, tokens: Mapping[str, str]) -> str:
     return holder
 
 
-def signed(headers: Mapping[str, str]) -> bool:
+def signed(headers: Headers) -> bool:
     """True when a request carries a Standard Webhooks (or Svix) signature header."""
     return bool(standard_header(headers, "signature")[1])
