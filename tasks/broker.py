@@ -19,7 +19,7 @@ visibility timeout; their deliveries are recovered sooner by ``eda.sweep``.
 ``unacked_index``, which the visibility timeout's restore reads), and a
 ``MULTI``/``ZREM``/``HDEL``/``EXEC`` forgets it once acknowledged; with the store's
 two steps (start, finish) a delivery cost the worker five. Under the event loop,
-:class:`Channel` makes these writes in steps, one script each (``take.lua``), at most
+:class:`Channel` makes these writes in steps, one script each (``fetch.lua``), at most
 one a turn of the loop: a step forgets the messages acknowledged so far, and takes as
 many messages as the prefetch limit allows, in kombu's order (priority by priority,
 the lanes in turn), each recorded in kombu's layout by the same script: no message is
@@ -110,7 +110,7 @@ from kombu.utils.json import loads
 #: URL schemes whose transport is :class:`Transport`.
 SCHEMES = ("redis", "rediss")
 #: The script that acknowledges, records and takes in one step.
-TAKE = (Path(__file__).with_name("take.lua")).read_text()
+FETCH = (Path(__file__).with_name("fetch.lua")).read_text()
 #: Most messages one step takes (when the channel sets no prefetch limit).
 MOST_TAKEN = 100
 #: Longest BRPOP (its timeout, seconds; kombu's is 1) for whose reply acknowledgements wait.
@@ -197,7 +197,7 @@ class Channel(kombu_redis.Channel):
     def settle(
         self, wanted: int = 0, took: Sequence[bytes] = (), brpop: bool = False
     ) -> list[tuple[str, bytes]]:
-        """One step (``take.lua``): forget the acknowledged, record the messages BRPOP
+        """One step (``fetch.lua``): forget the acknowledged, record the messages BRPOP
         ``took`` as unacknowledged, and take up to ``wanted`` messages, recorded; what it
         took. With ``brpop``, the step is written with the next BRPOP (:meth:`_with_brpop`)."""
         qos: QoS = self.qos
@@ -355,7 +355,7 @@ class Channel(kombu_redis.Channel):
 
     @cached_property
     def _take(self) -> Any:
-        return self._create_client().register_script(TAKE)
+        return self._create_client().register_script(FETCH)
 
 
 class Poller(kombu_redis.MultiChannelPoller):
