@@ -232,6 +232,29 @@ def test_an_attempts_span_is_failed_only_by_an_attempt_that_failed(
     assert ended.status.status_code is StatusCode[code]
 
 
+def test_the_sdks_sampler_variables_choose_which_webhooks_are_traced(
+    traced_core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing kept: the event still carries a trace context, marked not sampled, so
+    # the deliveries down the chain (parent-based) keep none either.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    exporter = InMemorySpanExporter()
+    assert traces.enable(traced_core.settings, exporter=exporter)
+    try:
+        traced_core.subscribe(["code.pushed"], HANDLER)
+        event_id = push(traced_core, "refs/heads/unsampled", "")
+        assert exporter.get_finished_spans() == ()
+        stored = traced_core.get_event(event_id).event.attributes or {}
+        assert int(stored["traceparent"].rsplit("-", 1)[1], 16) & 1 == 0  # not sampled
+        # A sender's sampled trace is kept whatever the ratio: the parent decides.
+        push(traced_core, "refs/heads/sampled", f"00-{TRACE_ID}-{SENDER_SPAN}-01")
+        [kept] = exporter.get_finished_spans()
+        assert format(kept.context.trace_id, "032x") == TRACE_ID
+    finally:
+        traces.disable()
+
+
 def test_while_tracing_is_off_the_event_is_stored_as_it_came(traced_core: Core) -> None:
     assert not traces.enabled()
     traced_core.subscribe(["code.pushed"], HANDLER)
