@@ -131,8 +131,9 @@ class Connection:
         return status, body
 
 
-def closed_loop(target: Target, connections: int, warmup: float, seconds: float,
-                start_at: float) -> Answers:  # fmt: skip
+def closed_loop(
+    target: Target, connections: int, warmup: float, seconds: float, start_at: float
+) -> Answers:
     """Keep ``connections`` requests in flight; answers counted after ``warmup`` only."""
     body = payload(target.kind, target.payload_bytes)
     selector = selectors.DefaultSelector()
@@ -223,8 +224,9 @@ def _cpu(begin: resource.struct_rusage) -> float:
     return (end.ru_utime - begin.ru_utime) + (end.ru_stime - begin.ru_stime)
 
 
-def run_closed_loop(target: Target, processes: int, connections: int, warmup: float,
-                    seconds: float) -> Answers:  # fmt: skip
+def run_closed_loop(
+    target: Target, processes: int, connections: int, warmup: float, seconds: float
+) -> Answers:
     """:func:`closed_loop` in ``processes`` processes at once, their answers merged."""
     context = multiprocessing.get_context("spawn")
     start_at = time.time() + 1.0  # every process connected and waiting before the start

@@ -37,8 +37,9 @@ class MessagesAPI:
         self.url = f"http://127.0.0.1:{self.port}"
         context = multiprocessing.get_context("spawn")
         self._calls = context.Value("q", 0)
-        self._process = context.Process(target=serve, args=(self.port, delay, self._calls),
-                                        daemon=True)  # fmt: skip
+        self._process = context.Process(
+            target=serve, args=(self.port, delay, self._calls), daemon=True
+        )
 
     @property
     def calls(self) -> int:

@@ -36,9 +36,16 @@ def table(figures: list[Figure]) -> str:
     """A Markdown table: figure, ours, baseline, ratio, target, met."""
     rows = [["figure", "ours", "baseline", "ratio", "target", "met"]]
     for f in figures:
-        rows.append([f.title, number(f.ours, f.unit),
-                     f"{number(f.baseline, f.unit)} ({f.baseline_name})",
-                     f"{f.ratio:.2f}x", f.target, _met(f)])  # fmt: skip
+        rows.append(
+            [
+                f.title,
+                number(f.ours, f.unit),
+                f"{number(f.baseline, f.unit)} ({f.baseline_name})",
+                f"{f.ratio:.2f}x",
+                f.target,
+                _met(f),
+            ]
+        )
     return markdown(rows)
 
 
@@ -57,8 +64,10 @@ def commands(by_run: dict[str, dict[str, float]]) -> str:
 def markdown(rows: list[list[str]]) -> str:
     """Rows (the first being the header) as an aligned Markdown table."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-             for row in rows]  # fmt: skip
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
     lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
     return "\n".join(lines)
 

@@ -137,14 +137,33 @@ def run(mode: str, folder: Path, broker_url: str, say: Callable[[str], None]) ->
         before, after = retries_held(bench, first, burst)
     slug = name.lower()
     return [
-        Figure(f"{slug}_dispatch", f"dispatch on {name}: events stored→succeeded/s", "/s",
-               *median_run(one), f"raw Celery no-op on {name}", runs=one),
-        Figure(f"{slug}_two_workers", f"dispatch on {name}: two workers against one", "/s",
-               *median_run(two), "one worker", runs=two),
-        Figure(f"{slug}_retries_held", f"worker RSS, {burst:,} retries waiting 300 s, {name}",
-               "MiB", after, before, "the same worker before", higher_is_better=False,
-               details={"bytes_per_retry": round((after - before) / burst), "retries": burst}),
-    ]  # fmt: skip
+        Figure(
+            f"{slug}_dispatch",
+            f"dispatch on {name}: events stored→succeeded/s",
+            "/s",
+            *median_run(one),
+            f"raw Celery no-op on {name}",
+            runs=one,
+        ),
+        Figure(
+            f"{slug}_two_workers",
+            f"dispatch on {name}: two workers against one",
+            "/s",
+            *median_run(two),
+            "one worker",
+            runs=two,
+        ),
+        Figure(
+            f"{slug}_retries_held",
+            f"worker RSS, {burst:,} retries waiting 300 s, {name}",
+            "MiB",
+            after,
+            before,
+            "the same worker before",
+            higher_is_better=False,
+            details={"bytes_per_retry": round((after - before) / burst), "retries": burst},
+        ),
+    ]
 
 
 def main(argv: list[str]) -> int:
@@ -156,8 +175,13 @@ def main(argv: list[str]) -> int:
     print(table(figures))
     print(f"\n{options.mode} run on {kind(options.broker)}, {seconds} s", flush=True)
     if options.json:
-        context = {"mode": options.mode, "broker": kind(options.broker), "seconds": seconds,
-                   "cpus": os.cpu_count(), "sizes": MODES[options.mode].__dict__}  # fmt: skip
+        context = {
+            "mode": options.mode,
+            "broker": kind(options.broker),
+            "seconds": seconds,
+            "cpus": os.cpu_count(),
+            "sizes": MODES[options.mode].__dict__,
+        }
         write_json(options.json, figures, context)
     return 0
 

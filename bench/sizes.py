@@ -30,13 +30,38 @@ class Sizes:
 
 
 MODES: dict[str, Sizes] = {
-    "full": Sizes(repeats=3, ingest_warmup=1.0, ingest_seconds=8.0, load_processes=2,
-                  load_connections=8, dispatch_events=4000, replay_events=3000,
-                  agent_rounds=16, latency_seconds=15),
-    "quick": Sizes(repeats=1, ingest_warmup=1.0, ingest_seconds=4.0, load_processes=2,
-                   load_connections=8, dispatch_events=2000, replay_events=1000,
-                   agent_rounds=4, latency_seconds=4),
-    "smoke": Sizes(repeats=1, ingest_warmup=0.3, ingest_seconds=1.0, load_processes=2,
-                   load_connections=4, dispatch_events=200, replay_events=100,
-                   agent_rounds=1, latency_seconds=1, model_delay=0.1),
-}  # fmt: skip
+    "full": Sizes(
+        repeats=3,
+        ingest_warmup=1.0,
+        ingest_seconds=8.0,
+        load_processes=2,
+        load_connections=8,
+        dispatch_events=4000,
+        replay_events=3000,
+        agent_rounds=16,
+        latency_seconds=15,
+    ),
+    "quick": Sizes(
+        repeats=1,
+        ingest_warmup=1.0,
+        ingest_seconds=4.0,
+        load_processes=2,
+        load_connections=8,
+        dispatch_events=2000,
+        replay_events=1000,
+        agent_rounds=4,
+        latency_seconds=4,
+    ),
+    "smoke": Sizes(
+        repeats=1,
+        ingest_warmup=0.3,
+        ingest_seconds=1.0,
+        load_processes=2,
+        load_connections=4,
+        dispatch_events=200,
+        replay_events=100,
+        agent_rounds=1,
+        latency_seconds=1,
+        model_delay=0.1,
+    ),
+}

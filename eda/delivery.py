@@ -729,10 +729,15 @@ def _waits(core: Core, event_id: str, handler: str, task_id: str, verdict: FlowV
         options |= held_until(verdict.wait, verdict.state)
     applied = core.deliveries.apply(
         Change(
-            event_id, handler, "wait", Status.WAITING, verdict.reason, task_id=task_id,
+            event_id,
+            handler,
+            "wait",
+            Status.WAITING,
+            verdict.reason,
+            task_id=task_id,
             options=options,
         )
-    )  # fmt: skip
+    )
     if not applied.ok:
         return Verdict(Outcome.NOT_RUN, reason=f"{applied.result}: it is {applied.previous}")
     # A countdown past the broker's visibility timeout would bring the message back twice.

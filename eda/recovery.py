@@ -97,9 +97,16 @@ def send_held(core: Core, now: float | None = None) -> int:
         options = {"expect_task": record.task_id, "enqueue_failed": True, "carry": record.carry}
         try:
             applied = core.deliveries.apply(
-                Change(event_id, handler, "send_held", Status.QUEUED, "due: sent again",
-                       task_id=task_id, options=options)
-            )  # fmt: skip
+                Change(
+                    event_id,
+                    handler,
+                    "send_held",
+                    Status.QUEUED,
+                    "due: sent again",
+                    task_id=task_id,
+                    options=options,
+                )
+            )
         except NotFound:  # retention took the event meanwhile
             with reaching_redis():
                 core.redis.zrem(core.keys.due, inflight_member(event_id, handler))
@@ -112,9 +119,16 @@ def send_held(core: Core, now: float | None = None) -> int:
             why = f"due: not sent ({logs.error_summary(exc)}), held again"
             log.warning(why, extra={"event_id": event_id, "handler": handler})
             core.deliveries.apply(
-                Change(event_id, handler, "revert", record.status, why, task_id=task_id,
-                       options=held_until(1.0, record.carry))
-            )  # fmt: skip
+                Change(
+                    event_id,
+                    handler,
+                    "revert",
+                    record.status,
+                    why,
+                    task_id=task_id,
+                    options=held_until(1.0, record.carry),
+                )
+            )
             continue
         sent.append((event_id, handler, task_id))
     core.store.mark_dispatched_many([], sent=sent)
@@ -153,10 +167,15 @@ def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> lis
         if why:
             found.append(
                 Stuck(
-                    event_id, handler, record.status, record.task_id, why, record.updated_at,
+                    event_id,
+                    handler,
+                    record.status,
+                    record.task_id,
+                    why,
+                    record.updated_at,
                     record.carry,
                 )
-            )  # fmt: skip
+            )
     if finished:
         with reaching_redis():
             core.redis.zrem(core.keys.inflight, *finished)

@@ -88,17 +88,38 @@ def run_all(
 
 def table(rows: list[Row]) -> str:
     """The issue's table, one row per scenario."""
-    lines = [["fault", "answered 202", "not stored", "ran once", "ran twice", "never ran",
-              "stuck", "dead-lettered", "recovery"]]  # fmt: skip
+    lines = [
+        [
+            "fault",
+            "answered 202",
+            "not stored",
+            "ran once",
+            "ran twice",
+            "never ran",
+            "stuck",
+            "dead-lettered",
+            "recovery",
+        ]
+    ]
     for row in rows:
         answers = ", ".join(f"{n} {'no answer' if s < 0 else s}" for s, n in row.refused.items())
         refused = f" ({answers})" if row.refused else ""
         recovery = "-" if row.recovery is None else f"{row.recovery:.1f} s"
         if late(row):
             recovery += f" (over {row.recovers_within:g} s)"
-        lines.append([row.name, f"{row.answered:,}{refused}", str(row.not_stored),
-                      f"{row.once:,}", str(row.twice), str(row.never), str(row.stuck),
-                      str(row.dead), recovery])  # fmt: skip
+        lines.append(
+            [
+                row.name,
+                f"{row.answered:,}{refused}",
+                str(row.not_stored),
+                f"{row.once:,}",
+                str(row.twice),
+                str(row.never),
+                str(row.stuck),
+                str(row.dead),
+                recovery,
+            ]
+        )
     return markdown(lines)
 
 

@@ -189,9 +189,12 @@ class Sender:
         stamp = str(int(time.time()))
         signed = f"{message_id}.{stamp}.".encode() + self.body
         signature = hmac.new(self.key, signed, hashlib.sha256).digest()
-        return {"Content-Type": "application/json", "webhook-id": message_id,
-                "webhook-timestamp": stamp,
-                "webhook-signature": "v1," + base64.b64encode(signature).decode()}  # fmt: skip
+        return {
+            "Content-Type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": stamp,
+            "webhook-signature": "v1," + base64.b64encode(signature).decode(),
+        }
 
     def _send(self, offset: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -236,8 +239,9 @@ def settled(found: dict[str, str] | None, event_ids: list[str]) -> bool:
     return found is not None and all(found[e] in SETTLED for e in event_ids)
 
 
-def run(running: Running, port: int, scenario: Scenario, count: int, rate: float,
-        timing: Timing) -> Row:  # fmt: skip
+def run(
+    running: Running, port: int, scenario: Scenario, count: int, rate: float, timing: Timing
+) -> Row:
     """Post ``count`` webhooks, strike once a third have left, and count what happened."""
     stack = running.stack
     stack.sync(scenario.appendfsync)
@@ -268,9 +272,12 @@ def run(running: Running, port: int, scenario: Scenario, count: int, rate: float
 
 
 def count_row(
-    scenario: Scenario, stack: FaultStack, sender: Sender, accepted: list[str],
+    scenario: Scenario,
+    stack: FaultStack,
+    sender: Sender,
+    accepted: list[str],
     found: dict[str, str],
-) -> Row:  # fmt: skip
+) -> Row:
     runs = stack.runs()
     row = Row(
         scenario.name,

@@ -62,14 +62,16 @@ class FaultStack(Stack):
         self.appendfsync = "everysec"
         self.redis_url = self.store.url(0)
         self.broker_url = broker_url or self.broker.url(0)  # type: ignore[union-attr]
-        self.env.update({
-            "REDIS_URL": self.redis_url,
-            "CELERY_BROKER_URL": self.broker_url,
-            "EDA_ROUTES": str(HERE / "routes.yaml"),
-            "EDA_FAULTS_RECORD_URL": self.record.url(0),
-            "EDA_LOG_LEVEL": "info",
-            **settings,
-        })  # fmt: skip
+        self.env.update(
+            {
+                "REDIS_URL": self.redis_url,
+                "CELERY_BROKER_URL": self.broker_url,
+                "EDA_ROUTES": str(HERE / "routes.yaml"),
+                "EDA_FAULTS_RECORD_URL": self.record.url(0),
+                "EDA_LOG_LEVEL": "info",
+                **settings,
+            }
+        )
         self.workers = 0
 
     def __enter__(self) -> FaultStack:

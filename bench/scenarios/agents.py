@@ -178,8 +178,12 @@ def measure(bench: Bench, api: MessagesAPI, processes: Sequence[Process | None])
     raw, sdk_cpu = _raw_sdk(api, concurrency, bench.sizes.agent_rounds)
     runs = [(rate, ideal) for rate, _ in bursts]
     ours, _ = median_run(runs)
-    details = {"pool": bench.stack.procfile.pool, "concurrency": concurrency,
-               "model_delay_s": api.delay, "deliveries": count}  # fmt: skip
+    details = {
+        "pool": bench.stack.procfile.pool,
+        "concurrency": concurrency,
+        "model_delay_s": api.delay,
+        "deliveries": count,
+    }
     return [
         *_agent_figures(ours, ideal, runs, raw, details, concurrency, api),
         *_cpu_figures([cpu for _, cpu in bursts], sdk_cpu, concurrency, noops),
@@ -279,9 +283,24 @@ def _agent_figures(
     api: MessagesAPI,
 ) -> list[Figure]:
     return [
-        Figure("agents", "agents: deliveries/s", "/s", ours, ideal,
-               f"ideal {concurrency}/{api.delay:g} s", target=f"≥ {TARGET}x",
-               met=ours >= TARGET * ideal, runs=runs, details=details),
-        Figure("agents_vs_sdk", "agents: the same, against the SDK called from threads", "/s",
-               ours, raw, f"SDK alone, {concurrency} threads, no Celery"),
-    ]  # fmt: skip
+        Figure(
+            "agents",
+            "agents: deliveries/s",
+            "/s",
+            ours,
+            ideal,
+            f"ideal {concurrency}/{api.delay:g} s",
+            target=f"≥ {TARGET}x",
+            met=ours >= TARGET * ideal,
+            runs=runs,
+            details=details,
+        ),
+        Figure(
+            "agents_vs_sdk",
+            "agents: the same, against the SDK called from threads",
+            "/s",
+            ours,
+            raw,
+            f"SDK alone, {concurrency} threads, no Celery",
+        ),
+    ]

@@ -26,8 +26,12 @@ def store_events(bench: Bench, count: int, kind: str = "noop") -> list[Event]:
     document = body(bench, kind)
     events = []
     for _ in range(count):
-        event = Event.create(type=f"bench.{kind}", source="bench", payload=document,
-                             dedupe_key=f"bench:msg_{os.urandom(12).hex()}")  # fmt: skip
+        event = Event.create(
+            type=f"bench.{kind}",
+            source="bench",
+            payload=document,
+            dedupe_key=f"bench:msg_{os.urandom(12).hex()}",
+        )
         bench.plain_core.publish_event(event)
         events.append(event)
     return events

@@ -58,8 +58,13 @@ def _load(bench: Bench, web: Process, port: int) -> Load:
     sizes = bench.sizes
     target = Target(port, SOURCE, bench.stack.secret, "noop", sizes.payload_bytes)
     meter = bench.meter(web)
-    answers = run_closed_loop(target, sizes.load_processes, sizes.load_connections,
-                              sizes.ingest_warmup, sizes.ingest_seconds)  # fmt: skip
+    answers = run_closed_loop(
+        target,
+        sizes.load_processes,
+        sizes.load_connections,
+        sizes.ingest_warmup,
+        sizes.ingest_seconds,
+    )
     return Load(answers, meter.stop(), len(answers.latencies) / sizes.ingest_seconds)
 
 
@@ -124,35 +129,90 @@ def measure(bench: Bench) -> list[Figure]:
     bench.reset()
     ours_rate, flask_rate = median_run(rates)
     elapsed = bench.sizes.ingest_warmup + bench.sizes.ingest_seconds
-    details = {"stored": stored, "load_cpu_share": round(busy / elapsed / (os.cpu_count() or 1), 3),
-               "load": f"{bench.sizes.load_processes} processes x "
-                       f"{bench.sizes.load_connections} keep-alive connections"}  # fmt: skip
+    details = {
+        "stored": stored,
+        "load_cpu_share": round(busy / elapsed / (os.cpu_count() or 1), 3),
+        "load": f"{bench.sizes.load_processes} processes x "
+        f"{bench.sizes.load_connections} keep-alive connections",
+    }
     return [
-        Figure("ingest", "ingest: webhooks 202/s", "req/s", ours_rate, flask_rate,
-               "bare Flask", target=f"≥ {TARGET}x", met=ours_rate >= TARGET * flask_rate,
-               runs=rates, details=details),
-        Figure("ingest_vs_store_only", "ingest: the same, against one XADD per request",
-               "req/s", *median_run(against_store_only), "Flask storing the body, no checks",
-               target=f"≥ {STORE_ONLY_TARGET}x",
-               met=median_run(against_store_only)[0]
-               >= STORE_ONLY_TARGET * median_run(against_store_only)[1],
-               runs=against_store_only),
-        Figure("ingest_cpu", "ingest: CPU per request (gunicorn master + workers)", "µs",
-               *median_run(cpu), "bare Flask", higher_is_better=False, runs=cpu,
-               details={"redis_cpu_us": round(median(redis_cpu) * 1e6, 1)}),
-        Figure("ingest_cpu_vs_store_only", "ingest: CPU per request, against one XADD",
-               "µs", *median_run(cpu_store_only), "Flask storing the body, no checks",
-               higher_is_better=False, runs=cpu_store_only),
-        Figure("ingest_observed", "ingest: traces on, against off", "req/s",
-               *median_run(traced), "the same web, traces off",
-               target=f"≥ {OBSERVED_TARGET}x",
-               met=median_run(traced)[0] >= OBSERVED_TARGET * median_run(traced)[1],
-               runs=traced),
-        Figure("ingest_sampled", "ingest: traces on, one in ten sampled, against off",
-               "req/s", *median_run(traced_sampled), "the same web, traces off",
-               runs=traced_sampled, details=SAMPLED),
-        Figure("ingest_p50", "ingest: p50 latency", "ms", *median_run(p50), "bare Flask",
-               higher_is_better=False, runs=p50),
-        Figure("ingest_p99", "ingest: p99 latency", "ms", *median_run(p99), "bare Flask",
-               higher_is_better=False, runs=p99),
-    ]  # fmt: skip
+        Figure(
+            "ingest",
+            "ingest: webhooks 202/s",
+            "req/s",
+            ours_rate,
+            flask_rate,
+            "bare Flask",
+            target=f"≥ {TARGET}x",
+            met=ours_rate >= TARGET * flask_rate,
+            runs=rates,
+            details=details,
+        ),
+        Figure(
+            "ingest_vs_store_only",
+            "ingest: the same, against one XADD per request",
+            "req/s",
+            *median_run(against_store_only),
+            "Flask storing the body, no checks",
+            target=f"≥ {STORE_ONLY_TARGET}x",
+            met=median_run(against_store_only)[0]
+            >= STORE_ONLY_TARGET * median_run(against_store_only)[1],
+            runs=against_store_only,
+        ),
+        Figure(
+            "ingest_cpu",
+            "ingest: CPU per request (gunicorn master + workers)",
+            "µs",
+            *median_run(cpu),
+            "bare Flask",
+            higher_is_better=False,
+            runs=cpu,
+            details={"redis_cpu_us": round(median(redis_cpu) * 1e6, 1)},
+        ),
+        Figure(
+            "ingest_cpu_vs_store_only",
+            "ingest: CPU per request, against one XADD",
+            "µs",
+            *median_run(cpu_store_only),
+            "Flask storing the body, no checks",
+            higher_is_better=False,
+            runs=cpu_store_only,
+        ),
+        Figure(
+            "ingest_observed",
+            "ingest: traces on, against off",
+            "req/s",
+            *median_run(traced),
+            "the same web, traces off",
+            target=f"≥ {OBSERVED_TARGET}x",
+            met=median_run(traced)[0] >= OBSERVED_TARGET * median_run(traced)[1],
+            runs=traced,
+        ),
+        Figure(
+            "ingest_sampled",
+            "ingest: traces on, one in ten sampled, against off",
+            "req/s",
+            *median_run(traced_sampled),
+            "the same web, traces off",
+            runs=traced_sampled,
+            details=SAMPLED,
+        ),
+        Figure(
+            "ingest_p50",
+            "ingest: p50 latency",
+            "ms",
+            *median_run(p50),
+            "bare Flask",
+            higher_is_better=False,
+            runs=p50,
+        ),
+        Figure(
+            "ingest_p99",
+            "ingest: p99 latency",
+            "ms",
+            *median_run(p99),
+            "bare Flask",
+            higher_is_better=False,
+            runs=p99,
+        ),
+    ]

@@ -95,14 +95,38 @@ def measure(bench: Bench, raw: RawCelery) -> list[Figure]:
         retry_cpu.append((cpu, raw.enqueue_cpu[index]))
         bench.reset()
     return [
-        Figure("replay", "replay: events re-dispatched/s", "/s", *median_run(replays),
-               "raw apply_async", runs=replays),
-        Figure("replay_cpu", "replay: CPU per event re-dispatched", "µs",
-               *median_run(replay_cpu), "raw apply_async", higher_is_better=False,
-               runs=replay_cpu),
-        Figure("dlq_retry", "DLQ retry: letters re-dispatched/s", "/s", *median_run(retries),
-               "raw apply_async", runs=retries),
-        Figure("dlq_retry_cpu", "DLQ retry: CPU per letter re-dispatched", "µs",
-               *median_run(retry_cpu), "raw apply_async", higher_is_better=False,
-               runs=retry_cpu),
-    ]  # fmt: skip
+        Figure(
+            "replay",
+            "replay: events re-dispatched/s",
+            "/s",
+            *median_run(replays),
+            "raw apply_async",
+            runs=replays,
+        ),
+        Figure(
+            "replay_cpu",
+            "replay: CPU per event re-dispatched",
+            "µs",
+            *median_run(replay_cpu),
+            "raw apply_async",
+            higher_is_better=False,
+            runs=replay_cpu,
+        ),
+        Figure(
+            "dlq_retry",
+            "DLQ retry: letters re-dispatched/s",
+            "/s",
+            *median_run(retries),
+            "raw apply_async",
+            runs=retries,
+        ),
+        Figure(
+            "dlq_retry_cpu",
+            "DLQ retry: CPU per letter re-dispatched",
+            "µs",
+            *median_run(retry_cpu),
+            "raw apply_async",
+            higher_is_better=False,
+            runs=retry_cpu,
+        ),
+    ]
