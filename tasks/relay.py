@@ -12,6 +12,7 @@ module, so that ``python -m tasks.relay`` runs it once, as ``__main__``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 
 from celery import bootsteps
 
+from eda.errors import EdaError
 from eda.relay import WAIT, Relay
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,10 @@ class RelayStep(bootsteps.StartStopStep):
     def stop(self, parent: Any) -> None:
         self.stopping.set()
         if self.thread is not None:
+            from tasks.worker import worker_core
+
+            with contextlib.suppress(EdaError):  # a store that is away: the wait ends alone
+                Relay(worker_core(), name=self.name).wake()
             self.thread.join(timeout=WAIT + 1.0)
 
 
