@@ -14,6 +14,7 @@ Layout (``P`` is the configured prefix)::
     P:dedupe:<key>              string: the event id a dedupe key was first seen with (TTL)
     P:pending                   sorted set: event ids stored but not yet dispatched, by time
     P:dispatch                  list: ids of stored events for the workers' dispatchers
+    P:dispatch:wake:<name>      list: a relay told to stop (its wait for P:dispatch ends)
     P:dlq                       sorted set: dead-letter ids by time of death
     P:dlq:<event id>:<handler>  hash-free string: the dead letter's JSON
     P:subscriptions             hash: "<pattern> <handler>" -> subscription JSON
@@ -82,6 +83,9 @@ class Keys:
     @property
     def dispatch(self) -> str:
         return f"{self.prefix}:dispatch"
+
+    def dispatch_wake(self, name: str) -> str:
+        return f"{self.prefix}:dispatch:wake:{name}"
 
     @property
     def dlq(self) -> str:

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 #: Most events one batch takes from the queue.
 BATCH = 200
-#: Seconds one wait for work blocks (also how long stopping can take).
+#: Seconds one wait for work blocks (how long stopping takes, unless :meth:`Relay.wake`).
 WAIT = 0.5
 #: Seconds before a batch's failed events are dispatched once more (then the sweeper's).
 RETRY_AFTER = 0.2
@@ -81,7 +81,9 @@ class Relay:
 
     def dispatch_batch(self) -> int:
         """Dispatch one batch (waiting up to ``wait`` for the first event); how many were taken."""
-        taken = self.core.store.take_dispatch(self.batch, self.wait, block=not self._full)
+        taken = self.core.store.take_dispatch(
+            self.batch, self.wait, block=not self._full, wake=self.name
+        )
         self._full = len(taken.ids) == self.batch
         if not taken.ids:
             return 0
@@ -129,6 +131,11 @@ class Relay:
                     log.warning("the relay waits for the store: %s", logs.error_summary(exc))
                 waiting = True
                 stop.wait(1.0)
+
+    def wake(self) -> None:
+        """End this relay's wait for work: set ``run``'s ``stop`` first, and it stops now
+        rather than when the wait ends (up to ``wait`` seconds)."""
+        self.core.store.wake_dispatcher(self.name)
 
     def _send_held(self) -> None:
         now = time.monotonic()

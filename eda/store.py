@@ -360,7 +360,9 @@ class EventStore:
             ids = self.redis.zrangebyscore(self.keys.pending, "-inf", cutoff, start=0, num=limit)
         return [str(i) for i in ids]
 
-    def take_dispatch(self, limit: int, wait: float, *, block: bool = True) -> Taken:
+    def take_dispatch(
+        self, limit: int, wait: float, *, block: bool = True, wake: str = ""
+    ) -> Taken:
         """Up to ``limit`` events handed to the dispatchers, oldest first, with what a
         batch needs to dispatch them (``lua/take.lua``).
 
@@ -368,17 +370,29 @@ class EventStore:
         dispatching stays ``pending``, for the sweeper. ``block`` waits first (up to
         ``wait`` seconds) for an id, then takes the rest: two round trips. Without it
         (the last batch was full: more is likely waiting) the batch is taken in one,
-        and only an empty queue is then waited on.
+        and only an empty queue is then waited on. A wait ends, with nothing taken, when
+        :meth:`wake_dispatcher` names ``wake`` (a relay's name).
         """
         if not block:
             taken = self._take(limit, [])
             if taken.ids:
                 return taken
+        lists = [self.keys.dispatch, *([self.keys.dispatch_wake(wake)] if wake else [])]
         with reaching_redis():
-            first: Any = self.redis.blpop([self.keys.dispatch], timeout=wait)
-        if not first:
+            first: Any = self.redis.blpop(lists, timeout=wait)
+        if not first or str(first[0]) != self.keys.dispatch:
             return Taken()
         return self._take(limit, [str(first[1])])
+
+    def wake_dispatcher(self, name: str) -> None:
+        """End the wait of the dispatcher ``take_dispatch`` names ``name`` (it stops); the
+        word is gone within a minute if it waits no more."""
+        key = self.keys.dispatch_wake(name)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(key, "stop")
+        pipe.expire(key, 60)
+        with reaching_redis():
+            pipe.execute()
 
     def _take(self, limit: int, taken: list[str]) -> Taken:
         ids, pending, subscriptions = self.run_script(

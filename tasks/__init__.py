@@ -39,6 +39,7 @@ app.user_options["worker"].add(
 app.steps["worker"].add("tasks.relay:RelayStep")
 app.steps["worker"].add("tasks.heartbeat:HeartbeatStep")
 app.steps["worker"].add("tasks.metrics:MetricsStep")
+app.steps["consumer"].add("tasks.worker:WakeOnSignal")
 
 #: Loggers of a line per task: Celery's per task received and per task finished. The
 #: store records each delivery; at a thousand tasks a second these two lines cost a

@@ -12,6 +12,7 @@ module, so that ``python -m tasks.relay`` runs it once, as ``__main__``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 
 from celery import bootsteps
 
+from eda.errors import EdaError
 from eda.relay import WAIT, Relay
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,16 @@ class RelayStep(bootsteps.StartStopStep):
     def stop(self, parent: Any) -> None:
         self.stopping.set()
         if self.thread is not None:
+            from tasks.worker import worker_core
+
+            wake(Relay(worker_core(), name=self.name))
             self.thread.join(timeout=WAIT + 1.0)
+
+
+def wake(relay: Relay) -> None:
+    """End the relay's wait for work (a store that is away: the wait ends by its timeout)."""
+    with contextlib.suppress(EdaError):
+        relay.wake()
 
 
 def main() -> None:
@@ -59,11 +70,19 @@ def main() -> None:
     _configure_logging()
     core = connect()
     traces.enable(core.settings)  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    relay = Relay(core, name=f"{socket.gethostname()}:{os.getpid()}")
     stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        # The wait for work ends now, not when its timeout does: woken from a thread, for
+        # the signal may come while this one holds a connection of the pool.
+        stopping.set()
+        threading.Thread(target=wake, args=(relay,), daemon=True).start()
+
     for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stopping.set())
+        signal.signal(number, stop)
     log.info("relay started")
-    Relay(core, name=f"{socket.gethostname()}:{os.getpid()}").run(stopping)
+    relay.run(stopping)
     log.info("relay stopped")
     traces.disable()  # exports what is pending
 

@@ -1,11 +1,16 @@
-"""The worker process's core, built once, and the configuration check at its start."""
+"""The worker process's core, built once, the configuration check at its start, and
+its prompt stop on a signal."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import socket
 import threading
+from typing import Any
 
-from celery import signals
+from celery import bootsteps, signals
 
 from eda import traces
 from eda.core import Core
@@ -40,3 +45,37 @@ def _check_configuration(**_: object) -> None:
     except EdaError as exc:
         log.critical("configuration error: %s", exc)
         raise SystemExit(f"eda: configuration error: {exc}") from None
+
+
+class WakeOnSignal(bootsteps.StartStopStep):
+    """A signal wakes the worker's event loop, which then stops at once (SIGTERM, Ctrl-C).
+
+    Celery's signal handlers only set a flag, which the loop reads between two polls;
+    Python resumes an interrupted poll until its timeout (up to a second idle), so a
+    warm shutdown began up to a second after the signal. Python writes a byte for each
+    signal to a socket the loop watches (``signal.set_wakeup_fd``), and the poll returns.
+    The socket is watched again at each start of the consumer (a broker reconnection
+    clears what the loop watched).
+    """
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.sockets: tuple[socket.socket, socket.socket] | None = None
+
+    def start(self, parent: Any) -> None:
+        hub = getattr(parent, "hub", None)
+        if hub is None or threading.current_thread() is not threading.main_thread():
+            return
+        if self.sockets is None:
+            reader, writer = socket.socketpair()
+            reader.setblocking(False)
+            writer.setblocking(False)
+            signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+            self.sockets = (reader, writer)
+        hub.add_reader(self.sockets[0], self._drain)
+
+    def _drain(self) -> None:
+        assert self.sockets is not None
+        with contextlib.suppress(OSError):
+            while self.sockets[0].recv(4096):
+                pass

@@ -416,3 +416,82 @@ def idle_redis_broker(redis_server: RedisServer) -> Iterator[tuple[str, redis.Re
     yield url, connection
     connection.flushdb()
     connection.close()
+
+
+#: Task events that end one sending of a task: its run ended, or it will be sent again.
+ENDED = ("task-succeeded", "task-failed", "task-retried", "task-rejected", "task-revoked")
+
+
+class TaskEvents:
+    """The task events of the session's broker, as Flower receives them: what was sent (by
+    any core: ``task_send_sent_event``) and what the workers' runs came to."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        #: task id -> times sent, times its runs ended, its arguments (repr)
+        self.sent: dict[str, int] = {}
+        self.ended_runs: dict[str, int] = {}
+        self.args: dict[str, str] = {}
+        self.probes: set[str] = set()
+        self.receiver: Any = None
+        self.thread = threading.Thread(target=self._run, name="task-events", daemon=True)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind, task = str(event.get("type", "")), str(event.get("uuid", ""))
+        with self.lock:
+            if kind == "test-probe":
+                self.probes.add(str(event.get("probe")))
+            elif kind == "task-sent":
+                self.sent[task] = self.sent.get(task, 0) + 1
+                self.args[task] = str(event.get("args", ""))
+            elif kind in ENDED:
+                self.ended_runs[task] = self.ended_runs.get(task, 0) + 1
+
+    def _run(self) -> None:
+        from tasks import app
+
+        with app.connection_for_read() as connection:
+            self.receiver = app.events.Receiver(connection, handlers={"*": self._on_event})
+            with contextlib.suppress(Exception):  # the session's broker stops at the end
+                self.receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def start(self) -> None:
+        """Listen, and return once events reach this listener."""
+        from tasks import app
+
+        self.thread.start()
+        probe = uuid.uuid4().hex
+
+        def heard() -> bool:
+            with app.events.default_dispatcher() as dispatcher:
+                dispatcher.send("test-probe", probe=probe)
+            return probe in self.probes
+
+        wait_for(heard, interval=0.1)
+
+    def stop(self) -> None:
+        if self.receiver is not None:
+            self.receiver.should_stop = True
+
+    def ended(self, *tasks: str) -> bool:
+        """Each of these tasks has run to an end."""
+        with self.lock:
+            return all(self.ended_runs.get(task, 0) > 0 for task in tasks)
+
+    def settled(self, event_id: str) -> bool:
+        """Every task sent for this event (its id among the arguments) has run to an end
+        as often as it was sent: nothing of it is in a lane, a worker's hands or a retry."""
+        with self.lock:
+            tasks = [task for task, args in self.args.items() if event_id in args]
+            return bool(tasks) and all(self.ended_runs.get(t, 0) >= self.sent[t] for t in tasks)
+
+
+@pytest.fixture(scope="session")
+def task_events(worker: Any) -> Iterator[TaskEvents]:
+    """The session's task events (see :class:`TaskEvents`)."""
+    events = TaskEvents()
+    events.start()
+    yield events
+    events.stop()

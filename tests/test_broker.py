@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import os
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -241,6 +242,50 @@ def test_acknowledgements_left_when_brpop_timed_out_go_with_the_next_brpop(
     assert taken == ["message-0", "message-1"]
     assert spent == (2, 2, 2)
     assert broker.hlen("unacked") == broker.zcard("unacked_index") == 1
+
+
+def test_closing_ends_a_pending_brpop_rather_than_wait_for_its_timeout(
+    looped: Callable[..., Looped],
+) -> None:
+    consumer = looped(prefetch=2, polling_interval=30)  # a BRPOP thirty seconds long
+    assert consumer.turns(1) == []
+    assert consumer.channel._in_poll  # the lanes are empty: its BRPOP waits
+    started = time.monotonic()
+    consumer.connection.close()
+    assert time.monotonic() - started < 5
+    assert not consumer.channel._in_poll
+
+
+def test_a_signal_wakes_the_workers_event_loop_at_once() -> None:
+    # Celery's handler of SIGTERM sets a flag the loop reads between two polls; Python
+    # resumes a poll a signal interrupted, which waits a second when the worker is idle.
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    from tasks.worker import WakeOnSignal
+
+    hub = Hub()
+    idle, other_end = socket.socketpair()  # a reader that never becomes ready
+    hub.add_reader(idle, lambda: None)
+    handled: list[int] = []
+    handler = signal.signal(signal.SIGUSR2, lambda number, _: handled.append(number))
+    wakeup = signal.set_wakeup_fd(-1)
+    step = WakeOnSignal(SimpleNamespace())
+    try:
+        step.start(SimpleNamespace(hub=hub))
+        loop = hub.create_loop()
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR2)).start()
+        started = time.monotonic()
+        next(loop)  # one poll, of a second (no timer is due sooner)
+        assert time.monotonic() - started < 0.6
+        assert handled == [signal.SIGUSR2]
+    finally:
+        signal.set_wakeup_fd(wakeup)
+        signal.signal(signal.SIGUSR2, handler)
+        hub.close()
+        for end in (idle, other_end, *(step.sockets or ())):
+            end.close()
 
 
 # -- through a real worker ----------------------------------------------------------------------

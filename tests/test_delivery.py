@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from eda.settings import Settings
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
 from tests.brokers import Broker
-from tests.conftest import RedisServer, wait_for
+from tests.conftest import RedisServer, TaskEvents, wait_for
 from tests.handlers import attempts
 from tests.lifecycle import finish, queue, start
 from tests.redis_cost import cost
@@ -134,7 +133,7 @@ def test_exhausted_retries_dead_letter_and_a_retry_after_the_fix_succeeds(
 
 
 def test_one_failing_handler_never_reruns_another(
-    live: Core, unique_type: Any, client: Any
+    live: Core, unique_type: Any, client: Any, task_events: TaskEvents
 ) -> None:
     event_type = unique_type()
     live.subscribe([event_type], "tests.handlers:succeed")
@@ -145,7 +144,8 @@ def test_one_failing_handler_never_reruns_another(
     settled(live, event_id, "tests.handlers:succeed", "succeeded")
     live.retry_event(event_id)
     settled(live, event_id, "tests.handlers:fail", "dead")
-    time.sleep(0.3)
+    # every task sent for it has run to its end: none runs it again
+    wait_for(lambda: task_events.settled(event_id))
 
     assert len(attempts(client, event_id, "succeed")) == 1
     assert len(attempts(client, event_id, "fail")) == 2
@@ -179,7 +179,7 @@ def test_route_conditions_skip_visibly_and_declared_exceptions_are_permanent(
 
 
 def test_a_redelivered_task_whose_delivery_succeeded_does_nothing(
-    live: Core, unique_type: Any, client: Any
+    live: Core, unique_type: Any, client: Any, task_events: TaskEvents
 ) -> None:
     event_type = unique_type()
     live.subscribe([event_type], "tests.handlers:succeed")
@@ -189,7 +189,7 @@ def test_a_redelivered_task_whose_delivery_succeeded_does_nothing(
     assert live.enqueuer is not None
 
     live.enqueuer.deliver(event, "tests.handlers:succeed", "a-redelivered-task")
-    time.sleep(0.5)
+    wait_for(lambda: task_events.settled(published.event_id))  # its run ended
 
     assert len(attempts(client, published.event_id, "succeed")) == 1
     record = delivery(live, published.event_id, "tests.handlers:succeed")
@@ -197,7 +197,7 @@ def test_a_redelivered_task_whose_delivery_succeeded_does_nothing(
 
 
 def test_replay_redispatches_a_window_of_events_and_dry_run_enqueues_nothing(
-    live: Core, unique_type: Any, client: Any
+    live: Core, unique_type: Any, client: Any, task_events: TaskEvents
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
@@ -211,7 +211,7 @@ def test_replay_redispatches_a_window_of_events_and_dry_run_enqueues_nothing(
 
     dry = live.replay(event_type, since=before, until=after, dry_run=True)
     assert dry.events == 5 and dry.deliveries == 5
-    time.sleep(0.3)
+    wait_for(lambda: all(task_events.settled(i) for i in ids))  # whatever was sent ran
     assert all(len(attempts(client, i, "succeed")) == 1 for i in ids)
 
     report = live.replay(event_type, since=before, until=after)
@@ -294,7 +294,7 @@ def test_a_replay_costs_redis_a_few_round_trips_whatever_the_deliveries(
 
 
 def test_dispatching_an_event_twice_enqueues_each_delivery_once(
-    live: Core, unique_type: Any, client: Any
+    live: Core, unique_type: Any, client: Any, task_events: TaskEvents
 ) -> None:
     event_type = unique_type()
     live.subscribe([event_type], "tests.handlers:succeed")
@@ -303,7 +303,8 @@ def test_dispatching_an_event_twice_enqueues_each_delivery_once(
 
     live.dispatch(event)  # a sweeper racing the publisher, say
     settled(live, published.event_id, "tests.handlers:succeed", "succeeded")
-    time.sleep(0.3)
+    # every task sent for it has run to its end: none runs it again
+    wait_for(lambda: task_events.settled(published.event_id))
 
     assert len(attempts(client, published.event_id, "succeed")) == 1
 
@@ -326,7 +327,7 @@ class BrokerRefusingOnce(CeleryEnqueuer):
 
 
 def test_a_partial_dispatch_is_finished_by_the_sweeper_without_running_anything_twice(
-    live: Core, live_settings: Settings, client: Any, unique_type: Any
+    live: Core, live_settings: Settings, client: Any, unique_type: Any, task_events: TaskEvents
 ) -> None:
     flaky = Core(live_settings, client, BrokerRefusingOnce("tests.handlers:flaky"), live.routes)
     event_type = unique_type()
@@ -339,10 +340,11 @@ def test_a_partial_dispatch_is_finished_by_the_sweeper_without_running_anything_
     refused = delivery(flaky, event_id, "tests.handlers:flaky")
     assert refused["enqueue_failed"] is True
     settled(live, event_id, "tests.handlers:succeed", "succeeded")
-    time.sleep(live_settings.outbox_grace)
+    wait_for(lambda: event_id in flaky.store.pending(older_than=live_settings.outbox_grace))
     assert flaky.sweep() >= 1  # (the session's prefix may hold others)
     settled(live, event_id, "tests.handlers:flaky", "succeeded")
-    time.sleep(0.3)
+    # every task sent for it has run to its end: none runs it again
+    wait_for(lambda: task_events.settled(event_id))
     assert len(attempts(client, event_id, "succeed")) == 1
     assert len(attempts(client, event_id, "flaky")) == 1
 
@@ -446,8 +448,9 @@ def test_a_delivery_survives_the_event_store_going_away_mid_run(
 ) -> None:
     broker = broker_under_test.url(6)
     with slow_delivery_on_a_store_of_its_own(tmp_path, broker, live_settings, {}) as it:
-        it.store.stop()  # the handler finishes while the store is down
-        time.sleep(1.5)
+        it.store.stop()
+        # the handler finished while the store is down: its end waits for the store
+        wait_for(lambda: "event store unreachable, waiting up to" in it.worker.log())
         it.store.start()
 
         record = wait_for(
@@ -515,7 +518,7 @@ class BrokerThatDies(CeleryEnqueuer):
 
 
 def test_deliveries_recorded_by_a_dispatch_that_died_are_swept_and_run_once(
-    live: Core, client: Any, unique_type: Any
+    live: Core, client: Any, unique_type: Any, task_events: TaskEvents
 ) -> None:
     dying = Core(live.settings, client, BrokerThatDies(), live.routes)
     kind = unique_type()
@@ -535,7 +538,8 @@ def test_deliveries_recorded_by_a_dispatch_that_died_are_swept_and_run_once(
     assert sweeper.sweep() >= 3  # (and whatever else the session's prefix left pending)
     for event in events:
         settled(live, event.id, "tests.handlers:succeed", "succeeded")
-    time.sleep(0.3)
+    # every task sent for it has run to its end: none runs it again
+    wait_for(lambda: all(task_events.settled(e.id) for e in events))
     assert [len(attempts(client, e.id, "succeed")) for e in events] == [1, 1, 1]
 
 
@@ -564,7 +568,7 @@ class SweptBeforeItSends(CeleryEnqueuer):
 
 
 def test_a_delivery_a_sweeper_took_over_and_never_sent_is_swept_again(
-    live: Core, client: Any, unique_type: Any
+    live: Core, client: Any, unique_type: Any, task_events: TaskEvents
 ) -> None:
     event = stored_for_succeed(live, unique_type())
     dying_sweeper = Core(live.settings, client, BrokerThatDies(), live.routes)
@@ -576,7 +580,8 @@ def test_a_delivery_a_sweeper_took_over_and_never_sent_is_swept_again(
     swept = live.settings.model_copy(update={"outbox_grace": 0.0})
     assert Core(swept, client, live.enqueuer, live.routes).sweep() >= 1
     settled(live, event.id, "tests.handlers:succeed", "succeeded")
-    time.sleep(0.3)
+    # every task sent for it has run to its end: none runs it again
+    wait_for(lambda: task_events.settled(event.id))
     assert len(attempts(client, event.id, "succeed")) == 1
 
 

@@ -19,7 +19,7 @@ from tasks import app
 from tasks.enqueue import CeleryEnqueuer
 from tasks.sweep import sweep
 from tests.brokers import Broker
-from tests.conftest import wait_for
+from tests.conftest import TaskEvents, wait_for
 from tests.handlers import attempts
 from tests.lifecycle import finish, governed, queue, start
 from tests.workers import Worker
@@ -67,7 +67,12 @@ def test_a_delivery_whose_worker_is_killed_is_finished_by_another_exactly_once(
 
 
 def test_events_stored_while_the_broker_is_down_are_swept_once_it_is_back(
-    live: Core, live_settings: Settings, client: Any, unique_type: Any, refusing_broker: str
+    live: Core,
+    live_settings: Settings,
+    client: Any,
+    unique_type: Any,
+    refusing_broker: str,
+    task_events: TaskEvents,
 ) -> None:
     down = refusing_broker
     offline = Core(live_settings, client, CeleryEnqueuer(app, down), live.routes)
@@ -79,13 +84,14 @@ def test_events_stored_while_the_broker_is_down_are_swept_once_it_is_back(
     stored = offline.get_event(event_id)
     assert stored.status == "pending"
     assert event_id in offline.store.pending(older_than=0)
-    time.sleep(live_settings.outbox_grace)
+    wait_for(lambda: event_id in offline.store.pending(older_than=live_settings.outbox_grace))
 
-    sweep.apply_async(queue="default")  # the beat schedule's task, run by the live worker
-    sweep.apply_async(queue="default")
+    # the beat schedule's task, run by the live worker
+    sweeps = [sweep.apply_async(queue="default").id for _ in range(2)]
 
     wait_for(lambda: live.get_event(event_id).status == "succeeded")
-    time.sleep(0.5)
+    # both sweeps, and every delivery sent for the event, have run to their end
+    wait_for(lambda: task_events.ended(*sweeps) and task_events.settled(event_id))
     assert len(attempts(client, event_id, "succeed")) == 1
     assert event_id not in live.store.pending(older_than=0)
     assert live.sweep() == 0

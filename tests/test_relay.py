@@ -348,3 +348,32 @@ def test_workers_relay_unless_started_without_the_relay() -> None:
     assert "tasks.relay:RelayStep" in app.steps["worker"]
     assert RelayStep(object()).include_if(object())
     assert not RelayStep(object(), without_relay=True).include_if(object())
+
+
+def test_a_relay_told_to_stop_ends_its_wait_for_work_at_once(
+    cores: tuple[Core, Core], unique_type: Any
+) -> None:
+    import threading
+
+    inline, deferring = cores
+    kind = unique_type()
+    inline.subscribe([kind], "tests.handlers:succeed")
+    relay = Relay(inline, wait=30.0, name=f"relay-{kind}")
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,))
+    thread.start()
+    try:
+        first = deferring.publish(kind, {}, "test").event_id
+        wait_for(lambda: inline.get_event(first).status == "queued")  # it waits for more now
+        started = time.monotonic()
+        stop.set()
+        relay.wake()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        assert time.monotonic() - started < 5  # its wait was thirty seconds long
+    finally:
+        stop.set()
+        relay.wake()
+        thread.join(timeout=40)
+    # the word is taken by the wait it ended, or expires: nothing is left for the dispatchers
+    assert inline.store.take_dispatch(10, 0.01, wake=relay.name).ids == []
