@@ -68,8 +68,12 @@ def text(content: str) -> dict[str, Any]:
 
 def tool_use(name: str, arguments: dict[str, Any], block_id: str | None = None) -> dict[str, Any]:
     """A tool_use content block (a fresh ``toolu_`` id unless given)."""
-    return {"type": "tool_use", "id": block_id or f"toolu_{uuid.uuid4().hex[:20]}",
-            "name": name, "input": arguments}  # fmt: skip
+    return {
+        "type": "tool_use",
+        "id": block_id or f"toolu_{uuid.uuid4().hex[:20]}",
+        "name": name,
+        "input": arguments,
+    }
 
 
 def message(
@@ -90,9 +94,16 @@ def message(
         "cache_creation_input_tokens": cache_creation_input_tokens,
         "cache_read_input_tokens": cache_read_input_tokens,
     }
-    body = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-            "model": "", "content": list(content), "stop_reason": stop_reason,
-            "stop_sequence": None, "usage": usage}  # fmt: skip
+    body = {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": "",
+        "content": list(content),
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage,
+    }
     return Reply(200, body, delay=delay)
 
 
@@ -204,13 +215,18 @@ def _unanswered_tool_use(messages: list[dict[str, Any]]) -> Reply | None:
             continue
         wanted = {b["id"] for b in content if b.get("type") == "tool_use"}
         following = messages[index + 1].get("content")
-        answered = {
-            b.get("tool_use_id") for b in following if isinstance(b, dict)
-        } if isinstance(following, list) else set()  # fmt: skip
+        answered = (
+            {b.get("tool_use_id") for b in following if isinstance(b, dict)}
+            if isinstance(following, list)
+            else set()
+        )
         missing = sorted(wanted - answered)
         if missing:
-            return error(400, f"messages.{index + 1}: tool_use ids were found without "
-                              f"tool_result blocks immediately after: {missing}")  # fmt: skip
+            return error(
+                400,
+                f"messages.{index + 1}: tool_use ids were found without "
+                f"tool_result blocks immediately after: {missing}",
+            )
     return None
 
 

@@ -167,8 +167,11 @@ class GitHubAPI:
             sent = request.get_json(force=True)
             if not isinstance(sent, dict) or not sent.get("body"):
                 return _json({"message": "Validation Failed", "errors": ["body"]}, 422)
-            item: dict[str, Any] = {"id": next(self._ids), "body": sent["body"],
-                                    "user": {"login": "eda-bot"}}  # fmt: skip
+            item: dict[str, Any] = {
+                "id": next(self._ids),
+                "body": sent["body"],
+                "user": {"login": "eda-bot"},
+            }
             if review:
                 item["state"] = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED"}.get(
                     sent.get("event", "COMMENT"), "COMMENTED"

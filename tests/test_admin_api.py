@@ -102,8 +102,10 @@ def test_publish_then_get_and_list(api: FlaskClient, core: Core) -> None:
     fetched = api.get(f"/api/events/{event_id}", headers=AUTH)
     assert fetched.status_code == 200
     assert (fetched.json["type"], fetched.json["source"], fetched.json["status"]) == (
-        "customer.signup", "crm", "pending",
-    )  # fmt: skip
+        "customer.signup",
+        "crm",
+        "pending",
+    )
     assert core.get_event(event_id).event.payload == {"email": "a@example.com"}
     listed = api.get("/api/events?type=customer.signup&since=1h&limit=5", headers=AUTH)
     assert [e["id"] for e in listed.json["events"]] == [event_id]

@@ -23,10 +23,9 @@ def test_a_429_is_transient_with_its_retry_after_and_the_retry_succeeds(
 ) -> None:
     handler = make_agent()
     script = messages_api.script(
-        error(429, "Number of request tokens has exceeded your rate limit.",
-              {"retry-after": "7"}),
+        error(429, "Number of request tokens has exceeded your rate limit.", {"retry-after": "7"}),
         message(text("Handled.")),
-    )  # fmt: skip
+    )
     event = stored_event(core, "alert.triggered", {})
 
     with pytest.raises(TransientError) as raised:

@@ -90,9 +90,10 @@ def test_requests_cache_the_system_prompt_and_offer_only_the_allowed_tools(
     history_schema = request.body["tools"][1]["input_schema"]
     assert history_schema["additionalProperties"] is False
     assert history_schema["properties"]["limit"] == {
-        "type": "integer", "description": "The most events to summarise, from 1 to 1000.",
+        "type": "integer",
+        "description": "The most events to summarise, from 1 to 1000.",
         "default": 20,
-    }  # fmt: skip
+    }
     assert not {"temperature", "top_p", "top_k"} & set(request.body)
     assert request.headers["anthropic-version"] and request.headers["authorization"] == "***"
 
@@ -102,12 +103,20 @@ def test_token_usage_is_summed_over_every_turn(
 ) -> None:
     handler = make_agent(tools=[LOOKUP])
     messages_api.script(
-        message(tool_use("lookup_service", {"service": "a"}), input_tokens=1000,
-                output_tokens=50, cache_creation_input_tokens=800),
-        message(tool_use("lookup_service", {"service": "b"}), input_tokens=1100,
-                output_tokens=40, cache_read_input_tokens=800),
+        message(
+            tool_use("lookup_service", {"service": "a"}),
+            input_tokens=1000,
+            output_tokens=50,
+            cache_creation_input_tokens=800,
+        ),
+        message(
+            tool_use("lookup_service", {"service": "b"}),
+            input_tokens=1100,
+            output_tokens=40,
+            cache_read_input_tokens=800,
+        ),
         message(text("done"), input_tokens=1200, output_tokens=30, cache_read_input_tokens=800),
-    )  # fmt: skip
+    )
 
     outcome = handler(stored_event(core, "alert.triggered", {}))
 
@@ -146,9 +155,13 @@ def test_the_token_budget_ends_the_loop_once_spent(
 ) -> None:
     handler = make_agent(tools=[LOOKUP], token_budget=250)
     script = messages_api.script(
-        *(message(tool_use("lookup_service", {"service": "x"}), input_tokens=100,
-                  output_tokens=20) for _ in range(4))
-    )  # fmt: skip
+        *(
+            message(
+                tool_use("lookup_service", {"service": "x"}), input_tokens=100, output_tokens=20
+            )
+            for _ in range(4)
+        )
+    )
 
     outcome = stopped(handler, stored_event(core, "alert.triggered", {}))
 

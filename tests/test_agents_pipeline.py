@@ -53,11 +53,13 @@ def test_a_callable_filter_by_import_path_skips_what_it_rejects(
 def test_enrichers_add_an_enriched_section_the_model_receives_as_data(
     messages_api: MessagesAPI, make_agent: Any, core: Core
 ) -> None:
-    handler = make_agent(pipeline=[
-        HIGH_SEVERITY,
-        {"name": "owner", "enrich": "tests.agent_stages:owner"},
-        {"name": "recent_alerts", "enrich": "agents.enrichers:recent_events"},
-    ])  # fmt: skip
+    handler = make_agent(
+        pipeline=[
+            HIGH_SEVERITY,
+            {"name": "owner", "enrich": "tests.agent_stages:owner"},
+            {"name": "recent_alerts", "enrich": "agents.enrichers:recent_events"},
+        ]
+    )
     script = messages_api.script(message(text("handled")))
     earlier = stored_event(core, "alert.triggered", {"severity": "high", "service": "checkout"})
     stored_event(core, "deploy.finished", {"service": "checkout"})  # another type: not included

@@ -60,8 +60,11 @@ def test_a_smoke_run_completes_and_writes_every_figure_as_json(tmp_path: Path) -
 
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--json", str(report)],
-        cwd=ROOT, capture_output=True, text=True, timeout=170,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
 
     assert done.returncode == 0, done.stderr[-4000:]
     document = json.loads(report.read_text())
@@ -104,8 +107,11 @@ def test_the_scale_rows_measure_one_and_two_workers_on_the_broker(
 
     done = subprocess.run(
         [sys.executable, "-m", "bench.scale", "--smoke", "--json", str(report), *broker],
-        cwd=ROOT, capture_output=True, text=True, timeout=140,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=140,
+    )
 
     assert done.returncode == 0, done.stderr[-4000:]
     document = json.loads(report.read_text())

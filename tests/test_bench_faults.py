@@ -28,10 +28,23 @@ def test_every_fault_leaves_nothing_unrun_unstored_or_stuck(
     figures = tmp_path / "faults.json"
     broker = ["--broker", bench_broker] if bench_broker else []
     done = subprocess.run(
-        [sys.executable, "-m", "bench.faults", "--short", "--json", str(figures),
-         "--keep", str(tmp_path / "run"), *broker],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bench.faults",
+            "--short",
+            "--json",
+            str(figures),
+            "--keep",
+            str(tmp_path / "run"),
+            *broker,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
     assert figures.exists(), done.stdout[-3000:] + done.stderr[-3000:]
     rows = {row["name"]: row for row in json.loads(figures.read_text())}
     assert set(rows) == {scenario.name for scenario in chosen([], bench_broker)}

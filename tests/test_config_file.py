@@ -65,27 +65,37 @@ def test_anchors_and_merge_keys_read_as_plain_yaml(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "said"),
     [
-        ("title: t\nsteps:\n  - name: a\n  - name: b\n    count: many\n",
-         "5: steps[1] (b).count: must be a whole number, not 'many'"),
-        ("title: t\nsteps:\n  - name: a\n    enabled: 'yes'\n",
-         "4: steps[0] (a).enabled: must be true or false, not 'yes'"),
-        ("title: t\nsteps:\n  - name: a\n    colour: red\n",
-         "4: steps[0] (a).colour: is not a known key "
-         "(expected one of name, enabled, count, retry)"),
+        (
+            "title: t\nsteps:\n  - name: a\n  - name: b\n    count: many\n",
+            "5: steps[1] (b).count: must be a whole number, not 'many'",
+        ),
+        (
+            "title: t\nsteps:\n  - name: a\n    enabled: 'yes'\n",
+            "4: steps[0] (a).enabled: must be true or false, not 'yes'",
+        ),
+        (
+            "title: t\nsteps:\n  - name: a\n    colour: red\n",
+            "4: steps[0] (a).colour: is not a known key "
+            "(expected one of name, enabled, count, retry)",
+        ),
         ("title: t\nsteps:\n  - name: a\n    old: 1\n", "4: steps[0] (a).old: is gone: use new"),
         ("title: t\nsteps:\n  - count: 1\n", "3: steps[0].name: is required"),
         ("steps: []\n", "1: title: is required"),
-        ("title: t\nsteps:\n  - name: a\n    retry:\n      max_retries: -1\n",
-         "5: steps[0] (a).retry.max_retries: must be >= 0"),
-        ("title: t\nsteps:\n  - name: a\n    retry:\n      backof: 1\n",
-         "5: steps[0] (a).retry.backof: is not a known key "
-         "(expected one of max_retries, backoff, backoff_max, jitter, permanent)"),
+        (
+            "title: t\nsteps:\n  - name: a\n    retry:\n      max_retries: -1\n",
+            "5: steps[0] (a).retry.max_retries: must be >= 0",
+        ),
+        (
+            "title: t\nsteps:\n  - name: a\n    retry:\n      backof: 1\n",
+            "5: steps[0] (a).retry.backof: is not a known key "
+            "(expected one of max_retries, backoff, backoff_max, jitter, permanent)",
+        ),
         ("title: t\ntitle: u\n", "2: is not valid YAML: key 'title' is given twice"),
         ("title: t\n? [a]\n: b\n", "2: is not valid YAML: key ['a'] is not text (quote it)"),
         ("title: [\n", "2: is not valid YAML: expected the node content, but found '<stream end>'"),
         ("", "1: must be a mapping of keys to values, not None"),
     ],
-)  # fmt: skip
+)
 def test_a_mistake_is_told_as_file_line_entry_field_and_why(
     tmp_path: Path, text: str, said: str
 ) -> None:

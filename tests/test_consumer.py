@@ -43,8 +43,9 @@ def test_the_workers_task_events_leave_together_and_none_is_dropped(
 
     live.dispatch_many(events)
 
-    task_ids = {settled(live, e.id, "tests.handlers:succeed", "succeeded")["task_id"]
-                for e in events}  # fmt: skip
+    task_ids = {
+        settled(live, e.id, "tests.handlers:succeed", "succeeded")["task_id"] for e in events
+    }
     seen: dict[str, set[str]] = defaultdict(set)
     carriers = 0
     deadline = time.monotonic() + 10 * EVENT_FLUSH_INTERVAL + 1
@@ -52,8 +53,9 @@ def test_the_workers_task_events_leave_together_and_none_is_dropped(
         message = monitor.get_message(timeout=0.1)
         if not message or message["type"] != "pmessage":
             continue
-        ours = [e for e in events_in(message) if e.get("uuid") in task_ids
-                and e["type"] in WORKER_SIDE]  # fmt: skip
+        ours = [
+            e for e in events_in(message) if e.get("uuid") in task_ids and e["type"] in WORKER_SIDE
+        ]
         for sent in ours:
             seen[sent["uuid"]].add(sent["type"])
         carriers += bool(ours)

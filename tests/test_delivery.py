@@ -55,8 +55,14 @@ def test_transient_failures_are_retried_with_backoff_until_success(
     record = settled(live, event_id, "tests.handlers:flaky", "succeeded")
 
     assert statuses(record) == [
-        "queued", "running", "retrying", "running", "retrying", "running", "succeeded",
-    ]  # fmt: skip
+        "queued",
+        "running",
+        "retrying",
+        "running",
+        "retrying",
+        "running",
+        "succeeded",
+    ]
     assert record["attempts"] == 3
     assert record["outcome"] == {"attempt": 3}
     (run,) = record["runs"]

@@ -121,12 +121,14 @@ def test_a_traced_events_message_carries_its_trace_context(
     url, broker = idle_redis_broker
     enqueuer = CeleryEnqueuer(app, url)
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    traced = Event.create(type="thing.traced", source="test", payload={},
-                          attributes={"traceparent": traceparent})  # fmt: skip
+    traced = Event.create(
+        type="thing.traced", source="test", payload={}, attributes={"traceparent": traceparent}
+    )
     plain = Event.create(type="thing.plain", source="test", payload={})
 
-    enqueuer.deliver_many([(traced, "tests.handlers:succeed", "traced"),
-                           (plain, "tests.handlers:succeed", "plain")])  # fmt: skip
+    enqueuer.deliver_many(
+        [(traced, "tests.handlers:succeed", "traced"), (plain, "tests.handlers:succeed", "plain")]
+    )
 
     queued = lane_messages(broker)
     kwargs = {m["headers"]["id"]: json.loads(base64.b64decode(m["body"]))[1] for m in queued}

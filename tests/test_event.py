@@ -45,9 +45,22 @@ def test_dotted_lower_case_types_are_accepted(event_type: str) -> None:
 
 @pytest.mark.parametrize(
     "event_type",
-    ["alert", "Alert.triggered", "alert.Triggered", "alert..x", ".alert", "alert.", "1alert.x",
-     "alert triggered.x", "alert.trig-gered", "alert.*", "alert:x.y", "alert.x\n", ""],
-)  # fmt: skip
+    [
+        "alert",
+        "Alert.triggered",
+        "alert.Triggered",
+        "alert..x",
+        ".alert",
+        "alert.",
+        "1alert.x",
+        "alert triggered.x",
+        "alert.trig-gered",
+        "alert.*",
+        "alert:x.y",
+        "alert.x\n",
+        "",
+    ],
+)
 def test_types_that_are_not_dotted_lower_case_words_are_refused(event_type: str) -> None:
     error = invalid(type=event_type)
     assert error.field == "type"
@@ -249,12 +262,20 @@ def test_ingesting_without_keeping_the_id_keeps_it_as_the_origin_id() -> None:
 
 def test_every_attribute_and_binary_data_survive_a_cloudevent_round_trip() -> None:
     sent = {
-        "specversion": "1.0", "id": "sender-1", "source": "/sensors/7", "type": "file.uploaded",
-        "time": "2026-02-03T04:05:06Z", "datacontenttype": "application/pdf",
-        "dataschema": "https://example.com/schema", "traceparent": "00-abc-def-01",
-        "tracestate": "k=v", "region": "eu", "priority": 3, "sampled": True,
+        "specversion": "1.0",
+        "id": "sender-1",
+        "source": "/sensors/7",
+        "type": "file.uploaded",
+        "time": "2026-02-03T04:05:06Z",
+        "datacontenttype": "application/pdf",
+        "dataschema": "https://example.com/schema",
+        "traceparent": "00-abc-def-01",
+        "tracestate": "k=v",
+        "region": "eu",
+        "priority": 3,
+        "sampled": True,
         "data_base64": "JVBERi0xLjQK",
-    }  # fmt: skip
+    }
     event = Event.from_cloudevent(sent, keep_id=False, dedupe_key="events:ce:x")
     assert (event.payload, event.payload_encoding) == ("JVBERi0xLjQK", "base64")
     back = event.to_cloudevent()
@@ -303,13 +324,17 @@ BASE = {"specversion": "1.0", "id": "e-1", "source": "s", "type": "a.b"}
             ("data_base64", "must be base64 text"),
         ),
         ({**BASE, "time": "2026-01-01T00:00:00"}, ("time", "must carry a time zone (RFC 3339)")),
-        ({**BASE, "type": "NotDotted"}, ("type", "'NotDotted' is not dotted lower-case words "
-                                                 "such as 'alert.triggered'")),
+        (
+            {**BASE, "type": "NotDotted"},
+            ("type", "'NotDotted' is not dotted lower-case words such as 'alert.triggered'"),
+        ),
         ({**BASE, "subject": ""}, ("subject", "must not be empty")),
-        ({**BASE, "correlationid": "x" * 300}, ("correlation_id",
-                                                "is 300 characters, at most 256 allowed")),
+        (
+            {**BASE, "correlationid": "x" * 300},
+            ("correlation_id", "is 300 characters, at most 256 allowed"),
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_malformed_cloudevent_is_invalid_input_naming_the_attribute(
     cloudevent: Any, expected: tuple[str, str]
 ) -> None:

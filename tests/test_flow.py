@@ -124,10 +124,11 @@ def test_debounce_turns_a_burst_into_one_delivery_of_the_newest_event(
     handler = "tests.handlers:succeed"
     first = datetime.now(UTC)
     burst = [
-        Event.create(type=event_type, source="t", payload={"pr": 7},
-                     time=first + timedelta(milliseconds=n))
+        Event.create(
+            type=event_type, source="t", payload={"pr": 7}, time=first + timedelta(milliseconds=n)
+        )
         for n in range(5)
-    ]  # fmt: skip
+    ]
     for event in burst:
         live.store.publish(event)
     # One hand-over, as a burst reaches the relay: the deliveries meet within the period
@@ -312,8 +313,10 @@ def test_a_slot_whose_lease_ran_out_goes_to_a_parked_delivery_at_the_next_tick(
     )
     handler, group = "tests.handlers:concurrent_probe", uuid.uuid4().hex  # a scope of its own
     event_type = unique_type("lease", "flowkey")  # at most 2 at once per group
-    events = [Event.create(type=event_type, source="t", payload={"probe": group, "group": group})
-              for _ in range(3)]  # fmt: skip
+    events = [
+        Event.create(type=event_type, source="t", payload={"probe": group, "group": group})
+        for _ in range(3)
+    ]
     for event in events:
         core.store.publish(event)
     for event in events[:2]:  # two workers take the slots, and die without giving them back

@@ -62,8 +62,9 @@ class Held:
         }
         loaded = load({**os.environ, **FAST, **self.env})
         registry, found = tasks.handlers(loaded)
-        self.core = Core(loaded, enqueuer=CeleryEnqueuer(tasks.app, broker), routes=found,
-                         handlers=registry)  # fmt: skip
+        self.core = Core(
+            loaded, enqueuer=CeleryEnqueuer(tasks.app, broker), routes=found, handlers=registry
+        )
         self.worker: Worker | None = None
         self.starts = 0
 
@@ -176,9 +177,16 @@ def test_a_held_delivery_the_broker_refuses_is_held_again_with_its_flow_state(
     start(steps, event.event_id, handler)
     # A retry held until now, carrying what a debounce it passed hands its next pass.
     steps.apply(
-        Change(event.event_id, handler, "finish", Status.RETRYING, "failed", task_id="t1",
-               options={"attempt": 1, **held_until(0.0, {"debounced": True})})
-    )  # fmt: skip
+        Change(
+            event.event_id,
+            handler,
+            "finish",
+            Status.RETRYING,
+            "failed",
+            task_id="t1",
+            options={"attempt": 1, **held_until(0.0, {"debounced": True})},
+        )
+    )
 
     assert refused.send_held() == 0  # the broker is unreachable
 

@@ -37,8 +37,15 @@ client.messages.create(model="claude-haiku-5-5", max_tokens=16,
 def test_at_debug_the_model_sdk_never_logs_a_request_body(messages_api: MessagesAPI) -> None:
     messages_api.script(message(text("ok")))
     env = {**os.environ, "ANTHROPIC_LOG": "debug", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", PROGRAM], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert "our own debug line" in done.stderr
     assert len(messages_api.requests) == 1  # the request was made, with the marker in it
     assert MARKER not in done.stderr + done.stdout

@@ -262,8 +262,9 @@ def test_every_tool_of_gantz_yaml_works_against_a_real_store_and_worker(
         return json.loads(text_of(result))
 
     async def session(client: mcp.Client) -> str:
-        await call(client, "subscribe_events", event_types=event_type,
-                   handler_id="tests.handlers:flaky")  # fmt: skip
+        await call(
+            client, "subscribe_events", event_types=event_type, handler_id="tests.handlers:flaky"
+        )
         payload = json.dumps({"fail_times": 1, "mode": "permanent"})
         published = await call(client, "publish_event", event_type=event_type, payload=payload)
         event_id = published["id"]
@@ -338,12 +339,17 @@ def test_a_real_stdio_subprocess_lists_and_calls_tools(core: Core, tmp_path: Pat
 
 def test_a_malformed_gantz_yaml_stops_the_server_at_start(tmp_path: Path) -> None:
     path = tmp_path / "gantz.yaml"
-    path.write_text("tools:\n  - name: t\n    description: d\n    script: {command: x}\n"
-                    "    parameters: [{name: when, type: date}]\n")  # fmt: skip
+    path.write_text(
+        "tools:\n  - name: t\n    description: d\n    script: {command: x}\n"
+        "    parameters: [{name: when, type: date}]\n"
+    )
     started = subprocess.run(
         [sys.executable, "-m", "scripts.mcp_server", "--gantz", str(path)],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert started.returncode == 2
     assert started.stderr.strip() == (
         f"error: {path}:5: tools[0] (t).parameters[0] (when).type: "
@@ -365,8 +371,10 @@ def running_http(core: Core, host: str = "127.0.0.1", token: str | None = TOKEN)
     command = ["-m", "scripts.mcp_server", "--transport", "http", "--host", host]
     process = subprocess.Popen(
         [sys.executable, *command, "--port", str(port)],
-        env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         _wait_for_port(host, port, process)
         yield port
@@ -518,8 +526,12 @@ def test_no_token_on_a_public_address_refuses_to_start(core: Core) -> None:
     command = ["-m", "scripts.mcp_server", "--transport", "http", "--host", ALL_INTERFACES]
     started = subprocess.run(
         [sys.executable, *command],
-        env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert started.returncode == 2
     assert len(started.stderr.strip().splitlines()) == 1
     assert "without a token" in started.stderr
@@ -567,12 +579,13 @@ def test_default_history_over_stdio_of_a_hundred_agent_handled_events_fits_a_con
         event_id = core.publish("customer.signup", {"customer": f"c{n}"}, "stripe").event_id
         queue(core.deliveries, event_id, "CustomerAgent")
         start(core.deliveries, event_id, "CustomerAgent")
-        finish(core.deliveries, event_id, "CustomerAgent", Status.SUCCEEDED,
-               outcome=AGENT_OUTCOME)  # fmt: skip
+        finish(core.deliveries, event_id, "CustomerAgent", Status.SUCCEEDED, outcome=AGENT_OUTCOME)
     parameters = StdioServerParameters(
-        command=sys.executable, args=["-m", "scripts.mcp_server"], env=store_env(core),
+        command=sys.executable,
+        args=["-m", "scripts.mcp_server"],
+        env=store_env(core),
         cwd=str(ROOT),
-    )  # fmt: skip
+    )
 
     async def main() -> Any:
         async with mcp.Client(parameters) as client:

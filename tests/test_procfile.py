@@ -49,9 +49,15 @@ def running(
     """``command`` as a process of its own session, stopped (and reaped) at the end with every
     process it started: gunicorn's workers, or gunicorn itself under a shell."""
     with log.open("wb") as output:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                   stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             yield process
         finally:
@@ -87,9 +93,15 @@ def test_flower_refuses_to_start_without_a_login(login: str | None) -> None:
     if login is not None:
         env["FLOWER_BASIC_AUTH"] = login
     env["EDA_FLOWER_PORT"] = str(free_port())
-    done = subprocess.run(procfile_line("flower", env),
-                          env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    done = subprocess.run(
+        procfile_line("flower", env),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "FLOWER_BASIC_AUTH" in done.stderr
@@ -246,9 +258,14 @@ def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
 ) -> None:
     port = free_port()
     secret = "procfile web test secret"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDA_PREFIX": prefix,
-           "GITHUB_WEBHOOK_SECRET": secret, "EDA_WEB_PORT": str(port),
-           "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml")}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "EDA_PREFIX": prefix,
+        "GITHUB_WEBHOOK_SECRET": secret,
+        "EDA_WEB_PORT": str(port),
+        "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml"),
+    }
     with serving_web(env, tmp_path / "web.log") as url:
         connected, done = threading.Barrier(SLOW_CLIENTS + 1), threading.Event()
         slow = [
@@ -262,9 +279,12 @@ def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
             timings = []
             for n in range(20):
                 body = f'{{"ref": "refs/heads/slow-{n}"}}'.encode()
-                headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": f"slow-{n}",
-                           "X-Hub-Signature-256": github_signature(secret, body),
-                           "Content-Type": "application/json"}  # fmt: skip
+                headers = {
+                    "X-GitHub-Event": "push",
+                    "X-GitHub-Delivery": f"slow-{n}",
+                    "X-Hub-Signature-256": github_signature(secret, body),
+                    "Content-Type": "application/json",
+                }
                 started = time.monotonic()
                 health = _status(f"{url}/healthz", timeout=PROMPT)
                 stored = http("POST", f"{url}/webhooks/github", body, headers, timeout=PROMPT)[0]
@@ -300,15 +320,23 @@ def test_web_refuses_a_chunked_body_over_the_limit_with_413_and_stores_nothing(
     tmp_path: Path, core: Core, prefix: str
 ) -> None:
     secret = "procfile web test secret"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDA_PREFIX": prefix,
-           "GITHUB_WEBHOOK_SECRET": secret, "EDA_WEB_PORT": str(free_port()),
-           "EDA_WEBHOOK_MAX_BODY_BYTES": str(LIMIT),
-           "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml")}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "EDA_PREFIX": prefix,
+        "GITHUB_WEBHOOK_SECRET": secret,
+        "EDA_WEB_PORT": str(free_port()),
+        "EDA_WEBHOOK_MAX_BODY_BYTES": str(LIMIT),
+        "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml"),
+    }
 
     def signed(body: bytes, delivery: str) -> dict[str, str]:
-        return {"X-GitHub-Event": "push", "X-GitHub-Delivery": delivery,
-                "X-Hub-Signature-256": github_signature(secret, body),
-                "Content-Type": "application/json"}  # fmt: skip
+        return {
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": github_signature(secret, body),
+            "Content-Type": "application/json",
+        }
 
     small = b'{"ref": "refs/heads/main"}'
     big = b'{"ref": "refs/heads/main", "pad": "' + b"x" * LIMIT + b'"}'
@@ -338,8 +366,14 @@ def web_in_a_shell(tmp_path: Path, prefix: str, url: str, **variables: str) -> I
         if raw.startswith("web:")
     )
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "PYTHONPATH": str(ROOT), "EDA_PREFIX": prefix,
-           "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml"), **variables}  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": path,
+        "PYTHONPATH": str(ROOT),
+        "EDA_PREFIX": prefix,
+        "EDA_ROUTES": str(ROOT / "tests" / "routes.yaml"),
+        **variables,
+    }
     with running(["/bin/sh", "-c", line.strip()], env, tmp_path / "web.log") as process:
 
         def up() -> bool:

@@ -209,8 +209,13 @@ def shared_parent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def as_nobody(*command: str) -> subprocess.CompletedProcess[str]:
     """Run a command as the unprivileged user ``nobody``."""
-    return subprocess.run(["runuser", "-u", "nobody", "--", *command],
-                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    return subprocess.run(
+        ["runuser", "-u", "nobody", "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_the_data_folder_and_every_file_in_it_are_the_users_alone(shared_parent: Path) -> None:

@@ -75,40 +75,82 @@ def test_a_route_carries_its_retry_policy_and_permanent_adds_to_it(tmp_path: Pat
 @pytest.mark.parametrize(
     ("text", "field", "reason"),
     [
-        ("routes:\n  - events: a.b\n    handler: Nobody\n",
-         "3: routes[0] (Nobody).handler", "unknown handler 'Nobody'"),
-        ("routes:\n  - events: a.b\n    handler: Known\n  - events: 'A.B'\n    handler: Known\n",
-         "4: routes[1] (Known).events", "'A.B' is not an event-type pattern"),
-        ("routes:\n  - events: [a.b, 'B']\n    handler: Known\n",
-         "2: routes[0] (Known).events[1]", "'B' is not an event-type pattern"),
-        ("routes:\n  - events: []\n    handler: Known\n",
-         "2: routes[0] (Known).events", "a pattern or a list of patterns"),
+        (
+            "routes:\n  - events: a.b\n    handler: Nobody\n",
+            "3: routes[0] (Nobody).handler",
+            "unknown handler 'Nobody'",
+        ),
+        (
+            "routes:\n  - events: a.b\n    handler: Known\n  - events: 'A.B'\n    handler: Known\n",
+            "4: routes[1] (Known).events",
+            "'A.B' is not an event-type pattern",
+        ),
+        (
+            "routes:\n  - events: [a.b, 'B']\n    handler: Known\n",
+            "2: routes[0] (Known).events[1]",
+            "'B' is not an event-type pattern",
+        ),
+        (
+            "routes:\n  - events: []\n    handler: Known\n",
+            "2: routes[0] (Known).events",
+            "a pattern or a list of patterns",
+        ),
         ("routes:\n  - handler: Known\n", "2: routes[0] (Known).events", "is required"),
-        ("routes:\n  - events: a.b\n    handler: Known\n    when: {x: {near: 1}}\n",
-         "4: routes[0] (Known).when.x", "unknown condition 'near'"),
-        ("routes:\n  - events: a.b\n    handler: Known\n    when: {x: {gt: high}}\n",
-         "4: routes[0] (Known).when.x.gt", "expects a number"),
-        ("routes:\n  - events: a.b\n    handler: Known\n    when: [x]\n",
-         "4: routes[0] (Known).when", "must map payload fields to conditions"),
-        ("routes:\n  - events: a.b\n    handler: Known\n    colour: red\n",
-         "4: routes[0] (Known).colour", "is not a known key"),
-        ("routes:\n  - events: a.b\n    handler: Known\n    permanent: KeyError\n",
-         "4: routes[0] (Known).permanent", "must be a list"),
-        ("routes:\n  - events: a.b\n    handler: Known\n  - events: c.d\n    handler: Other\n"
-         "    retry:\n      max_retries: -1\n",
-         "7: routes[1] (Other).retry.max_retries", "must be >= 0"),
-        ("routes:\n  - events: a.b\n    handler: Known\n    retry: {max_retry: 1}\n",
-         "4: routes[0] (Known).retry.max_retry", "is not a known key"),
-        ("routes:\n  - events: a.b\n    handler: Known\n    retry: {jitter: 'yes'}\n",
-         "4: routes[0] (Known).retry.jitter", "must be true or false"),
-        ("routes:\n  - events: a.b\n    handler: Known\n    retry: {permanent: [1]}\n",
-         "4: routes[0] (Known).retry.permanent[0]", "must be a string"),
+        (
+            "routes:\n  - events: a.b\n    handler: Known\n    when: {x: {near: 1}}\n",
+            "4: routes[0] (Known).when.x",
+            "unknown condition 'near'",
+        ),
+        (
+            "routes:\n  - events: a.b\n    handler: Known\n    when: {x: {gt: high}}\n",
+            "4: routes[0] (Known).when.x.gt",
+            "expects a number",
+        ),
+        (
+            "routes:\n  - events: a.b\n    handler: Known\n    when: [x]\n",
+            "4: routes[0] (Known).when",
+            "must map payload fields to conditions",
+        ),
+        (
+            "routes:\n  - events: a.b\n    handler: Known\n    colour: red\n",
+            "4: routes[0] (Known).colour",
+            "is not a known key",
+        ),
+        (
+            "routes:\n  - events: a.b\n    handler: Known\n    permanent: KeyError\n",
+            "4: routes[0] (Known).permanent",
+            "must be a list",
+        ),
+        (
+            "routes:\n  - events: a.b\n    handler: Known\n  - events: c.d\n    handler: Other\n"
+            "    retry:\n      max_retries: -1\n",
+            "7: routes[1] (Other).retry.max_retries",
+            "must be >= 0",
+        ),
+        (
+            "routes:\n  - events: a.b\n    handler: Known\n    retry: {max_retry: 1}\n",
+            "4: routes[0] (Known).retry.max_retry",
+            "is not a known key",
+        ),
+        (
+            "routes:\n  - events: a.b\n    handler: Known\n    retry: {jitter: 'yes'}\n",
+            "4: routes[0] (Known).retry.jitter",
+            "must be true or false",
+        ),
+        (
+            "routes:\n  - events: a.b\n    handler: Known\n    retry: {permanent: [1]}\n",
+            "4: routes[0] (Known).retry.permanent[0]",
+            "must be a string",
+        ),
         ("routes: {}\n", "1: routes", "must be a list"),
         ("- a\n", "1", "must be a mapping"),
-        ("routes:\n  - events: a.b\n    handler: Known\n    handler: Other\n",
-         "4", "'handler' is given twice"),
+        (
+            "routes:\n  - events: a.b\n    handler: Known\n    handler: Other\n",
+            "4",
+            "'handler' is given twice",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_routes_file_names_the_file_the_line_the_route_and_the_field(
     tmp_path: Path, text: str, field: str, reason: str
 ) -> None:

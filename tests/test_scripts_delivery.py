@@ -36,10 +36,14 @@ def script(live_settings: Settings, worker: Any) -> Any:
     ) -> Outcome:
         result = subprocess.run(
             [sys.executable, f"scripts/{name}", *args],
-            cwd=ROOT, env={**environment, **(env or {})}, input=stdin, capture_output=True,
-            text=True, timeout=30,
+            cwd=ROOT,
+            env={**environment, **(env or {})},
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=30,
             stdin=subprocess.DEVNULL if stdin is None else None,
-        )  # fmt: skip
+        )
         return Outcome(result.returncode, result.stdout, result.stderr)
 
     return run

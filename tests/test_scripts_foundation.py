@@ -178,9 +178,12 @@ def test_publish_reads_the_payload_from_stdin_and_prints_the_stored_event(
 @pytest.mark.parametrize("tty", [False, True], ids=["stdin empty", "stdin a terminal"])
 def test_publish_falls_back_to_gantz_arg_payload(run: Runner, tty: bool) -> None:
     outcome = run(
-        "publish_event.py", "code.pushed", "github",
-        tty=tty, env={"GANTZ_ARG_PAYLOAD": '{"ref": "main"}'},
-    )  # fmt: skip
+        "publish_event.py",
+        "code.pushed",
+        "github",
+        tty=tty,
+        env={"GANTZ_ARG_PAYLOAD": '{"ref": "main"}'},
+    )
     assert outcome.answer["payload"] == {"ref": "main"}
 
 
@@ -261,9 +264,13 @@ def test_get_events_lists_summaries_newest_first(run: Runner, store: EventStore)
     page = run("get_events.py", "{{event_type}}", "{{since}}", "{{limit}}", "{{cursor}}").answer
     assert [e["id"] for e in page["events"]] == [third.id, second.id, first.id]
     assert page["events"][0] == {
-        "id": third.id, "type": "alert.triggered", "source": "tests",
-        "time": third.timestamp, "status": "pending", "handlers": {},
-    }  # fmt: skip
+        "id": third.id,
+        "type": "alert.triggered",
+        "source": "tests",
+        "time": third.timestamp,
+        "status": "pending",
+        "handlers": {},
+    }
     assert page["next_cursor"] is None
 
     alerts = run("get_events.py", "alert.triggered", "", "").answer["events"]
@@ -443,9 +450,14 @@ def call_as_gantz(
     command = shutil.which(script["command"], path=CLEAN_PATH)
     assert command is not None, f"{script['command']} is not on {CLEAN_PATH}"
     result = subprocess.run(
-        [command, *args], cwd=root, env={**env, **exported, "PATH": CLEAN_PATH},
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [command, *args],
+        cwd=root,
+        env={**env, **exported, "PATH": CLEAN_PATH},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return Outcome(result.returncode, result.stdout, result.stderr)
 
 
@@ -493,9 +505,12 @@ def test_without_the_project_environment_a_tool_fails_with_one_clear_line(
     for name in ("launch.py", "publish_event.py"):
         shutil.copy(ROOT / "scripts" / name, tmp_path / "scripts" / name)
     outcome = call_as_gantz(
-        gantz, "publish_event", {"event_type": "alert.triggered", "payload": "{}"},
-        script_env, root=tmp_path,
-    )  # fmt: skip
+        gantz,
+        "publish_event",
+        {"event_type": "alert.triggered", "payload": "{}"},
+        script_env,
+        root=tmp_path,
+    )
     error = outcome.error(1)
     assert error["error"] == "environment"
     assert "cannot import 'eda'" in error["message"] and "dev.py up" in error["message"]

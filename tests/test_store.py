@@ -482,8 +482,9 @@ def test_many_events_are_marked_dispatched_together(
     store: EventStore, client: redis.Redis, prefix: str
 ) -> None:
     routed, unrouted = published(store), published(store)
-    store.mark_dispatched_many([(routed.id, None), (unrouted.id, "unrouted"),
-                                ("no-such-event", None)], "no route matches")  # fmt: skip
+    store.mark_dispatched_many(
+        [(routed.id, None), (unrouted.id, "unrouted"), ("no-such-event", None)], "no route matches"
+    )
     assert client.zcard(Keys(prefix).pending) == 0
     assert store.get(routed.id).status == "pending"  # its deliveries will say
     assert (store.get(unrouted.id).status, store.get(unrouted.id).event.id) == (

@@ -21,8 +21,15 @@ print(logging.getLogger().level, *(logging.getLogger(n).level for n in tasks.PER
 
 def run(level: str) -> list[int]:
     env = {**os.environ, "EDA_LOG_LEVEL": level, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", PROGRAM], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     return [int(x) for x in done.stdout.split()]
 
 

@@ -196,53 +196,114 @@ BROKEN = [
     ("tols: []", "tols", "not a known key"),
     ("name: x", "tools", "is required"),
     ("tools: [{description: d, script: {command: x}}]", "tools[0].name", "is required"),
-    ("tools: [{name: 'a b', description: d, script: {command: x}}]", "tools[0] (a b).name",
-     "letters"),
+    (
+        "tools: [{name: 'a b', description: d, script: {command: x}}]",
+        "tools[0] (a b).name",
+        "letters",
+    ),
     ("tools: [{name: t, script: {command: x}}]", "tools[0] (t).description", "is required"),
     ("tools: [{name: t, description: d}]", "tools[0] (t).script", "is required"),
-    ("tools: [{name: t, description: d, script: {command: x}, scripts: 1}]",
-     "tools[0] (t).scripts", "not a known key"),
-    ("tools: [{name: t, description: d, script: {args: [a]}}]",
-     "tools[0] (t).script.command", "is required"),
-    ("tools: [{name: t, description: d, script: {command: x, args: [1]}}]",
-     "tools[0] (t).script.args[0]", "must be a string (quote numbers)"),
-    ("tools: [{name: t, description: d, script: {command: x, args: a}}]",
-     "tools[0] (t).script.args", "list of strings"),
-    ("tools: [{name: t, description: d, script: {command: x, timeout: soon}}]",
-     "tools[0] (t).script.timeout", "duration"),
-    ("tools: [{name: t, description: d, script: {command: x, timeout: 0}}]",
-     "tools[0] (t).script.timeout", "duration"),
-    ("tools: [{name: t, description: d, script: {shell: 'echo {{a}}'}}]",
-     "tools[0] (t).script.shell", "not supported"),
-    ("tools: [{name: t, description: d, script: {command: x}, http: {url: 'http://h'}}]",
-     "tools[0] (t).http", "not both"),
-    ("tools: [{name: t, description: d, http: {url: 'ftp://h'}}]",
-     "tools[0] (t).http.url", "http"),
-    ("tools: [{name: t, description: d, http: {url: 'http://h', method: BREW}}]",
-     "tools[0] (t).http.method", "not one of"),
-    ("tools: [{name: t, description: d, parameters: [{name: p, type: array}], "
-     "script: {command: x}}]", "tools[0] (t).parameters[0] (p).type", "not one of"),
-    ("tools: [{name: t, description: d, parameters: [{name: p}], script: {command: x}}]",
-     "tools[0] (t).parameters[0] (p).type", "is required"),
-    ("tools: [{name: t, description: d, parameters: [{type: string}], script: {command: x}}]",
-     "tools[0] (t).parameters[0].name", "is required"),
-    ("tools: [{name: t, description: d, parameters: [{name: p, type: string, requird: true}], "
-     "script: {command: x}}]", "tools[0] (t).parameters[0] (p).requird", "not a known key"),
-    ("tools: [{name: t, description: d, parameters: [{name: p, type: string, required: 'yes'}],"
-     " script: {command: x}}]", "tools[0] (t).parameters[0] (p).required", "true or false"),
-    ("tools: [{name: t, description: d, parameters: [{name: p, type: integer, default: many}], "
-     "script: {command: x}}]", "tools[0] (t).parameters[0] (p).default", "not a valid integer"),
-    ("tools: [{name: t, description: d, parameters: [{name: p, type: string}, "
-     "{name: p, type: string}], script: {command: x}}]",
-     "tools[0] (t).parameters[1] (p).name", "used twice"),
-    ("tools: [{name: t, description: d, script: {command: x}}, "
-     "{name: t, description: e, script: {command: y}}]", "tools[1] (t).name", "used twice"),
-    ("tools: [{name: t, description: d, environment: [A], script: {command: x}}]",
-     "tools[0] (t).environment", "mapping"),
+    (
+        "tools: [{name: t, description: d, script: {command: x}, scripts: 1}]",
+        "tools[0] (t).scripts",
+        "not a known key",
+    ),
+    (
+        "tools: [{name: t, description: d, script: {args: [a]}}]",
+        "tools[0] (t).script.command",
+        "is required",
+    ),
+    (
+        "tools: [{name: t, description: d, script: {command: x, args: [1]}}]",
+        "tools[0] (t).script.args[0]",
+        "must be a string (quote numbers)",
+    ),
+    (
+        "tools: [{name: t, description: d, script: {command: x, args: a}}]",
+        "tools[0] (t).script.args",
+        "list of strings",
+    ),
+    (
+        "tools: [{name: t, description: d, script: {command: x, timeout: soon}}]",
+        "tools[0] (t).script.timeout",
+        "duration",
+    ),
+    (
+        "tools: [{name: t, description: d, script: {command: x, timeout: 0}}]",
+        "tools[0] (t).script.timeout",
+        "duration",
+    ),
+    (
+        "tools: [{name: t, description: d, script: {shell: 'echo {{a}}'}}]",
+        "tools[0] (t).script.shell",
+        "not supported",
+    ),
+    (
+        "tools: [{name: t, description: d, script: {command: x}, http: {url: 'http://h'}}]",
+        "tools[0] (t).http",
+        "not both",
+    ),
+    ("tools: [{name: t, description: d, http: {url: 'ftp://h'}}]", "tools[0] (t).http.url", "http"),
+    (
+        "tools: [{name: t, description: d, http: {url: 'http://h', method: BREW}}]",
+        "tools[0] (t).http.method",
+        "not one of",
+    ),
+    (
+        "tools: [{name: t, description: d, parameters: [{name: p, type: array}], "
+        "script: {command: x}}]",
+        "tools[0] (t).parameters[0] (p).type",
+        "not one of",
+    ),
+    (
+        "tools: [{name: t, description: d, parameters: [{name: p}], script: {command: x}}]",
+        "tools[0] (t).parameters[0] (p).type",
+        "is required",
+    ),
+    (
+        "tools: [{name: t, description: d, parameters: [{type: string}], script: {command: x}}]",
+        "tools[0] (t).parameters[0].name",
+        "is required",
+    ),
+    (
+        "tools: [{name: t, description: d, parameters: [{name: p, type: string, requird: true}], "
+        "script: {command: x}}]",
+        "tools[0] (t).parameters[0] (p).requird",
+        "not a known key",
+    ),
+    (
+        "tools: [{name: t, description: d, parameters: [{name: p, type: string, required: 'yes'}],"
+        " script: {command: x}}]",
+        "tools[0] (t).parameters[0] (p).required",
+        "true or false",
+    ),
+    (
+        "tools: [{name: t, description: d, parameters: [{name: p, type: integer, default: many}], "
+        "script: {command: x}}]",
+        "tools[0] (t).parameters[0] (p).default",
+        "not a valid integer",
+    ),
+    (
+        "tools: [{name: t, description: d, parameters: [{name: p, type: string}, "
+        "{name: p, type: string}], script: {command: x}}]",
+        "tools[0] (t).parameters[1] (p).name",
+        "used twice",
+    ),
+    (
+        "tools: [{name: t, description: d, script: {command: x}}, "
+        "{name: t, description: e, script: {command: y}}]",
+        "tools[1] (t).name",
+        "used twice",
+    ),
+    (
+        "tools: [{name: t, description: d, environment: [A], script: {command: x}}]",
+        "tools[0] (t).environment",
+        "mapping",
+    ),
     ("tools: []\ntools: []", "", "given twice"),
     ("tools: [unclosed", "", "not valid YAML"),
     ("- just a list", "", "mapping"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("text", "field", "reason"), BROKEN)

@@ -303,8 +303,13 @@ def test_an_agents_model_turns_tool_call_and_published_event_continue_the_webhoo
         message(text("Published the follow-up."), input_tokens=400, output_tokens=10),
         match=happened,
     )
-    cloudevent = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "monitoring",
-                  "type": happened, "data": {"note": SECRET_WORDS}}  # fmt: skip
+    cloudevent = {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "monitoring",
+        "type": happened,
+        "data": {"note": SECRET_WORDS},
+    }
     response = app_client(core).post(
         "/events",
         data=json.dumps(cloudevent),

@@ -73,10 +73,21 @@ def test_up_runs_every_process_sends_the_demo_and_stops_cleanly_on_ctrl_c(
         "PATH": "/usr/local/bin:/usr/bin:/bin",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "scripts.up", "--web-port", str(web_port),
-         "--flower-port", str(flower_port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "scripts.up",
+            "--web-port",
+            str(web_port),
+            "--flower-port",
+            str(flower_port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output: list[str] = []
     try:
         assert process.stdout is not None
@@ -97,9 +108,11 @@ def test_up_runs_every_process_sends_the_demo_and_stops_cleanly_on_ctrl_c(
                 fetch(f"{web}/api/events/{event['id']}", f"Bearer {token}")
             )
         assert sorted((t, len(e)) for t, e in by_type.items()) == [
-            ("alert.triggered", 2), ("code.pushed", 1), ("demo.failure", 1),
+            ("alert.triggered", 2),
+            ("code.pushed", 1),
+            ("demo.failure", 1),
             ("payment.failed", 1),
-        ]  # fmt: skip
+        ]
         alerts = {e["payload"]["severity"]: e["deliveries"][0] for e in by_type["alert.triggered"]}
         assert alerts["critical"]["status"] == "succeeded"
         assert alerts["critical"]["outcome"]["backend"] == "dry_run"

@@ -228,10 +228,14 @@ def test_binary_data_is_kept_as_base64_with_its_content_type(
     events_app: FlaskClient, core: Core
 ) -> None:
     event = CloudEvent(
-        attributes={"id": "bin", "type": "file.uploaded", "source": "s",
-                    "datacontenttype": "application/octet-stream"},
+        attributes={
+            "id": "bin",
+            "type": "file.uploaded",
+            "source": "s",
+            "datacontenttype": "application/octet-stream",
+        },
         data=b"\x00\x01\x02",
-    )  # fmt: skip
+    )
     for mode, message_id in ((to_structured, "m-s"), (to_binary, "m-b")):
         response = send(events_app, mode(event, JSONFormat()), message_id=message_id)
         assert response.status_code == 202, response.json
@@ -244,10 +248,14 @@ def test_binary_data_is_kept_as_base64_with_its_content_type(
 def test_xml_data_is_kept_as_text(events_app: FlaskClient, core: Core) -> None:
     xml = "<order id='7'>ü</order>"
     event = CloudEvent(
-        attributes={"id": "x-1", "type": "order.placed", "source": "erp",
-                    "datacontenttype": "application/xml"},
+        attributes={
+            "id": "x-1",
+            "type": "order.placed",
+            "source": "erp",
+            "datacontenttype": "application/xml",
+        },
         data=xml.encode(),
-    )  # fmt: skip
+    )
     response = send(events_app, to_binary(event, JSONFormat()))
     assert response.status_code == 202, response.json
     stored_event = core.get_event(response.json["event_id"]).event
@@ -260,10 +268,13 @@ def test_every_attribute_and_extension_comes_back_from_to_cloudevent(
     events_app: FlaskClient, core: Core, mode: Any
 ) -> None:
     sent = cloudevent(
-        "ce-all", dataschema="https://example.com/alert.json",
+        "ce-all",
+        dataschema="https://example.com/alert.json",
         traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        tracestate="rojo=00f067aa0ba902b7", region="eu-west", partitionkey="db-1",
-    )  # fmt: skip
+        tracestate="rojo=00f067aa0ba902b7",
+        region="eu-west",
+        partitionkey="db-1",
+    )
     response = send(events_app, mode(sent, JSONFormat()))
     assert response.status_code == 202, response.json
     event = core.get_event(response.json["event_id"]).event
@@ -309,9 +320,11 @@ def test_the_abuse_protection_handshake_allows_configured_origins_only(core: Cor
     app = app_allowing("eventemitter.example.com, b.example")
     allowed = app.options(
         "/events",
-        headers={"WebHook-Request-Origin": "eventemitter.example.com",
-                 "WebHook-Request-Rate": "120"},
-    )  # fmt: skip
+        headers={
+            "WebHook-Request-Origin": "eventemitter.example.com",
+            "WebHook-Request-Rate": "120",
+        },
+    )
     assert allowed.status_code == 200
     assert allowed.headers["WebHook-Allowed-Origin"] == "eventemitter.example.com"
     assert allowed.headers["WebHook-Allowed-Rate"] == "*"

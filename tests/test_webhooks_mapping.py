@@ -49,8 +49,11 @@ def test_an_override_adds_sources_and_merges_its_types_over_the_built_in_ones(
 @pytest.mark.parametrize(
     ("text", "field", "reason"),
     [
-        ("github:\n  types:\n    push: code.pushed\n    issues: 'issue.{colour}'\n",
-         "4: github.types.issues", "unknown placeholder ['colour']"),
+        (
+            "github:\n  types:\n    push: code.pushed\n    issues: 'issue.{colour}'\n",
+            "4: github.types.issues",
+            "unknown placeholder ['colour']",
+        ),
         ("github:\n  types:\n    push: ''\n", "3: github.types.push", "must be a type template"),
         ("github:\n  types:\n    push: 'code.{'\n", "3: github.types.push", "is not a template"),
         ("github:\n  types: [push]\n", "2: github.types", "must map keys to type templates"),
@@ -62,7 +65,7 @@ def test_an_override_adds_sources_and_merges_its_types_over_the_built_in_ones(
         ("github: {}\ngithub: {}\n", "2", "'github' is given twice"),
         ("github: [\n", "2", "is not valid YAML"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_type_map_names_the_file_the_line_the_source_and_the_key(
     tmp_path: Path, text: str, field: str, reason: str
 ) -> None:

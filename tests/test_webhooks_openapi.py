@@ -59,10 +59,22 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     spec = folder / "openapi.json"
     spec.write_text(json.dumps(document()))
     subprocess.run(
-        [sys.executable, "-m", "openapi_python_client", "generate", "--path", str(spec),
-         "--output-path", str(folder / PACKAGE), "--meta", "none"],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "openapi_python_client",
+            "generate",
+            "--path",
+            str(spec),
+            "--output-path",
+            str(folder / PACKAGE),
+            "--meta",
+            "none",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     sys.path.insert(0, str(folder))
     try:
         yield importlib.import_module(PACKAGE)
@@ -203,11 +215,18 @@ def test_a_generated_client_calls_every_operation_and_parses_every_answer(
         unknown = models.NewEvent(type_="a.b")
         unknown.additional_properties["colour"] = "red"
         call("publishEvent", 400, admin, body=unknown)
-        page = call("listEvents", 200, admin, type_=event_type, limit=2,
-                    order=models.ListEventsOrder.OLDEST)  # fmt: skip
+        page = call(
+            "listEvents", 200, admin, type_=event_type, limit=2, order=models.ListEventsOrder.OLDEST
+        )
         assert [item.id for item in page.events] == letters[:2]
-        rest = call("listEvents", 200, admin, type_=event_type, cursor=page.next_cursor,
-                    order=models.ListEventsOrder.OLDEST)  # fmt: skip
+        rest = call(
+            "listEvents",
+            200,
+            admin,
+            type_=event_type,
+            cursor=page.next_cursor,
+            order=models.ListEventsOrder.OLDEST,
+        )
         assert [item.id for item in rest.events] == letters[2:]
         call("listEvents", 400, admin, limit=0)
         full = call("getEvent", 200, admin, event_id=letters[0])
@@ -237,17 +256,30 @@ def test_a_generated_client_calls_every_operation_and_parses_every_answer(
         reason = models.DiscardDeadLetterBody(reason="tested")
         call("discardDeadLetter", 200, admin, letter_id=f"{letters[2]}:{handler}", body=reason)
         call("discardDeadLetter", 404, admin, letter_id="no:such", body=reason)
-        call("discardDeadLetter", 400, admin, letter_id=f"{letters[3]}:{handler}",
-             body=models.DiscardDeadLetterBody(reason=" "))  # fmt: skip
-        batch = call("retryDeadLetters", 200, admin,
-                     body=models.RetryDeadLettersBody(type_=event_type))  # fmt: skip
+        call(
+            "discardDeadLetter",
+            400,
+            admin,
+            letter_id=f"{letters[3]}:{handler}",
+            body=models.DiscardDeadLetterBody(reason=" "),
+        )
+        batch = call(
+            "retryDeadLetters", 200, admin, body=models.RetryDeadLettersBody(type_=event_type)
+        )
         assert ([r.event_id for r in batch.retried], batch.left) == ([letters[3]], 0)
 
         # -- replay, subscriptions, stats
         window = models.ReplayEventsBody(type_=event_type, dry_run=True)
         assert call("replayEvents", 200, admin, body=window).events == 4
-        assert call("replayEvents", 200, admin, body=models.ReplayEventsBody(type_=event_type,
-                    handler=handler)).deliveries == 4  # fmt: skip
+        assert (
+            call(
+                "replayEvents",
+                200,
+                admin,
+                body=models.ReplayEventsBody(type_=event_type, handler=handler),
+            ).deliveries
+            == 4
+        )
         call("replayEvents", 400, admin, body=models.ReplayEventsBody(since="yesterday-ish"))
         wanted = models.SubscribeBody(event_types=[f"{event_type}.more"], handler=handler)
         call("subscribe", 201, admin, body=wanted)
@@ -272,8 +304,14 @@ def test_a_generated_client_calls_every_operation_and_parses_every_answer(
         call("receiveGithub", 200, anyone, body=push, **delivery)  # the same body: a duplicate
         form = models.ReceiveGithubDataBody(payload=json.dumps({"ref": "refs/heads/form"}))
         call("receiveGithub", 202, anyone, body=form, **delivery)
-        ping = call("receiveGithub", 200, anyone, x_git_hub_event="ping", x_git_hub_delivery="d",
-                    body=models.ReceiveGithubJsonBody.from_dict({"hook_id": 7}))  # fmt: skip
+        ping = call(
+            "receiveGithub",
+            200,
+            anyone,
+            x_git_hub_event="ping",
+            x_git_hub_delivery="d",
+            body=models.ReceiveGithubJsonBody.from_dict({"hook_id": 7}),
+        )
         assert (ping.status, ping.hook_id) == ("pong", 7)
         call("receiveGithub", 401, api.Client(url), body=push, **delivery)  # unsigned
         stripe_event = {"id": f"evt_{uuid.uuid4().hex}", "type": "customer.created"}
@@ -284,8 +322,11 @@ def test_a_generated_client_calls_every_operation_and_parses_every_answer(
             "receiveSlack", 200, anyone, body=models.ReceiveSlackBody.from_dict(challenge)
         )
         assert answer.challenge == "c-1"
-        mention = {"type": "event_callback", "event_id": f"Ev{event_type}",
-                   "event": {"type": "app_mention", "channel": "C1"}}  # fmt: skip
+        mention = {
+            "type": "event_callback",
+            "event_id": f"Ev{event_type}",
+            "event": {"type": "app_mention", "channel": "C1"},
+        }
         call("receiveSlack", 202, anyone, body=models.ReceiveSlackBody.from_dict(mention))
         call("receiveSlack", 200, anyone, body=models.ReceiveSlackBody.from_dict(mention))
         call("receiveWebhook", 202, anyone, source="acme", body={"type": "thing.done"})
@@ -295,8 +336,9 @@ def test_a_generated_client_calls_every_operation_and_parses_every_answer(
 
         # -- CloudEvents: a sender's token, structured and binary mode
         sender = api.AuthenticatedClient(url, EVENTS_TOKEN, raise_on_unexpected_status=True)
-        cloudevent = models.CloudEvent(id="ce-1", source="/probe", type_="probe.fired",
-                                       specversion="1.0", data={"v": 1})  # fmt: skip
+        cloudevent = models.CloudEvent(
+            id="ce-1", source="/probe", type_="probe.fired", specversion="1.0", data={"v": 1}
+        )
         call("receiveCloudEvents", 202, sender, body=cloudevent)
         call("receiveCloudEvents", 200, sender, body=cloudevent)
         binary = sender.with_headers(
@@ -311,8 +353,12 @@ def test_a_generated_client_calls_every_operation_and_parses_every_answer(
         call("receiveCloudEvents", 202, binary, body=data)
         raw = types.File(payload=io.BytesIO(b"\x00\x01binary"))
         call("receiveCloudEvents", 202, binary.with_headers({"ce-id": "ce-3"}), body=raw)
-        call("receiveCloudEvents", 401,
-             api.AuthenticatedClient(url, "not-the-token-0123456789"), body=cloudevent)  # fmt: skip
+        call(
+            "receiveCloudEvents",
+            401,
+            api.AuthenticatedClient(url, "not-the-token-0123456789"),
+            body=cloudevent,
+        )
         call("cloudEventsHandshake", 200, anyone, web_hook_request_origin="sender.example")
         call("cloudEventsHandshake", 403, anyone, web_hook_request_origin="other.example")
         call("cloudEventsHandshake", 400, anyone, web_hook_request_origin="")
@@ -331,8 +377,12 @@ def test_a_generated_client_calls_every_operation_and_parses_every_answer(
         call("replayEvents", 500, small, body=again)
         call("publishEvent", 413, small, body=models.NewEvent(type_="a.b", payload="x" * 5000))
         as_text = {"event_hooks": {"request": [plain_text]}}
-        call("publishEvent", 415, api.AuthenticatedClient(bare, ADMIN_TOKEN, httpx_args=as_text),
-             body=models.NewEvent(type_="a.b"))  # fmt: skip
+        call(
+            "publishEvent",
+            415,
+            api.AuthenticatedClient(bare, ADMIN_TOKEN, httpx_args=as_text),
+            body=models.NewEvent(type_="a.b"),
+        )
         signed = api.Client(bare, httpx_args=hooks)
         call("receiveWebhook", 413, signed, source="acme", body={"big": "x" * 5000})
         text_hooks = {"event_hooks": {"request": [plain_text, signer(SECRETS)]}}
