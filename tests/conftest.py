@@ -66,18 +66,22 @@ def end_group(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
     """Stop a child started with ``start_new_session=True`` and everything it started: SIGTERM
     to its process group, SIGKILL to what is left after ``grace`` seconds, and back only once
     no process of the group remains (a shell's children outlive a SIGTERM to the shell)."""
-    import time
-
     group = process.pid
-    for signal_number, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal_number)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if process.poll() is not None and not _group_alive(group):
-                return
-            time.sleep(0.02)
-    raise AssertionError(f"process group {group} still runs after SIGKILL")
+
+    def ended() -> bool:
+        return process.poll() is not None and not _group_alive(group)
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    with contextlib.suppress(AssertionError):
+        wait_for(ended, timeout=grace)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    try:
+        wait_for(ended, timeout=10.0)
+    except AssertionError:
+        raise AssertionError(f"process group {group} still runs after SIGKILL") from None
 
 
 class RedisServer:
@@ -190,12 +194,11 @@ RUN_MARK = "TEST_SUITE_RUN"
 def left_behind(wait: float = 10.0) -> dict[int, str]:
     """{pid: command line} of the processes a test started that still run, once those ending
     had ``wait`` seconds to end: what a fixture failed to stop."""
-    import time
-
     mark = f"{RUN_MARK}={os.environ[RUN_MARK]}".encode()
-    deadline = time.monotonic() + wait
-    while True:
-        found: dict[int, str] = {}
+    found: dict[int, str] = {}
+
+    def none_left() -> bool:
+        found.clear()
         for environ in Path("/proc").glob("[0-9]*/environ"):
             pid = int(environ.parent.name)
             try:
@@ -205,9 +208,11 @@ def left_behind(wait: float = 10.0) -> dict[int, str]:
                 continue
             if marked and command:  # a zombie has no command line
                 found[pid] = command.replace(b"\0", b" ").decode(errors="replace").strip()
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
+        return not found
+
+    with contextlib.suppress(AssertionError):
+        wait_for(none_left, timeout=wait, interval=0.1)
+    return found
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

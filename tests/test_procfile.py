@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -239,8 +240,11 @@ TRICKLE_SECONDS = 8.0
 PROMPT = 2.0
 
 
-def _trickle(port: int, connected: threading.Barrier, done: threading.Event) -> None:
-    """One slowloris client: a request's header lines, one every half second, never finished."""
+def _trickle(
+    port: int, connected: threading.Barrier, done: threading.Event, sent: list[int]
+) -> None:
+    """One slowloris client: a request's header lines, one every half second, never finished;
+    each line's number goes in ``sent`` once it is sent."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         connected.wait(timeout=30)
@@ -251,6 +255,12 @@ def _trickle(port: int, connected: threading.Barrier, done: threading.Event) -> 
                 sock.sendall(f"X-Slow-{line}: a\r\n".encode())
             except OSError:
                 return  # the server closed it: fine, it keeps nothing for it
+            sent.append(line)
+
+
+def _sent_round(sent: list[int], line: int) -> bool:
+    """True once some slow client has sent header line ``line`` (none needed below 0)."""
+    return line < 0 or max(sent, default=-1) >= line
 
 
 def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
@@ -268,8 +278,9 @@ def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
     }
     with serving_web(env, tmp_path / "web.log") as url:
         connected, done = threading.Barrier(SLOW_CLIENTS + 1), threading.Event()
+        sent: list[int] = []
         slow = [
-            threading.Thread(target=_trickle, args=(port, connected, done))
+            threading.Thread(target=_trickle, args=(port, connected, done, sent))
             for _ in range(SLOW_CLIENTS)
         ]
         for thread in slow:
@@ -278,6 +289,8 @@ def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
             connected.wait(timeout=30)  # every slow client is connected and trickling
             timings = []
             for n in range(20):
+                # Five requests a round of the clients' lines: they spread over four rounds.
+                wait_for(partial(_sent_round, sent, n // 5 - 1), timeout=5)
                 body = f'{{"ref": "refs/heads/slow-{n}"}}'.encode()
                 headers = {
                     "X-GitHub-Event": "push",
@@ -290,7 +303,6 @@ def test_web_keeps_answering_while_fifty_slow_clients_hold_connections(
                 stored = http("POST", f"{url}/webhooks/github", body, headers, timeout=PROMPT)[0]
                 timings.append(time.monotonic() - started)
                 assert (health, stored) == (200, 202), n
-                time.sleep(0.1)  # the requests spread over several of the clients' lines
         finally:
             done.set()
             for thread in slow:
