@@ -51,5 +51,16 @@ def median_run(runs: list[tuple[float, float]]) -> tuple[float, float]:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def judged(
+    runs: list[tuple[float, float]], ratio: float, higher_is_better: bool = True
+) -> dict[str, Any]:
+    """A target of ``ratio`` times the baseline and whether the median run meets it: the
+    keywords of a :class:`Figure` that has one."""
+    ours, baseline = median_run(runs)
+    met = ours >= ratio * baseline if higher_is_better else ours <= ratio * baseline
+    sign = "≥" if higher_is_better else "≤"
+    return {"higher_is_better": higher_is_better, "target": f"{sign} {ratio}x", "met": met}
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")

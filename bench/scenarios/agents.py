@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.context import Bench, wait_acknowledged, wait_settled
-from bench.figures import Figure, median, median_run
+from bench.figures import Figure, judged, median, median_run
 from bench.messages_api import MessagesAPI
 from bench.scenarios.common import require, statuses, store_events
 from bench.services import Process
@@ -218,10 +218,8 @@ def _cpu_figures(
             "µs",
             *median_run(beyond),
             baseline,
-            higher_is_better=False,
-            target=f"≤ {BEYOND_SDK_TARGET}x",
-            met=median_run(beyond)[0] <= BEYOND_SDK_TARGET * sdk,
             runs=beyond,
+            **judged(beyond, BEYOND_SDK_TARGET, higher_is_better=False),
             details={"noop_delivery_cpu_s": noop, "noop_runs": noops},
         ),
         Figure(

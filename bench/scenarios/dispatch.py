@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from bench.context import Bench, memory_in_use, wait_acknowledged, wait_settled
 from bench.cost import Cost
-from bench.figures import Figure, median_run
+from bench.figures import Figure, judged, median_run
 from bench.scenarios.common import NOOP, require, statuses, store_events
 from bench.scenarios.raw import RawCelery
 from bench.services import Process
@@ -117,9 +117,8 @@ def measure(bench: Bench, raw: RawCelery, processes: Sequence[Process | None]) -
             "/s",
             *median_run(runs),
             "raw Celery no-op",
-            target=f"≥ {TARGET}x",
-            met=median_run(runs)[0] >= TARGET * median_run(runs)[1],
             runs=runs,
+            **judged(runs, TARGET),
         ),
         Figure(
             "dispatch_vs_events",
@@ -177,10 +176,8 @@ def cost_figures(bench: Bench, costs: list[Cost], raw: RawCelery) -> list[Figure
             "µs",
             *median_run(cpu),
             "raw Celery worker + sender",
-            higher_is_better=False,
-            target=f"≤ {CPU_TARGET}x",
-            met=median_run(cpu)[0] <= CPU_TARGET * median_run(cpu)[1],
             runs=cpu,
+            **judged(cpu, CPU_TARGET, higher_is_better=False),
             details=redis_cpu,
         ),
         Figure(

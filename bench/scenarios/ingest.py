@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from bench.context import Bench
 from bench.cost import Cost
-from bench.figures import Figure, median, median_run, percentile
+from bench.figures import Figure, judged, median, median_run, percentile
 from bench.http_load import Answers, Target, run_closed_loop
 from bench.procfile import WEB_APP
 from bench.scenarios.common import require
@@ -143,9 +143,8 @@ def measure(bench: Bench) -> list[Figure]:
             ours_rate,
             flask_rate,
             "bare Flask",
-            target=f"≥ {TARGET}x",
-            met=ours_rate >= TARGET * flask_rate,
             runs=rates,
+            **judged(rates, TARGET),
             details=details,
         ),
         Figure(
@@ -154,10 +153,8 @@ def measure(bench: Bench) -> list[Figure]:
             "req/s",
             *median_run(against_store_only),
             "Flask storing the body, no checks",
-            target=f"≥ {STORE_ONLY_TARGET}x",
-            met=median_run(against_store_only)[0]
-            >= STORE_ONLY_TARGET * median_run(against_store_only)[1],
             runs=against_store_only,
+            **judged(against_store_only, STORE_ONLY_TARGET),
         ),
         Figure(
             "ingest_cpu",
@@ -184,9 +181,8 @@ def measure(bench: Bench) -> list[Figure]:
             "req/s",
             *median_run(traced),
             "the same web, traces off",
-            target=f"≥ {OBSERVED_TARGET}x",
-            met=median_run(traced)[0] >= OBSERVED_TARGET * median_run(traced)[1],
             runs=traced,
+            **judged(traced, OBSERVED_TARGET),
         ),
         Figure(
             "ingest_sampled",
