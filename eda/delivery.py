@@ -152,6 +152,7 @@ STEPS: dict[str, Step] = {
     ),
     "recover_running": Step((Status.RUNNING,), (Status.QUEUED,), "sweeper"),
     "send_held": Step((Status.RETRYING, Status.WAITING), (Status.QUEUED,), "relay"),
+    "unwoken": Step((Status.WAITING,), (Status.QUEUED,), "flow control: a woken send failed"),
 }
 #: The script's own step for each lifecycle step.
 SCRIPT_STEP = {
@@ -168,6 +169,7 @@ SCRIPT_STEP = {
     "send_held": "queue",
     "wait": "note",
     "flow_end": "note",
+    "unwoken": "note",
 }
 
 

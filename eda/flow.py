@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from eda import lua
+from eda import logs, lua
 from eda.errors import reaching_redis
 from eda.keys import Keys
 
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 
     from eda.core import Core
     from eda.event import Event
+
+log = logging.getLogger(__name__)
 
 #: ``20/s``, ``100/m``, ``1000/h``.
 RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
@@ -305,15 +308,18 @@ class FlowControl:
             raw: dict[str, str] = self.redis.hgetall(self.keys.flow_scopes)  # type: ignore[assignment]
         return {scope: int(limit) for scope, limit in raw.items()}
 
-    def parked(self) -> set[str]:
-        """Every delivery parked for a slot, as ``"<event id> <handler>"``."""
-        scopes = list(self.scopes())
+    def parked(self) -> tuple[set[str], set[str]]:
+        """Every delivery parked for a slot, and every one holding a slot whose lease has not
+        run out; each as ``"<event id> <handler>"``."""
+        now = self.clock()
         pipe = self.redis.pipeline(transaction=False)
-        for scope in scopes:
+        for scope in self.scopes():
             pipe.lrange(self.keys.flow_parked(scope), 0, -1)
+            pipe.zrangebyscore(self.keys.flow_leases(scope), now, "+inf")
         with reaching_redis():
-            lists = pipe.execute()
-        return {json.loads(waiter)["member"] for waiters in lists for waiter in waiters}
+            replies = pipe.execute()
+        parked = {json.loads(waiter)["member"] for waiters in replies[::2] for waiter in waiters}
+        return parked, {str(member) for members in replies[1::2] for member in members}
 
     def in_use(self) -> dict[str, dict[str, int]]:
         """Per concurrency scope: slots in use and deliveries parked (what stats shows)."""
@@ -559,16 +565,42 @@ def _within_rate(
 
 
 def wake(core: Core, woken: list[dict[str, str]]) -> None:
-    """Send again the parked deliveries a concurrency slot was handed to."""
+    """Send again the parked deliveries a concurrency slot was handed to.
+
+    One whose message the broker refuses is recorded as queued and never sent, with its
+    flow state, so that recovery sends it on any broker (RabbitMQ cannot list what waits).
+    """
     if not woken:
         return
+    from eda.delivery import Change, Status  # the delivery module imports this one
+
     stored = {s.event.id: s.event for s in core.store.get_many(w["event_id"] for w in woken)}
     enqueuer = core._enqueuer()
     for waiter in woken:
         event = stored.get(waiter["event_id"])
-        if event is not None:
-            state = json.loads(waiter.get("state") or "{}")
+        if event is None:
+            continue
+        state = json.loads(waiter.get("state") or "{}")
+        try:
             enqueuer.deliver(event, waiter["handler"], waiter["task_id"], flow=state)
+        except Exception as exc:
+            log.warning(
+                "a delivery handed a concurrency slot could not be sent: %s",
+                logs.error_summary(exc),
+                extra={"event_id": event.id, "handler": waiter["handler"]},
+            )
+            core.deliveries.apply(
+                Change(
+                    event.id,
+                    waiter["handler"],
+                    "unwoken",
+                    Status.QUEUED,
+                    f"handed a concurrency slot, send failed, will be swept: "
+                    f"{logs.error_summary(exc)}",
+                    task_id=waiter["task_id"],
+                    options={"enqueue_failed": True, "carry": state},
+                )
+            )
 
 
 def release(core: Core, scope: str, event_id: str, handler: str) -> None:

@@ -14,7 +14,10 @@ A delivery parked for a concurrency slot has no message, and is flow control's
 to wake (``eda/flow.py``) while it is on its scope's parked list. One that is
 parked on its record but no longer on the list was handed a slot: its message
 was sent then, and if it is in no lane either, that send failed, and it is
-recovered like any other.
+recovered like any other. A send that failed with an answer from the broker is
+recorded (queued, never sent); one that died with its process is known on
+RabbitMQ, which cannot list its lanes, when the slot's lease (``EDA_FLOW_LEASE``)
+runs out before the delivery started.
 
 When the broker cannot say which messages wait (RabbitMQ keeps unacknowledged
 messages itself and redelivers them), only deliveries held by a gone worker, or
@@ -151,7 +154,9 @@ def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> lis
     records = core.deliveries.get_many([(event_id, handler) for event_id, handler in pairs])
     held = core.liveness.held()
     # Read after the records: a delivery parked meanwhile was not parked on its record.
-    parked = core.flow.parked() if any(r is not None and r.parked for r in records) else set()
+    parked, leased = (
+        core.flow.parked() if any(r is not None and r.parked for r in records) else (set(), set())
+    )
     found, finished = [], []
     for (event_id, handler), record in zip(pairs, records, strict=True):
         if record is None or record.status not in IN_FLIGHT:
@@ -161,9 +166,8 @@ def stuck(core: Core, waiting: set[str] | None, now: float | None = None) -> lis
             # It took a step between the index read and the record read (a worker started
             # it, say, and has not listed it in a heartbeat yet): not stuck, only busy.
             continue
-        why = _why_stuck(
-            record, held, waiting, inflight_member(event_id, handler) in parked, cutoff
-        )
+        member = inflight_member(event_id, handler)
+        why = _why_stuck(record, held, waiting, member in parked, member in leased, cutoff)
         if why:
             found.append(
                 Stuck(
@@ -200,6 +204,7 @@ def _why_stuck(
     held: set[str],
     waiting: set[str] | None,
     on_parked_list: bool,
+    leased: bool,
     cutoff_ms: int,
 ) -> str:
     if record.task_id in held or on_parked_list:  # a parked delivery is flow control's to wake
@@ -210,6 +215,9 @@ def _why_stuck(
         return "its worker is gone"
     if record.status is Status.QUEUED and record.enqueue_failed:
         return "its message was never sent"
+    if record.parked and waiting is None and not leased:
+        # RabbitMQ cannot say whether its message waits: the slot's lease is the bound.
+        return "it was handed a concurrency slot, and its lease ran out before it started"
     if waiting is None or record.task_id in waiting:
         return ""
     if record.parked:

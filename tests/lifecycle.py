@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from eda.core import Core
+from eda.core import Core, Enqueuer
 from eda.dead_letters import DeadLetter
 from eda.delivery import Applied, Change, Deliveries, Status
 from eda.event import Event
@@ -129,10 +129,12 @@ def kill(
     return letter
 
 
-def governed(settings: Settings, client: redis.Redis, **rules: FlowRules) -> Core:
-    """A core without a broker whose handlers, named by the keywords, do nothing under these
-    flow rules."""
+def governed(
+    settings: Settings, client: redis.Redis, enqueuer: Enqueuer | None = None, **rules: FlowRules
+) -> Core:
+    """A core (without a broker, unless ``enqueuer``) whose handlers, named by the keywords, do
+    nothing under these flow rules."""
     registry = HandlerRegistry()
     for name, flow in rules.items():
         registry.register(name, lambda event: None, flow=flow)
-    return Core(settings, client, handlers=registry)
+    return Core(settings, client, enqueuer, handlers=registry)

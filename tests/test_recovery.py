@@ -159,6 +159,57 @@ def test_a_parked_delivery_handed_a_slot_whose_message_never_left_is_stuck(
     assert stuck(core, waiting={handed.id}, now=later) == []  # sent: its message waits in a lane
 
 
+def _handed_a_slot(core: Core, send: bool = True) -> Event:
+    """A delivery parked behind one that holds the only slot, which is then given back: the
+    slot goes to it and, with ``send``, its message to the broker."""
+    holder, handed = _stored(core), _stored(core)
+    assert flow.gate(core, holder, "Capped", "h", {}).go
+    queue(core.deliveries, handed.id, "Capped", handed.id)
+    assert run_attempt(core, handed.id, "Capped", handed.id).parked
+    if send:
+        flow.release(core, "Capped", holder.id, "Capped")
+    else:  # the store's step alone, as when the process dies before the send
+        given = core.flow.release("Capped", f"{holder.id} Capped")
+        assert [waiter["event_id"] for waiter in given] == [handed.id]
+    return handed
+
+
+def test_a_woken_delivery_whose_send_the_broker_refuses_is_recovered_on_any_broker(
+    settings: Settings, client: Any, refusing_broker: str
+) -> None:
+    capped = FlowRules(concurrency=Concurrency(limit=1))
+    core = governed(settings, client, CeleryEnqueuer(app, refusing_broker), Capped=capped)
+
+    handed = _handed_a_slot(core)  # the broker refuses the message of the slot's new holder
+
+    record = core.deliveries.get(handed.id, "Capped")
+    assert record is not None and record.status is Status.QUEUED and record.enqueue_failed
+    later = time.time() + settings.recovery_grace + 1
+    for waiting in (None, set()):  # RabbitMQ cannot list its lanes; Redis can
+        found = stuck(core, waiting=waiting, now=later)
+        assert [(item.event_id, item.why) for item in found] == [
+            (handed.id, "its message was never sent")
+        ]
+
+
+def test_on_rabbitmq_a_woken_delivery_that_never_started_is_stuck_once_its_lease_ran_out(
+    make_settings: Any, client: Any
+) -> None:
+    settings = make_settings(flow_lease=0.5)
+    core = governed(settings, client, Capped=FlowRules(concurrency=Concurrency(limit=1)))
+    handed = _handed_a_slot(core, send=False)
+
+    def found() -> list[tuple[str, str]]:
+        later = time.time() + settings.recovery_grace + 1
+        return [(item.event_id, item.why) for item in stuck(core, waiting=None, now=later)]
+
+    assert found() == []  # it holds the slot: on RabbitMQ its message may be waiting
+    wait_for(lambda: found() != [])
+    assert found() == [
+        (handed.id, "it was handed a concurrency slot, and its lease ran out before it started")
+    ]
+
+
 def test_a_delivery_that_started_after_the_index_was_read_is_not_taken_from_its_worker(
     make_settings: Any, client: Any
 ) -> None:
