@@ -185,7 +185,8 @@ def test_a_woken_delivery_whose_send_the_broker_refuses_is_recovered_on_any_brok
     record = core.deliveries.get(handed.id, "Capped")
     assert record is not None and record.status is Status.QUEUED and record.enqueue_failed
     later = time.time() + settings.recovery_grace + 1
-    for waiting in (None, set()):  # RabbitMQ cannot list its lanes; Redis can
+    lanes: tuple[set[str] | None, ...] = (None, set())  # RabbitMQ cannot list them; Redis can
+    for waiting in lanes:
         found = stuck(core, waiting=waiting, now=later)
         assert [(item.event_id, item.why) for item in found] == [
             (handed.id, "its message was never sent")
