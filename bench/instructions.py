@@ -13,6 +13,13 @@ which is the same for every app. Each webhook is a Standard Webhooks delivery of
 the bench's size, signed with a fresh ``webhook-id``; every one must be answered 202.
 ``web-traced`` exports its spans to an OTLP sink in another process, flushed at the
 end, so the export's encoding is counted too.
+
+``delivery`` and ``delivery-traced`` count a no-op delivery the same way, in one
+process without Celery's worker: the events (each with a sender's ``traceparent``)
+handed to the relay, its batches (``Relay.dispatch_batch``) sending their messages,
+then each message taken off the broker and run through ``eda.delivery.run_attempt``
+as the task would. ``delivery-traced`` traces to the sink and counts its metrics in
+memory, as the Procfile's worker with a metrics port does.
 """
 
 from __future__ import annotations
@@ -43,6 +50,12 @@ APPS = {
     "web": WEB_APP,
     "web-traced": WEB_APP,
 }
+#: What ``delivery`` runs count, against the apps' webhooks.
+DELIVERIES = ("delivery", "delivery-traced")
+#: The trace context a delivery's event came with (a sender's).
+SENDER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+#: The bench's agents, which its routes name.
+BENCH_AGENTS = {"EDA_AGENTS": str(ROOT / "bench" / "agents.yaml"), "EDA_HANDLER_MODULES": "agents"}
 #: Webhooks sent before those counted, in every run alike.
 WARMUP = 20
 PAYLOAD_BYTES = 1024
@@ -60,9 +73,7 @@ _TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 def requests(secret: str, count: int) -> list[tuple[dict[str, str], bytes]]:
     """``count`` signed deliveries: (headers as WSGI names them, body)."""
-    from bench.http_load import payload
-
-    body = payload("noop", PAYLOAD_BYTES)
+    body = payload_of_size()
     key = base64.b64decode(secret.removeprefix("whsec_"))
     made = []
     for _ in range(count):
@@ -106,8 +117,69 @@ def environ(headers: dict[str, str], body: bytes) -> dict[str, Any]:
     }
 
 
+def relay_and_run(name: str, count: int, made: int) -> None:
+    """Relay and run ``count`` no-op deliveries (of ``made`` events: as many in each run)."""
+    import json
+
+    import redis
+
+    import tasks
+    from bench.scenarios.common import NOOP
+    from eda import metrics, traces
+    from eda.core import Core
+    from eda.delivery import Outcome, run_attempt
+    from eda.event import Event
+    from eda.relay import Relay
+
+    if name == "delivery-traced":
+        metrics.enable(None)
+    core = tasks.connect()
+    traces.enable(core.settings)
+    store = redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
+    broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"], decode_responses=True)
+    plain, relay = Core(core.settings, store), Relay(core, wait=0.01)
+    body = json.loads(payload_of_size())
+    ids = []
+    for _ in range(made + WARMUP):
+        event = Event.create(
+            type="bench.noop", source="bench", payload=body, attributes={"traceparent": SENDER}
+        )
+        plain.publish_event(event)
+        ids.append(event.id)
+
+    def run(chunk: list[str]) -> None:
+        store.rpush(core.keys.dispatch, *chunk)
+        taken = 0
+        while taken < len(chunk):
+            taken += relay.dispatch_batch()
+        lanes = [key for key in broker.keys("*") if broker.type(key) == "list"]
+        for key in lanes:  # each message as the worker would take it
+            for raw in list(broker.lrange(key, 0, -1)):
+                message = json.loads(str(raw))
+                args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+                task_id, trace = message["headers"]["id"], kwargs.get("trace")
+                verdict = run_attempt(core, args[0], NOOP, task_id, "here", None, trace)
+                assert verdict.outcome is Outcome.SUCCEEDED, verdict
+            broker.delete(key)
+
+    run(ids[made:])  # warm-up
+    gc.collect()
+    gc.freeze()
+    run(ids[:count])
+    traces.flush()
+
+
+def payload_of_size() -> bytes:
+    from bench.http_load import payload
+
+    return payload("noop", PAYLOAD_BYTES)
+
+
 def child(app_name: str, count: int, made: int) -> None:
     """Send ``count`` webhooks through the app (of ``made`` signed: as many in each run)."""
+    if app_name in DELIVERIES:
+        relay_and_run(app_name, count, made)
+        return
     from gevent import monkey
 
     monkey.patch_all()
@@ -167,7 +239,7 @@ def counted(app_name: str, count: int, made: int, env: dict[str, str], folder: P
     return int(found.group(1))
 
 
-def per_webhook(app_name: str, count: int, env: dict[str, str], folder: Path) -> float:
+def per_unit(app_name: str, count: int, env: dict[str, str], folder: Path) -> float:
     once = counted(app_name, count, 2 * count, env, folder)
     twice = counted(app_name, 2 * count, 2 * count, env, folder)
     return (twice - once) / count
@@ -176,7 +248,10 @@ def per_webhook(app_name: str, count: int, env: dict[str, str], folder: Path) ->
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument(
-        "apps", nargs="*", metavar="APP", help=f"of {', '.join(APPS)} (all by default)"
+        "apps",
+        nargs="*",
+        metavar="APP",
+        help=f"of {', '.join([*APPS, *DELIVERIES])} (the web's by default)",
     )
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--made", type=int, default=0, help=argparse.SUPPRESS)
@@ -185,9 +260,10 @@ def main(argv: list[str]) -> None:
     if options.child:
         child(options.child, options.requests, options.made)
         return
-    unknown = sorted(set(options.apps) - set(APPS))
+    known = [*APPS, *DELIVERIES]
+    unknown = sorted(set(options.apps) - set(known))
     if unknown:
-        parser.error(f"no app {', '.join(unknown)}: choose among {', '.join(APPS)}")
+        parser.error(f"no app {', '.join(unknown)}: choose among {', '.join(known)}")
     from bench.otlp_sink import Sink
     from eda.redis_server import free_port, start_server, wait_until_ready
 
@@ -213,9 +289,13 @@ def main(argv: list[str]) -> None:
         }
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         for name in options.apps or list(APPS):
-            more = traced(sink.url) if name == "web-traced" else {}
-            figure = per_webhook(name, options.requests, {**env, **more}, folder)
-            print(f"{name:12} {figure / 1000:8.0f} k instructions per webhook", flush=True)
+            more = traced(sink.url) if name in ("web-traced", "delivery-traced") else {}
+            if name in DELIVERIES:  # the bench's routes, and a store of their own
+                more |= {"EDA_ROUTES": str(ROOT / "bench" / "routes.yaml"), **BENCH_AGENTS}
+                more["EDA_PREFIX"] = name
+            figure = per_unit(name, options.requests, {**env, **more}, folder)
+            unit = "delivery" if name in DELIVERIES else "webhook"
+            print(f"{name:15} {figure / 1000:8.0f} k instructions per {unit}", flush=True)
 
 
 if __name__ == "__main__":

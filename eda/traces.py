@@ -57,6 +57,7 @@ _tracer: Any = None
 _provider: Any = None
 #: The SDK's pieces every span uses, imported once by :func:`enable`.
 _api: Any = None
+_context: Any = None
 _propagator: Any = None
 
 
@@ -64,10 +65,10 @@ def enable(settings: Settings, exporter: Any = None) -> bool:
     """Trace in this process when the settings name an OTLP endpoint (or ``exporter``
     is given: an SDK span exporter, exported to as each span ends). True when on.
     """
-    global _tracer, _provider, _api, _propagator
+    global _tracer, _provider, _api, _context, _propagator
     if exporter is None and not settings.otel_endpoint:
         return False
-    from opentelemetry import trace
+    from opentelemetry import context, trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -83,7 +84,7 @@ def enable(settings: Settings, exporter: Any = None) -> bool:
             provider.add_span_processor(SimpleSpanProcessor(exporter))
         else:
             provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(settings)))
-        _api, _propagator = trace, TraceContextTextMapPropagator()
+        _api, _context, _propagator = trace, context, TraceContextTextMapPropagator()
         _provider, _tracer = provider, provider.get_tracer("eda")
     return True
 
@@ -166,22 +167,52 @@ def environment() -> dict[str, str]:
     return {ENVIRONMENT_CARRIER[name]: value for name, value in current().items()}
 
 
+def _remote(parent: Mapping[str, str]) -> Any:
+    """The span context of a carrier :func:`carrier` checked, as the propagator's ``extract``
+    builds it, without parsing the ``traceparent`` a second time."""
+    traceparent, tracestate = parent["traceparent"], parent.get("tracestate")
+    return _api.SpanContext(
+        trace_id=int(traceparent[3:35], 16),
+        span_id=int(traceparent[36:52], 16),
+        is_remote=True,
+        trace_flags=_api.TraceFlags(int(traceparent[53:55], 16)),
+        trace_state=_api.TraceState.from_header([tracestate]) if tracestate else None,
+    )
+
+
+def _parent(parent: Mapping[str, str]) -> Any:
+    """The context a span of ``parent``'s trace starts in (as ``extract`` makes it, from an
+    empty one); None: the current one."""
+    if not parent:
+        return None
+    return _api.set_span_in_context(_api.NonRecordingSpan(_remote(parent)), _context.Context())
+
+
+@contextlib.contextmanager
 def _span(
     name: str, parent: Mapping[str, str], kind: str, attributes: dict[str, Any], links: Any = None
-) -> Any:
+) -> Iterator[Any]:
     """A span of ``parent``'s trace (the current span's without one), current while it lasts.
 
-    Neither an exception's text nor its traceback is recorded: they may quote a payload.
+    What the SDK's ``start_as_current_span`` does, less its second context manager (its
+    ``use_span``), for every delivery pays for it. Neither an exception's text nor its
+    traceback is recorded: they may quote a payload.
     """
-    return _tracer.start_as_current_span(
+    span = _tracer.start_span(
         name,
-        context=_propagator.extract(parent) if parent else None,
+        context=_parent(parent),
         kind=_api.SpanKind[kind],
-        record_exception=False,
-        set_status_on_exception=False,
         attributes=attributes,
         links=links,
+        record_exception=False,
+        set_status_on_exception=False,
     )
+    token = _context.attach(_api.set_span_in_context(span))
+    try:
+        yield span
+    finally:
+        _context.detach(token)
+        span.end()
 
 
 @contextlib.contextmanager
@@ -208,7 +239,7 @@ def ingest(event: Event, headers: Mapping[str, str], kind: str = "SERVER") -> It
     named = {"eda.event.id": event.id, "eda.event.type": event.type, "eda.source": event.source}
     span = _tracer.start_span(
         "eda.ingest",
-        context=_propagator.extract(parent) if parent else None,
+        context=_parent(parent),
         kind=_api.SpanKind[kind],
         attributes=named,
         record_exception=False,
@@ -276,8 +307,7 @@ def attempt_ended(span: Any, outcome: str, attempt: int) -> None:
     """
     if span is None:
         return
-    span.set_attribute("eda.delivery.outcome", outcome)
-    span.set_attribute("eda.delivery.attempt", attempt)
+    span.set_attributes({"eda.delivery.outcome": outcome, "eda.delivery.attempt": attempt})
     if outcome in ("retry", "dead", "stopped"):
         span.set_status(_api.StatusCode.ERROR)
 
@@ -382,8 +412,7 @@ def relay_batch(events: Sequence[Event]) -> Iterator[None]:
         stored = event.attributes or {}
         parent = carrier(stored.get("traceparent"), stored.get("tracestate"))
         if parent:
-            linked = _api.get_current_span(_propagator.extract(parent)).get_span_context()
-            links.append(_api.Link(linked, {"eda.event.id": event.id}))
+            links.append(_api.Link(_remote(parent), {"eda.event.id": event.id}))
     named = {"eda.relay.events": len(events)}
     with _span("eda.relay", {}, "PRODUCER", named, links=links):
         yield

@@ -28,6 +28,8 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 
 BATCH_COMMANDS = 100
 #: Where a channel keeps the binding tables read for the batch it publishes.
 BINDINGS = "eda_bindings"
+#: The longest text Celery keeps of a message's arguments (its ``argsrepr_maxsize``).
+REPR_MAX = 1024
 #: The lowest route priority: routes count like kombu's Redis transport, 0 first.
 LOWEST_PRIORITY = max(PRIORITIES.values())
 
@@ -175,9 +177,16 @@ class CeleryEnqueuer:
         if event.attributes or traces.enabled():
             # The event's trace context ({}: none): the delivery's span needs no read of it.
             kwargs["trace"] = traces.of_event(event)
+        # Celery writes the arguments as text for task events and Flower with its saferepr
+        # (16 µs for a traced delivery's); these are short strings, flags and small dicts,
+        # whose repr is the same text.
+        arguments = (event.id, handler)
+        described = repr(kwargs)
         deliver.apply_async(
-            (event.id, handler),
+            arguments,
             kwargs,
+            argsrepr=repr(arguments),
+            kwargsrepr=described if len(described) <= REPR_MAX else None,
             producer=producer,
             queue=self.queues[lane],
             exchange=self.exchange,

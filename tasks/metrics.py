@@ -1,9 +1,11 @@
 """The worker's metrics port: ``/metrics`` of this worker's counts (``eda/metrics.py``).
 
-Off unless ``EDA_WORKER_METRICS_PORT`` is set. A worker counts into a folder of its
-own under ``EDA_METRICS_DIR`` (``worker-<node name>``), emptied as it starts, so
-its port reports this worker alone (its pool's processes summed), and a restarted
-worker starts from zero as Prometheus expects of a new process. A host other than
+Off unless ``EDA_WORKER_METRICS_PORT`` is set. A worker whose pool runs in its own
+process (threads, the Procfile's; solo, gevent, eventlet) counts in its memory; one
+with the prefork pool counts into a folder of its own under ``EDA_METRICS_DIR``
+(``worker-<node name>``), emptied as it starts, and its port sums its pool's
+processes. Either way the port reports this worker alone, and a restarted worker
+starts from zero as Prometheus expects of a new process. A host other than
 loopback needs ``EDA_ADMIN_TOKEN``, and a scrape then sends it as a bearer token.
 The store's gauges (relay queue, dead letters held, lanes) are the web's
 ``/metrics``, read once for all workers.
@@ -77,6 +79,14 @@ def _bearer(header: str, token: str) -> bool:
     )
 
 
+def pooled_processes(worker: Any) -> bool:
+    """Whether this worker runs its tasks in processes of their own (the prefork pool)."""
+    from celery.concurrency.prefork import TaskPool as Prefork
+
+    pool = getattr(worker, "pool_cls", None)
+    return isinstance(pool, type) and issubclass(pool, Prefork)
+
+
 class MetricsStep(bootsteps.StartStopStep):
     """Counts and serves this worker's metrics from its start until it stops."""
 
@@ -92,6 +102,9 @@ class MetricsStep(bootsteps.StartStopStep):
                 f"eda: EDA_WORKER_METRICS_HOST={host} is not loopback: set EDA_ADMIN_TOKEN, "
                 "which scrapes then send as a bearer token"
             )
+        if not pooled_processes(parent):
+            metrics.enable(None)  # one process counts all: in memory, no file written
+            return
         # Enabled here, before the pool starts, so that its processes count too.
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(getattr(parent, "hostname", "worker")))
         folder = self.settings.metrics_folder / f"worker-{name}"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery.utils.saferepr import saferepr
 
 from eda.event import Event
 from eda.flow import PRIORITIES
@@ -136,3 +137,8 @@ def test_a_traced_events_message_carries_its_trace_context(
     # event; an event without a trace (tracing off here) adds nothing to its message.
     assert kwargs["traced"]["trace"] == {"traceparent": traceparent}
     assert "trace" not in kwargs["plain"]
+    # The arguments' text (task events, Flower) is what Celery's saferepr would write.
+    for message in queued:
+        args, kwargs_sent, _ = json.loads(base64.b64decode(message["body"]))
+        assert message["headers"]["argsrepr"] == saferepr(tuple(args), 1024)
+        assert message["headers"]["kwargsrepr"] == saferepr(kwargs_sent, 1024)

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import tasks
 from eda.core import Core
+from eda.event import Event
 from eda.redis_server import free_port, start_server, wait_until_ready
 from eda.settings import load
 from tasks.enqueue import CeleryEnqueuer
@@ -236,3 +237,63 @@ def test_a_known_sequence_is_counted_exactly_on_the_web_and_the_worker(
 def test_the_scrapes_are_protected(deployment: Deployment) -> None:
     assert scrape(f"http://127.0.0.1:{deployment.web_port}/metrics", token=None)[0] == 401
     assert scrape(f"http://127.0.0.1:{deployment.web_port}/metrics", token="wrong" * 8)[0] == 401
+
+
+SUCCEEDING = "tests.handlers:succeed"
+
+
+def delivered_once(core: Core, port: int, event_type: str) -> tuple[Samples, Samples]:
+    """The worker's scrape before and after one event delivered to ``SUCCEEDING``."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    core.subscribe([event_type], SUCCEEDING)
+    status, text_before = scrape(url)
+    assert status == 200, text_before
+    event = Event.create(type=event_type, source="metrics-test", payload={"n": 1})
+    core.publish_event(event)
+    assert settled(core, event.id, SUCCEEDING)["status"] == "succeeded"
+    status, text_after = scrape(url)
+    assert status == 200, text_after
+    return samples(text_before), samples(text_after)
+
+
+def counted_once(before: Samples, after: Samples) -> None:
+    for name, labels in (
+        ("eda_delivery_attempts_total", {"handler": SUCCEEDING}),
+        ("eda_deliveries_total", {"handler": SUCCEEDING, "status": "succeeded"}),
+        ("eda_delivery_start_latency_seconds_count", {"handler": SUCCEEDING}),
+    ):
+        assert value(after, name, **labels) - value(before, name, **labels) == 1, name
+    assert not any(name.endswith("_created") for name, _ in after)
+
+
+def test_a_worker_with_the_threads_pool_counts_in_memory_and_writes_no_file(
+    deployment: Deployment,
+) -> None:
+    """The Procfile's worker is one process: its counts need no multiprocess files."""
+    before, after = delivered_once(deployment.core, deployment.worker_port, "metrics.threads")
+    counted_once(before, after)
+    folder = deployment.core.settings.metrics_folder
+    assert not list(folder.glob("worker-*")), "a threads-pool worker wrote multiprocess files"
+
+
+def test_a_worker_with_the_prefork_pool_sums_its_processes_files(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """Its pool's processes each count into the worker's folder; the port sums them."""
+    broker = deployment.env["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/1"
+    port = free_port()
+    env = {
+        **deployment.env,
+        "EDA_PREFIX": f"metrics-prefork-{uuid.uuid4().hex[:8]}",
+        "CELERY_BROKER_URL": broker,
+        "EDA_WORKER_METRICS_PORT": str(port),
+    }
+    worker = Worker(tmp_path / "worker.log", env=env, options=("-P", "prefork", "-c", "2"))
+    try:
+        settings = load({**os.environ, **FAST, **env})
+        core = Core(settings, enqueuer=CeleryEnqueuer(tasks.app, broker_url=broker))
+        before, after = delivered_once(core, port, "metrics.prefork")
+        counted_once(before, after)
+        assert list(settings.metrics_folder.glob("worker-*/counter_*.db"))
+    finally:
+        worker.stop()

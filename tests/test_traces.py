@@ -232,6 +232,25 @@ def test_an_attempts_span_is_failed_only_by_an_attempt_that_failed(
     assert ended.status.status_code is StatusCode[code]
 
 
+def test_a_delivery_and_a_relay_batch_take_their_parent_as_the_sdks_propagator_reads_it(
+    traced_core: Core, memory: InMemorySpanExporter
+) -> None:
+    """The spans read a carrier's ``traceparent`` themselves, not through the propagator:
+    the parent they get must be the one the propagator's ``extract`` gives."""
+    from opentelemetry.trace import get_current_span
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    sent = {"traceparent": f"00-{TRACE_ID}-{SENDER_SPAN}-01", "tracestate": "vendor=a1,other=b2"}
+    expected = get_current_span(TraceContextTextMapPropagator().extract(sent)).get_span_context()
+    event = Event.create(type="code.pushed", source="test", payload={}, attributes=sent)
+    with traces.relay_batch([event]), traces.delivery(traced_core, event.id, HANDLER, "t", sent):
+        pass
+    deliver, relay = memory.get_finished_spans()
+    assert deliver.parent == expected and deliver.context.trace_id == expected.trace_id
+    assert deliver.context.trace_state == expected.trace_state
+    assert relay.parent is None and [link.context for link in relay.links] == [expected]
+
+
 def test_the_sdks_sampler_variables_choose_which_webhooks_are_traced(
     traced_core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
