@@ -48,12 +48,15 @@ def deliver(
     replay: bool = False,
     flow: dict[str, Any] | None = None,
     trace: dict[str, str] | None = None,
+    event_type: str | None = None,
 ) -> str:
     """Run one attempt of one delivery.
 
     ``flow`` is what flow control handed the delivery on an earlier pass (a debounce
     passed, a rate slot reserved); ``trace``, the event's trace context, when it has
-    one; ``replay`` is kept for messages sent before runs.
+    one; ``event_type``, the event's type (whether its routes give the delivery flow
+    control; a message without it, such as a retry's, passes the handler's gate if it
+    has one); ``replay`` is kept for messages sent before runs.
     """
     core = worker_core()
     task_id, worker = str(self.request.id), self.request.hostname or ""
@@ -61,7 +64,7 @@ def deliver(
         event_id=event_id, handler=handler, delivery=f"{event_id}:{handler}", task_id=task_id
     ):
         try:
-            verdict = run_attempt(core, event_id, handler, task_id, worker, flow, trace)
+            verdict = run_attempt(core, event_id, handler, task_id, worker, flow, trace, event_type)
         except (StoreUnavailable, redis.RedisError) as exc:
             # The store stayed away past EDA_STORE_WAIT. Retrying through the broker would
             # need the same Redis (and a failed publish drops the message): the delivery is

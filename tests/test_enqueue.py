@@ -136,3 +136,5 @@ def test_a_traced_events_message_carries_its_trace_context(
     # event; an event without a trace (tracing off here) adds nothing to its message.
     assert kwargs["traced"]["trace"] == {"traceparent": traceparent}
     assert "trace" not in kwargs["plain"]
+    # and each its event's type: whether its routes give the delivery flow control
+    assert kwargs["plain"]["event_type"] == "thing.plain"
