@@ -1,6 +1,9 @@
-"""agents.backend.shared_client: one Messages API client per process and endpoint."""
+"""agents.backend.shared_client: one Messages API client per thread and endpoint."""
 
 from __future__ import annotations
+
+import threading
+from typing import Any
 
 import pytest
 
@@ -21,3 +24,24 @@ def test_deliveries_share_one_client_per_endpoint_and_credentials(
 
     assert other is not first.client  # type: ignore[attr-defined]
     assert str(other.base_url).startswith("http://127.0.0.1:9/two")
+
+
+def test_each_thread_has_its_own_client_and_keeps_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/threads")
+    seen: list[tuple[Any, Any]] = []
+
+    def deliveries() -> None:
+        with open_backend() as first, open_backend() as second:
+            seen.append((first.client, second.client))  # type: ignore[attr-defined]
+
+    threads = [threading.Thread(target=deliveries) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    (one, again), (other, _) = seen
+    # a thread's deliveries share its client (and its connection pool), another thread's
+    # have their own: the pool's lock and its walks over its connections are not shared
+    assert one is again and one is not other and other is not shared_client()
