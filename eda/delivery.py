@@ -593,10 +593,12 @@ def run_attempt(
     worker: str = "",
     flow_state: dict[str, Any] | None = None,
     trace: dict[str, str] | None = None,
+    event_type: str | None = None,
 ) -> Verdict:
     """Run one attempt of a delivery; record, trace, count and log how it ended; the verdict.
 
-    ``trace`` is the event's trace context as its message carried it (None: read it).
+    ``trace`` is the event's trace context as its message carried it (None: read it);
+    ``event_type``, the event's type as its message carried it (None: not known).
 
     A delivery under flow control passes its gate first (``eda/flow.py``): it may
     wait (``WAIT``: come back after ``delay`` with ``state``, or, parked, be sent
@@ -608,7 +610,7 @@ def run_attempt(
     spends nothing).
     """
     with traces.delivery(core, event_id, handler, task_id, trace) as span:
-        ended = _gate_and_run(core, event_id, handler, task_id, worker, flow_state)
+        ended = _gate_and_run(core, event_id, handler, task_id, worker, flow_state, event_type)
         verdict = _noted(handler, ended)
         traces.attempt_ended(span, str(verdict.outcome), verdict.attempt)
     return verdict
@@ -621,16 +623,24 @@ def _gate_and_run(
     task_id: str,
     worker: str,
     flow_state: dict[str, Any] | None,
+    event_type: str | None = None,
 ) -> Verdict:
-    """Through flow control's gate (when the handler has flow), then the attempt.
+    """Through flow control's gate (when the delivery has flow), then the attempt.
 
-    A handler whose only flow control is its model's pauses (an agent no route limits)
-    passes no gate of its own: the start step looks at the pause, in the same call.
+    A delivery whose only flow control is its model's pauses (an agent no route limits)
+    passes no gate of its own: the start step looks at the pause, in the same call. With
+    the event's type known, that is whether the handler's rules and those of the type's
+    routes give it any: a handler limited on one route does not send its other routes'
+    deliveries through the gate (a round trip, and the event read and parsed twice).
     """
     lease = ""
     state = dict(flow_state or {})
     model = core.handlers.model(handler) if core.handlers is not None else None
-    if core.gated(handler):
+    if event_type is None:
+        has_flow = core.gated(handler)
+    else:
+        has_flow = core.flow_rules(handler, event_type) is not None
+    if has_flow:
         gated = _through_gate(core, event_id, handler, task_id, state, model)
         if isinstance(gated, Verdict):
             return gated

@@ -48,12 +48,15 @@ def deliver(
     replay: bool = False,
     flow: dict[str, Any] | None = None,
     trace: dict[str, str] | None = None,
+    event_type: str | None = None,
 ) -> str:
     """Run one attempt of one delivery.
 
     ``flow`` is what flow control handed the delivery on an earlier pass (a debounce
     passed, a rate slot reserved); ``trace``, the event's trace context, when it has
-    one; ``replay`` is kept for messages sent before runs.
+    one; ``event_type``, the event's type (whether its routes give the delivery flow
+    control; a message without it passes the handler's gate if it has one); ``replay``
+    is kept for messages sent before runs.
     """
     core = worker_core()
     task_id, worker = str(self.request.id), self.request.hostname or ""
@@ -61,30 +64,36 @@ def deliver(
         event_id=event_id, handler=handler, delivery=f"{event_id}:{handler}", task_id=task_id
     ):
         try:
-            verdict = run_attempt(core, event_id, handler, task_id, worker, flow, trace)
+            verdict = run_attempt(core, event_id, handler, task_id, worker, flow, trace, event_type)
         except (StoreUnavailable, redis.RedisError) as exc:
             # The store stayed away past EDA_STORE_WAIT. Retrying through the broker would
             # need the same Redis (and a failed publish drops the message): the delivery is
             # left queued or running, and recovery sends it again once nobody holds it.
             log.warning("event store unreachable, left for recovery: %s", logs.error_summary(exc))
             return "left for recovery"
-        return _conclude(self, verdict, flow or {})
+        # What the message said of its event goes with a retry too (Celery's retry replaces
+        # the keywords).
+        said = {
+            key: value for key, value in (("trace", trace), ("event_type", event_type)) if value
+        }
+        return _conclude(self, verdict, flow or {}, said)
 
 
-def _conclude(task: Task, verdict: Verdict, flow: dict[str, Any]) -> str:
+def _conclude(task: Task, verdict: Verdict, flow: dict[str, Any], said: dict[str, Any]) -> str:
     """Map the core's verdict onto Celery: a retry or a wait, a failure, or done."""
     if verdict.outcome is Outcome.RETRY:
         if verdict.stored:  # the store holds it until due; the relay sends it then
             return "held"
         # A retry passes its gate again, but a debounce it passed stays passed.
         carried = {"flow": {"debounced": True}} if flow.get("debounced") else {}
-        raise task.retry(countdown=verdict.delay, kwargs=carried, max_retries=None)
+        raise task.retry(countdown=verdict.delay, kwargs={**said, **carried}, max_retries=None)
     if verdict.outcome is Outcome.WAIT:
         if verdict.parked:  # no message: the delivery that frees a slot sends it again
             return "parked"
         if verdict.stored:
             return "held"
-        raise task.retry(countdown=verdict.delay, kwargs={"flow": verdict.state}, max_retries=None)
+        kwargs = {**said, "flow": verdict.state}
+        raise task.retry(countdown=verdict.delay, kwargs=kwargs, max_retries=None)
     if verdict.outcome is Outcome.DEAD:
         raise DeadLettered(verdict.error)
     return str(verdict.outcome)

@@ -171,7 +171,11 @@ class CeleryEnqueuer:
             if producer.maybe_declare(self.queues[lane]):  # its bindings are new
                 forget_bindings(producer.channel)
             declared.add(lane)
-        kwargs: dict[str, Any] = {"replay": True} if replay else {}
+        # The event's type: the worker sends only deliveries that have flow control through
+        # its gate, and which do depends on the type's routes.
+        kwargs: dict[str, Any] = {"event_type": event.type}
+        if replay:
+            kwargs["replay"] = True
         if flow:
             kwargs["flow"] = flow
         if event.attributes or traces.enabled():

@@ -435,10 +435,12 @@ class TaskEvents:
         import threading
 
         self.lock = threading.Lock()
-        #: task id -> times sent, times its runs ended, its arguments (repr)
+        #: task id -> times sent, times its runs ended, its arguments and the keywords it
+        #: was last sent with (repr)
         self.sent: dict[str, int] = {}
         self.ended_runs: dict[str, int] = {}
         self.args: dict[str, str] = {}
+        self.kwargs: dict[str, str] = {}
         self.probes: set[str] = set()
         self.receiver: Any = None
         self.thread = threading.Thread(target=self._run, name="task-events", daemon=True)
@@ -451,6 +453,7 @@ class TaskEvents:
             elif kind == "task-sent":
                 self.sent[task] = self.sent.get(task, 0) + 1
                 self.args[task] = str(event.get("args", ""))
+                self.kwargs[task] = str(event.get("kwargs", ""))
             elif kind in ENDED:
                 self.ended_runs[task] = self.ended_runs.get(task, 0) + 1
 

@@ -1,10 +1,17 @@
-"""agents.backend.shared_client: one Messages API client per process and endpoint."""
+"""agents.backend.shared_client: one Messages API client per thread and endpoint."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from typing import Any
 
 import pytest
 
 from agents.backend import open_backend, shared_client
+from tests.workers import ROOT
 
 
 def test_deliveries_share_one_client_per_endpoint_and_credentials(
@@ -21,3 +28,47 @@ def test_deliveries_share_one_client_per_endpoint_and_credentials(
 
     assert other is not first.client  # type: ignore[attr-defined]
     assert str(other.base_url).startswith("http://127.0.0.1:9/two")
+
+
+def test_each_thread_has_its_own_client_and_keeps_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/threads")
+    seen: list[tuple[Any, Any]] = []
+
+    def deliveries() -> None:
+        with open_backend() as first, open_backend() as second:
+            seen.append((first.client, second.client))  # type: ignore[attr-defined]
+
+    threads = [threading.Thread(target=deliveries) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    (one, again), (other, _) = seen
+    # a thread's deliveries share its client (and its connection pool), another thread's
+    # have their own: the pool's lock and its walks over its connections are not shared
+    assert one is again and one is not other and other is not shared_client()
+
+
+def test_greenlets_share_the_process_client() -> None:
+    # A gevent pool starts a greenlet a delivery: a client a greenlet would be a TLS
+    # context and a connection a delivery.
+    code = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import gevent\n"
+        "from agents.backend import shared_client\n"
+        "calls = [gevent.spawn(shared_client) for _ in range(3)]\n"
+        "gevent.joinall(calls)\n"
+        "print(len({id(call.value) for call in calls}))\n"
+    )
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": "sk-ant-test-key",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9/green",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"

@@ -514,24 +514,40 @@ def test_a_completed_run_is_logged_only_at_debug_and_a_refused_call_as_a_warning
     assert warned.levelname == "WARNING" and "(1 refused)" in warned.getMessage()
 
 
+#: A route to the agent the round-trip counts deliver to.
+ROUTE_COUNTED = "routes:\n  - events: [count.it]\n    handler: Counted\n"
+
+
+def counted_core(make_settings: Any, server: Any, folder: Path, routes_text: str) -> Core:
+    """A core on ``server`` whose agent Counted has the routes ``routes_text``."""
+    from tasks import connect
+    from tests.agent_fixtures import write_agents
+
+    agents = write_agents(folder, {"name": "Counted", "model": "claude-haiku-5-5"})
+    routes = folder / "routes.yaml"
+    routes.write_text(routes_text)
+    return connect(make_settings(redis_url=server.url, agents_path=agents, routes_path=routes))
+
+
+def script_and_queue(api: MessagesAPI, core: Core, events: list[Any]) -> None:
+    """One answer a delivery from the Messages API, and each event's delivery to Counted queued."""
+    from tests.lifecycle import queue
+
+    api.script(*(message(text("Noted.")) for _ in events))
+    for event in events:
+        queue(core.deliveries, event.id, "Counted")
+
+
 def test_an_agent_delivery_costs_three_round_trips_and_records_what_it_did(
     messages_api: MessagesAPI, make_settings: Any, own_redis: Any, tmp_path: Path
 ) -> None:
     from eda.delivery import Outcome, run_attempt
-    from tasks import connect
-    from tests.agent_fixtures import write_agents
-    from tests.lifecycle import queue
     from tests.redis_cost import cost
 
-    server, counter = own_redis
-    agents = write_agents(tmp_path, {"name": "Counted", "model": "claude-haiku-5-5"})
-    routes = tmp_path / "routes.yaml"
-    routes.write_text("routes:\n  - events: [count.it]\n    handler: Counted\n")
-    core = connect(make_settings(redis_url=server.url, agents_path=agents, routes_path=routes))
+    counter = own_redis[1]
+    core = counted_core(make_settings, own_redis[0], tmp_path, ROUTE_COUNTED)
     events = [stored_event(core, "count.it", {"n": n}) for n in range(2)]
-    messages_api.script(*(message(text("Noted.")) for _ in events))
-    for event in events:
-        queue(core.deliveries, event.id, "Counted")
+    script_and_queue(messages_api, core, events)
     # the first delivery loads the scripts and opens the connections
     assert run_attempt(core, events[0].id, "Counted", "t1", "here").outcome is Outcome.SUCCEEDED
 
@@ -549,6 +565,34 @@ def test_an_agent_delivery_costs_three_round_trips_and_records_what_it_did(
     assert [entry["kind"] for entry in entries] == ["request", "response"]
     assert entries[1]["content"] == [text("Noted.")]
     assert core.flow.spent("Counted").tokens == 2 * 120
+
+
+def test_an_agent_limited_on_one_route_passes_no_gate_for_its_other_routes_events(
+    messages_api: MessagesAPI, make_settings: Any, own_redis: Any, tmp_path: Path
+) -> None:
+    from eda.delivery import Outcome, run_attempt
+    from tests.redis_cost import cost
+
+    counter = own_redis[1]
+    capped_route = "  - events: [count.capped]\n    handler: Counted\n    concurrency: {limit: 4}\n"
+    core = counted_core(make_settings, own_redis[0], tmp_path, ROUTE_COUNTED + capped_route)
+    events = [stored_event(core, kind, {}) for kind in ("count.it", "count.it", "count.capped")]
+    script_and_queue(messages_api, core, events)
+    # the first delivery loads the scripts and opens the connections
+    first = run_attempt(core, events[0].id, "Counted", "t1", "here", event_type="count.it")
+    assert first.outcome is Outcome.SUCCEEDED
+
+    with cost(counter) as plain:
+        verdict = run_attempt(core, events[1].id, "Counted", "t1", "here", event_type="count.it")
+    with cost(counter) as capped:
+        limited = run_attempt(core, events[2].id, "Counted", "t1", "h", event_type="count.capped")
+
+    assert verdict.outcome is limited.outcome is Outcome.SUCCEEDED
+    # count.it's routes give Counted no flow control: the start step looks at the model's
+    # pause, and no gate reads the event first; count.capped's deliveries take a slot.
+    assert plain.reads == 3, plain
+    assert capped.reads > 3, capped
+    assert all(scope["running"] == 0 for scope in core.flow.in_use().values())
 
 
 def test_a_finish_sent_again_counts_its_tokens_and_journals_its_entries_once(core: Core) -> None:

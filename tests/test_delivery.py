@@ -45,6 +45,22 @@ def statuses(record: dict[str, Any]) -> list[str]:
     return [change["status"] for change in record["history"]]
 
 
+def test_a_retry_is_sent_with_its_events_type(
+    live: Core, unique_type: Any, task_events: TaskEvents
+) -> None:
+    # The type says whether the event's routes give the delivery flow control: without it
+    # the retry would pass the handler's gate (a round trip and a parse of the event).
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:flaky")
+    event_id = live.publish(event_type, {"fail_times": 1}, "test").event_id
+
+    record = settled(live, event_id, "tests.handlers:flaky", "succeeded")
+
+    task_id = record["task_id"]
+    wait_for(lambda: task_events.sent.get(task_id) == 2)  # the dispatch, and the retry
+    assert f"'event_type': '{event_type}'" in task_events.kwargs[task_id]
+
+
 def test_transient_failures_are_retried_with_backoff_until_success(
     live: Core, unique_type: Any, client: Any
 ) -> None:

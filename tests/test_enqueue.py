@@ -142,3 +142,5 @@ def test_a_traced_events_message_carries_its_trace_context(
         args, kwargs_sent, _ = json.loads(base64.b64decode(message["body"]))
         assert message["headers"]["argsrepr"] == saferepr(tuple(args), 1024)
         assert message["headers"]["kwargsrepr"] == saferepr(kwargs_sent, 1024)
+    # Each carries its event's type: whether its routes give the delivery flow control.
+    assert kwargs["plain"]["event_type"] == "thing.plain"

@@ -60,7 +60,7 @@ TOOL_CALL_SAMPLES = 5
 BEYOND_SDK_TARGET = 0.25
 
 
-def _run(
+def run_burst(
     bench: Bench,
     api: MessagesAPI,
     count: int,
@@ -119,7 +119,7 @@ def _capped(bench: Bench, api: MessagesAPI, count: int) -> Figure:
     no thread and no message, and is sent again as slots free.
     """
     burst = min(1000, max(count, 4 * CAPPED))
-    rate, _ = _run(bench, api, burst, AGENT, "capped")
+    rate, _ = run_burst(bench, api, burst, AGENT, "capped")
     bench.reset()
     ideal = CAPPED / api.delay
     return Figure(
@@ -135,15 +135,22 @@ def _capped(bench: Bench, api: MessagesAPI, count: int) -> Figure:
 
 def _raw_sdk(api: MessagesAPI, threads: int, rounds: int) -> tuple[float, float]:
     """SDK calls per second from ``threads`` threads making ``rounds`` calls each, and the
-    CPU seconds of a call (the calling threads' own)."""
-    import anthropic
+    CPU seconds of a call (the calling threads' own).
 
-    client = anthropic.Anthropic(base_url=api.url, api_key="bench", max_retries=0)
+    Each thread has a client of its own, as each of the worker's threads has
+    (``agents.backend.shared_client``): 64 threads sharing one client's connection pool
+    pay more CPU a call, which would flatter the worker against its baseline.
+    """
+    import anthropic
 
     message: list[Any] = [{"role": "user", "content": "Acknowledge."}]
     spent: list[float] = []
+    clients = [
+        anthropic.Anthropic(base_url=api.url, api_key="bench", max_retries=0)
+        for _ in range(threads)
+    ]
 
-    def calls(count: int) -> None:
+    def calls(client: anthropic.Anthropic, count: int) -> None:
         began = time.thread_time()
         for _ in range(count):
             client.messages.create(model="claude-haiku-5-5", max_tokens=64, messages=message)
@@ -152,7 +159,7 @@ def _raw_sdk(api: MessagesAPI, threads: int, rounds: int) -> tuple[float, float]
     def run(count: int) -> tuple[float, float]:
         spent.clear()
         started = time.perf_counter()
-        pool = [threading.Thread(target=calls, args=(count,)) for _ in range(threads)]
+        pool = [threading.Thread(target=calls, args=(client, count)) for client in clients]
         for thread in pool:
             thread.start()
         for thread in pool:
@@ -171,9 +178,9 @@ def measure(bench: Bench, api: MessagesAPI, processes: Sequence[Process | None])
     count = concurrency * bench.sizes.agent_rounds
     # One round first: the worker imports the model SDK on its first agent delivery, and
     # each of its threads opens its connections (Redis, the API) on its first.
-    _run(bench, api, concurrency)
-    bursts = [_run(bench, api, count, processes=processes) for _ in range(bench.sizes.repeats)]
-    noops = [_run(bench, api, count, NOOP, processes=processes)[1] for _ in bursts]
+    run_burst(bench, api, concurrency)
+    bursts = [run_burst(bench, api, count, processes=processes) for _ in range(bench.sizes.repeats)]
+    noops = [run_burst(bench, api, count, NOOP, processes=processes)[1] for _ in bursts]
     bench.reset()
     raw, sdk_cpu = _raw_sdk(api, concurrency, bench.sizes.agent_rounds)
     runs = [(rate, ideal) for rate, _ in bursts]
@@ -236,9 +243,9 @@ def _cpu_figures(
 
 def _tool_figures(bench: Bench, api: MessagesAPI, concurrency: int, count: int) -> list[Figure]:
     """Deliveries with two own-tool calls against none, and one tool call's CPU."""
-    _run(bench, api, concurrency, TOOL_AGENT)  # warm-up: the tool's first call imports it
+    run_burst(bench, api, concurrency, TOOL_AGENT)  # warm-up: the tool's first call imports it
     runs = [
-        (_run(bench, api, count, TOOL_AGENT)[0], _run(bench, api, count, AGENT)[0])
+        (run_burst(bench, api, count, TOOL_AGENT)[0], run_burst(bench, api, count, AGENT)[0])
         for _ in range(bench.sizes.repeats)
     ]
     with_tools, without = median_run(runs)
