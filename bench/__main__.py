@@ -85,7 +85,7 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
             relay.stop()
         progress("dispatch with traces and metrics on")
         plain = [ours for ours, _ in dispatched[0].runs]
-        figures.append(dispatch.measure_observed(bench, plain))
+        figures += dispatch.measure_observed(bench, plain)
         context_exports = sink.exports
     context = {
         "mode": mode,

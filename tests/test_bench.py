@@ -39,6 +39,7 @@ FIGURES = CPU_FIGURES | {
     "dispatch",
     "dispatch_vs_events",
     "dispatch_observed",
+    "dispatch_sampled",
     "dispatch_round_trips",
     "redis_bytes_per_event",
     "agents",

@@ -14,6 +14,10 @@ from eda.event import Event
 #: The handler the no-op events are routed to (bench/routes.yaml).
 NOOP = "bench.handlers:noop"
 
+#: The SDK's sampler keeping one trace in ten (of traces started here, and of those
+#: whose sender sampled them): the trade the README names for busy deployments.
+SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+
 
 def body(bench: Bench, kind: str) -> dict[str, object]:
     """The payload every measured event carries: ``payload_bytes`` of JSON."""
