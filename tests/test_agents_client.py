@@ -72,3 +72,29 @@ def test_greenlets_share_the_process_client() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1"
+
+
+def test_a_worker_of_64_threads_holds_its_clients_in_a_few_mib() -> None:
+    # Each client loading the CA bundle into a TLS context of its own cost 20 MiB more.
+    code = (
+        "import threading\n"
+        "from agents.backend import shared_client\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20\n"
+        "shared_client()\n"  # the first: the SDK's modules and the process's context
+        "before = rss()\n"
+        "threads = [threading.Thread(target=shared_client) for _ in range(63)]\n"
+        "for thread in threads: thread.start()\n"
+        "for thread in threads: thread.join()\n"
+        "print(rss() - before)\n"
+    )
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": "sk-ant-test-key",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9/memory",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 5  # MiB for 63 more clients (20 with a context each)
