@@ -51,6 +51,20 @@ def test_each_thread_has_its_own_client_and_keeps_it(monkeypatch: pytest.MonkeyP
     assert one is again and one is not other and other is not shared_client()
 
 
+def _printed(code: str) -> str:
+    """What ``code`` prints, run by a Python of its own with credentials set."""
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": "sk-ant-test-key",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9/subprocess",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_greenlets_share_the_process_client() -> None:
     # A gevent pool starts a greenlet a delivery: a client a greenlet would be a TLS
     # context and a connection a delivery.
@@ -62,16 +76,7 @@ def test_greenlets_share_the_process_client() -> None:
         "gevent.joinall(calls)\n"
         "print(len({id(call.value) for call in calls}))\n"
     )
-    env = {
-        **os.environ,
-        "ANTHROPIC_API_KEY": "sk-ant-test-key",
-        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9/green",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "1"
+    assert _printed(code) == "1"
 
 
 def test_a_worker_of_64_threads_holds_its_clients_in_a_few_mib() -> None:
@@ -88,13 +93,4 @@ def test_a_worker_of_64_threads_holds_its_clients_in_a_few_mib() -> None:
         "for thread in threads: thread.join()\n"
         "print(rss() - before)\n"
     )
-    env = {
-        **os.environ,
-        "ANTHROPIC_API_KEY": "sk-ant-test-key",
-        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9/memory",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert float(done.stdout) < 5  # MiB for 63 more clients (20 with a context each)
+    assert float(_printed(code)) < 5  # MiB for 63 more clients (20 with a context each)
