@@ -7,8 +7,8 @@ warms the worker up, then runs ``repeats`` pairs of bursts: ``rounds`` times the
 worker's concurrency deliveries to the bench agent, then as many no-op deliveries.
 For each burst it prints the CPU the worker (its user and system time apart) and
 the relay spent per delivery, from their ``/proc/<pid>/stat`` counters, and at the
-end the median of each kind. ``--workers 2 --concurrency 32`` runs the same
-concurrency as two worker processes.
+end the median of each kind and the workers' resident memory. ``--workers 2
+--concurrency 32`` runs the same concurrency as two worker processes.
 
 It is the agents rows' CPU measurement alone, in about a minute: to compare two
 versions of the code, run it in each, in turn, several times (the machine's other
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         for handler, name in ((AGENT, "agent"), (NOOP, "no-op")):
             runs = ", ".join(f"{cpu * 1e6:.0f}" for cpu in spent[handler])
             print(f"{name}: median {median(spent[handler]) * 1e6:.0f} µs ({runs})")
+        resident = sum(worker.rss_bytes() for worker in workers) / 2**20
+        print(f"workers' resident memory at the end: {resident:.1f} MiB")
 
 
 if __name__ == "__main__":
