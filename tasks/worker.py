@@ -4,6 +4,7 @@ its prompt stop on a signal."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -45,6 +46,23 @@ def _check_configuration(**_: object) -> None:
     except EdaError as exc:
         log.critical("configuration error: %s", exc)
         raise SystemExit(f"eda: configuration error: {exc}") from None
+
+
+@signals.worker_ready.connect
+def _freeze_the_start(**_: object) -> None:
+    """Keep what the worker's start made out of the garbage collector's full passes.
+
+    Celery, kombu, the core and their modules are some 200,000 objects that live as long
+    as the process, and a full collection walks every one, with every pool thread
+    stopped: 105-115 ms on the bench's machine. Frozen (``gc.freeze``, the standard
+    library's own), they are never walked again; what is made later is collected as
+    before. Garbage made at the start is collected first. In a ``--quick`` bench run the
+    worker's full collections took 108 ms on average (10 of them, the longest 208 ms)
+    without it and 56 ms with it (12, the longest 122 ms): what a worker makes later,
+    the SDK of its first agent delivery among it, is still walked.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class WakeOnSignal(bootsteps.StartStopStep):

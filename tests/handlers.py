@@ -6,6 +6,7 @@ a test can see what the worker did: ``attempts(redis, event_id, handler)``.
 
 from __future__ import annotations
 
+import gc
 import json  # noqa: F401 (a module a subscription must not be able to name as a handler)
 import time
 from typing import Any
@@ -96,6 +97,11 @@ def exits(event: Event) -> None:
 
 def needs_two_arguments(event: Event, other: Any) -> None:
     """Not a handler: it cannot be called with one event."""
+
+
+def reports_the_frozen(event: Event) -> dict[str, Any]:
+    """Report how many objects the worker's garbage collector leaves alone (gc.freeze)."""
+    return {"frozen": gc.get_freeze_count()}
 
 
 def reports_its_delivery(event: Event) -> dict[str, Any]:

@@ -61,6 +61,20 @@ def test_a_retry_is_sent_with_its_events_type(
     assert f"'event_type': '{event_type}'" in task_events.kwargs[task_id]
 
 
+def test_the_worker_leaves_what_its_start_made_out_of_full_collections(
+    live: Core, unique_type: Any
+) -> None:
+    # A full collection walked every object of Celery, kombu and the core, with every
+    # pool thread stopped: the tail of the latency from webhook to handler.
+    event_type = unique_type()
+    live.subscribe([event_type], "tests.handlers:reports_the_frozen")
+    event_id = live.publish(event_type, {}, "test").event_id
+
+    record = settled(live, event_id, "tests.handlers:reports_the_frozen", "succeeded")
+
+    assert record["outcome"]["frozen"] > 50_000
+
+
 def test_transient_failures_are_retried_with_backoff_until_success(
     live: Core, unique_type: Any, client: Any
 ) -> None:
