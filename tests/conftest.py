@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -432,8 +433,6 @@ class TaskEvents:
     any core: ``task_send_sent_event``) and what the workers' runs came to."""
 
     def __init__(self) -> None:
-        import threading
-
         self.lock = threading.Lock()
         #: task id -> times sent, times its runs ended, its arguments and the keywords it
         #: was last sent with (repr)
@@ -443,7 +442,7 @@ class TaskEvents:
         self.kwargs: dict[str, str] = {}
         self.probes: set[str] = set()
         self.receiver: Any = None
-        self.thread = threading.Thread(target=self._run, name="task-events", daemon=True)
+        self.thread: threading.Thread | None = None
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind, task = str(event.get("type", "")), str(event.get("uuid", ""))
@@ -457,19 +456,14 @@ class TaskEvents:
             elif kind in ENDED:
                 self.ended_runs[task] = self.ended_runs.get(task, 0) + 1
 
-    def _run(self) -> None:
-        from tasks import app
-
-        with app.connection_for_read() as connection:
-            self.receiver = app.events.Receiver(connection, handlers={"*": self._on_event})
-            with contextlib.suppress(Exception):  # the session's broker stops at the end
-                self.receiver.capture(limit=None, timeout=None, wakeup=False)
+    def _run(self, connection: Any) -> None:
+        with connection, contextlib.suppress(Exception):  # the broker stops at the end
+            self.receiver.capture(limit=None, timeout=None, wakeup=False)
 
     def start(self) -> None:
         """Listen, and return once events reach this listener."""
         from tasks import app
 
-        self.thread.start()
         probe = uuid.uuid4().hex
 
         def heard() -> bool:
@@ -477,6 +471,16 @@ class TaskEvents:
                 dispatcher.send("test-probe", probe=probe)
             return probe in self.probes
 
+        # Celery and kombu import their event classes and transports when first used. This
+        # thread uses them before the listener's thread starts: two threads importing the
+        # same modules at once can end in the import system's _DeadlockError.
+        heard()
+        connection = app.connection_for_read()
+        self.receiver = app.events.Receiver(connection, handlers={"*": self._on_event})
+        self.thread = threading.Thread(
+            target=self._run, args=(connection,), name="task-events", daemon=True
+        )
+        self.thread.start()
         wait_for(heard, interval=0.1)
 
     def stop(self) -> None:
