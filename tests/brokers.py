@@ -21,6 +21,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
@@ -28,7 +29,7 @@ from urllib.parse import quote
 import redis
 from kombu import Connection
 
-from eda.redis_server import free_port
+from eda.redis_server import free_port, start_server, wait_until_ready
 from tests.lanes import lane_length
 
 #: Private brokers a test may ask for (Redis databases 1..15, RabbitMQ vhosts eda-1..eda-15).
@@ -43,6 +44,21 @@ RABBITMQ_START_TIMEOUT = 90.0
 NO_RABBITMQ = (
     "the RabbitMQ half needs rabbitmq-server (apt install rabbitmq-server) or TEST_AMQP_URL"
 )
+
+
+@contextlib.contextmanager
+def own_redis(folder: Path) -> Iterator[str]:
+    """A Redis server of its own, its data in ``folder``, for a module whose worker no other
+    worker may share a broker with: its URL (no database); stopped on exit."""
+    port = free_port()
+    process = start_server(folder, port)
+    url = f"redis://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{url}/0")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 class Broker(Protocol):

@@ -346,6 +346,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
         time.sleep(interval)
 
 
+def settled(
+    core: Core, event_id: str, handler: str, *statuses: str, timeout: float = 15.0
+) -> dict[str, Any]:
+    """The event's delivery to ``handler`` once it reaches one of ``statuses``."""
+
+    def reached() -> dict[str, Any] | None:
+        found = core.get_event(event_id).deliveries.get(handler, {})
+        return found if found.get("status") in statuses else None
+
+    return wait_for(reached, timeout=timeout)
+
+
 @pytest.fixture
 def private_broker(
     broker_under_test: Broker, live: Core, live_settings: Settings, client: redis.Redis

@@ -19,11 +19,11 @@ from click.testing import CliRunner
 
 import tasks
 from eda.core import Core
-from eda.redis_server import free_port, start_server, wait_until_ready
 from eda.settings import load
 from scripts.cli import main
 from tasks.enqueue import CeleryEnqueuer
-from tests.conftest import wait_for
+from tests.brokers import own_redis
+from tests.conftest import settled, wait_for
 from tests.messages_api import (
     TEST_API_KEY,
     MessagesAPI,
@@ -53,15 +53,8 @@ SHORT_VISIBILITY = {
 @pytest.fixture(scope="module")
 def broker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis of the module's own for brokers (``<url>/<db>``): no other worker shares it."""
-    port = free_port()
-    process = start_server(tmp_path_factory.mktemp("durable-broker"), port)
-    url = f"redis://127.0.0.1:{port}"
-    try:
-        wait_until_ready(f"{url}/0")
+    with own_redis(tmp_path_factory.mktemp("durable-broker")) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +87,7 @@ def worker(
 
 def delivery(core: Core, event_id: str, *statuses: str, timeout: float = 30) -> dict[str, Any]:
     """The agent's delivery once it reaches one of ``statuses``."""
-
-    def reached() -> dict[str, Any] | None:
-        found = core.get_event(event_id).deliveries.get(AGENT, {})
-        return found if found.get("status") in statuses else None
-
-    return wait_for(reached, timeout=timeout)
+    return settled(core, event_id, AGENT, *statuses, timeout=timeout)
 
 
 def routed(core: Core) -> tuple[str, str]:

@@ -18,11 +18,11 @@ import pytest
 import tasks
 from agents.backend import has_credentials
 from eda.core import Core
-from eda.redis_server import free_port, start_server, wait_until_ready
 from eda.settings import load
 from tasks.enqueue import CeleryEnqueuer
 from tests.agent_tools import executed
-from tests.conftest import wait_for
+from tests.brokers import own_redis
+from tests.conftest import settled
 from tests.messages_api import (
     TEST_API_KEY,
     MessagesAPI,
@@ -44,15 +44,8 @@ AGENT = "TestResponder"
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis of the module's own for the broker, so no other worker takes its messages."""
-    port = free_port()
-    process = start_server(tmp_path_factory.mktemp("agent-broker"), port)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        wait_until_ready(url)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with own_redis(tmp_path_factory.mktemp("agent-broker")) as url:
+        yield f"{url}/0"
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +66,6 @@ def agents_core(
         yield Core(settings, enqueuer=CeleryEnqueuer(tasks.app, broker_url=broker))
     finally:
         worker.stop()
-
-
-def settled(core: Core, event_id: str, handler: str, *statuses: str) -> dict[str, Any]:
-    """The delivery once it reaches one of ``statuses``."""
-
-    def reached() -> dict[str, Any] | None:
-        delivery = core.get_event(event_id).deliveries.get(handler, {})
-        return delivery if delivery.get("status") in statuses else None
-
-    return wait_for(reached)
 
 
 def routed_type(core: Core, handler: str = AGENT) -> str:

@@ -24,10 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 import tasks
 from eda.core import Core
 from eda.event import Event
-from eda.redis_server import free_port, start_server, wait_until_ready
+from eda.redis_server import free_port
 from eda.settings import load
 from tasks.enqueue import CeleryEnqueuer
-from tests.conftest import RedisServer, wait_for
+from tests.brokers import own_redis
+from tests.conftest import RedisServer, settled, wait_for
 from tests.messages_api import (
     TEST_API_KEY,
     MessagesAPI,
@@ -127,28 +128,23 @@ def deployment(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Deployment]:
     folder = tmp_path_factory.mktemp("metrics")
-    broker_port = free_port()
-    broker = start_server(tmp_path_factory.mktemp("metrics-broker"), broker_port)
-    broker_url = f"redis://127.0.0.1:{broker_port}/0"
-    wait_until_ready(broker_url)
-    env = {
-        "REDIS_URL": redis_server.url,
-        "EDA_PREFIX": f"metrics-{uuid.uuid4().hex[:8]}",
-        "CELERY_BROKER_URL": broker_url,
-        "EDA_DATA_DIR": str(folder / "data"),
-        "EDA_AGENTS": str(ROOT / "tests" / "agents.yaml"),
-        "EDA_ADMIN_TOKEN": TOKEN,
-        "EDA_ALLOW_UNSIGNED": "1",
-        "ANTHROPIC_BASE_URL": messages_api_server.url,
-        "ANTHROPIC_API_KEY": TEST_API_KEY,
-    }
-    started = Deployment(env, folder)
-    try:
-        yield started
-    finally:
-        started.stop()
-        broker.terminate()
-        broker.wait(timeout=10)
+    with own_redis(tmp_path_factory.mktemp("metrics-broker")) as broker:
+        env = {
+            "REDIS_URL": redis_server.url,
+            "EDA_PREFIX": f"metrics-{uuid.uuid4().hex[:8]}",
+            "CELERY_BROKER_URL": f"{broker}/0",
+            "EDA_DATA_DIR": str(folder / "data"),
+            "EDA_AGENTS": str(ROOT / "tests" / "agents.yaml"),
+            "EDA_ADMIN_TOKEN": TOKEN,
+            "EDA_ALLOW_UNSIGNED": "1",
+            "ANTHROPIC_BASE_URL": messages_api_server.url,
+            "ANTHROPIC_API_KEY": TEST_API_KEY,
+        }
+        started = Deployment(env, folder)
+        try:
+            yield started
+        finally:
+            started.stop()
 
 
 def github(deployment: Deployment, event: str, body: dict[str, Any]) -> str:
@@ -161,12 +157,9 @@ def github(deployment: Deployment, event: str, body: dict[str, Any]) -> str:
     return str(answer["event_id"])
 
 
-def settled(core: Core, event_id: str, handler: str) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        delivery = core.get_event(event_id).deliveries.get(handler, {})
-        return delivery if delivery.get("status") in ("succeeded", "dead") else None
-
-    return wait_for(reached, timeout=30)
+def done(core: Core, event_id: str, handler: str) -> dict[str, Any]:
+    """The delivery once it succeeded or is dead."""
+    return settled(core, event_id, handler, "succeeded", "dead", timeout=30)
 
 
 def test_a_known_sequence_is_counted_exactly_on_the_web_and_the_worker(
@@ -184,8 +177,8 @@ def test_a_known_sequence_is_counted_exactly_on_the_web_and_the_worker(
     failed = github(deployment, "push", {"ref": "refs/heads/main"})
     handled = github(deployment, "issues", {"action": "opened", "issue": {"number": 1}})
     github(deployment, "issues", {"action": "closed", "issue": {"number": 1}})
-    assert settled(core, failed, FAILING)["status"] == "dead"
-    assert settled(core, handled, AGENT)["status"] == "succeeded"
+    assert done(core, failed, FAILING)["status"] == "dead"
+    assert done(core, handled, AGENT)["status"] == "succeeded"
     [letter] = core.dead_letter_list()
     status, _ = deployment.post(
         f"/api/dead-letters/{letter.id}/discard",
@@ -250,7 +243,7 @@ def delivered_once(core: Core, port: int, event_type: str) -> tuple[Samples, Sam
     assert status == 200, text_before
     event = Event.create(type=event_type, source="metrics-test", payload={"n": 1})
     core.publish_event(event)
-    assert settled(core, event.id, SUCCEEDING)["status"] == "succeeded"
+    assert done(core, event.id, SUCCEEDING)["status"] == "succeeded"
     status, text_after = scrape(url)
     assert status == 200, text_after
     return samples(text_before), samples(text_after)
