@@ -222,11 +222,6 @@ class AgentEntry(ConfigModel):
 
     _range = field_validator(*LIMITS)(_in_range)
 
-    @field_validator("rate_limit", mode="before")
-    @classmethod
-    def _rate_shorthand(cls, value: Any) -> Any:
-        return {"rate": value} if isinstance(value, str) else value
-
     @field_validator("instructions")
     @classmethod
     def _instructions(cls, value: str) -> str:

@@ -106,6 +106,12 @@ class RateLimit(FlowModel):
     #: Over the rate: dropped (recorded ``skipped``) rather than delayed.
     drop: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """``20/s`` alone is the rate."""
+        return {"rate": value} if isinstance(value, str) else value
+
     @field_validator("rate")
     @classmethod
     def _rate(cls, value: str) -> str:
@@ -195,11 +201,6 @@ class FlowRules(FlowModel):
     debounce: Debounce | None = None
     priority: Literal["high", "normal", "low"] | None = None
     budget: Budget | None = None
-
-    @field_validator("rate_limit", mode="before")
-    @classmethod
-    def _rate_shorthand(cls, value: Any) -> Any:
-        return {"rate": value} if isinstance(value, str) else value
 
     def over(self, base: FlowRules | None) -> FlowRules:
         """These rules, with what they leave unset taken from ``base``."""

@@ -245,11 +245,6 @@ class RouteEntry(ConfigModel):
     debounce: Debounce | None = None
     priority: Literal["high", "normal", "low"] | None = None
 
-    @field_validator("rate_limit", mode="before")
-    @classmethod
-    def _rate_shorthand(cls, value: Any) -> Any:
-        return {"rate": value} if isinstance(value, str) else value
-
     @field_validator("handler")
     @classmethod
     def _known(cls, handler: str | None, info: ValidationInfo) -> str | None:

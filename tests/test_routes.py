@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+from agents.definitions import load_agents
 from eda import handlers
 from eda.core import Core
 from eda.errors import InvalidInput
 from eda.event import Event
+from eda.flow import FlowRules, RateLimit
 from eda.retry import RetryOverride
 from eda.routes import Route, RouteTable, load_routes, parse_conditions
 from eda.settings import Settings
@@ -51,6 +53,21 @@ def test_a_routes_file_loads_patterns_handlers_conditions_and_permanent_errors(
         "env equals 'production'",
     ]
     assert route.origin == f"{path}:2"
+
+
+def test_a_rate_limit_may_be_its_rate_alone_in_a_route_an_agent_and_flow_rules(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "routes:\n  - events: a.b\n    handler: Known\n    rate_limit: 20/s\n")
+    (route,) = load_routes(path, known)
+    agents = tmp_path / "agents.yaml"
+    agents.write_text("agents:\n  - name: Paced\n    instructions: x\n    rate_limit: 2/m\n")
+    agent = load_agents(agents, dict)["Paced"]
+    assert route.flow is not None and route.flow.rate_limit == RateLimit(rate="20/s")
+    assert agent.flow is not None and agent.flow.rate_limit == RateLimit(rate="2/m")
+    assert FlowRules(rate_limit="1/h").rate_limit == RateLimit(rate="1/h")
+    with pytest.raises(InvalidInput, match="rate_limit"):
+        load_routes(write(tmp_path, "routes:\n  - events: a.b\n    rate_limit: fast\n"), known)
 
 
 def test_a_route_carries_its_retry_policy_and_permanent_adds_to_it(tmp_path: Path) -> None:
