@@ -15,7 +15,7 @@ from eda.core import Core
 from eda.event import Event
 from tasks import app
 from tasks.consumer import EVENT_BUFFER_LIMIT, EVENT_FLUSH_INTERVAL, Consumer
-from tests.test_delivery import settled
+from tests.conftest import settled
 
 #: What a worker itself says of each task it runs.
 WORKER_SIDE = {"task-received", "task-started", "task-succeeded"}

@@ -21,7 +21,7 @@ from eda.settings import Settings
 from tasks import app
 from tasks.enqueue import CeleryEnqueuer
 from tests.brokers import Broker
-from tests.conftest import RedisServer, TaskEvents, wait_for
+from tests.conftest import RedisServer, TaskEvents, settled, wait_for
 from tests.handlers import attempts
 from tests.lifecycle import finish, queue, start
 from tests.redis_cost import cost
@@ -34,11 +34,6 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.brokers]
 
 def delivery(core: Core, event_id: str, handler: str) -> dict[str, Any]:
     return core.get_event(event_id).deliveries.get(handler, {})
-
-
-def settled(core: Core, event_id: str, handler: str, status: str) -> dict[str, Any]:
-    """Wait until the delivery reaches ``status`` and return it."""
-    return wait_for(lambda: (d := delivery(core, event_id, handler)).get("status") == status and d)
 
 
 def statuses(record: dict[str, Any]) -> list[str]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +10,7 @@ import pytest
 from eda import logs
 from eda.event import Event
 from tests.messages_api import MessagesAPI, message, messages_api, text
-from tests.workers import ROOT
+from tests.workers import run_python
 
 __all__ = ["messages_api"]
 
@@ -36,16 +33,7 @@ client.messages.create(model="claude-haiku-5-5", max_tokens=16,
 
 def test_at_debug_the_model_sdk_never_logs_a_request_body(messages_api: MessagesAPI) -> None:
     messages_api.script(message(text("ok")))
-    env = {**os.environ, "ANTHROPIC_LOG": "debug", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", PROGRAM],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_python(PROGRAM, timeout=60, ANTHROPIC_LOG="debug")
     assert "our own debug line" in done.stderr
     assert len(messages_api.requests) == 1  # the request was made, with the marker in it
     assert MARKER not in done.stderr + done.stdout

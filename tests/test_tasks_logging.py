@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from typing import Any
 
 from eda.core import Core
-from tests.test_delivery import settled
-from tests.workers import ROOT, Worker
+from tests.conftest import settled
+from tests.workers import Worker, run_python
 
 PROGRAM = """
 import logging
@@ -20,16 +17,7 @@ print(logging.getLogger().level, *(logging.getLogger(n).level for n in tasks.PER
 
 
 def run(level: str) -> list[int]:
-    env = {**os.environ, "EDA_LOG_LEVEL": level, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", PROGRAM],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    done = run_python(PROGRAM, timeout=30, EDA_LOG_LEVEL=level)
     return [int(x) for x in done.stdout.split()]
 
 

@@ -27,6 +27,20 @@ FAST = {
 }
 
 
+def run_python(program: str, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
+    """``program`` run by this Python from the project's folder, with the project on its path
+    and ``env`` added to the environment; its output captured, and an error unless it exits 0."""
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+
+
 class Worker:
     """One worker process; ``stop()`` ends it gracefully, ``kill()`` with SIGKILL.
 
