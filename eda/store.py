@@ -26,6 +26,7 @@ from eda.event import Event
 from eda.keys import Keys
 from eda.settings import Settings
 from eda.times import now_iso
+from eda.together import Together
 
 #: Statuses an operator may set on an event by hand with acknowledge.
 ACK_STATUSES = ("processed", "ignored", "failed", "succeeded")
@@ -116,6 +117,8 @@ class EventStore:
         self.settings = settings
         self.keys = Keys(settings.prefix)
         self.scripts = Scripts(client)
+        #: Events published while another's round trip is under way go in the next.
+        self._publishing = Together(self._publish_batch)
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -136,38 +139,40 @@ class EventStore:
             )
         keys = self.keys
         try:
-            reply = self.run_script(
-                self.scripts.publish,
-                keys=[
-                    keys.dedupe(event.dedupe_key or ""),
-                    keys.stream,
-                    keys.type_stream(event.type),
-                    keys.event(event.id),
-                    keys.pending,
-                    keys.dispatch,
-                    keys.chain(event.correlation_id or ""),
-                    keys.event(event.causation_id or ""),
-                ],
-                args=[
-                    event.id,
-                    document,
-                    event.type,
-                    self.settings.dedupe_ttl,
-                    self.settings.stream_maxlen,
-                    int(time.time() * 1000),
-                    "1" if event.dedupe_key else "0",
-                    keys.event_prefix,
-                    keys.deliveries_prefix,
-                    keys.outcomes_prefix,
-                    "1" if notify else "0",
-                    keys.journal_prefix,
-                    "1" if event.causation_id else "0",
-                    "1" if event.correlation_id else "0",
-                    self.settings.max_causation_depth,
-                    self.settings.chain_budget,
-                    event.source,
-                    event.timestamp,
-                ],
+            reply = self._publishing.run(
+                (
+                    self.scripts.publish,
+                    [
+                        keys.dedupe(event.dedupe_key or ""),
+                        keys.stream,
+                        keys.type_stream(event.type),
+                        keys.event(event.id),
+                        keys.pending,
+                        keys.dispatch,
+                        keys.chain(event.correlation_id or ""),
+                        keys.event(event.causation_id or ""),
+                    ],
+                    [
+                        event.id,
+                        document,
+                        event.type,
+                        self.settings.dedupe_ttl,
+                        self.settings.stream_maxlen,
+                        int(time.time() * 1000),
+                        "1" if event.dedupe_key else "0",
+                        keys.event_prefix,
+                        keys.deliveries_prefix,
+                        keys.outcomes_prefix,
+                        "1" if notify else "0",
+                        keys.journal_prefix,
+                        "1" if event.causation_id else "0",
+                        "1" if event.correlation_id else "0",
+                        self.settings.max_causation_depth,
+                        self.settings.chain_budget,
+                        event.source,
+                        event.timestamp,
+                    ],
+                )
             )
         except redis.ResponseError as exc:
             if str(exc).startswith("EXISTS"):  # an ingested event that kept its own id
@@ -444,6 +449,13 @@ class EventStore:
         with reaching_redis():
             return list(pipe.execute(raise_on_error=False))
 
+    def _publish_batch(self, calls: list[ScriptCall]) -> list[Any]:
+        """Publish calls of concurrent callers (:mod:`eda.together`): one alone as a plain
+        EVALSHA, several in one pipeline, each error as :func:`reaching_redis` says."""
+        if len(calls) == 1:
+            return [self.run_script(*calls[0])]
+        return [_translated(reply) for reply in self.run_scripts(calls)]
+
     def run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """One script call, alone (cheaper than a pipeline of one); its errors are raised.
 
@@ -460,6 +472,17 @@ class EventStore:
     def execute(self, pipe: Any) -> list[Any]:
         with reaching_redis():
             return list(pipe.execute())
+
+
+def _translated(reply: Any) -> Any:
+    """A pipeline's reply; an error reply as it would have been raised alone."""
+    if not isinstance(reply, redis.RedisError):
+        return reply
+    try:
+        with reaching_redis():
+            raise reply
+    except Exception as exc:
+        return exc
 
 
 def _shown(handler: str, raw: str, outcomes: dict[str, str]) -> dict[str, Any]:

@@ -394,6 +394,15 @@ def refusing_broker(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
+def private_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test's own, for what must not disturb the session's."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, redis.Redis]]:
     """A Redis server of the test's own and a client of it: what the server counts is the
     test's alone (see ``tests/redis_cost.py``). The broker is its database 1."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,15 +37,6 @@ def make_store(
 ) -> Callable[..., EventStore]:
     """A store on this test's prefix with settings overridden."""
     return lambda **overrides: EventStore(client, make_settings(**overrides))
-
-
-@pytest.fixture
-def private_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis server of this test's own, for what must not disturb the session's."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def event(event_type: str = "alert.triggered", **fields: Any) -> Event:
