@@ -21,6 +21,10 @@ semantic conventions' attributes. A tool's script gets its call's trace context
 as ``TRACEPARENT`` (the OpenTelemetry convention for environment variables), and
 an event it publishes carries it on: that event's spans continue the same trace.
 
+A span the sampler drops (``OTEL_TRACES_SAMPLER``) still carries its trace on, marked
+not sampled, and nothing is made for it beyond that: no link, no attribute set once
+it has started.
+
 Span attributes name things (event id and type, source, handler, outcome, attempt,
 model, token counts, tool name), never a payload, a prompt, a tool's input or
 result, a header's value or an error's text.
@@ -190,7 +194,7 @@ def _parent(parent: Mapping[str, str]) -> Any:
 
 @contextlib.contextmanager
 def _span(
-    name: str, parent: Mapping[str, str], kind: str, attributes: dict[str, Any], links: Any = None
+    name: str, parent: Mapping[str, str], kind: str, attributes: dict[str, Any]
 ) -> Iterator[Any]:
     """A span of ``parent``'s trace (the current span's without one), current while it lasts.
 
@@ -203,7 +207,6 @@ def _span(
         context=_parent(parent),
         kind=_api.SpanKind[kind],
         attributes=attributes,
-        links=links,
         record_exception=False,
         set_status_on_exception=False,
     )
@@ -303,9 +306,10 @@ def attempt_ended(span: Any, outcome: str, attempt: int) -> None:
     """An attempt's verdict on its span: the outcome, the attempt's number, an error status.
 
     A success leaves the status unset, as the OpenTelemetry conventions ask (as the
-    ingest span does); an attempt that failed marks it ``ERROR``.
+    ingest span does); an attempt that failed marks it ``ERROR``. A span the sampler
+    dropped records nothing, and nothing is made for it.
     """
-    if span is None:
+    if span is None or not span.is_recording():
         return
     span.set_attributes({"eda.delivery.outcome": outcome, "eda.delivery.attempt": attempt})
     if outcome in ("retry", "dead", "stopped"):
@@ -352,7 +356,7 @@ def turn_answered(
     The input tokens include the cached ones, as the conventions ask (the Messages API
     counts those apart).
     """
-    if span is None:
+    if span is None or not span.is_recording():
         return
     cache_read = int(usage.get("cache_read_input_tokens") or 0)
     cache_creation = int(usage.get("cache_creation_input_tokens") or 0)
@@ -390,7 +394,7 @@ def tool_ended(span: Any, outcome: str) -> None:
     ``ok`` leaves the status unset, as for every span here; another outcome marks it
     ``ERROR``, with the outcome as its ``error.type``.
     """
-    if span is None:
+    if span is None or not span.is_recording():
         return
     span.set_attribute("eda.tool.outcome", outcome)
     if outcome != "ok":
@@ -402,17 +406,21 @@ def tool_ended(span: Any, outcome: str) -> None:
 def relay_batch(events: Sequence[Event]) -> Iterator[None]:
     """Around dispatching one relay batch: an ``eda.relay`` span linked to each event's trace.
 
-    One span a batch, not one an event: the relay's cost stays a batch's.
+    One span a batch, not one an event: the relay's cost stays a batch's. The links are
+    made once the span is known to record: a sampler that keeps one trace in ten drops
+    nine batches in ten, and their links (a parse of each event's ``traceparent``) would
+    be made for nothing. The span records the same links, in the same order; the
+    sampler no longer sees them, which none of the SDK's samplers looks at.
     """
     if _tracer is None:
         yield
         return
-    links = []
-    for event in events:
-        stored = event.attributes or {}
-        parent = carrier(stored.get("traceparent"), stored.get("tracestate"))
-        if parent:
-            links.append(_api.Link(_remote(parent), {"eda.event.id": event.id}))
     named = {"eda.relay.events": len(events)}
-    with _span("eda.relay", {}, "PRODUCER", named, links=links):
+    with _span("eda.relay", {}, "PRODUCER", named) as span:
+        if span.is_recording():
+            for event in events:
+                stored = event.attributes or {}
+                parent = carrier(stored.get("traceparent"), stored.get("tracestate"))
+                if parent:
+                    span.add_link(_remote(parent), {"eda.event.id": event.id})
         yield
