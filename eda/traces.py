@@ -192,30 +192,47 @@ def _parent(parent: Mapping[str, str]) -> Any:
     return _api.set_span_in_context(_api.NonRecordingSpan(_remote(parent)), _context.Context())
 
 
-@contextlib.contextmanager
-def _span(
-    name: str, parent: Mapping[str, str], kind: str, attributes: dict[str, Any]
-) -> Iterator[Any]:
-    """A span of ``parent``'s trace (the current span's without one), current while it lasts.
+class _Current:
+    """A started span, current while the ``with`` lasts and ended with it."""
 
-    What the SDK's ``start_as_current_span`` does, less its second context manager (its
-    ``use_span``), for every delivery pays for it. Neither an exception's text nor its
-    traceback is recorded: they may quote a payload.
+    __slots__ = ("_token", "span")
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self._token: object = None
+
+    def __enter__(self) -> Any:
+        self._token = _context.attach(_api.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, *_: object) -> None:
+        _context.detach(self._token)
+        self.span.end()
+
+
+#: What :func:`delivery` is while tracing is off: a ``with`` that yields None.
+_OFF = contextlib.nullcontext()
+
+
+def _span(name: str, parent: Mapping[str, str], kind: str, attributes: dict[str, Any]) -> _Current:
+    """A span of ``parent``'s trace (the current span's without one), started now, current
+    while the ``with`` it is given to lasts.
+
+    What the SDK's ``start_as_current_span`` does, less its two generator context
+    managers (its own and its ``use_span``'s): every delivery, sampled or not, pays for
+    what is around its span. Neither an exception's text nor its traceback is recorded:
+    they may quote a payload.
     """
-    span = _tracer.start_span(
-        name,
-        context=_parent(parent),
-        kind=_api.SpanKind[kind],
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
+    return _Current(
+        _tracer.start_span(
+            name,
+            context=_parent(parent),
+            kind=_api.SpanKind[kind],
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
     )
-    token = _context.attach(_api.set_span_in_context(span))
-    try:
-        yield span
-    finally:
-        _context.detach(token)
-        span.end()
 
 
 @contextlib.contextmanager
@@ -276,20 +293,19 @@ def _failed(span: Any, exc: BaseException) -> None:
     span.set_status(_api.StatusCode.ERROR)
 
 
-@contextlib.contextmanager
 def delivery(
     core: Core, event_id: str, handler: str, task_id: str, sent: Mapping[str, str] | None = None
-) -> Iterator[Any]:
-    """Around one delivery attempt: the ``eda.deliver`` span, child of its event's trace.
+) -> contextlib.AbstractContextManager[Any]:
+    """Around one delivery attempt (started now, for a ``with``): the ``eda.deliver`` span,
+    child of its event's trace.
 
     ``sent`` is the trace context the message carried (:func:`of_event`); without it
     (a message sent before messages carried it, a retry) the event is read for it.
     Yields the span (None while tracing is off); :func:`attempt_ended` records the
-    verdict on it.
+    verdict on it. No generator: the ``with`` around every delivery costs what it must.
     """
     if _tracer is None:
-        yield None
-        return
+        return _OFF
     context: Mapping[str, object] = {} if sent is None else sent
     if sent is None:
         try:
@@ -298,8 +314,7 @@ def delivery(
             log.debug("traces: no trace context for %s: %s", event_id, type(exc).__name__)
     parent = carrier(context.get("traceparent"), context.get("tracestate"))
     named = {"eda.event.id": event_id, "eda.handler": handler, "eda.task.id": task_id}
-    with _span("eda.deliver", parent, "CONSUMER", named) as span:
-        yield span
+    return _span("eda.deliver", parent, "CONSUMER", named)
 
 
 def attempt_ended(span: Any, outcome: str, attempt: int) -> None:
