@@ -214,7 +214,13 @@ class _Current:
 _OFF = contextlib.nullcontext()
 
 
-def _span(name: str, parent: Mapping[str, str], kind: str, attributes: dict[str, Any]) -> _Current:
+def _span(
+    name: str,
+    parent: Mapping[str, str],
+    kind: str,
+    attributes: dict[str, Any],
+    links: Sequence[Any] = (),
+) -> _Current:
     """A span of ``parent``'s trace (the current span's without one), started now, current
     while the ``with`` it is given to lasts.
 
@@ -229,6 +235,7 @@ def _span(name: str, parent: Mapping[str, str], kind: str, attributes: dict[str,
             context=_parent(parent),
             kind=_api.SpanKind[kind],
             attributes=attributes,
+            links=links,
             record_exception=False,
             set_status_on_exception=False,
         )
@@ -421,21 +428,46 @@ def tool_ended(span: Any, outcome: str) -> None:
 def relay_batch(events: Sequence[Event]) -> Iterator[None]:
     """Around dispatching one relay batch: an ``eda.relay`` span linked to each event's trace.
 
-    One span a batch, not one an event: the relay's cost stays a batch's. The links are
-    made once the span is known to record: a sampler that keeps one trace in ten drops
-    nine batches in ten, and their links (a parse of each event's ``traceparent``) would
-    be made for nothing. The span records the same links, in the same order; the
-    sampler no longer sees them, which none of the SDK's samplers looks at.
+    One span a batch, not one an event: the relay's cost stays a batch's. Its links are
+    made when first read (:class:`_Links`): a sampler that keeps one trace in ten drops
+    nine batches in ten, and their links would be made for nothing.
     """
     if _tracer is None:
         yield
         return
     named = {"eda.relay.events": len(events)}
-    with _span("eda.relay", {}, "PRODUCER", named) as span:
-        if span.is_recording():
-            for event in events:
+    with _span("eda.relay", {}, "PRODUCER", named, _Links(events)):
+        yield
+
+
+class _Links(Sequence[Any]):
+    """A relay batch's links to its events' traces, made when first read: by the SDK once
+    the span records, or by a sampler that looks at them. The SDK's samplers do not, and
+    a span one drops never reads them (a parse of every event's ``traceparent``, a span
+    context and a link each)."""
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self._events = events
+        self._made: list[Any] | None = None
+
+    def _links(self) -> list[Any]:
+        if self._made is None:
+            self._made = []
+            for event in self._events:
                 stored = event.attributes or {}
                 parent = carrier(stored.get("traceparent"), stored.get("tracestate"))
                 if parent:
-                    span.add_link(_remote(parent), {"eda.event.id": event.id})
-        yield
+                    self._made.append(_api.Link(_remote(parent), {"eda.event.id": event.id}))
+        return self._made
+
+    def __bool__(self) -> bool:  # what the SDK asks first, of every span: not a reading
+        return bool(self._events)
+
+    def __len__(self) -> int:
+        return len(self._links())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._links()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._links())
