@@ -14,12 +14,17 @@ the bench's size, signed with a fresh ``webhook-id``; every one must be answered
 ``web-traced`` exports its spans to an OTLP sink in another process, flushed at the
 end, so the export's encoding is counted too.
 
-``delivery`` and ``delivery-traced`` count a no-op delivery the same way, in one
-process without Celery's worker: the events (each with a sender's ``traceparent``)
-handed to the relay, its batches (``Relay.dispatch_batch``) sending their messages,
-then each message taken off the broker and run through ``eda.delivery.run_attempt``
-as the task would. ``delivery-traced`` traces to the sink and counts its metrics in
-memory, as the Procfile's worker with a metrics port does.
+``delivery``, ``delivery-sampled`` and ``delivery-traced`` count a no-op delivery the
+same way, in one process without Celery's worker: the events (each with a sender's
+``traceparent``) handed to the relay, its batches (``Relay.dispatch_batch``) sending
+their messages, then each message taken off the broker and run through
+``eda.delivery.run_attempt`` as the task would. ``delivery-traced`` traces to the sink,
+every trace kept, and counts its metrics in memory, as the Procfile's worker with a
+metrics port does. ``delivery-sampled`` is the same with the bench's sampled rows'
+sampler (``bench.scenarios.common.SAMPLED``: one trace in ten, the parent's choice
+first), its events' senders having sampled one trace in ten (every tenth event's
+``traceparent`` is marked sampled): nine deliveries in ten make spans that record
+nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import hashlib
 import hmac
 import io
 import os
+import random
 import re
 import subprocess
 import sys
@@ -51,11 +57,15 @@ APPS = {
     "web-traced": WEB_APP,
 }
 #: What ``delivery`` runs count, against the apps' webhooks.
-DELIVERIES = ("delivery", "delivery-traced")
+DELIVERIES = ("delivery", "delivery-sampled", "delivery-traced")
 #: The trace context a delivery's event came with (a sender's).
 SENDER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+#: ``delivery-sampled``'s senders sample one trace in ten.
+SAMPLED_EVERY = 10
 #: The bench's agents, which its routes name.
 BENCH_AGENTS = {"EDA_AGENTS": str(ROOT / "bench" / "agents.yaml"), "EDA_HANDLER_MODULES": "agents"}
+#: The apps that trace (to the sink).
+TRACED = ("web-traced", "delivery-sampled", "delivery-traced")
 #: Webhooks sent before those counted, in every run alike.
 WARMUP = 20
 PAYLOAD_BYTES = 1024
@@ -131,7 +141,7 @@ def relay_and_run(name: str, count: int, made: int) -> None:
     from eda.event import Event
     from eda.relay import Relay
 
-    if name == "delivery-traced":
+    if name != "delivery":
         metrics.enable(None)
     core = tasks.connect()
     traces.enable(core.settings)
@@ -140,9 +150,13 @@ def relay_and_run(name: str, count: int, made: int) -> None:
     plain, relay = Core(core.settings, store), Relay(core, wait=0.01)
     body = json.loads(payload_of_size())
     ids = []
-    for _ in range(made + WARMUP):
+    for index in range(made + WARMUP):
+        parent = SENDER
+        if name == "delivery-sampled":  # a trace of its own, sampled or not by its sender
+            flags = "01" if index % SAMPLED_EVERY == 0 else "00"
+            parent = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-{flags}"
         event = Event.create(
-            type="bench.noop", source="bench", payload=body, attributes={"traceparent": SENDER}
+            type="bench.noop", source="bench", payload=body, attributes={"traceparent": parent}
         )
         plain.publish_event(event)
         ids.append(event.id)
@@ -165,6 +179,9 @@ def relay_and_run(name: str, count: int, made: int) -> None:
     run(ids[made:])  # warm-up
     gc.collect()
     gc.freeze()
+    # The SDK's trace ids come from ``random``: whether a relay batch's span (a trace of
+    # its own) is sampled is then the same in every run.
+    random.seed(0)
     run(ids[:count])
     traces.flush()
 
@@ -265,6 +282,7 @@ def main(argv: list[str]) -> None:
     if unknown:
         parser.error(f"no app {', '.join(unknown)}: choose among {', '.join(known)}")
     from bench.otlp_sink import Sink
+    from bench.scenarios.common import SAMPLED
     from eda.redis_server import free_port, start_server, wait_until_ready
 
     with ExitStack() as stack:
@@ -289,7 +307,9 @@ def main(argv: list[str]) -> None:
         }
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         for name in options.apps or list(APPS):
-            more = traced(sink.url) if name in ("web-traced", "delivery-traced") else {}
+            more = traced(sink.url) if name in TRACED else {}
+            if name == "delivery-sampled":
+                more |= SAMPLED
             if name in DELIVERIES:  # the bench's routes, and a store of their own
                 more |= {"EDA_ROUTES": str(ROOT / "bench" / "routes.yaml"), **BENCH_AGENTS}
                 more["EDA_PREFIX"] = name

@@ -21,6 +21,10 @@ semantic conventions' attributes. A tool's script gets its call's trace context
 as ``TRACEPARENT`` (the OpenTelemetry convention for environment variables), and
 an event it publishes carries it on: that event's spans continue the same trace.
 
+A span the sampler drops (``OTEL_TRACES_SAMPLER``) still carries its trace on, marked
+not sampled, and nothing is made for it beyond that: no link, no attribute set once
+it has started.
+
 Span attributes name things (event id and type, source, handler, outcome, attempt,
 model, token counts, tool name), never a payload, a prompt, a tool's input or
 result, a header's value or an error's text.
@@ -188,31 +192,54 @@ def _parent(parent: Mapping[str, str]) -> Any:
     return _api.set_span_in_context(_api.NonRecordingSpan(_remote(parent)), _context.Context())
 
 
-@contextlib.contextmanager
-def _span(
-    name: str, parent: Mapping[str, str], kind: str, attributes: dict[str, Any], links: Any = None
-) -> Iterator[Any]:
-    """A span of ``parent``'s trace (the current span's without one), current while it lasts.
+class _Current:
+    """A started span, current while the ``with`` lasts and ended with it."""
 
-    What the SDK's ``start_as_current_span`` does, less its second context manager (its
-    ``use_span``), for every delivery pays for it. Neither an exception's text nor its
-    traceback is recorded: they may quote a payload.
+    __slots__ = ("_token", "span")
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self._token: object = None
+
+    def __enter__(self) -> Any:
+        self._token = _context.attach(_api.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, *_: object) -> None:
+        _context.detach(self._token)
+        self.span.end()
+
+
+#: What :func:`delivery` is while tracing is off: a ``with`` that yields None.
+_OFF = contextlib.nullcontext()
+
+
+def _span(
+    name: str,
+    parent: Mapping[str, str],
+    kind: str,
+    attributes: dict[str, Any],
+    links: Sequence[Any] = (),
+) -> _Current:
+    """A span of ``parent``'s trace (the current span's without one), started now, current
+    while the ``with`` it is given to lasts.
+
+    What the SDK's ``start_as_current_span`` does, less its two generator context
+    managers (its own and its ``use_span``'s): every delivery, sampled or not, pays for
+    what is around its span. Neither an exception's text nor its traceback is recorded:
+    they may quote a payload.
     """
-    span = _tracer.start_span(
-        name,
-        context=_parent(parent),
-        kind=_api.SpanKind[kind],
-        attributes=attributes,
-        links=links,
-        record_exception=False,
-        set_status_on_exception=False,
+    return _Current(
+        _tracer.start_span(
+            name,
+            context=_parent(parent),
+            kind=_api.SpanKind[kind],
+            attributes=attributes,
+            links=links,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
     )
-    token = _context.attach(_api.set_span_in_context(span))
-    try:
-        yield span
-    finally:
-        _context.detach(token)
-        span.end()
 
 
 @contextlib.contextmanager
@@ -273,20 +300,19 @@ def _failed(span: Any, exc: BaseException) -> None:
     span.set_status(_api.StatusCode.ERROR)
 
 
-@contextlib.contextmanager
 def delivery(
     core: Core, event_id: str, handler: str, task_id: str, sent: Mapping[str, str] | None = None
-) -> Iterator[Any]:
-    """Around one delivery attempt: the ``eda.deliver`` span, child of its event's trace.
+) -> contextlib.AbstractContextManager[Any]:
+    """Around one delivery attempt (started now, for a ``with``): the ``eda.deliver`` span,
+    child of its event's trace.
 
     ``sent`` is the trace context the message carried (:func:`of_event`); without it
     (a message sent before messages carried it, a retry) the event is read for it.
     Yields the span (None while tracing is off); :func:`attempt_ended` records the
-    verdict on it.
+    verdict on it. No generator: the ``with`` around every delivery costs what it must.
     """
     if _tracer is None:
-        yield None
-        return
+        return _OFF
     context: Mapping[str, object] = {} if sent is None else sent
     if sent is None:
         try:
@@ -295,17 +321,17 @@ def delivery(
             log.debug("traces: no trace context for %s: %s", event_id, type(exc).__name__)
     parent = carrier(context.get("traceparent"), context.get("tracestate"))
     named = {"eda.event.id": event_id, "eda.handler": handler, "eda.task.id": task_id}
-    with _span("eda.deliver", parent, "CONSUMER", named) as span:
-        yield span
+    return _span("eda.deliver", parent, "CONSUMER", named)
 
 
 def attempt_ended(span: Any, outcome: str, attempt: int) -> None:
     """An attempt's verdict on its span: the outcome, the attempt's number, an error status.
 
     A success leaves the status unset, as the OpenTelemetry conventions ask (as the
-    ingest span does); an attempt that failed marks it ``ERROR``.
+    ingest span does); an attempt that failed marks it ``ERROR``. A span the sampler
+    dropped records nothing, and nothing is made for it.
     """
-    if span is None:
+    if span is None or not span.is_recording():
         return
     span.set_attributes({"eda.delivery.outcome": outcome, "eda.delivery.attempt": attempt})
     if outcome in ("retry", "dead", "stopped"):
@@ -352,7 +378,7 @@ def turn_answered(
     The input tokens include the cached ones, as the conventions ask (the Messages API
     counts those apart).
     """
-    if span is None:
+    if span is None or not span.is_recording():
         return
     cache_read = int(usage.get("cache_read_input_tokens") or 0)
     cache_creation = int(usage.get("cache_creation_input_tokens") or 0)
@@ -390,7 +416,7 @@ def tool_ended(span: Any, outcome: str) -> None:
     ``ok`` leaves the status unset, as for every span here; another outcome marks it
     ``ERROR``, with the outcome as its ``error.type``.
     """
-    if span is None:
+    if span is None or not span.is_recording():
         return
     span.set_attribute("eda.tool.outcome", outcome)
     if outcome != "ok":
@@ -402,17 +428,46 @@ def tool_ended(span: Any, outcome: str) -> None:
 def relay_batch(events: Sequence[Event]) -> Iterator[None]:
     """Around dispatching one relay batch: an ``eda.relay`` span linked to each event's trace.
 
-    One span a batch, not one an event: the relay's cost stays a batch's.
+    One span a batch, not one an event: the relay's cost stays a batch's. Its links are
+    made when first read (:class:`_Links`): a sampler that keeps one trace in ten drops
+    nine batches in ten, and their links would be made for nothing.
     """
     if _tracer is None:
         yield
         return
-    links = []
-    for event in events:
-        stored = event.attributes or {}
-        parent = carrier(stored.get("traceparent"), stored.get("tracestate"))
-        if parent:
-            links.append(_api.Link(_remote(parent), {"eda.event.id": event.id}))
     named = {"eda.relay.events": len(events)}
-    with _span("eda.relay", {}, "PRODUCER", named, links=links):
+    with _span("eda.relay", {}, "PRODUCER", named, _Links(events)):
         yield
+
+
+class _Links(Sequence[Any]):
+    """A relay batch's links to its events' traces, made when first read: by the SDK once
+    the span records, or by a sampler that looks at them. The SDK's samplers do not, and
+    a span one drops never reads them (a parse of every event's ``traceparent``, a span
+    context and a link each)."""
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self._events = events
+        self._made: list[Any] | None = None
+
+    def _links(self) -> list[Any]:
+        if self._made is None:
+            self._made = []
+            for event in self._events:
+                stored = event.attributes or {}
+                parent = carrier(stored.get("traceparent"), stored.get("tracestate"))
+                if parent:
+                    self._made.append(_api.Link(_remote(parent), {"eda.event.id": event.id}))
+        return self._made
+
+    def __bool__(self) -> bool:  # what the SDK asks first, of every span: not a reading
+        return bool(self._events)
+
+    def __len__(self) -> int:
+        return len(self._links())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._links()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._links())

@@ -114,6 +114,23 @@ def push(core: Core, ref: str, traceparent: str, **payload: Any) -> str:
     return str(response.json["event_id"])
 
 
+def post_cloudevent(core: Core, cloudevent: dict[str, Any], traceparent: str) -> str:
+    """A CloudEvent posted to the in-process web with this ``traceparent``: its event's id."""
+    response = app_client(core).post(
+        "/events",
+        data=json.dumps(cloudevent),
+        content_type="application/cloudevents+json",
+        headers={"traceparent": traceparent},
+    )
+    assert response.status_code == 202, response.json
+    return str(response.json["event_id"])
+
+
+def status(core: Core, event_id: str, handler: str) -> str | None:
+    """The status of the event's delivery to ``handler`` (None before it is dispatched)."""
+    return core.get_event(event_id).deliveries.get(handler, {}).get("status")
+
+
 def values(span: Span) -> dict[str, Any]:
     """A received span's attributes as Python values (a list for an array)."""
     found: dict[str, Any] = {}
@@ -329,14 +346,7 @@ def test_an_agents_model_turns_tool_call_and_published_event_continue_the_webhoo
         "type": happened,
         "data": {"note": SECRET_WORDS},
     }
-    response = app_client(core).post(
-        "/events",
-        data=json.dumps(cloudevent),
-        content_type="application/cloudevents+json",
-        headers={"traceparent": f"00-{TRACE_ID}-{SENDER_SPAN}-01"},
-    )
-    assert response.status_code == 202, response.json
-    event_id = str(response.json["event_id"])
+    event_id = post_cloudevent(core, cloudevent, f"00-{TRACE_ID}-{SENDER_SPAN}-01")
     [ingest] = memory.get_finished_spans()
     assert ingest.parent is not None and format(ingest.parent.span_id, "016x") == SENDER_SPAN
 
@@ -417,3 +427,87 @@ def test_while_tracing_is_off_no_span_is_made_and_no_tracing_module_is_imported(
         "assert after == before, sorted(after - before)\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_an_unsampled_agents_delivery_records_nothing_and_carries_its_trace_on(
+    traced_core: Core,
+    receiver: Receiver,
+    memory: InMemorySpanExporter,
+    messages_api_server: MessagesAPI,
+) -> None:
+    """A sender that did not sample its trace: the worker's default sampler (the parent's
+    choice) keeps no span of it, yet the event the agent publishes is of the same trace,
+    still marked not sampled, under the tool call's span (a span of its own)."""
+    core = traced_core
+    tag = f"t{uuid.uuid4().hex[:10]}"
+    happened, followup = f"{tag}.happened", f"{tag}.followup"
+    core.subscribe([happened], AGENT)
+    core.subscribe([followup], HANDLER)
+    unsampled = uuid.uuid4().hex
+    messages_api_server.script(
+        message(tool_use("publish_event", {"event_type": followup, "payload": "{}"}, "toolu_1")),
+        message(text("Published the follow-up.")),
+        match=happened,
+    )
+    cloudevent = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "s", "type": happened}
+    event_id = post_cloudevent(core, cloudevent, f"00-{unsampled}-{SENDER_SPAN}-00")
+    assert memory.get_finished_spans() == ()  # the ingest span recorded nothing
+    stored = core.get_event(event_id).event.attributes or {}
+    _, trace_id, ingest_span, flags = stored["traceparent"].split("-")
+    assert (trace_id, flags) == (unsampled, "00") and ingest_span != SENDER_SPAN
+
+    def published() -> Event | None:
+        found = core.history(followup)
+        return found[0].event if found else None
+
+    event = wait_for(published, timeout=60)
+    assert event.causation_id == event_id
+    _, trace_id, tool_span, flags = (event.attributes or {})["traceparent"].split("-")
+    assert (trace_id, flags) == (unsampled, "00")
+    assert tool_span not in (SENDER_SPAN, ingest_span)  # the tool call's span, not recorded
+    wait_for(lambda: status(core, event.id, HANDLER) == "succeeded")
+    wait_for(lambda: status(core, event_id, AGENT) == "succeeded")
+
+    # A sampled delivery after them is exported: what the worker kept before it has been too.
+    barrier = push(core, "refs/heads/barrier", f"00-{TRACE_ID}-{SENDER_SPAN}-01")
+    wait_for(lambda: exported(receiver, "eda.deliver", barrier, HANDLER))
+    assert not [s for s in list(receiver.spans) if s.trace_id.hex() == unsampled]
+    assert not [s for s in list(receiver.spans) if values(s).get("eda.event.id") == event_id]
+
+
+class Walked(list[Event]):
+    """A relay batch that says whether anything walked its events."""
+
+    walked = False
+
+    def __iter__(self) -> Iterator[Event]:
+        self.walked = True
+        return super().__iter__()
+
+
+@pytest.mark.parametrize(("ratio", "recorded"), [("0", False), ("1", True)])
+def test_a_relay_batch_makes_its_links_only_for_a_span_that_records(
+    traced_core: Core, monkeypatch: pytest.MonkeyPatch, ratio: str, recorded: bool
+) -> None:
+    """A batch's span that the sampler drops records no link: its events' trace contexts
+    are not even read. One it keeps links every event's trace, as before."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", ratio)
+    exporter = InMemorySpanExporter()
+    assert traces.enable(traced_core.settings, exporter=exporter)
+    sent = {"traceparent": f"00-{TRACE_ID}-{SENDER_SPAN}-01"}
+    batch = Walked(
+        Event.create(type="code.pushed", source="test", payload={}, attributes=sent)
+        for _ in range(3)
+    )
+    try:
+        with traces.relay_batch(batch):
+            pass
+    finally:
+        traces.disable()
+    assert batch.walked is recorded
+    linked = [
+        [(link.attributes or {})["eda.event.id"] for link in span.links]
+        for span in exporter.get_finished_spans()
+    ]
+    assert linked == ([[event.id for event in batch]] if recorded else [])
