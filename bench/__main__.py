@@ -20,7 +20,7 @@ from bench.messages_api import MessagesAPI
 from bench.otlp_sink import Sink
 from bench.procfile import read_procfile
 from bench.report import Progress, commands, table, write_json
-from bench.services import Stack
+from bench.services import Stack, stop_all
 from bench.sizes import MODES
 
 
@@ -71,8 +71,7 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
         baseline = raw.measure(bench)
         progress("replay and dead-letter retry")
         figures += replay.measure(bench, baseline)
-        worker = stack.worker("worker")
-        relay = stack.relay("relay")
+        worker, relay = stack.worker_and_relay("worker", "relay")
         progress("dispatch")
         dispatched = dispatch.measure(bench, baseline, [worker, relay])
         figures += dispatched
@@ -80,9 +79,7 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
         figures += agents.measure(bench, api, [worker, relay])
         progress("end-to-end latency")
         figures += latency.measure(bench, baseline, worker)
-        worker.stop()
-        if relay is not None:
-            relay.stop()
+        stop_all(worker, relay)
         progress("dispatch with traces and metrics on")
         plain = [ours for ours, _ in dispatched[0].runs]
         figures += dispatch.measure_observed(bench, plain)

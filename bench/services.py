@@ -75,10 +75,15 @@ class Process:
         """Resident memory of the process and its children."""
         return sum(_rss(pid) for pid in self.pids())
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Ask the whole process group to end (SIGTERM), without waiting for it."""
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.terminate()
             try:
                 self.popen.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -86,6 +91,16 @@ class Process:
                     os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(timeout=10)
         self._log.close()
+
+
+def stop_all(*processes: Process | None) -> None:
+    """Stop these processes (None stands for one not started) together: each is asked to
+    end before any is waited for, so their shutdowns overlap."""
+    started = [process for process in processes if process is not None]
+    for process in started:
+        process.terminate()
+    for process in started:
+        process.stop()
 
 
 def _rss(pid: int) -> int:
@@ -174,9 +189,33 @@ class Stack:
         flags = ["-E"] if events else []
         return self._celery(name, ["-A", "bench.raw_celery", *arguments, *flags, "-Q", "bench_raw"])
 
+    def worker_and_relay(
+        self,
+        name: str,
+        relay: str,
+        more: dict[str, str] | None = None,
+        relay_more: dict[str, str] | None = None,
+    ) -> tuple[Process, Process | None]:
+        """:meth:`worker` and :meth:`relay` started together (their imports overlap) and
+        back once both are ready; ``relay_more``: the relay's variables, else ``more``."""
+        worker, ready = self._start_celery(name, self.procfile.celery_worker(), more)
+        relayed = self._start_relay(relay, more if relay_more is None else relay_more)
+        worker.wait_until(ready)
+        if relayed is not None:
+            relayed[0].wait_until(relayed[1])
+        return worker, relayed and relayed[0]
+
     def _celery(
         self, name: str, arguments: list[str], more: dict[str, str] | None = None
     ) -> Process:
+        process, ready = self._start_celery(name, arguments, more)
+        process.wait_until(ready)
+        return process
+
+    def _start_celery(
+        self, name: str, arguments: list[str], more: dict[str, str] | None
+    ) -> tuple[Process, Callable[[], bool]]:
+        """A Celery worker started, and the test of its being ready."""
         # Mingle and gossip only cost start-up time: a run's workers need no peers.
         node = f"{name}-{self.prefix}@{socket.gethostname()}"
         command = [
@@ -184,17 +223,24 @@ class Stack:
             *("--without-mingle", "--without-gossip"),
         ]
         process = self._start(name, command, more)
-        process.wait_until(lambda: b" ready." in process.log_path.read_bytes() or _pong(node))
-        return process
+        return process, lambda: b" ready." in process.log_path.read_bytes() or _pong(node)
 
     def relay(self, name: str, more: dict[str, str] | None = None) -> Process | None:
         """The Procfile's relay process, when it has one (else the workers relay)."""
+        started = self._start_relay(name, more)
+        if started is None:
+            return None
+        started[0].wait_until(started[1])
+        return started[0]
+
+    def _start_relay(
+        self, name: str, more: dict[str, str] | None
+    ) -> tuple[Process, Callable[[], bool]] | None:
         command = self.procfile.relay_command()
         if command is None:
             return None
         process = self._start(name, command, more)
-        process.wait_until(lambda: b"relay started" in process.log_path.read_bytes())
-        return process
+        return process, lambda: b"relay started" in process.log_path.read_bytes()
 
     def web(self, name: str, app: str, more: dict[str, str] | None = None) -> tuple[Process, int]:
         """gunicorn serving ``app`` as the Procfile serves the webhooks; and its port."""
