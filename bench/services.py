@@ -137,6 +137,7 @@ class Stack:
         self.secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
         self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
         self.env = self._environment(messages_url)
+        self._processes: list[Process] = []
 
     def _environment(self, messages_url: str) -> dict[str, str]:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
@@ -164,12 +165,15 @@ class Stack:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for process in self._processes:  # every one asked first, so their shutdowns overlap
+            process.terminate()
         self._exit.close()
 
     def _start(self, name: str, command: list[str], more: dict[str, str] | None = None) -> Process:
         """A child with the run's environment (and ``more`` variables), ended at exit."""
         process = Process(name, command, {**self.env, **(more or {})}, self.folder / f"{name}.log")
         self._exit.callback(process.stop)
+        self._processes.append(process)
         return process
 
     def worker(self, name: str, more: dict[str, str] | None = None) -> Process:
@@ -250,14 +254,16 @@ class Stack:
     def webs(self, *specs: tuple[str, str, dict[str, str] | None]) -> list[tuple[Process, int]]:
         """:meth:`web` for each (name, app, variables), started together (their imports
         overlap on a machine of several cores) and back once every one answers."""
-        started: list[tuple[Process, int]] = []
-        for name, app, more in specs:
-            port = free_port()
-            command = [sys.executable, "-m", "gunicorn", *self.procfile.gunicorn(app, port)]
-            started.append((self._start(name, command, more), port))
+        started = [self._start_web(name, app, more) for name, app, more in specs]
         for process, port in started:
-            process.wait_until(functools.partial(_answers, port))
+            process.wait_until(functools.partial(answers, port))
         return started
+
+    def _start_web(self, name: str, app: str, more: dict[str, str] | None) -> tuple[Process, int]:
+        """gunicorn started on a free port (ready once it answers ``GET /healthz``)."""
+        port = free_port()
+        command = [sys.executable, "-m", "gunicorn", *self.procfile.gunicorn(app, port)]
+        return self._start(name, command, more), port
 
 
 def _pong(node: str) -> bool:
@@ -267,7 +273,8 @@ def _pong(node: str) -> bool:
     return bool(tasks.app.control.ping(destination=[node], timeout=0.2))
 
 
-def _answers(port: int) -> bool:
+def answers(port: int) -> bool:
+    """Whether a web on ``port`` answers ``GET /healthz`` with 200."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
         connection.request("GET", "/healthz")
