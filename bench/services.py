@@ -246,24 +246,27 @@ class Stack:
         process = self._start(name, command, more)
         return process, lambda: b"relay started" in process.log_path.read_bytes()
 
-    def web(self, name: str, app: str, more: dict[str, str] | None = None) -> tuple[Process, int]:
-        """gunicorn serving ``app`` as the Procfile serves the webhooks; and its port."""
-        (started,) = self.webs((name, app, more))
-        return started
-
     def webs(self, *specs: tuple[str, str, dict[str, str] | None]) -> list[tuple[Process, int]]:
-        """:meth:`web` for each (name, app, variables), started together (their imports
-        overlap on a machine of several cores) and back once every one answers."""
-        started = [self._start_web(name, app, more) for name, app, more in specs]
+        """gunicorn serving ``app`` as the Procfile serves the webhooks, for each (name, app,
+        variables), started together (their imports overlap on a machine of several cores)
+        and back once every one answers; with each its port."""
+        started = [self.start_web(name, app, more) for name, app, more in specs]
         for process, port in started:
-            process.wait_until(functools.partial(answers, port))
+            wait_answering(process, port)
         return started
 
-    def _start_web(self, name: str, app: str, more: dict[str, str] | None) -> tuple[Process, int]:
-        """gunicorn started on a free port (ready once it answers ``GET /healthz``)."""
+    def start_web(
+        self, name: str, app: str, more: dict[str, str] | None = None
+    ) -> tuple[Process, int]:
+        """gunicorn started on a free port, not waited for (see :func:`wait_answering`)."""
         port = free_port()
         command = [sys.executable, "-m", "gunicorn", *self.procfile.gunicorn(app, port)]
         return self._start(name, command, more), port
+
+
+def wait_answering(process: Process, port: int) -> None:
+    """Wait until the web ``process`` answers ``GET /healthz`` on ``port``."""
+    process.wait_until(functools.partial(answers, port))
 
 
 def _pong(node: str) -> bool:

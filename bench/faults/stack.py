@@ -9,7 +9,6 @@ RabbitMQ node's, say), the run uses that broker instead of a Redis of its own.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ import redis
 
 from bench.faults import handlers
 from bench.procfile import WEB_APP, Procfile
-from bench.services import Process, Stack, answers
+from bench.services import Process, Stack, wait_answering
 from eda.redis_server import free_port, start_server, wait_until_ready
 
 HERE = Path(__file__).resolve().parent
@@ -124,7 +123,7 @@ class FaultStack(Stack):
     def start_all(self) -> tuple[int, Process, Process]:
         """The web, a worker, the relay and beat, started together (their imports overlap)
         and back once each is ready: the web's port, the worker and the relay."""
-        web, port = self._start_web("web", WEB_APP, None)
+        web, port = self.start_web("web", WEB_APP)
         self.workers += 1
         worker, worker_ready = self._start_celery(
             f"worker-{self.workers}", self.procfile.celery_worker(), None
@@ -134,7 +133,7 @@ class FaultStack(Stack):
         command = self.procfile.beat_command()
         assert command is not None, "the Procfile has a beat line"
         beat = self._start("beat", command)
-        web.wait_until(functools.partial(answers, port))
+        wait_answering(web, port)
         worker.wait_until(worker_ready)
         relay[0].wait_until(relay[1])
         beat.wait_until(lambda: b"beat: Starting" in beat.log_path.read_bytes())
