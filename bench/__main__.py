@@ -3,6 +3,11 @@
 Order matters only for what runs at the same time: ingest with no worker, the
 raw baselines with no project worker, replay with no worker, then the
 Procfile's worker for dispatch, agents and end-to-end latency.
+
+Processes that can run at once start at once (the ingest's webs, a worker and its
+relay, the latency's web with them) and stop at once: nothing is measured while they
+start or stop. Each is measured with the others idle: the ingest loads one web at a
+time, and the latency's web, started with the worker, serves nothing until its phase.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from typing import Any
 from bench.figures import Figure
 from bench.messages_api import MessagesAPI
 from bench.otlp_sink import Sink
-from bench.procfile import read_procfile
+from bench.procfile import WEB_APP, read_procfile
 from bench.report import Progress, commands, table, write_json
-from bench.services import Stack
+from bench.services import Stack, stop_all, wait_answering
 from bench.sizes import MODES
 
 
@@ -71,18 +76,18 @@ def run(mode: str, folder: Path, progress: Any) -> tuple[list[Figure], dict[str,
         baseline = raw.measure(bench)
         progress("replay and dead-letter retry")
         figures += replay.measure(bench, baseline)
-        worker = stack.worker("worker")
-        relay = stack.relay("relay")
+        # The latency's web starts with the worker and relay, and idles until its phase.
+        web = stack.start_web("web-latency", WEB_APP)
+        worker, relay = stack.worker_and_relay("worker", "relay")
+        wait_answering(*web)
         progress("dispatch")
         dispatched = dispatch.measure(bench, baseline, [worker, relay])
         figures += dispatched
         progress("agents")
         figures += agents.measure(bench, api, [worker, relay])
         progress("end-to-end latency")
-        figures += latency.measure(bench, baseline, worker)
-        worker.stop()
-        if relay is not None:
-            relay.stop()
+        figures += latency.measure(bench, baseline, worker, web[1])
+        stop_all(worker, relay, web[0])
         progress("dispatch with traces and metrics on")
         plain = [ours for ours, _ in dispatched[0].runs]
         figures += dispatch.measure_observed(bench, plain)

@@ -224,22 +224,44 @@ def _cpu(begin: resource.struct_rusage) -> float:
     return (end.ru_utime - begin.ru_utime) + (end.ru_stime - begin.ru_stime)
 
 
-def run_closed_loop(
-    target: Target, processes: int, connections: int, warmup: float, seconds: float
-) -> Answers:
-    """:func:`closed_loop` in ``processes`` processes at once, their answers merged."""
-    context = multiprocessing.get_context("spawn")
-    start_at = time.time() + 1.0  # every process connected and waiting before the start
-    arguments = [(target, connections, warmup, seconds, start_at)] * processes
-    with context.Pool(processes) as pool:
-        parts = pool.starmap(closed_loop, arguments)
-    merged = Answers()
-    for part in parts:
-        merged.latencies += part.latencies
-        merged.statuses.update(part.statuses)
-        merged.cpu_seconds += part.cpu_seconds
-        merged.answered += part.answered
-    return merged
+#: Seconds from handing a closed loop to warm load processes to its start: each process
+#: has connected and waits by then (a fresh, spawned process needs about a second more).
+START_MARGIN = 0.2
+
+
+class LoadProcesses:
+    """``processes`` spawned load processes, kept for every closed loop of a scenario
+    (each imports the load generator once, not once a load). They start on entering,
+    while the caller starts what they will load, and are waited for on the first loop."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool = multiprocessing.get_context("spawn").Pool(processes)
+        self._started = False
+
+    def __enter__(self) -> LoadProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.close()
+        self._pool.join()
+
+    def closed_loop(
+        self, target: Target, connections: int, warmup: float, seconds: float
+    ) -> Answers:
+        """:func:`closed_loop` in every process at once, their answers merged."""
+        if not self._started:
+            self._pool.map(time.sleep, [0.0] * self.processes)  # each started and imported
+            self._started = True
+        start_at = time.time() + START_MARGIN  # every process connected and waiting first
+        arguments = [(target, connections, warmup, seconds, start_at)] * self.processes
+        merged = Answers()
+        for part in self._pool.starmap(closed_loop, arguments):
+            merged.latencies += part.latencies
+            merged.statuses.update(part.statuses)
+            merged.cpu_seconds += part.cpu_seconds
+            merged.answered += part.answered
+        return merged
 
 
 def run_open_loop(target: Target, rate: float, count: int, connections: int = 8) -> Answers:

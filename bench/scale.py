@@ -119,8 +119,7 @@ def run(mode: str, folder: Path, broker_url: str, say: Callable[[str], None]) ->
         name = kind(stack.broker_url)
         say(f"raw Celery on {name}")
         raw = raw_rates(stack, sizes.dispatch_events, sizes.repeats)
-        first = stack.worker("worker-1")
-        stack.relay("relay")
+        first, _ = stack.worker_and_relay("worker-1", "relay")
         one, two = [], []
         say(f"dispatch on {name}, one worker")
         for index in range(sizes.repeats):

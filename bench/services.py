@@ -75,10 +75,15 @@ class Process:
         """Resident memory of the process and its children."""
         return sum(_rss(pid) for pid in self.pids())
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Ask the whole process group to end (SIGTERM), without waiting for it."""
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.terminate()
             try:
                 self.popen.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -86,6 +91,16 @@ class Process:
                     os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(timeout=10)
         self._log.close()
+
+
+def stop_all(*processes: Process | None) -> None:
+    """Stop these processes (None stands for one not started) together: each is asked to
+    end before any is waited for, so their shutdowns overlap."""
+    started = [process for process in processes if process is not None]
+    for process in started:
+        process.terminate()
+    for process in started:
+        process.stop()
 
 
 def _rss(pid: int) -> int:
@@ -122,6 +137,7 @@ class Stack:
         self.secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
         self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
         self.env = self._environment(messages_url)
+        self._processes: list[Process] = []
 
     def _environment(self, messages_url: str) -> dict[str, str]:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
@@ -149,12 +165,15 @@ class Stack:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for process in self._processes:  # every one asked first, so their shutdowns overlap
+            process.terminate()
         self._exit.close()
 
     def _start(self, name: str, command: list[str], more: dict[str, str] | None = None) -> Process:
         """A child with the run's environment (and ``more`` variables), ended at exit."""
         process = Process(name, command, {**self.env, **(more or {})}, self.folder / f"{name}.log")
         self._exit.callback(process.stop)
+        self._processes.append(process)
         return process
 
     def worker(self, name: str, more: dict[str, str] | None = None) -> Process:
@@ -174,9 +193,33 @@ class Stack:
         flags = ["-E"] if events else []
         return self._celery(name, ["-A", "bench.raw_celery", *arguments, *flags, "-Q", "bench_raw"])
 
+    def worker_and_relay(
+        self,
+        name: str,
+        relay: str,
+        more: dict[str, str] | None = None,
+        relay_more: dict[str, str] | None = None,
+    ) -> tuple[Process, Process | None]:
+        """:meth:`worker` and :meth:`relay` started together (their imports overlap) and
+        back once both are ready; ``relay_more``: the relay's variables, else ``more``."""
+        worker, ready = self._start_celery(name, self.procfile.celery_worker(), more)
+        relayed = self._start_relay(relay, more if relay_more is None else relay_more)
+        worker.wait_until(ready)
+        if relayed is not None:
+            relayed[0].wait_until(relayed[1])
+        return worker, relayed and relayed[0]
+
     def _celery(
         self, name: str, arguments: list[str], more: dict[str, str] | None = None
     ) -> Process:
+        process, ready = self._start_celery(name, arguments, more)
+        process.wait_until(ready)
+        return process
+
+    def _start_celery(
+        self, name: str, arguments: list[str], more: dict[str, str] | None
+    ) -> tuple[Process, Callable[[], bool]]:
+        """A Celery worker started, and the test of its being ready."""
         # Mingle and gossip only cost start-up time: a run's workers need no peers.
         node = f"{name}-{self.prefix}@{socket.gethostname()}"
         command = [
@@ -184,34 +227,46 @@ class Stack:
             *("--without-mingle", "--without-gossip"),
         ]
         process = self._start(name, command, more)
-        process.wait_until(lambda: b" ready." in process.log_path.read_bytes() or _pong(node))
-        return process
+        return process, lambda: b" ready." in process.log_path.read_bytes() or _pong(node)
 
     def relay(self, name: str, more: dict[str, str] | None = None) -> Process | None:
         """The Procfile's relay process, when it has one (else the workers relay)."""
+        started = self._start_relay(name, more)
+        if started is None:
+            return None
+        started[0].wait_until(started[1])
+        return started[0]
+
+    def _start_relay(
+        self, name: str, more: dict[str, str] | None
+    ) -> tuple[Process, Callable[[], bool]] | None:
         command = self.procfile.relay_command()
         if command is None:
             return None
         process = self._start(name, command, more)
-        process.wait_until(lambda: b"relay started" in process.log_path.read_bytes())
-        return process
-
-    def web(self, name: str, app: str, more: dict[str, str] | None = None) -> tuple[Process, int]:
-        """gunicorn serving ``app`` as the Procfile serves the webhooks; and its port."""
-        (started,) = self.webs((name, app, more))
-        return started
+        return process, lambda: b"relay started" in process.log_path.read_bytes()
 
     def webs(self, *specs: tuple[str, str, dict[str, str] | None]) -> list[tuple[Process, int]]:
-        """:meth:`web` for each (name, app, variables), started together (their imports
-        overlap on a machine of several cores) and back once every one answers."""
-        started: list[tuple[Process, int]] = []
-        for name, app, more in specs:
-            port = free_port()
-            command = [sys.executable, "-m", "gunicorn", *self.procfile.gunicorn(app, port)]
-            started.append((self._start(name, command, more), port))
+        """gunicorn serving ``app`` as the Procfile serves the webhooks, for each (name, app,
+        variables), started together (their imports overlap on a machine of several cores)
+        and back once every one answers; with each its port."""
+        started = [self.start_web(name, app, more) for name, app, more in specs]
         for process, port in started:
-            process.wait_until(functools.partial(_answers, port))
+            wait_answering(process, port)
         return started
+
+    def start_web(
+        self, name: str, app: str, more: dict[str, str] | None = None
+    ) -> tuple[Process, int]:
+        """gunicorn started on a free port, not waited for (see :func:`wait_answering`)."""
+        port = free_port()
+        command = [sys.executable, "-m", "gunicorn", *self.procfile.gunicorn(app, port)]
+        return self._start(name, command, more), port
+
+
+def wait_answering(process: Process, port: int) -> None:
+    """Wait until the web ``process`` answers ``GET /healthz`` on ``port``."""
+    process.wait_until(functools.partial(answers, port))
 
 
 def _pong(node: str) -> bool:
@@ -221,7 +276,8 @@ def _pong(node: str) -> bool:
     return bool(tasks.app.control.ping(destination=[node], timeout=0.2))
 
 
-def _answers(port: int) -> bool:
+def answers(port: int) -> bool:
+    """Whether a web on ``port`` answers ``GET /healthz`` with 200."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
         connection.request("GET", "/healthz")

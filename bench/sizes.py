@@ -26,6 +26,8 @@ class Sizes:
     latency_seconds: float
     #: The Messages API's fixed answer time, in seconds.
     model_delay: float = 0.5
+    #: Calls of one own tool timed in process, and as its script (a new interpreter each).
+    tool_call_samples: int = 5
     payload_bytes: int = 1024
 
 
@@ -63,5 +65,6 @@ MODES: dict[str, Sizes] = {
         agent_rounds=1,
         latency_seconds=1,
         model_delay=0.1,
+        tool_call_samples=2,
     ),
 }

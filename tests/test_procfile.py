@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -399,31 +400,44 @@ def web_in_a_shell(tmp_path: Path, prefix: str, url: str, **variables: str) -> I
         yield
 
 
-def test_web_listens_on_port_as_platforms_hand_it_over_before_eda_web_port(
-    tmp_path: Path, prefix: str
-) -> None:
+#: A loopback address other than 127.0.0.1: a bind to it follows ``EDA_WEB_HOST``.
+OTHER_LOOPBACK = "127.0.0.2"
+
+
+@pytest.fixture(scope="module")
+def platform_web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
+    """The web line in a shell as a platform runs it, given ``PORT``, ``EDA_WEB_PORT`` and
+    ``EDA_WEB_HOST`` (the other loopback), once it answers there on ``PORT``: that port
+    and ``EDA_WEB_PORT``'s. One web serves the tests of both variables."""
     port, other = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
-    with (
-        web_in_a_shell(tmp_path, prefix, url, PORT=str(port), EDA_WEB_PORT=str(other)),
-        pytest.raises(OSError),
+    with web_in_a_shell(
+        tmp_path_factory.mktemp("platform-web"),
+        f"test-{uuid.uuid4().hex[:12]}",
+        f"http://{OTHER_LOOPBACK}:{port}",
+        PORT=str(port),
+        EDA_WEB_PORT=str(other),
+        EDA_WEB_HOST=OTHER_LOOPBACK,
     ):
-        http("GET", f"http://127.0.0.1:{other}/healthz", timeout=2)
+        yield port, other
+
+
+def test_web_listens_on_port_as_platforms_hand_it_over_before_eda_web_port(
+    platform_web: tuple[int, int],
+) -> None:
+    _, other = platform_web  # it answers on PORT (the fixture waited for that)
+    with pytest.raises(OSError):
+        http("GET", f"http://{OTHER_LOOPBACK}:{other}/healthz", timeout=2)
 
 
 def test_web_binds_eda_web_host_which_platforms_set_to_every_interface(
-    tmp_path: Path, prefix: str
+    platform_web: tuple[int, int],
 ) -> None:
     # A platform's router reaches the container at its own address, never at its loopback.
     line = procfile_line("web", {"EDA_WEB_HOST": EVERY_INTERFACE, "PORT": "5000"})
     assert f"{EVERY_INTERFACE}:5000" in line
-    port = free_port()
+    port, _ = platform_web
     # 127.0.0.2 is loopback too, but not 127.0.0.1: the bind follows the variable.
-    url = f"http://127.0.0.2:{port}"
-    with (
-        web_in_a_shell(tmp_path, prefix, url, PORT=str(port), EDA_WEB_HOST="127.0.0.2"),
-        pytest.raises(OSError),
-    ):
+    with pytest.raises(OSError):
         http("GET", f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 

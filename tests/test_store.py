@@ -662,7 +662,7 @@ def commands_called_by(script: Path) -> set[str]:
 def test_publishing_takes_one_round_trip_per_event(
     private_server: RedisServer, make_settings: Callable[..., Settings]
 ) -> None:
-    count = 10_000
+    count = 1_000
     client = redis.Redis.from_url(
         private_server.url, decode_responses=True, connection_class=CountingConnection
     )

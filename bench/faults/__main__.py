@@ -80,9 +80,8 @@ def run_all(
         # This process reads its settings from the environment it gives its children.
         os.environ.clear()
         os.environ.update(stack.env)
-        port = stack.start_web()
-        running = Running(stack, stack.start_worker(), stack.start_relay())
-        stack.start_beat()
+        port, worker, relay = stack.start_all()
+        running = Running(stack, worker, relay)
         return [run(running, port, s, count, rate, timing) for s in chosen(only, broker)]
 
 

@@ -19,7 +19,7 @@ import redis
 
 from bench.faults import handlers
 from bench.procfile import WEB_APP, Procfile
-from bench.services import Process, Stack
+from bench.services import Process, Stack, wait_answering
 from eda.redis_server import free_port, start_server, wait_until_ready
 
 HERE = Path(__file__).resolve().parent
@@ -120,15 +120,24 @@ class FaultStack(Stack):
         assert process is not None, "the Procfile has a relay line"
         return process
 
-    def start_beat(self) -> Process:
+    def start_all(self) -> tuple[int, Process, Process]:
+        """The web, a worker, the relay and beat, started together (their imports overlap)
+        and back once each is ready: the web's port, the worker and the relay."""
+        web, port = self.start_web("web", WEB_APP)
+        self.workers += 1
+        worker, worker_ready = self._start_celery(
+            f"worker-{self.workers}", self.procfile.celery_worker(), None
+        )
+        relay = self._start_relay(f"relay-{time.monotonic_ns()}", None)
+        assert relay is not None, "the Procfile has a relay line"
         command = self.procfile.beat_command()
         assert command is not None, "the Procfile has a beat line"
-        process = self._start("beat", command)
-        process.wait_until(lambda: b"beat: Starting" in process.log_path.read_bytes())
-        return process
-
-    def start_web(self) -> int:
-        return self.web("web", WEB_APP)[1]
+        beat = self._start("beat", command)
+        wait_answering(web, port)
+        worker.wait_until(worker_ready)
+        relay[0].wait_until(relay[1])
+        beat.wait_until(lambda: b"beat: Starting" in beat.log_path.read_bytes())
+        return port, worker, relay[0]
 
 
 def kill(process: Process) -> None:

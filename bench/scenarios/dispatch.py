@@ -29,7 +29,7 @@ from bench.cost import Cost
 from bench.figures import Figure, judged, median_run
 from bench.scenarios.common import NOOP, SAMPLED, require, statuses, store_events
 from bench.scenarios.raw import RawCelery
-from bench.services import Process
+from bench.services import Process, stop_all
 from eda.redis_server import free_port
 
 #: The issue's targets: 0.6x raw Celery; at most 1.5 KB per event beyond its payload.
@@ -107,17 +107,17 @@ def _observed(
     """Each repetition's rate with traces and metrics on (``more``: the sampler), beside
     the plain run of the same index."""
     env = {**bench.observed, **more}
-    worker = bench.stack.worker(
-        f"worker-{name}", {**env, "EDA_WORKER_METRICS_PORT": str(free_port())}
+    worker, relay = bench.stack.worker_and_relay(
+        f"worker-{name}",
+        f"relay-{name}",
+        {**env, "EDA_WORKER_METRICS_PORT": str(free_port())},
+        relay_more=env,
     )
-    relay = bench.stack.relay(f"relay-{name}", env)
     runs: list[tuple[float, float]] = []
     for index in range(bench.sizes.repeats):
         runs.append((run_once(bench, bench.sizes.dispatch_events).rate, plain[index]))
         bench.reset()
-    worker.stop()
-    if relay is not None:
-        relay.stop()
+    stop_all(worker, relay)
     return runs
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from bench.context import Bench
 from bench.cost import Cost
 from bench.figures import Figure, judged, median, median_run, percentile
-from bench.http_load import Answers, Target, run_closed_loop
+from bench.http_load import Answers, LoadProcesses, Target
 from bench.procfile import WEB_APP
 from bench.scenarios.common import SAMPLED, require
-from bench.services import SOURCE, Process
+from bench.services import SOURCE, Process, stop_all
 
 #: The target: at least half the bare endpoint's requests per second.
 TARGET = 0.5
@@ -51,21 +51,22 @@ class Load:
         return self.cost.redis_cpu / self.answers.answered
 
 
-def _load(bench: Bench, web: Process, port: int) -> Load:
+def _load(bench: Bench, load: LoadProcesses, web: Process, port: int) -> Load:
     sizes = bench.sizes
     target = Target(port, SOURCE, bench.stack.secret, "noop", sizes.payload_bytes)
     meter = bench.meter(web)
-    answers = run_closed_loop(
-        target,
-        sizes.load_processes,
-        sizes.load_connections,
-        sizes.ingest_warmup,
-        sizes.ingest_seconds,
+    answers = load.closed_loop(
+        target, sizes.load_connections, sizes.ingest_warmup, sizes.ingest_seconds
     )
     return Load(answers, meter.stop(), len(answers.latencies) / sizes.ingest_seconds)
 
 
 def measure(bench: Bench) -> list[Figure]:
+    with LoadProcesses(bench.sizes.load_processes) as load:
+        return _measure(bench, load)
+
+
+def _measure(bench: Bench, load: LoadProcesses) -> list[Figure]:
     started = bench.stack.webs(
         ("hello", "bench.hello:app", None),
         ("store-only", "bench.hello:stored", None),
@@ -86,19 +87,19 @@ def measure(bench: Bench) -> list[Figure]:
     redis_cpu: list[float] = []
     busy = 0.0
     for _ in range(bench.sizes.repeats):
-        flask = _load(bench, hello, hello_port)
-        store = _load(bench, store_only, store_only_port)
-        ours = _load(bench, web, web_port)
+        flask = _load(bench, load, hello, hello_port)
+        store = _load(bench, load, store_only, store_only_port)
+        ours = _load(bench, load, web, web_port)
         require(
             set(ours.answers.statuses) == {202},
             f"webhooks answered {dict(ours.answers.statuses)}:\n{web.log()[-2000:]}",
         )
-        seen = _load(bench, observed, observed_port)
+        seen = _load(bench, load, observed, observed_port)
         require(
             set(seen.answers.statuses) == {202},
             f"traced webhooks answered {dict(seen.answers.statuses)}",
         )
-        some = _load(bench, sampled, sampled_port)
+        some = _load(bench, load, sampled, sampled_port)
         require(
             set(some.answers.statuses) == {202},
             f"sampled webhooks answered {dict(some.answers.statuses)}",
@@ -117,11 +118,7 @@ def measure(bench: Bench) -> list[Figure]:
             (percentile(ours.answers.latencies, 0.99), percentile(flask.answers.latencies, 0.99))
         )
         busy = max(busy, ours.answers.cpu_seconds, flask.answers.cpu_seconds)
-    hello.stop()
-    store_only.stop()
-    web.stop()
-    observed.stop()
-    sampled.stop()
+    stop_all(hello, store_only, web, observed, sampled)
     stored = int(bench.store.xlen(bench.plain_core.keys.stream))
     bench.reset()
     ours_rate, flask_rate = median_run(rates)

@@ -17,7 +17,6 @@ from bench.context import Bench
 from bench.figures import Figure, percentile
 from bench.handlers import started_key
 from bench.http_load import Target, run_open_loop
-from bench.procfile import WEB_APP
 from bench.scenarios.common import require
 from bench.scenarios.raw import LATENCY_SHARE, RawCelery
 from bench.services import SOURCE, Process
@@ -35,17 +34,17 @@ def _started(bench: Bench, count: int) -> dict[str, str]:
     return {str(k): str(v) for k, v in found.items()}
 
 
-def measure(bench: Bench, raw: RawCelery, worker: Process) -> list[Figure]:
+def measure(bench: Bench, raw: RawCelery, worker: Process, port: int) -> list[Figure]:
+    """The latency rows, through the Procfile's web on ``port`` (started, and stopped, by
+    the caller)."""
     sizes = bench.sizes
     rate = raw.latency_rate
-    web, port = bench.stack.web("web-latency", WEB_APP)
     count = int(rate * sizes.latency_seconds)
     target = Target(port, SOURCE, bench.stack.secret, "stamp", sizes.payload_bytes)
     answers = run_open_loop(target, rate, count)
     require(set(answers.statuses) == {202}, f"webhooks answered {dict(answers.statuses)}")
     started = _started(bench, count)
     rss = worker.rss_bytes()
-    web.stop()
     bench.reset()
     ours = [float(started[e]) - answered for e, _, answered in answers.events if e in started]
     require(len(ours) == count, f"{len(ours)} of {count} handlers started")
