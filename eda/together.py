@@ -30,14 +30,15 @@ Send = Callable[[list[Any]], list[Any]]
 
 
 class _Call:
-    """One caller's call and, once answered, its reply; ``batch`` when it is to send one."""
+    """One caller's call and, once answered, its reply; ``batch`` when it is to send one.
+    Only a caller that queues waits, so only it gets an event to wait on."""
 
     __slots__ = ("answered", "batch", "call", "reply")
 
     def __init__(self, call: Any) -> None:
         self.call = call
         self.reply: Any = None
-        self.answered = threading.Event()
+        self.answered: threading.Event | None = None
         self.batch: list[_Call] | None = None
 
 
@@ -61,11 +62,12 @@ class Together:
         mine = _Call(call)
         with self._lock:
             if self._sending:
+                mine.answered = threading.Event()
                 self._queued.append(mine)
             else:
                 self._sending = True
                 mine.batch = [mine]
-        if mine.batch is None:
+        if mine.answered is not None:
             try:
                 mine.answered.wait()
             except BaseException:  # this caller is stopped while it waits (gevent's kill)
@@ -94,7 +96,8 @@ class Together:
         self._hand_over()
         for item, reply in zip(batch, replies, strict=True):
             item.reply = reply
-            item.answered.set()
+            if item.answered is not None:
+                item.answered.set()
 
     def _hand_over(self, batch: list[_Call] | None = None) -> None:
         """The next round trip: ``batch`` and what queued, sent by their first caller."""
@@ -104,7 +107,7 @@ class Together:
             self._sending = bool(waiting)
             if waiting:
                 waiting[0].batch = waiting
-        if waiting:
+        if waiting and waiting[0].answered is not None:  # each that queued has one
             waiting[0].answered.set()
 
     def _abandon(self, mine: _Call) -> None:
@@ -115,5 +118,5 @@ class Together:
                 self._queued.remove(mine)
                 return
             handed = mine.batch
-        if handed is not None and handed[0] is mine and mine.reply is None:
+        if handed is not None:  # handed a batch, and stopped before sending it
             self._hand_over([item for item in handed if item is not mine])
